@@ -1,0 +1,40 @@
+"""hardened-lightsail: a web server hardened by two firewall layers rendered from one policy.
+
+Reads like a table of contents: config -> policy/release -> servers -> host firewalls -> exports."""
+import pulumi
+
+from components.host_firewall import HostFirewall, HostFirewallArgs
+from components.servers import make_servers, with_known_deployer
+from hardened_lightsail.exposure import exposure_table, format_table
+from hardened_lightsail.stack_config import checked_release, read_stack_settings
+
+# 1. Config: validated before anything is registered; errors name the key and stop the run.
+settings = with_known_deployer(read_stack_settings())
+
+# 2. Policy -> release (rules.v4, rules.v6, ipsets, cloud ports), refused on lock-out/mismatch.
+release = checked_release(settings)
+
+# 3. Servers: Lightsail instances (or the local lab) with the cloud layer of the same policy.
+servers = make_servers(settings, release)
+
+# 4. Host layer: push, apply with rollback armed, confirm over a new connection, verify.
+firewalls = [
+    HostFirewall(f"{server.name}-firewall", HostFirewallArgs(
+        target=server.target, release=release,
+        confirm_timeout_seconds=settings.firewall.confirm_timeout_seconds,
+        public_addresses=server.probe_addresses),
+        opts=pulumi.ResourceOptions(depends_on=[server.ready]))
+    for server in servers
+]
+
+# 5. Exports: the first server's addresses at the top level, every server under `servers`.
+pulumi.export("publicIp", servers[0].public_ip)
+pulumi.export("ipv6Addresses", servers[0].ipv6_addresses)
+pulumi.export("sshCommand", servers[0].ssh_command)
+pulumi.export("releaseHash", release.hash)
+pulumi.export("exposure", format_table(exposure_table(settings.firewall, release)))
+pulumi.export("verifiedExposure", firewalls[0].exposure)
+pulumi.export("servers", [{"name": s.name, "publicIp": s.public_ip, "ipv6Addresses": s.ipv6_addresses,
+                           "verifiedExposure": f.exposure} for s, f in zip(servers, firewalls)])
+for key, value in servers[0].extra_outputs.items():
+    pulumi.export(key, value)

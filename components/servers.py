@@ -1,0 +1,52 @@
+"""Chooses the server kind for the stack's target and gives the rest of the program one shape
+for either: a name, an SSH target, a readiness resource, addresses and extra exports."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import pulumi
+
+from hardened_lightsail.policy import StackSettings
+from hardened_lightsail.release import Release
+
+
+@dataclass
+class ServerHandle:
+    name: str
+    target: object  # components.connection.SshTarget
+    ready: pulumi.Resource  # later steps wait for it
+    public_ip: pulumi.Output
+    ipv6_addresses: pulumi.Output
+    probe_addresses: pulumi.Output  # every address the outside verification probes
+    ssh_command: pulumi.Output
+    extra_outputs: dict = field(default_factory=dict)
+
+
+def with_known_deployer(settings: StackSettings) -> StackSettings:
+    """In the lab the deployer's address is known, so the lock-out check can prove it keeps SSH."""
+    if settings.target != "lab":
+        return settings
+    from .lab_server import deployer_addresses
+    firewall = dataclasses.replace(settings.firewall, deployer_addresses=(
+        *settings.firewall.deployer_addresses, *deployer_addresses(settings)))
+    return dataclasses.replace(settings, firewall=firewall)
+
+
+def make_servers(settings: StackSettings, release: Release) -> list[ServerHandle]:
+    tags = {"project": "hardened-lightsail", "stack": pulumi.get_stack()}
+    if settings.target == "lab":
+        from .lab_server import make_lab_server
+        return [make_lab_server(settings, release)]
+    from .lightsail_server import LightsailServer, LightsailServerArgs
+    handles = []
+    for index in range(settings.server.count):
+        name = f"web-{index}"
+        server = LightsailServer(name, LightsailServerArgs(settings.server, release.port_infos, tags))
+        addresses = pulumi.Output.all(server.public_ip, server.ipv6_addresses).apply(
+            lambda values: [values[0], *(values[1] or [])])
+        handles.append(ServerHandle(
+            name=name, target=server.target, ready=server.ready, public_ip=server.public_ip,
+            ipv6_addresses=server.ipv6_addresses, probe_addresses=addresses,
+            ssh_command=pulumi.Output.concat("ssh ", server.target.user, "@", server.public_ip)))
+    return handles

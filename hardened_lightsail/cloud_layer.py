@@ -1,0 +1,46 @@
+"""Renders the policy into the Lightsail cloud firewall: `InstancePublicPorts.port_infos`.
+
+The list is given to the provider exactly as returned (camelCase keys, as in `cloud-ports.json`);
+order is stable so an unchanged policy shows no diff in `pulumi preview`."""
+from __future__ import annotations
+
+from .networks import ANY_V4, ANY_V6, split_families
+from .policy import FirewallPolicy
+
+# Ping is ICMP type 8 code 0 / ICMPv6 type 128 code 0: the provider rejects -1 ("any code").
+ICMP_ECHO = ("icmp", 8, 0)
+ICMPV6_ECHO = ("icmpv6", 128, 0)
+_PROTOCOL_ORDER = {"tcp": 0, "udp": 1, "icmp": 2, "icmpv6": 3}
+
+
+def _port_info(protocol: str, from_port: int, to_port: int, networks) -> dict:
+    v4, v6 = split_families(networks)
+    # Both lists are always explicit: a missing list would let AWS fill in its own default.
+    return {
+        "protocol": protocol,
+        "fromPort": from_port,
+        "toPort": to_port,
+        "cidrs": [str(n) for n in v4],
+        "ipv6Cidrs": [str(n) for n in v6],
+        "cidrListAliases": [],
+    }
+
+
+def cloud_port_infos(policy: FirewallPolicy) -> list[dict]:
+    """The complete allow-list for the cloud layer (PutInstancePublicPorts replaces the whole set)."""
+    infos = [_port_info("tcp", policy.ssh_port, policy.ssh_port, policy.admin_cidrs)]
+    for service in policy.services:
+        infos.append(_port_info(service.protocol, service.ports.first, service.ports.last, service.sources))
+    if policy.ping:
+        infos.append(_port_info(*ICMP_ECHO, [ANY_V4]))
+        infos.append(_port_info(*ICMPV6_ECHO, [ANY_V6]))
+    # A port_info with no CIDR in either family would be filled in by AWS: leave it out instead.
+    infos = [info for info in infos if info["cidrs"] or info["ipv6Cidrs"]]
+    return sorted(infos, key=lambda i: (_PROTOCOL_ORDER[i["protocol"]], i["fromPort"], i["toPort"]))
+
+
+def to_provider_args(port_infos: list[dict]) -> list[dict]:
+    """The same list with the snake_case keys the Python provider SDK takes."""
+    names = {"fromPort": "from_port", "toPort": "to_port", "ipv6Cidrs": "ipv6_cidrs",
+             "cidrListAliases": "cidr_list_aliases"}
+    return [{names.get(key, key): value for key, value in info.items()} for info in port_infos]

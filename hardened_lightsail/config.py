@@ -1,0 +1,369 @@
+"""Reads and validates the stack config (`hardened-lightsail:*` keys) into `StackSettings`.
+
+All problems are collected, one line each, naming the key path, the bad value and the fix, so
+that a bad policy is refused before any resource or server is touched."""
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+import yaml
+
+from .networks import CidrError, Network, parse_cidr
+from .policy import (PROTOCOLS, DropLog, FirewallPolicy, LabSettings, PortRange, PortScanTrap,
+                     ServerSettings, Service, SshRateLimit, StackSettings)
+
+NAMESPACE = "hardened-lightsail"
+TARGETS = ("lightsail", "lab")
+IP_ADDRESS_TYPES = ("dualstack", "ipv4", "ipv6")
+MAX_CIDRS_PER_RULE = 60  # Lightsail's PutInstancePublicPorts limit, per address family
+CONFIRM_TIMEOUT_RANGE = (10, 3600)  # shorter can't finish an SSH round trip; longer leaves a door open
+DEFAULT_SOURCES = ("0.0.0.0/0", "::/0")
+SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
+
+
+class ConfigError(Exception):
+    """Invalid stack config; `problems` holds one message per bad value."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Checker:
+    """Collects problems while walking the raw config, so the user sees all of them at once."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}")
+
+    def mapping(self, path: str, value: Any, allowed: Mapping[str, Any]) -> dict:
+        """A mapping whose keys must all be known (a typo like `adminCidr` is an error)."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(path, f"{_show(value)} is not a mapping (expected keys: {', '.join(allowed)})")
+            return {}
+        for key in value:
+            if key not in allowed:
+                hint = _closest(key, allowed)
+                self.fail(f"{path}.{key}" if path else key,
+                          f"unknown key{f'; did you mean {hint!r}?' if hint else ''} "
+                          f"(known: {', '.join(allowed)})")
+        return value
+
+    def boolean(self, path: str, value: Any, default: bool) -> bool:
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.fail(path, f"{_show(value)} is not true or false")
+            return default
+        return value
+
+    def integer(self, path: str, value: Any, default: int, low: int, high: int, why: str = "") -> int:
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(path, f"{_show(value)} is not a whole number ({low}-{high}{why})")
+            return default
+        if not low <= value <= high:
+            self.fail(path, f"{value} is out of range ({low}-{high}{why})")
+            return default
+        return value
+
+    def string(self, path: str, value: Any, default: str, choices: Optional[tuple] = None) -> str:
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            self.fail(path, f"{_show(value)} is not a string")
+            return default
+        if choices and value not in choices:
+            self.fail(path, f"{_show(value)} is not one of: {', '.join(choices)}")
+            return default
+        return value
+
+    def cidr_list(self, path: str, value: Any, default: tuple = (), required: bool = False) -> tuple[Network, ...]:
+        if value is None:
+            if required:
+                self.fail(path, "is required: list the CIDRs you administer the server from "
+                                "(e.g. [\"203.0.113.7/32\"])")
+                return ()  # one line is enough: don't also call the missing list "empty"
+            value = list(default)
+        if not isinstance(value, list):
+            self.fail(path, f"{_show(value)} is not a list of CIDRs")
+            return ()
+        if required and not value:
+            self.fail(path, "is empty: SSH would be closed to everyone; add the CIDR you "
+                            "administer the server from (e.g. \"203.0.113.7/32\")")
+        networks = []
+        for index, item in enumerate(value):
+            try:
+                networks.append(parse_cidr(item))
+            except CidrError as error:
+                self.fail(f"{path}[{index}]", str(error))
+        for version in (4, 6):
+            count = sum(1 for n in networks if n.version == version)
+            if count > MAX_CIDRS_PER_RULE:
+                self.fail(path, f"{count} IPv{version} CIDRs, but a Lightsail firewall rule allows at "
+                                f"most {MAX_CIDRS_PER_RULE} per family; merge them into wider CIDRs")
+        return tuple(networks)
+
+    def ports(self, path: str, value: Any) -> Optional[PortRange]:
+        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        if not isinstance(text, str) or not re.fullmatch(r"\d+(-\d+)?", text.strip()):
+            self.fail(path, f"{_show(value)} is not a port or range (\"443\" or \"8000-8010\")")
+            return None
+        first, _, last = text.strip().partition("-")
+        port_range = PortRange(int(first), int(last or first))
+        for port in (port_range.first, port_range.last):
+            if not 1 <= port <= 65535:
+                self.fail(path, f"{_show(value)} is not a port (1-65535)")
+                return None
+        if port_range.first > port_range.last:
+            self.fail(path, f"{_show(value)} is reversed; write \"{port_range.last}-{port_range.first}\"")
+            return None
+        return port_range
+
+
+def _show(value: Any) -> str:
+    return f"\"{value}\"" if isinstance(value, str) else repr(value)
+
+
+def _closest(key: str, allowed: Mapping[str, Any]) -> Optional[str]:
+    import difflib
+    matches = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _keys(model, **renames: str) -> dict[str, str]:
+    """camelCase config key -> dataclass field, derived from the model so they can't drift."""
+    def camel(name: str) -> str:
+        head, *rest = name.split("_")
+        return head + "".join(part.title() for part in rest)
+    names = {camel(f.name): f.name for f in fields(model)}
+    names.update(renames)
+    return names
+
+
+def _service(check: _Checker, path: str, raw: Any) -> Optional[Service]:
+    raw = check.mapping(path, raw, {"name": 0, "protocol": 0, "ports": 0, "sources": 0})
+    if not raw:
+        if not check.problems or not check.problems[-1].startswith(path):
+            check.fail(path, "is empty; a service needs name, protocol and ports")
+        return None
+    name = raw.get("name")
+    if not isinstance(name, str) or not SERVICE_NAME.match(name):
+        check.fail(f"{path}.name", f"{_show(name)} is not a service name (lowercase letters, digits, "
+                                   "'-', up to 24 characters, e.g. \"https\")")
+    protocol = check.string(f"{path}.protocol", raw.get("protocol"), "", PROTOCOLS)
+    if raw.get("protocol") is None:
+        check.fail(f"{path}.protocol", "is required (tcp or udp)")
+    ports = check.ports(f"{path}.ports", raw.get("ports")) if "ports" in raw else None
+    if "ports" not in raw:
+        check.fail(f"{path}.ports", "is required (\"443\" or \"8000-8010\")")
+    sources = check.cidr_list(f"{path}.sources", raw.get("sources"), DEFAULT_SOURCES)
+    if raw.get("sources") == []:  # only a list written empty; bad CIDRs were reported above
+        check.fail(f"{path}.sources", "is empty; remove the service or list who may connect")
+    if not (isinstance(name, str) and protocol and ports):
+        return None
+    return Service(name=name, protocol=protocol, ports=ports, sources=tuple(sources))
+
+
+def _services(check: _Checker, raw: Any, ssh_port: int) -> tuple[Service, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        check.fail("firewall.services", f"{_show(raw)} is not a list of services")
+        return ()
+    services: list[tuple[int, Service]] = []
+    for index, item in enumerate(raw):
+        service = _service(check, f"firewall.services[{index}]", item)
+        if service:
+            services.append((index, service))
+    for position, (index, service) in enumerate(services):
+        path = f"firewall.services[{index}]"
+        if service.protocol == "tcp" and service.ports.contains(PortRange(ssh_port, ssh_port)):
+            check.fail(f"{path}.ports", f"\"{service.ports}\" includes the SSH port ({ssh_port}); SSH is "
+                                        "opened only by firewall.adminCidrs: add the sources there")
+        for other_index, other in services[:position]:
+            if other.name == service.name:
+                check.fail(f"{path}.name", f"\"{service.name}\" is also the name of "
+                                           f"firewall.services[{other_index}]; names must be unique")
+            if other.protocol == service.protocol and other.ports.overlaps(service.ports):
+                check.fail(f"{path}.ports", f"{service.protocol} \"{service.ports}\" overlaps "
+                                            f"firewall.services[{other_index}] ({other.name}, \"{other.ports}\"); "
+                                            "merge them into one service with both sources")
+    return tuple(service for _, service in services)
+
+
+def _firewall(check: _Checker, raw: Any) -> Optional[FirewallPolicy]:
+    keys = _keys(FirewallPolicy)
+    if raw is None:
+        check.fail("firewall", "is required: at least firewall.adminCidrs (see README, \"Config\")")
+        return None
+    raw = check.mapping("firewall", raw, keys)
+    ssh_port = check.integer("firewall.sshPort", raw.get("sshPort"), FirewallPolicy.ssh_port, 1, 65535)
+    low, high = CONFIRM_TIMEOUT_RANGE
+    return FirewallPolicy(
+        admin_cidrs=check.cidr_list("firewall.adminCidrs", raw.get("adminCidrs"), required=True),
+        services=_services(check, raw.get("services"), ssh_port),
+        ssh_port=ssh_port,
+        ping=check.boolean("firewall.ping", raw.get("ping"), FirewallPolicy.ping),
+        ping_per_second=check.integer("firewall.pingPerSecond", raw.get("pingPerSecond"),
+                                      FirewallPolicy.ping_per_second, 1, 1000),
+        confirm_timeout_seconds=check.integer(
+            "firewall.confirmTimeoutSeconds", raw.get("confirmTimeoutSeconds"),
+            FirewallPolicy.confirm_timeout_seconds, low, high, " seconds"),
+        blocklist=_blocklist(check, raw.get("blocklist")),
+        allow_lockout=check.boolean("firewall.allowLockout", raw.get("allowLockout"),
+                                    FirewallPolicy.allow_lockout),
+        ssh_rate_limit=_ssh_rate_limit(check, raw.get("sshRateLimit")),
+        port_scan=_port_scan(check, raw.get("portScan")),
+        drop_log=_drop_log(check, raw.get("dropLog")),
+        deployer_addresses=check.cidr_list("firewall.deployerAddresses", raw.get("deployerAddresses")),
+    )
+
+
+def _blocklist(check: _Checker, raw: Any) -> tuple[Network, ...]:
+    """The blocklist is matched through an ipset, so it has no per-rule CIDR limit."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        check.fail("firewall.blocklist", f"{_show(raw)} is not a list of CIDRs")
+        return ()
+    networks = []
+    for index, item in enumerate(raw):
+        try:
+            network = parse_cidr(item)
+        except CidrError as error:
+            check.fail(f"firewall.blocklist[{index}]", str(error))
+            continue
+        if network.prefixlen == 0:
+            check.fail(f"firewall.blocklist[{index}]", f"\"{item}\" would block everyone, admins included; "
+                                                       "list the networks to block")
+            continue
+        networks.append(network)
+    return tuple(networks)
+
+
+def _ssh_rate_limit(check: _Checker, raw: Any) -> SshRateLimit:
+    raw = check.mapping("firewall.sshRateLimit", raw, _keys(SshRateLimit))
+    return SshRateLimit(
+        per_minute=check.integer("firewall.sshRateLimit.perMinute", raw.get("perMinute"),
+                                 SshRateLimit.per_minute, 1, 10000),
+        burst=check.integer("firewall.sshRateLimit.burst", raw.get("burst"), SshRateLimit.burst, 1, 10000))
+
+
+def _port_scan(check: _Checker, raw: Any) -> PortScanTrap:
+    raw = check.mapping("firewall.portScan", raw, _keys(PortScanTrap))
+    return PortScanTrap(
+        enabled=check.boolean("firewall.portScan.enabled", raw.get("enabled"), PortScanTrap.enabled),
+        # xt_recent remembers at most 20 packets per source (ip_pkt_list_tot), hence the cap.
+        threshold=check.integer("firewall.portScan.threshold", raw.get("threshold"),
+                                PortScanTrap.threshold, 1, 20, ", xt_recent keeps 20 hits"),
+        window_seconds=check.integer("firewall.portScan.windowSeconds", raw.get("windowSeconds"),
+                                     PortScanTrap.window_seconds, 1, 86400),
+        ban_seconds=check.integer("firewall.portScan.banSeconds", raw.get("banSeconds"),
+                                  PortScanTrap.ban_seconds, 1, 30 * 86400))
+
+
+def _drop_log(check: _Checker, raw: Any) -> DropLog:
+    raw = check.mapping("firewall.dropLog", raw, _keys(DropLog))
+    prefix = check.string("firewall.dropLog.prefix", raw.get("prefix"), DropLog.prefix)
+    # The kernel truncates LOG prefixes at 29 characters; quotes would break the rules file.
+    if len(prefix) > 29 or not re.fullmatch(r"[A-Za-z0-9 _.:\-\[\]]*", prefix):
+        check.fail("firewall.dropLog.prefix", f"{_show(prefix)} must be at most 29 characters of "
+                                              "letters, digits, space and _ . : - [ ]")
+        prefix = DropLog.prefix
+    return DropLog(
+        prefix=prefix,
+        per_minute=check.integer("firewall.dropLog.perMinute", raw.get("perMinute"), DropLog.per_minute, 1, 10000),
+        burst=check.integer("firewall.dropLog.burst", raw.get("burst"), DropLog.burst, 1, 10000))
+
+
+def _server(check: _Checker, raw: Any) -> ServerSettings:
+    raw = check.mapping("server", raw, _keys(ServerSettings))
+    return ServerSettings(
+        availability_zone=check.string("server.availabilityZone", raw.get("availabilityZone"),
+                                       ServerSettings.availability_zone),
+        blueprint_id=check.string("server.blueprintId", raw.get("blueprintId"), ServerSettings.blueprint_id),
+        bundle_id=check.string("server.bundleId", raw.get("bundleId"), ServerSettings.bundle_id),
+        ip_address_type=check.string("server.ipAddressType", raw.get("ipAddressType"),
+                                     ServerSettings.ip_address_type, IP_ADDRESS_TYPES),
+        count=check.integer("server.count", raw.get("count"), ServerSettings.count, 1, 20))
+
+
+def _lab(check: _Checker, raw: Any) -> LabSettings:
+    raw = check.mapping("lab", raw, _keys(LabSettings))
+    slot = raw.get("slot")
+    return LabSettings(slot=None if slot is None else check.integer("lab.slot", slot, 0, 0, 15))
+
+
+def settings_from_values(values: Mapping[str, Any]) -> StackSettings:
+    """Validate the project's config values (keys without the namespace prefix)."""
+    check = _Checker()
+    check.mapping("", values, {"target": 0, "server": 0, "firewall": 0, "lab": 0})
+    target = check.string("target", values.get("target"), "lightsail", TARGETS)
+    firewall = _firewall(check, values.get("firewall"))
+    server = _server(check, values.get("server"))
+    lab = _lab(check, values.get("lab"))
+    if check.problems or firewall is None:
+        raise ConfigError(check.problems)
+    return StackSettings(target=target, firewall=firewall, server=server, lab=lab)
+
+
+def values_from_stack_file(path: Path) -> dict[str, Any]:
+    """The `hardened-lightsail:*` values of a Pulumi.<stack>.yaml (other namespaces ignored)."""
+    try:
+        document = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file; create it or pass --stack/--config with the right name"])
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError([f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})"])
+    config = document.get("config") if isinstance(document, dict) else None
+    if not isinstance(config, dict):
+        raise ConfigError([f"{path}: has no `config:` mapping (see Pulumi.dev.yaml for the format)"])
+    prefix = NAMESPACE + ":"
+    return {key[len(prefix):]: value for key, value in config.items() if key.startswith(prefix)}
+
+
+def load_stack_file(path: Path) -> StackSettings:
+    return settings_from_values(values_from_stack_file(path))
+
+
+def parse_value(value: Any) -> Any:
+    """Pulumi hands structured config to the program as JSON strings; decode those."""
+    import json
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def firewall_config_values(policy: FirewallPolicy) -> dict[str, Any]:
+    """The validated policy back in config form (camelCase, every default spelled out).
+
+    Shipped in each release as policy.json, so a deployer-side step (or an operator reading the
+    server) sees exactly the policy the rules were rendered from."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(item) for item in value]
+        if isinstance(value, PortRange):
+            return str(value)
+        if hasattr(value, "__dataclass_fields__"):
+            return {camel: plain(getattr(value, name)) for camel, name in _keys(type(value)).items()}
+        return value if isinstance(value, (bool, int, str)) or value is None else str(value)
+    return plain(policy)
+
+
+def load_policy_file(path: Path) -> FirewallPolicy:
+    import json
+    return settings_from_values({"firewall": json.loads(Path(path).read_text())}).firewall

@@ -1,0 +1,194 @@
+"""Renders the policy into the host layer: one hardened iptables ruleset per address family.
+
+The order is the point (see README, "Host rules"): loopback, conntrack (established first,
+invalid dropped), TCP sanity, blocklist, scanner bans, SSH for admins, services, ICMP, the
+port-scan trap, then a rate-limited log and the final drop. Nothing here touches a machine."""
+from __future__ import annotations
+
+from .iptables_rules import NEVER, UNDER_LIMIT, Rule, Ruleset
+from .networks import any_network, parse_cidr, split_families
+from .policy import FirewallPolicy, PortRange
+
+# Chain and set names are part of the contract with the payload and the lab (keep them short:
+# ipset names are limited to 31 characters, recent lists to 200, chain names to 28).
+CHAIN_SSH, CHAIN_SCAN, CHAIN_LOG_DROP = "HL-SSH", "HL-PORTSCAN", "HL-LOG-DROP"
+
+
+def blocklist_set(family: int) -> str:
+    return f"hl-blocklist-v{family}"
+
+
+def ban_list(family: int) -> str:
+    return f"hl-banned-v{family}"
+
+
+def hits_list(family: int) -> str:
+    return f"hl-scanhits-v{family}"
+
+
+# Impossible TCP flag combinations: scanners (NULL, Xmas, FIN scans) and crafted packets.
+BAD_TCP_FLAGS = (
+    ("ALL", "NONE", "NULL scan: no flags at all"),
+    ("ALL", "FIN,PSH,URG", "Xmas scan: FIN+PSH+URG"),
+    ("ALL", "FIN", "FIN scan: FIN without ACK"),
+    ("SYN,FIN", "SYN,FIN", "SYN+FIN never happens in real TCP"),
+    ("SYN,RST", "SYN,RST", "SYN+RST never happens in real TCP"),
+    ("FIN,RST", "FIN,RST", "FIN+RST never happens in real TCP"),
+)
+
+
+def host_ruleset(policy: FirewallPolicy, family: int) -> Ruleset:
+    """The filter table for IPv4 (`family=4`) or IPv6 (`family=6`)."""
+    icmp = "icmp" if family == 4 else "ipv6-icmp"
+    rs = Ruleset(family=family, policies={"INPUT": "DROP", "FORWARD": "DROP", "OUTPUT": "ACCEPT"})
+    rs.header = [
+        f"rules.v{family} - hardened-lightsail host firewall (ip{'6' if family == 6 else ''}tables-restore format)",
+        "The release hash is in the RELEASE file next to this one.",
+        "Generated from the stack's firewall policy; do not edit on the server: change the",
+        "policy and run `pulumi up` (edits here are replaced by the next release).",
+        "Default: drop everything inbound, then open only what the policy names.",
+    ]
+    admins, _ = _by_family(policy.admin_cidrs, family)
+    blocked, _ = _by_family(policy.blocklist, family)
+    rs.chains = [CHAIN_SSH, CHAIN_LOG_DROP] + ([CHAIN_SCAN] if policy.port_scan.enabled else [])
+
+    rs.section("loopback and connection tracking")
+    rs.add(Rule("INPUT", "ACCEPT", "loopback: local programs talk to each other", in_interface="lo"))
+    if family == 4:
+        rs.add(Rule("INPUT", "DROP", "127.0.0.0/8 arriving from outside is spoofed",
+                    source=_net("127.0.0.0/8"), not_in_interface="lo"))
+    else:
+        rs.add(Rule("INPUT", "DROP", "::1 arriving from outside is spoofed",
+                    source=_net("::1/128"), not_in_interface="lo"))
+        rs.add(Rule("INPUT", "DROP", "type 0 routing headers (RH0) are deprecated and abused",
+                    matches=("-m", "rt", "--rt-type", "0"), new_connections=False))
+        _ipv6_control(rs, icmp)
+    rs.add(Rule("INPUT", "ACCEPT", "replies and ongoing connections (checked first: most packets)",
+                matches=("-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED"), new_connections=False))
+    rs.add(Rule("INPUT", "DROP", "packets conntrack can't place in any connection",
+                matches=("-m", "conntrack", "--ctstate", "INVALID"), new_connections=False))
+
+    rs.section("TCP sanity: impossible flags and new connections that don't start with SYN")
+    for mask, flags, why in BAD_TCP_FLAGS:
+        rs.add(Rule("INPUT", "DROP", why, protocol="tcp",
+                    matches=("--tcp-flags", mask, flags), new_connections=False))
+    rs.add(Rule("INPUT", "DROP", "a new TCP connection must start with SYN", protocol="tcp",
+                matches=("!", "--syn", "-m", "conntrack", "--ctstate", "NEW"), new_connections=False))
+
+    if blocked:
+        rs.section("blocklist (ipset: one lookup per packet however long the list)")
+        rs.sets[blocklist_set(family)] = tuple(blocked)
+        rs.add(Rule("INPUT", "DROP", "firewall.blocklist: these sources get nothing at all",
+                    source_set=blocklist_set(family)))
+
+    if policy.port_scan.enabled:
+        # Admins never enter the ban list (the trap below skips them), so no exemption is needed here.
+        rs.section("port-scan bans (firewall.portScan; admin CIDRs are never banned)")
+        rs.add(Rule("INPUT", "DROP", f"banned scanner: dropped for {policy.port_scan.ban_seconds} s after its last packet",
+                    matches=("-m", "recent", "--name", ban_list(family), "--update",
+                             "--seconds", str(policy.port_scan.ban_seconds)),
+                    steady_state=NEVER))
+
+    rs.section(f"SSH on tcp/{policy.ssh_port}: only from firewall.adminCidrs, new connections rate-limited")
+    rs.add(Rule("INPUT", CHAIN_SSH, "all new SSH connection attempts go through the admin check",
+                protocol="tcp", dports=_port(policy.ssh_port),
+                matches=("-m", "conntrack", "--ctstate", "NEW")))
+    limit = policy.ssh_rate_limit
+    for admin in admins:
+        rs.add(Rule(CHAIN_SSH, "ACCEPT",
+                    f"admin {admin}: at most {limit.per_minute}/min new SSH connections per source",
+                    source=admin,
+                    matches=("-m", "hashlimit", "--hashlimit-upto", f"{limit.per_minute}/min",
+                             "--hashlimit-burst", str(limit.burst), "--hashlimit-mode", "srcip",
+                             "--hashlimit-name", f"hl-ssh-v{family}"),
+                    steady_state=UNDER_LIMIT))
+    for admin in admins:
+        rs.add(Rule(CHAIN_SSH, CHAIN_LOG_DROP, f"admin {admin} over the SSH rate limit: drop, no ban",
+                    source=admin))
+    rs.add(Rule(CHAIN_SSH, "RETURN", "not an admin: SSH is closed for this source (port-scan trap next)"))
+
+    rs.section("services (firewall.services): each port only from its sources")
+    for service in policy.services:
+        for source in _by_family(service.sources, family)[0]:
+            rs.add(Rule("INPUT", "ACCEPT", f"service {service.name}: {service.protocol}/{service.ports} from {source}",
+                        protocol=service.protocol, dports=service.ports, source=_none_if_any(source),
+                        matches=("-m", "conntrack", "--ctstate", "NEW")))
+
+    if policy.ping:
+        rs.section("ping (firewall.ping), rate-limited")
+        type_flag = "--icmp-type" if family == 4 else "--icmpv6-type"
+        rs.add(Rule("INPUT", "ACCEPT", f"ping: at most {policy.ping_per_second}/s echo requests",
+                    protocol=icmp,
+                    matches=(type_flag, "echo-request", "-m", "limit", "--limit", f"{policy.ping_per_second}/sec",
+                             "--limit-burst", str(policy.ping_per_second * 2))))
+
+    if policy.port_scan.enabled:
+        _port_scan_trap(rs, policy, admins, family)
+
+    rs.section("log (rate-limited) and drop everything else")
+    rs.add(Rule("INPUT", CHAIN_LOG_DROP, "whatever no rule above accepted"))
+    rs.add(Rule(CHAIN_LOG_DROP, "LOG", "kernel log line for the operator (journalctl -k | grep the prefix)",
+                matches=("-m", "limit", "--limit", f"{policy.drop_log.per_minute}/min",
+                         "--limit-burst", str(policy.drop_log.burst)),
+                target_args=("--log-prefix", _quote(policy.drop_log.prefix), "--log-level", "4")))
+    rs.add(Rule(CHAIN_LOG_DROP, "DROP", "dropped (logged above, at most "
+                                        f"{policy.drop_log.per_minute} lines/min)"))
+    return rs
+
+
+def _ipv6_control(rs: Ruleset, icmp: str) -> None:
+    """ICMPv6 that IPv6 cannot work without (RFC 4890), accepted before conntrack sees it."""
+    for kind in ("router-solicitation", "router-advertisement",
+                 "neighbour-solicitation", "neighbour-advertisement"):
+        rs.add(Rule("INPUT", "ACCEPT", f"neighbour discovery ({kind}); hop limit 255 proves it is on-link",
+                    protocol=icmp, matches=("--icmpv6-type", kind, "-m", "hl", "--hl-eq", "255"),
+                    new_connections=False))
+    for kind in ("destination-unreachable", "packet-too-big", "time-exceeded", "parameter-problem"):
+        rs.add(Rule("INPUT", "ACCEPT", f"{kind}: path MTU discovery and error reporting need it",
+                    protocol=icmp, matches=("--icmpv6-type", kind), new_connections=False))
+    for kind in ("130", "131", "132", "143"):
+        rs.add(Rule("INPUT", "ACCEPT", f"multicast listener discovery (type {kind}) from link-local only",
+                    protocol=icmp, source=_net("fe80::/10"),
+                    matches=("--icmpv6-type", kind, "-m", "hl", "--hl-eq", "1"), new_connections=False))
+
+
+def _port_scan_trap(rs: Ruleset, policy: FirewallPolicy, admins, family: int) -> None:
+    """New TCP/UDP that reached this point hit a port that is closed for its source: count it."""
+    trap = policy.port_scan
+    rs.section(f"port-scan trap: {trap.threshold} closed-port hits in {trap.window_seconds} s "
+               f"ban the source for {trap.ban_seconds} s")
+    rs.add(Rule("INPUT", CHAIN_SCAN, "new TCP connection to a port closed for this source", protocol="tcp",
+                matches=("--syn",)))
+    rs.add(Rule("INPUT", CHAIN_SCAN, "new UDP datagram to a port closed for this source", protocol="udp",
+                matches=("-m", "conntrack", "--ctstate", "NEW")))
+    for admin in admins:
+        rs.add(Rule(CHAIN_SCAN, "RETURN", f"admin {admin} is never counted or banned", source=admin))
+    rs.add(Rule(CHAIN_SCAN, "DROP", f"hit number {trap.threshold} within {trap.window_seconds} s: ban the source",
+                matches=("-m", "recent", "--name", hits_list(family), "--set",
+                         "-m", "recent", "--name", hits_list(family), "--rcheck", "--seconds",
+                         str(trap.window_seconds), "--hitcount", str(trap.threshold),
+                         "-m", "recent", "--name", ban_list(family), "--set"),
+                steady_state=NEVER))
+    rs.add(Rule(CHAIN_SCAN, "RETURN", "counted; not (yet) a scanner: logged and dropped below"))
+
+
+def _by_family(networks, family: int):
+    v4, v6 = split_families(networks)
+    return (v4, v6) if family == 4 else (v6, v4)
+
+
+def _none_if_any(network):
+    """`-s 0.0.0.0/0` says nothing: leave it out so the rule reads as "from anywhere"."""
+    return None if network == any_network(network.version) else network
+
+
+def _net(text: str):
+    return parse_cidr(text)
+
+
+def _port(number: int) -> PortRange:
+    return PortRange(number, number)
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace('"', "") + '"'

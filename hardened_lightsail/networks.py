@@ -1,0 +1,51 @@
+"""CIDR handling shared by validation, both renderers and the analysis.
+
+One place parses and orders networks so that every layer sees the same addresses in the same
+order (stable order is what keeps an unchanged policy from showing a diff)."""
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable, Union
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+ANY_V4 = ipaddress.IPv4Network("0.0.0.0/0")
+ANY_V6 = ipaddress.IPv6Network("::/0")
+
+
+class CidrError(ValueError):
+    """A CIDR string that is not a network; the message says how to fix it."""
+
+
+def parse_cidr(text: str) -> Network:
+    """Parse one CIDR strictly: host bits must be zero, so a typo can't silently widen a rule."""
+    if not isinstance(text, str):
+        raise CidrError(f"{text!r} is not a CIDR string (e.g. \"203.0.113.7/32\")")
+    try:
+        return ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as error:
+        try:
+            loose = ipaddress.ip_network(text.strip(), strict=False)
+        except ValueError:
+            raise CidrError(f"\"{text}\" is not a CIDR (e.g. \"203.0.113.7/32\" or \"2001:db8::/64\")") from error
+        raise CidrError(f"\"{text}\" has host bits set; did you mean \"{loose}\"?") from error
+
+
+def family_of(network: Network) -> int:
+    return network.version
+
+
+def split_families(networks: Iterable[Network]) -> tuple[list[Network], list[Network]]:
+    """(IPv4 networks, IPv6 networks), each sorted and de-duplicated."""
+    v4 = sorted({n for n in networks if n.version == 4})
+    v6 = sorted({n for n in networks if n.version == 6})
+    return v4, v6
+
+
+def covers(outer: Network, inner: Network) -> bool:
+    """True when every address of `inner` is in `outer` (same family only)."""
+    return outer.version == inner.version and inner.subnet_of(outer)
+
+
+def any_network(version: int) -> Network:
+    return ANY_V4 if version == 4 else ANY_V6

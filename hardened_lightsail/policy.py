@@ -1,0 +1,142 @@
+"""The firewall policy and stack settings as plain, immutable data.
+
+Every knob is declared here once, with its default and what it is for; `config.py` turns the
+stack YAML into these objects and the renderers and the analysis only ever read them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .networks import Network, split_families
+
+TCP, UDP = "tcp", "udp"
+PROTOCOLS = (TCP, UDP)
+
+
+@dataclass(frozen=True, order=True)
+class PortRange:
+    first: int
+    last: int
+
+    def __str__(self) -> str:
+        return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+
+    def overlaps(self, other: "PortRange") -> bool:
+        return self.first <= other.last and other.first <= self.last
+
+    def contains(self, other: "PortRange") -> bool:
+        return self.first <= other.first and other.last <= self.last
+
+    @property
+    def iptables(self) -> str:
+        """The `--dport` argument (iptables writes ranges with a colon)."""
+        return str(self.first) if self.first == self.last else f"{self.first}:{self.last}"
+
+
+@dataclass(frozen=True)
+class Service:
+    """A port (range) that is open to some sources, in both layers."""
+
+    name: str
+    protocol: str
+    ports: PortRange
+    sources: tuple[Network, ...]
+
+    @property
+    def sources_v4(self) -> list[Network]:
+        return split_families(self.sources)[0]
+
+    @property
+    def sources_v6(self) -> list[Network]:
+        return split_families(self.sources)[1]
+
+
+@dataclass(frozen=True)
+class SshRateLimit:
+    """Per-source limit on NEW SSH connections (hashlimit): slows brute force, even from admins."""
+
+    per_minute: int = 20  # sustained new connections per source and minute
+    burst: int = 20  # connections a source may open at once before the rate applies
+
+
+@dataclass(frozen=True)
+class PortScanTrap:
+    """A source that touches closed ports `threshold` times within `window_seconds` is banned."""
+
+    enabled: bool = True
+    threshold: int = 3  # closed-port hits (TCP SYN or UDP) that make a source a scanner
+    window_seconds: int = 60  # time window for the hits above
+    ban_seconds: int = 3600  # how long a scanner stays banned after its last packet
+
+
+@dataclass(frozen=True)
+class DropLog:
+    """Rate-limited kernel log of dropped packets (read them with `journalctl -k` / dmesg)."""
+
+    prefix: str = "IPTables-Dropped: "  # the prefix the operator greps for
+    per_minute: int = 10  # log lines per minute at most, so a flood can't fill the disk
+    burst: int = 5
+
+
+@dataclass(frozen=True)
+class FirewallPolicy:
+    """Everything both layers are rendered from (config key `firewall`)."""
+
+    admin_cidrs: tuple[Network, ...]  # SSH is allowed only from these, in both layers
+    services: tuple[Service, ...] = ()
+    ssh_port: int = 22
+    ping: bool = True  # ICMP echo / ICMPv6 echo allowed (rate-limited on the host)
+    ping_per_second: int = 5  # host-side limit on echo requests accepted per second
+    confirm_timeout_seconds: int = 60  # unconfirmed rules roll back after this long
+    blocklist: tuple[Network, ...] = ()  # dropped before anything else (host: ipset)
+    allow_lockout: bool = False  # let a policy that fails the lock-out check through (drills)
+    ssh_rate_limit: SshRateLimit = field(default_factory=SshRateLimit)
+    port_scan: PortScanTrap = field(default_factory=PortScanTrap)
+    drop_log: DropLog = field(default_factory=DropLog)
+    # Addresses the deployer connects from; the lock-out check proves they keep SSH. The lab
+    # fills this in itself; on Lightsail set it when your address is known.
+    deployer_addresses: tuple[Network, ...] = ()
+
+    @property
+    def admin_v4(self) -> list[Network]:
+        return split_families(self.admin_cidrs)[0]
+
+    @property
+    def admin_v6(self) -> list[Network]:
+        return split_families(self.admin_cidrs)[1]
+
+    @property
+    def blocklist_v4(self) -> list[Network]:
+        return split_families(self.blocklist)[0]
+
+    @property
+    def blocklist_v6(self) -> list[Network]:
+        return split_families(self.blocklist)[1]
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Config key `server`: the Lightsail instance(s) (ignored by the lab target)."""
+
+    availability_zone: str = "ap-northeast-1a"
+    blueprint_id: str = "ubuntu_24_04"
+    bundle_id: str = "nano_3_0"
+    ip_address_type: str = "dualstack"  # dualstack | ipv4 | ipv6
+    count: int = 1  # servers sharing the policy
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    """Config key `lab`: where the lab lives on this machine (lab target only)."""
+
+    slot: Optional[int] = None  # 0-15; picks address blocks so labs can coexist (None = auto)
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """The whole validated stack config."""
+
+    target: str
+    firewall: FirewallPolicy
+    server: ServerSettings = field(default_factory=ServerSettings)
+    lab: LabSettings = field(default_factory=LabSettings)

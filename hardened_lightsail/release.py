@@ -1,0 +1,58 @@
+"""A release: every file the host needs for one policy, named by the hash of its content.
+
+Everything that touches a machine is driven by this hash: an unchanged policy gives the same
+bytes and the same hash, so `pulumi up` has nothing to do; any change gives a new hash."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cloud_layer import cloud_port_infos
+from .config import firewall_config_values
+from .host_layer import host_ruleset
+from .iptables_rules import Ruleset
+from .ipsets import ipset_restore_file
+from .policy import FirewallPolicy
+
+PAYLOAD_SCRIPT = Path(__file__).resolve().parent.parent / "payload" / "hlfw"
+HASH_LENGTH = 16  # hex characters: 64 bits, plenty for one server's history, short in names
+
+
+@dataclass(frozen=True)
+class Release:
+    hash: str
+    files: dict[str, bytes]  # file name -> content, including manifest.sha256 and RELEASE
+    rulesets: tuple[Ruleset, Ruleset]  # (v4, v6), for the analysis
+    port_infos: list[dict]
+
+    def write(self, directory: Path) -> Path:
+        """Write the files (read-only for others) and return the directory."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, content in self.files.items():
+            path = directory / name
+            path.write_bytes(content)
+            path.chmod(0o755 if name == "hlfw" else 0o644)
+        return directory
+
+
+def render_release(policy: FirewallPolicy) -> Release:
+    """Pure: the same policy always gives byte-identical files and the same hash."""
+    v4, v6 = host_ruleset(policy, 4), host_ruleset(policy, 6)
+    port_infos = cloud_port_infos(policy)
+    files = {
+        "rules.v4": v4.render().encode(),
+        "rules.v6": v6.render().encode(),
+        "cloud-ports.json": (json.dumps(port_infos, indent=2) + "\n").encode(),
+        "policy.json": (json.dumps(firewall_config_values(policy), indent=2) + "\n").encode(),
+        "hlfw": PAYLOAD_SCRIPT.read_bytes(),
+    }
+    ipsets = ipset_restore_file([v4, v6])
+    if ipsets:
+        files["ipsets"] = ipsets.encode()
+    manifest = "".join(f"{hashlib.sha256(files[name]).hexdigest()}  {name}\n" for name in sorted(files))
+    release_hash = hashlib.sha256(manifest.encode()).hexdigest()[:HASH_LENGTH]
+    files["manifest.sha256"] = manifest.encode()
+    files["RELEASE"] = f"{release_hash}\n".encode()
+    return Release(hash=release_hash, files=files, rulesets=(v4, v6), port_infos=port_infos)

@@ -1,0 +1,46 @@
+"""Reads the stack config inside the Pulumi program and stops the run cleanly when it is bad.
+
+The messages are the same lines `scripts/fw check` prints, shown as Pulumi errors without a
+traceback, before any resource is registered."""
+from __future__ import annotations
+
+import pulumi
+from pulumi.runtime import config as runtime_config
+
+from .analysis import analyse, errors
+from .config import NAMESPACE, ConfigError, parse_value, settings_from_values
+from .policy import StackSettings
+from .release import Release, render_release
+
+
+def _config_values() -> dict:
+    """Every `hardened-lightsail:*` value the engine handed us (unknown keys included)."""
+    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    prefix = NAMESPACE + ":"
+    return {key[len(prefix):]: parse_value(value) for key, value in merged.items() if key.startswith(prefix)}
+
+
+def _stop(problems: list[str], what: str) -> None:
+    for problem in problems:
+        pulumi.log.error(problem)
+    raise pulumi.RunError(f"{what}: {len(problems)} problem(s), listed above; nothing was changed")
+
+
+def read_stack_settings() -> StackSettings:
+    try:
+        return settings_from_values(_config_values())
+    except ConfigError as error:
+        _stop(error.problems, "invalid stack config")
+        raise  # unreachable: _stop raises
+
+
+def checked_release(settings: StackSettings) -> Release:
+    """Render the release and refuse it when the analysis finds errors (lock-out, mismatch)."""
+    release = render_release(settings.firewall)
+    findings = analyse(settings.firewall, release)
+    for finding in findings:
+        if finding.level != "error":
+            pulumi.log.warn(finding.message)
+    if errors(findings):
+        _stop([f.message for f in errors(findings)], "firewall policy refused")
+    return release

@@ -1,0 +1,6 @@
+"""Entry point of `python -m lab` (see lab/cli.py)."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

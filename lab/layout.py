@@ -1,0 +1,92 @@
+"""Where each file of one lab lives under its state directory (nothing outside it is ours).
+
+`down` removes exactly the entries listed in RUNTIME_ENTRIES, so a lab directory that also
+holds the user's own files (say, a Pulumi project's `.lab/`) keeps them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# The host paths the server sees as lab-owned bind mounts (its private mount namespace).
+SERVER_BIND_MOUNTS = ("/etc/iptables", "/var/lib/hardened-lightsail")
+
+# Top-level names under the state directory that the lab creates and `down` removes.
+RUNTIME_ENTRIES = ("lab.json", "ssh", "sshd_config", "nginx", "run", "log", "edge", "server-fs")
+
+
+@dataclass(frozen=True)
+class LabLayout:
+    root: Path
+
+    @property
+    def lab_json(self) -> Path:
+        """Name and slot of the lab that owns this directory."""
+        return self.root / "lab.json"
+
+    # --- SSH: the lab's own keys and config, never /etc/ssh or ~/.ssh --------------------
+    @property
+    def ssh_dir(self) -> Path:
+        return self.root / "ssh"
+
+    @property
+    def client_key(self) -> Path:
+        """Private key of the deployer/admin (the `root` login on the lab server)."""
+        return self.ssh_dir / "id_ed25519"
+
+    @property
+    def host_key(self) -> Path:
+        return self.ssh_dir / "ssh_host_ed25519_key"
+
+    @property
+    def authorized_keys(self) -> Path:
+        return self.ssh_dir / "authorized_keys"
+
+    @property
+    def sshd_config(self) -> Path:
+        return self.root / "sshd_config"
+
+    # --- nginx -------------------------------------------------------------------------------
+    @property
+    def nginx_dir(self) -> Path:
+        return self.root / "nginx"
+
+    @property
+    def nginx_conf(self) -> Path:
+        return self.nginx_dir / "nginx.conf"
+
+    @property
+    def tls_cert(self) -> Path:
+        return self.nginx_dir / "tls" / "cert.pem"
+
+    @property
+    def tls_key(self) -> Path:
+        return self.nginx_dir / "tls" / "key.pem"
+
+    @property
+    def nginx_temp(self) -> Path:
+        return self.nginx_dir / "tmp"
+
+    # --- processes and logs ------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    def pid_file(self, service: str) -> Path:
+        return self.run_dir / f"{service}.pid"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "log"
+
+    def log_file(self, service: str) -> Path:
+        return self.log_dir / f"{service}.log"
+
+    # --- edge: the cloud-layer rules last loaded (for the operator to read) -------------------
+    @property
+    def edge_dir(self) -> Path:
+        return self.root / "edge"
+
+    # --- server filesystem overlays (bind-mounted over SERVER_BIND_MOUNTS) --------------------
+    def server_fs(self, host_path: str) -> Path:
+        """The lab directory that the server's sessions see at `host_path`."""
+        return self.root / "server-fs" / host_path.lstrip("/")

@@ -1,0 +1,158 @@
+"""Standing a lab up, taking it down and saying how it is: the three operations behind the CLI,
+the pytest fixtures and the Pulumi LabServer. `up` and `down` are idempotent."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Optional, Union
+
+from .cloud_layer import load_cloud_layer
+from .errors import LabError
+from .keys import ensure_keys
+from .layout import RUNTIME_ENTRIES, LabLayout
+from .netns import delete_namespace, ip, namespace_exists, namespace_pids
+from .network import build_network, network_state, teardown_network
+from .processes import stop_pids
+from .services import service_pids, start_services, stop_services
+from .slots import claim_slot, find_slot, registered_labs, release_slot
+from .topology import EDGE, NAMESPACE_SUFFIX, LabTopology, namespace_name, validate_name
+
+PathLike = Union[str, Path]
+
+
+def _recorded_lab(state_dir: Path) -> Optional[dict]:
+    """Name and slot recorded in the lab directory, if any."""
+    try:
+        return json.loads(LabLayout(state_dir).lab_json.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _check_directory_owner(name: str, state_dir: Path) -> Optional[dict]:
+    recorded = _recorded_lab(state_dir)
+    if recorded is not None and recorded.get("name") != name:
+        raise LabError(f"{state_dir} belongs to lab {recorded.get('name')!r}, not {name!r}: "
+                       "use another --dir, or that lab's name")
+    return recorded
+
+
+def lab_up(name: str, state_dir: PathLike, slot: Optional[int] = None,
+           cloud_ports: Optional[PathLike] = None) -> LabTopology:
+    """Create lab `name` (or complete/refresh it if it exists) and return its topology.
+
+    `cloud_ports` is the cloud-layer file for the edge; None means Lightsail's default. If this
+    call created the lab and fails half-way, it removes what it made before raising."""
+    validate_name(name)
+    state_dir = Path(state_dir).absolute()
+    existed = _check_directory_owner(name, state_dir) is not None or \
+        any(namespace_exists(namespace_name(name, role)) for role in NAMESPACE_SUFFIX)
+    lab = LabTopology(name, claim_slot(name, state_dir, slot), state_dir)
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lab.layout.lab_json.write_text(json.dumps({"name": name, "slot": lab.slot}) + "\n")
+        build_network(lab)
+        load_cloud_layer(lab, cloud_ports)
+        ensure_keys(lab)
+        start_services(lab)
+    except BaseException:
+        if not existed:
+            lab_down(name, state_dir)
+        raise
+    return lab
+
+
+def _slot_of(name: str, state_dir: Path) -> Optional[int]:
+    """Where lab `name` lives: the registry, the lab directory, or the edge's interface names."""
+    slot = find_slot(name)
+    if slot is None:
+        recorded = _recorded_lab(state_dir)
+        slot = recorded.get("slot") if recorded else None
+    if slot is None:
+        edge = namespace_name(name, EDGE)
+        if namespace_exists(edge):
+            match = re.search(r"\bhl(\d+)e-up\b", ip(edge, "-o", "link", "show").stdout)
+            slot = int(match.group(1)) if match else None
+    return slot
+
+
+def lab_down(name: str, state_dir: PathLike) -> dict:
+    """Remove lab `name`: its processes (pid files first, then anything left in its namespaces),
+    namespaces, root uplink and routes, and the runtime files in `state_dir`. Never fails for
+    things that are already gone."""
+    validate_name(name)
+    state_dir = Path(state_dir).absolute()
+    _check_directory_owner(name, state_dir)
+    slot = _slot_of(name, state_dir)
+    # Without a known slot only the root uplink can't be named; the rest doesn't depend on it.
+    lab = LabTopology(name, 0 if slot is None else slot, state_dir)
+    stopped = stop_services(lab)
+    # Sessions opened through the lab's sshd, clients a test started in a lab namespace: all of
+    # them live in namespaces this lab made, and the namespaces can't go while they run.
+    for namespace in lab.namespaces.values():
+        stragglers = namespace_pids(namespace)
+        stopped += stragglers
+        left = stop_pids(stragglers)
+        if left:
+            raise LabError(f"processes {left} in {namespace} survived SIGKILL")
+    if slot is None:
+        # Slot 0 above is a stand-in: its uplink may be another lab's, so leave links alone.
+        for namespace in lab.namespaces.values():
+            delete_namespace(namespace)
+    else:
+        teardown_network(lab)
+    for entry in RUNTIME_ENTRIES:
+        path = state_dir / entry
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    if state_dir.is_dir() and not any(state_dir.iterdir()):
+        state_dir.rmdir()
+    release_slot(name)
+    return {"name": name, "slot": slot, "dir": str(state_dir), "stoppedPids": sorted(set(stopped)),
+            "state": "down"}
+
+
+def lab_status(name: str, state_dir: PathLike) -> dict:
+    """What exists of lab `name`: "up" (everything), "down" (nothing) or "partial"."""
+    validate_name(name)
+    state_dir = Path(state_dir).absolute()
+    _check_directory_owner(name, state_dir)
+    slot = _slot_of(name, state_dir)
+    lab = LabTopology(name, 0 if slot is None else slot, state_dir)
+    network = network_state(lab)
+    if slot is None:
+        network["uplink"] = False
+    pids = service_pids(lab)
+    parts = [*network["namespaces"].values(), network["uplink"], *(pid is not None for pid in pids.values())]
+    state = "up" if all(parts) else "down" if not any(parts) else "partial"
+    status = {"name": name, "slot": slot, "dir": str(state_dir), "state": state, **network, "pids": pids}
+    if state == "up":
+        status["lab"] = describe_running(lab)
+    return status
+
+
+def describe_running(lab: LabTopology) -> dict:
+    """The lab's description plus what is live: daemon pids and the cloud layer in force."""
+    enforced = lab.layout.edge_dir / "cloud-ports.json"
+    return {
+        **lab.describe(),
+        "pids": service_pids(lab),
+        "cloudPorts": json.loads(enforced.read_text()) if enforced.exists() else None,
+        "edgeRules": {f"v{family}": str(lab.layout.edge_dir / f"rules.v{family}") for family in (4, 6)},
+    }
+
+
+def lab_for(name: str, state_dir: Optional[PathLike] = None) -> LabTopology:
+    """The topology of a lab that is up, from the registry (or the lab directory, if given)."""
+    validate_name(name)
+    found = next(((slot, entry["dir"]) for slot, entry in registered_labs().items()
+                  if entry["name"] == name), None)
+    if found is None and state_dir is not None:
+        recorded = _check_directory_owner(name, Path(state_dir).absolute())
+        found = (recorded["slot"], Path(state_dir).absolute()) if recorded else None
+    if found is None or not namespace_exists(namespace_name(name, EDGE)):
+        raise LabError(f"lab {name} is not up: start it with `python -m lab up --name {name} --dir DIR`")
+    return LabTopology(name, *found)

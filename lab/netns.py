@@ -1,0 +1,92 @@
+"""Thin wrappers around `ip` for namespaces and links, and the one way the lab runs anything
+that changes kernel state (iptables-restore, sysctl) — always inside a named lab namespace.
+
+Every function is safe to call twice: creating what exists or deleting what is gone is a no-op,
+which is what makes `up` and `down` idempotent."""
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Optional, Sequence
+
+from .errors import LabError
+
+NETNS_RUN_DIR = "/run/netns"  # where `ip netns add` pins namespaces (iproute2's default)
+LAB_NAMESPACE_PREFIX = "hl-"
+
+
+def _run(argv: Sequence[str], *, input: Optional[str] = None, timeout: float = 30,
+         check: bool = True) -> subprocess.CompletedProcess:
+    try:
+        result = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise LabError(f"{argv[0]} is not installed (needed by the lab; see lab/README.md)") from None
+    except subprocess.TimeoutExpired:
+        raise LabError(f"{' '.join(argv)} did not finish within {timeout} s") from None
+    if check and result.returncode != 0:
+        message = (result.stderr.strip() or result.stdout.strip()).splitlines()
+        raise LabError(f"{' '.join(argv)} failed (exit {result.returncode})"
+                       + (f": {message[-1]}" if message else ""))
+    return result
+
+
+def ip(namespace: Optional[str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`ip [-n NAMESPACE] ARGS`; namespace None is the root namespace (links and routes only)."""
+    prefix = ["ip"] if namespace is None else ["ip", "-n", namespace]
+    return _run([*prefix, *args], check=check)
+
+
+def in_namespace(namespace: str, argv: Sequence[str], *, input: Optional[str] = None,
+                 timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `argv` inside a lab namespace. Refuses anything else: firewall and sysctl changes
+    must never reach the machine's own (root) namespace."""
+    if not namespace or not namespace.startswith(LAB_NAMESPACE_PREFIX):
+        raise LabError(f"refusing to run {argv[0]} outside a lab namespace (got {namespace!r})")
+    return _run(["ip", "netns", "exec", namespace, *argv], input=input, timeout=timeout, check=check)
+
+
+def sysctl(namespace: str, key: str, value: str) -> None:
+    in_namespace(namespace, ["sysctl", "-q", "-w", f"{key}={value}"])
+
+
+def namespace_exists(namespace: str) -> bool:
+    return os.path.exists(os.path.join(NETNS_RUN_DIR, namespace))
+
+
+def add_namespace(namespace: str) -> None:
+    if not namespace_exists(namespace):
+        _run(["ip", "netns", "add", namespace])
+    ip(namespace, "link", "set", "lo", "up")
+
+
+def delete_namespace(namespace: str) -> None:
+    if namespace_exists(namespace):
+        _run(["ip", "netns", "delete", namespace])
+
+
+def namespace_pids(namespace: str) -> list[int]:
+    """PIDs of every process whose network namespace is `namespace` (empty if it is gone)."""
+    if not namespace_exists(namespace):
+        return []
+    result = _run(["ip", "netns", "pids", namespace], check=False)
+    return [int(word) for word in result.stdout.split() if word.isdigit()]
+
+
+def link_exists(namespace: Optional[str], device: str) -> bool:
+    if namespace is not None and not namespace_exists(namespace):
+        return False
+    return ip(namespace, "link", "show", "dev", device, check=False).returncode == 0
+
+
+def delete_link(namespace: Optional[str], device: str) -> None:
+    if link_exists(namespace, device):
+        ip(namespace, "link", "delete", "dev", device)
+
+
+def lab_namespaces() -> list[str]:
+    """Every lab namespace on the machine (for status and leak checks)."""
+    try:
+        names = os.listdir(NETNS_RUN_DIR)
+    except FileNotFoundError:
+        return []
+    return sorted(name for name in names if name.startswith(LAB_NAMESPACE_PREFIX))

@@ -1,0 +1,130 @@
+"""Exposure from outside: which (address, protocol, port) answer from a given namespace.
+
+`probe` makes real connections (TCP connect; UDP send-and-wait-for-the-echo), in parallel
+through a bounded thread pool; `nmap_scan` runs nmap's SYN/NULL/FIN/Xmas scans the way an
+attacker would. Both refuse any target outside the documentation networks.
+States: "open" (handshake / reply), "closed" (RST / ICMP port unreachable), "filtered" (no
+answer within the timeout, or another ICMP error)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, NamedTuple, Optional, Sequence
+
+from .docnet import require_documentation_address
+from .errors import LabError
+
+DEFAULT_TIMEOUT_SECONDS = 1.5
+DEFAULT_WORKERS = 16  # enough for a lab's port table; bounded so 2 CI cores aren't swamped
+NMAP_SCANS = ("sS", "sN", "sF", "sX", "sU")
+
+
+class Target(NamedTuple):
+    address: str
+    protocol: str  # "tcp" or "udp"
+    port: int
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    address: str
+    protocol: str
+    port: int
+    state: str  # open | closed | filtered
+    detail: str  # how it was decided: connected, refused, no answer, EHOSTUNREACH, ...
+    seconds: float
+
+    @property
+    def target(self) -> Target:
+        return Target(self.address, self.protocol, self.port)
+
+
+def targets(addresses: Iterable[str], tcp_ports: Iterable[int] = (), udp_ports: Iterable[int] = ()) -> list[Target]:
+    """Every port on every address: the usual shape of an exposure table."""
+    addresses, tcp_ports, udp_ports = list(addresses), list(tcp_ports), list(udp_ports)
+    return [Target(address, protocol, port) for address in addresses
+            for protocol, ports in (("tcp", tcp_ports), ("udp", udp_ports)) for port in ports]
+
+
+def _in_namespace(namespace: Optional[str], argv: Sequence[str]) -> list[str]:
+    return list(argv) if namespace is None else ["ip", "netns", "exec", namespace, *argv]
+
+
+def probe(namespace: Optional[str], probe_targets: Iterable[Sequence], *,
+          timeout: float = DEFAULT_TIMEOUT_SECONDS, workers: int = DEFAULT_WORKERS) -> list[ProbeResult]:
+    """Probe each target from `namespace` (None: the root namespace); results in target order."""
+    checked = []
+    for address, protocol, port in probe_targets:
+        require_documentation_address(address)
+        if protocol not in ("tcp", "udp"):
+            raise ValueError(f"protocol {protocol!r} is not tcp or udp")
+        checked.append([address, protocol, int(port)])
+    if not checked:
+        return []
+    request = json.dumps({"targets": checked, "timeout": timeout, "workers": workers})
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    argv = _in_namespace(namespace, [sys.executable, "-P", "-m", "lab.probe_worker"])
+    # Waves of `workers` probes, each at most `timeout` long, plus interpreter start-up.
+    budget = timeout * (len(checked) // max(1, workers) + 1) + 30
+    result = subprocess.run(argv, input=request, capture_output=True, text=True, timeout=budget,
+                            env={"PYTHONPATH": package_parent, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        raise LabError(f"probe from {namespace or 'the root namespace'} failed"
+                       + (f": {lines[-1]}" if lines else ""))
+    return [ProbeResult(**row) for row in json.loads(result.stdout)]
+
+
+def states(results: Iterable[ProbeResult]) -> dict[Target, str]:
+    return {result.target: result.state for result in results}
+
+
+def format_table(results: Iterable[ProbeResult]) -> str:
+    """A plain table for failure messages and people: address, proto/port, state, why."""
+    rows = [f"{r.address:<24} {r.protocol}/{r.port:<6} {r.state:<9} {r.detail}" for r in results]
+    return "\n".join(rows)
+
+
+def nmap_argv(target: str, ports: Iterable[int], scan: str = "sS", extra_args: Sequence[str] = ()) -> list[str]:
+    require_documentation_address(target)
+    if scan not in NMAP_SCANS:
+        raise ValueError(f"scan {scan!r} is not one of {', '.join(NMAP_SCANS)}")
+    port_list = ",".join(str(int(port)) for port in ports)
+    family = ["-6"] if ":" in target else []
+    return ["nmap", "-Pn", "-n", "--max-retries", "1", "--host-timeout", "60s", f"-{scan}",
+            "-p", port_list, *family, *extra_args, "-oX", "-", target]
+
+
+def parse_nmap_xml(xml_text: str, ports: Iterable[int]) -> dict[int, str]:
+    """Port -> nmap state. Ports nmap folded into <extraports> get that group's state."""
+    root = ElementTree.fromstring(xml_text)
+    host = root.find("host")
+    if host is None:
+        raise LabError("nmap reported no host (it timed out or the target is unknown)")
+    found = {int(port.get("portid")): port.find("state").get("state") for port in host.iter("port")}
+    folded = {extra.get("state") for extra in host.iter("extraports")}
+    fallback = folded.pop() if len(folded) == 1 else "unknown"
+    return {int(port): found.get(int(port), fallback) for port in ports}
+
+
+def nmap_scan(namespace: Optional[str], target: str, ports: Iterable[int], *, scan: str = "sS",
+              extra_args: Sequence[str] = (), timeout: float = 120) -> dict[int, str]:
+    """Run nmap from `namespace` (None: root namespace) against one address; port -> state
+    ("open", "closed", "filtered", "open|filtered", ...)."""
+    ports = list(ports)
+    argv = _in_namespace(namespace, nmap_argv(target, ports, scan, extra_args))
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise LabError("nmap is not installed (apt-get install nmap)") from None
+    except subprocess.TimeoutExpired:
+        raise LabError(f"nmap -{scan} {target} did not finish within {timeout} s") from None
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        raise LabError(f"nmap -{scan} {target} failed (exit {result.returncode})"
+                       + (f": {lines[-1]}" if lines else ""))
+    return parse_nmap_xml(result.stdout, ports)

@@ -1,0 +1,131 @@
+"""The lab server's daemons: sshd (in a private mount namespace), nginx and the UDP echo.
+
+sshd, and so every SSH session and everything a session runs, sees lab-owned directories at
+/etc/iptables and /var/lib/hardened-lightsail: firewall files the payload persists land in the
+lab directory, never in the machine's own boot-time firewall files."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from .errors import LabError
+from .layout import SERVER_BIND_MOUNTS
+from .processes import running_pid, stop_pids, wait_for_pid_file
+from .server_configs import nginx_config, sshd_config
+from .topology import HIDDEN_UDP_PORTS, SERVER, LabTopology
+
+SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# sshd's privilege-separation directory; Debian's tmpfiles.d makes it at boot on a real server.
+SSHD_PRIVSEP_DIR = Path("/run/sshd")
+START_TIMEOUT_SECONDS = 10
+
+
+def _program(name: str) -> str:
+    path = shutil.which(name, path=SBIN_PATH)
+    if path is None:
+        raise LabError(f"{name} is not installed (the lab server runs it; see lab/README.md)")
+    return path
+
+
+def _start(argv: list[str], what: str, env: Optional[dict] = None) -> None:
+    """Run a command that starts a daemon and returns once the daemon is detached."""
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=START_TIMEOUT_SECONDS,
+                                stdin=subprocess.DEVNULL, env=env)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"starting {what} did not return within {START_TIMEOUT_SECONDS} s") from None
+    if result.returncode != 0:
+        lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+        raise LabError(f"starting {what} failed (exit {result.returncode})" + (f": {lines[-1]}" if lines else ""))
+
+
+def _start_sshd(lab: LabTopology) -> None:
+    layout = lab.layout
+    layout.sshd_config.write_text(sshd_config(lab))
+    SSHD_PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
+    # Paths go in as positional parameters ($1...), never spliced into the script text.
+    args = [_program("sshd"), str(layout.sshd_config), str(layout.log_file("sshd"))]
+    mounts = []
+    for host_path in SERVER_BIND_MOUNTS:
+        # The mountpoint must exist on the host; it stays empty there (nothing is written to it).
+        Path(host_path).mkdir(mode=0o755, parents=True, exist_ok=True)
+        layout.server_fs(host_path).mkdir(mode=0o755, parents=True, exist_ok=True)
+        args += [str(layout.server_fs(host_path)), host_path]
+        mounts.append(f'mount --bind "${{{len(args) - 1}}}" "${{{len(args)}}}"')
+    script = "set -eu; " + "; ".join(mounts) + '; exec "$1" -f "$2" -E "$3"'
+    _start(["ip", "netns", "exec", lab.namespace(SERVER),
+            "unshare", "--mount", "--propagation", "private", "--",
+            "/bin/sh", "-c", script, "lab-sshd", *args], "sshd")
+
+
+def _start_nginx(lab: LabTopology) -> None:
+    layout = lab.layout
+    for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (layout.nginx_temp / name).mkdir(parents=True, exist_ok=True)
+    layout.nginx_conf.write_text(nginx_config(lab))
+    _start(["ip", "netns", "exec", lab.namespace(SERVER), _program("nginx"),
+            "-c", str(layout.nginx_conf), "-p", str(layout.nginx_dir),
+            "-e", str(layout.log_file("nginx-error"))], "nginx")
+
+
+def _udp_echo_starter(port: int) -> Callable[[LabTopology], None]:
+    def start(lab: LabTopology) -> None:
+        package_parent = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": package_parent}
+        _start(["ip", "netns", "exec", lab.namespace(SERVER), sys.executable, "-P", "-m", "lab.udp_echo",
+                "--port", str(port), "--pid-file", str(lab.layout.pid_file(f"udp-echo-{port}"))],
+               f"udp echo on {port}", env=env)
+    return start
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str  # also the pid file's name
+    start: Callable[[LabTopology], None]
+
+
+SERVICES = (
+    Service("sshd", _start_sshd),
+    Service("nginx", _start_nginx),
+    *(Service(f"udp-echo-{port}", _udp_echo_starter(port)) for port in HIDDEN_UDP_PORTS),
+)
+
+
+def service_pids(lab: LabTopology) -> dict[str, Optional[int]]:
+    """Each service's pid, or None when it is not running."""
+    marker = str(lab.state_dir)
+    return {service.name: running_pid(lab.layout.pid_file(service.name), marker) for service in SERVICES}
+
+
+def start_services(lab: LabTopology) -> dict[str, int]:
+    """Start every service that isn't running (a running one is left alone); returns pids."""
+    layout = lab.layout
+    layout.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    layout.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    marker, pids = str(lab.state_dir), {}
+    for service in SERVICES:
+        pid_file = layout.pid_file(service.name)
+        pid = running_pid(pid_file, marker)
+        if pid is None:
+            pid_file.unlink(missing_ok=True)
+            service.start(lab)
+            pid = wait_for_pid_file(pid_file, marker, START_TIMEOUT_SECONDS)
+            if pid is None:
+                raise LabError(f"{service.name} did not write {pid_file} within {START_TIMEOUT_SECONDS} s;"
+                               f" see {layout.log_dir}")
+        pids[service.name] = pid
+    return pids
+
+
+def stop_services(lab: LabTopology) -> list[int]:
+    """Stop the services by their pid files; returns the pids that were stopped."""
+    pids = [pid for pid in service_pids(lab).values() if pid is not None]
+    left = stop_pids(pids)
+    if left:
+        raise LabError(f"processes {left} of lab {lab.name} survived SIGKILL")
+    return pids

@@ -1,0 +1,281 @@
+"""Names and addresses of one lab (pure arithmetic on its name and slot), and how to run a
+command or open SSH from any of its hosts. Nothing here creates anything; see network.py.
+
+Slot k (0..15) gives every lab its own addresses and interface names, so labs sit side by side:
+  admin     edge <-> adm   192.0.2.16k/29      2001:db8:a:<16k>::/64    edge .1/::1, adm .2/::2
+  uplink    edge <-> root  192.0.2.16k+8/29    2001:db8:a:<16k+1>::/64  edge .9/::1, root .10/::2
+  internet  edge <-> inet, inet2
+                           198.51.100.16k/28   2001:db8:b:<16k>::/64    edge .1/::1, inet .2/::2,
+                                                                        inet2 .3/::3
+  server    edge <-> srv   203.0.113.16k/28    2001:db8:c:<16k>::/64    edge .1/::1, srv .10/::10
+(<16k> in hex; host numbers are offsets from the segment's first address.)"""
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .docnet import require_documentation_address
+from .errors import LabError
+from .layout import SERVER_BIND_MOUNTS, LabLayout
+
+SLOT_COUNT = 16
+NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,14}[a-z0-9])?$")
+
+# Roles of the hosts in a lab; "root" is the machine's own namespace (the deployer's uplink).
+SERVER, EDGE, INTERNET, INTERNET2, ADMIN, ROOT = "server", "edge", "internet", "internet2", "admin", "root"
+NAMESPACE_SUFFIX = {SERVER: "srv", EDGE: "edge", INTERNET: "inet", INTERNET2: "inet2", ADMIN: "adm"}
+
+# Covers every slot's admin client and deployer uplink: what a lab policy's adminCidrs should be.
+ADMIN_CIDRS = ("192.0.2.0/24", "2001:db8:a::/48")
+
+SSH_PORT, HTTP_PORT, HTTPS_PORT = 22, 80, 443
+# Listening on the server but meant to stay invisible unless a policy opens them.
+HIDDEN_TCP_PORTS = (23, 5432, 8080)
+HIDDEN_UDP_PORTS = (5353,)
+
+
+UPLINK_SUFFIX = "up"
+
+
+def uplink_interface_name(slot: int) -> str:
+    """The one interface a lab in `slot` adds to the root namespace."""
+    return f"hl{slot}{UPLINK_SUFFIX}"
+
+
+def namespace_name(name: str, role: str) -> str:
+    """Network namespace of `role` in lab `name` (independent of the slot)."""
+    if role not in NAMESPACE_SUFFIX:
+        raise LabError(f"unknown lab role {role!r}: use one of {', '.join([*NAMESPACE_SUFFIX, ROOT])}")
+    return f"hl-{name}-{NAMESPACE_SUFFIX[role]}"
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise LabError(
+            f"lab name {name!r} is not valid: use 1-16 characters of a-z, 0-9 and '-', "
+            "not starting or ending with '-' (it becomes part of namespace names)"
+        )
+    return name
+
+
+def validate_slot(slot: int) -> int:
+    if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < SLOT_COUNT:
+        raise LabError(f"lab slot {slot!r} is not valid: use a number from 0 to {SLOT_COUNT - 1}")
+    return slot
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One interface of one host on one segment."""
+
+    role: str
+    interface: str
+    ipv4: ipaddress.IPv4Interface
+    ipv6: ipaddress.IPv6Interface
+    edge_port: Optional[str] = None  # hosts only: the edge-side end of this host's veth
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One link: the edge's side, the hosts on the other side, and (internet) the bridge."""
+
+    name: str
+    edge: Endpoint
+    hosts: tuple[Endpoint, ...]
+    # The internet segment has two clients, so the edge bridges their veth ends: edge.interface
+    # is then the bridge (it holds the edge's addresses) and each host's edge_port is a port of it.
+    bridged: bool = False
+
+
+def _v4(network: str, offset: int, prefix: int) -> ipaddress.IPv4Interface:
+    return ipaddress.IPv4Interface(f"{ipaddress.IPv4Network(network)[offset]}/{prefix}")
+
+
+def _v6(network: str, host: int) -> ipaddress.IPv6Interface:
+    return ipaddress.IPv6Interface(f"{ipaddress.IPv6Network(network)[host]}/64")
+
+
+@dataclass(frozen=True)
+class LabTopology:
+    """Everything about lab `name` in slot `slot` that can be known without looking."""
+
+    name: str
+    slot: int
+    state_dir: Path
+
+    def __post_init__(self) -> None:
+        validate_name(self.name)
+        validate_slot(self.slot)
+        object.__setattr__(self, "state_dir", Path(self.state_dir).absolute())
+
+    # --- names -----------------------------------------------------------------------------
+    def namespace(self, role: str) -> Optional[str]:
+        """Network namespace of `role`; None for "root" (the machine's own namespace)."""
+        return None if role == ROOT else namespace_name(self.name, role)
+
+    @property
+    def namespaces(self) -> dict[str, str]:
+        return {role: self.namespace(role) for role in NAMESPACE_SUFFIX}
+
+    @property
+    def uplink_interface(self) -> str:
+        return uplink_interface_name(self.slot)
+
+    @cached_property
+    def layout(self) -> LabLayout:
+        return LabLayout(self.state_dir)
+
+    # --- addresses -------------------------------------------------------------------------
+    @cached_property
+    def segments(self) -> dict[str, Segment]:
+        base, k = 16 * self.slot, self.slot
+        admin4, uplink4 = f"192.0.2.{base}/29", f"192.0.2.{base + 8}/29"
+        inet4, srv4 = f"198.51.100.{base}/28", f"203.0.113.{base}/28"
+        admin6, uplink6 = f"2001:db8:a:{base:x}::/64", f"2001:db8:a:{base + 1:x}::/64"
+        inet6, srv6 = f"2001:db8:b:{base:x}::/64", f"2001:db8:c:{base:x}::/64"
+
+        # Interface names are hl<slot><what>: at most 11 characters (Linux allows 15).
+        def endpoint(role, interface, net4, off4, pfx4, net6, host6, edge_port=None):
+            return Endpoint(role, f"hl{k}{interface}", _v4(net4, off4, pfx4), _v6(net6, host6),
+                            edge_port and f"hl{k}{edge_port}")
+
+        return {
+            "admin": Segment(
+                "admin",
+                endpoint(EDGE, "e-adm", admin4, 1, 29, admin6, 1),
+                (endpoint(ADMIN, "adm", admin4, 2, 29, admin6, 2, "e-adm"),),
+            ),
+            "uplink": Segment(
+                "uplink",
+                endpoint(EDGE, "e-up", uplink4, 1, 29, uplink6, 1),
+                (endpoint(ROOT, UPLINK_SUFFIX, uplink4, 2, 29, uplink6, 2, "e-up"),),
+            ),
+            "internet": Segment(
+                "internet",
+                endpoint(EDGE, "br-inet", inet4, 1, 28, inet6, 1),
+                (
+                    endpoint(INTERNET, "inet", inet4, 2, 28, inet6, 2, "e-inet"),
+                    endpoint(INTERNET2, "inet2", inet4, 3, 28, inet6, 3, "e-inet2"),
+                ),
+                bridged=True,
+            ),
+            "server": Segment(
+                "server",
+                endpoint(EDGE, "e-srv", srv4, 1, 28, srv6, 1),
+                (endpoint(SERVER, "srv", srv4, 10, 28, srv6, 0x10, "e-srv"),),
+            ),
+        }
+
+    def endpoint(self, role: str) -> Endpoint:
+        """The (only) interface of a client, the server or the root uplink."""
+        for segment in self.segments.values():
+            for host in segment.hosts:
+                if host.role == role:
+                    return host
+        raise LabError(f"role {role!r} has no single address: the edge has one per segment")
+
+    def address(self, role: str, family: int = 4) -> str:
+        endpoint = self.endpoint(role)
+        return str((endpoint.ipv4 if family == 4 else endpoint.ipv6).ip)
+
+    @property
+    def server_ipv4(self) -> str:
+        return self.address(SERVER, 4)
+
+    @property
+    def server_ipv6(self) -> str:
+        return self.address(SERVER, 6)
+
+    # --- running things ---------------------------------------------------------------------
+    def _namespace_of(self, where: str) -> Optional[str]:
+        if where == ROOT:
+            return None
+        if where in NAMESPACE_SUFFIX:
+            return self.namespace(where)
+        if where in self.namespaces.values():
+            return where
+        raise LabError(f"{where!r} is not a host of lab {self.name}: use a role "
+                       f"({', '.join([*NAMESPACE_SUFFIX, ROOT])}) or one of its namespaces")
+
+    def exec_argv(self, where: str, argv: Sequence[str]) -> list[str]:
+        """`argv` prefixed so that it runs in `where` (a role, a namespace name, or "root")."""
+        namespace = self._namespace_of(where)
+        return list(argv) if namespace is None else ["ip", "netns", "exec", namespace, *argv]
+
+    def run(self, where: str, argv: Sequence[str], *, check: bool = True, timeout: float = 60,
+            input: Optional[str] = None) -> subprocess.CompletedProcess:
+        """Run `argv` in `where` and capture text output; with check, a failure is a LabError."""
+        full = self.exec_argv(where, argv)
+        try:
+            result = subprocess.run(full, input=input, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise LabError(f"{' '.join(argv)} (in {where}) did not finish within {timeout} s") from None
+        except FileNotFoundError as error:
+            raise LabError(f"cannot run {full[0]!r}: {error.strerror}") from None
+        if check and result.returncode != 0:
+            detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            raise LabError(f"{' '.join(argv)} (in {where}) failed with exit {result.returncode}"
+                           + (f": {detail[-1]}" if detail else ""))
+        return result
+
+    def ssh_argv(self, origin: str, remote_command: Sequence[str] = (), *, family: int = 4,
+                 user: str = "root", connect_timeout: int = 5, options: Sequence[str] = ()) -> list[str]:
+        """An ssh command line from `origin` to the server, with the lab key and no state kept.
+
+        No config file, no known_hosts, no control socket: every call is a fresh TCP connection,
+        which is what commit-confirm and the firewall tests must measure."""
+        target = require_documentation_address(self.address(SERVER, family))
+        argv = [
+            "ssh", "-F", "/dev/null",
+            "-i", str(self.layout.client_key), "-o", "IdentitiesOnly=yes",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "GlobalKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "BatchMode=yes",
+            "-o", f"ConnectTimeout={connect_timeout}", "-p", str(SSH_PORT),
+            *options, f"{user}@{target}", *remote_command,
+        ]
+        return self.exec_argv(origin, argv)
+
+    def load_cloud_layer(self, cloud_ports=None) -> list[dict]:
+        """Replace the edge's cloud-layer rules (see cloud_layer.load_cloud_layer)."""
+        from .cloud_layer import load_cloud_layer  # cloud_layer builds on this module
+        return load_cloud_layer(self, cloud_ports)
+
+    # --- description ------------------------------------------------------------------------
+    def describe(self) -> dict:
+        """The JSON that `python -m lab up` prints (and LabServer turns into stack outputs)."""
+        def pair(endpoint: Endpoint) -> dict:
+            return {"ipv4": str(endpoint.ipv4.ip), "ipv6": str(endpoint.ipv6.ip),
+                    "ipv4Cidr": str(endpoint.ipv4.network), "ipv6Cidr": str(endpoint.ipv6.network),
+                    "interface": endpoint.interface}
+
+        hosts = {host.role: pair(host) for seg in self.segments.values() for host in seg.hosts}
+        hosts["deployer"] = hosts.pop(ROOT)
+        hosts["edge"] = {name: pair(seg.edge) for name, seg in self.segments.items()}
+        return {
+            "name": self.name,
+            "slot": self.slot,
+            "dir": str(self.state_dir),
+            "namespaces": self.namespaces,
+            "uplinkInterface": self.uplink_interface,
+            "addresses": hosts,
+            "adminCidrs": list(ADMIN_CIDRS),
+            "ssh": {
+                "user": "root",
+                "host": self.server_ipv4,
+                "hostIpv6": self.server_ipv6,
+                "port": SSH_PORT,
+                "privateKeyPath": str(self.layout.client_key),
+                "publicKeyPath": str(self.layout.client_key) + ".pub",
+            },
+            "ports": {
+                "ssh": SSH_PORT, "http": HTTP_PORT, "https": HTTPS_PORT,
+                "hiddenTcp": list(HIDDEN_TCP_PORTS), "hiddenUdp": list(HIDDEN_UDP_PORTS),
+            },
+            "serverFiles": {path: str(self.layout.server_fs(path)) for path in SERVER_BIND_MOUNTS},
+        }

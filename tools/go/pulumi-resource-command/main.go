@@ -1,0 +1,75 @@
+// Command pulumi-resource-command is a compatible implementation of the
+// pulumi-command 1.2.1 resource provider plugin (local.Command, remote.Command,
+// remote.CopyToRemote, remote.CopyFile and the local.run function), for use with
+// the pulumi-command Python SDK where upstream's provider cannot be built.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/plugin"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
+	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
+	"google.golang.org/grpc"
+)
+
+// version is reported by GetPluginInfo; set with -ldflags "-X main.version=...".
+var version = "1.2.1"
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintf(os.Stderr, "pulumi-resource-command: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.String("tracing", "", "accepted for compatibility; ignored")
+	flag.Parse()
+	if *showVersion {
+		fmt.Println(version)
+		return nil
+	}
+
+	// The engine stops a plugin with SIGINT.
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer cancel()
+
+	log := &engineLog{}
+	if args := flag.Args(); len(args) > 0 {
+		// The engine passes its address; without it (attach mode) the address comes in Handshake.
+		if err := log.connect(args[0]); err != nil {
+			return err
+		}
+		if err := rpcutil.Healthcheck(ctx, args[0], 5*time.Minute, cancel); err != nil {
+			return fmt.Errorf("starting the engine health check: %w", err)
+		}
+	}
+
+	prov := newProvider(log)
+	stop := make(chan bool)
+	go func() {
+		<-ctx.Done()
+		prov.cancel()
+		close(stop)
+	}()
+	handle, err := rpcutil.ServeWithOptions(rpcutil.ServeOptions{
+		Cancel: stop,
+		Init: func(srv *grpc.Server) error {
+			pulumirpc.RegisterResourceProviderServer(srv, plugin.NewProviderServer(prov))
+			return nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	// The plugin protocol: announce the port on stdout.
+	fmt.Printf("%d\n", handle.Port)
+	return <-handle.Done
+}
