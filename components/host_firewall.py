@@ -34,9 +34,13 @@ class HostFirewall(pulumi.ComponentResource):
     def __init__(self, name: str, args: HostFirewallArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("hardened-lightsail:host:HostFirewall", name, None, opts)
         release, target = args.release, args.target
-        # Content-addressed: writing it again for the same hash writes the same bytes.
-        local_dir = release.write(BUILD_DIR / release.hash)
-        remote_dir = target.home_dir().apply(lambda home: f"{home}/.hardened-lightsail/releases/{release.hash}")
+        # Content-addressed: writing it again for the same hash writes the same bytes. The
+        # directory is copied INTO the login home (which exists, so a retried copy lands in the
+        # same place); the payload then moves it into its own root-owned state directory.
+        release_dir_name = f".hardened-lightsail-{release.hash}"
+        local_dir = release.write(BUILD_DIR / release_dir_name)
+        home = target.home_dir()
+        remote_dir = home.apply(lambda path: f"{path}/{release_dir_name}")
         connection = target.connection_args()
         keyed = [release.hash]  # triggers: a new release replaces (re-runs) every step
 
@@ -45,7 +49,7 @@ class HostFirewall(pulumi.ComponentResource):
 
         copy = command.remote.CopyToRemote(
             f"{name}-copy", connection=connection, source=pulumi.FileArchive(str(local_dir)),
-            remote_path=remote_dir, triggers=keyed, opts=child())
+            remote_path=home, triggers=keyed, opts=child())
         # Persistence packages (iptables-persistent / iptables-services); a no-op when present.
         packages = command.remote.Command(
             f"{name}-packages", connection=connection, triggers=keyed, opts=child(copy),

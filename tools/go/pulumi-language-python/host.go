@@ -77,7 +77,8 @@ func (h *host) GetPluginInfo(context.Context, *emptypb.Empty) (*pulumirpc.Plugin
 	return &pulumirpc.PluginInfo{Version: pluginVersion}, nil
 }
 
-// Cancel aborts running programs; the engine calls it when the user interrupts an operation.
+// Cancel aborts running programs; the engine calls it when the user interrupts an operation. It is final: the
+// engine starts a new host process for its next operation.
 func (h *host) Cancel(context.Context, *emptypb.Empty) (*emptypb.Empty, error) {
 	h.cancel()
 	return &emptypb.Empty{}, nil
@@ -169,8 +170,10 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 		return &pulumirpc.RunResponse{Error: err.Error()}, nil
 	}
 
-	// Stop the program if the RPC is abandoned or the engine calls Cancel.
-	ctx, stop := context.WithCancel(ctx)
+	// Interrupt the program only when the engine calls Cancel (Ctrl-C). When an update fails the
+	// engine also drops this RPC, but then the program must be left to notice the closed resource
+	// monitor and exit quietly, as the SDK does; a SIGINT there prints KeyboardInterrupt noise.
+	ctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
 	go func() {
 		select {
@@ -394,9 +397,13 @@ func (h *host) GetProgramDependencies(ctx context.Context, req *pulumirpc.GetPro
 // work done outside of a streaming RPC (e.g. creating the virtualenv) reaches the user. Without an engine address
 // the output goes to our stderr, which the engine also displays.
 func (h *host) engineLog(ctx context.Context) (stdout, stderr io.Writer, closer func()) {
-	conn, err := grpc.NewClient(h.engine(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()), rpcutil.GrpcChannelOptions())
-	if h.engine() == "" || err != nil {
+	addr := h.engine()
+	if addr == "" {
+		return os.Stderr, os.Stderr, func() {}
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		rpcutil.GrpcChannelOptions())
+	if err != nil {
 		return os.Stderr, os.Stderr, func() {}
 	}
 	client := pulumirpc.NewEngineClient(conn)

@@ -30,7 +30,17 @@ func main() {
 
 func run() error {
 	showVersion := flag.Bool("version", false, "print the version and exit")
-	flag.String("tracing", "", "accepted for compatibility; ignored")
+	// The engine may pass these (with --logflow); accept them whether or not a
+	// dependency already registered them.
+	if flag.Lookup("tracing") == nil {
+		flag.String("tracing", "", "accepted for compatibility; ignored")
+	}
+	if flag.Lookup("v") == nil {
+		flag.Int("v", 0, "accepted for compatibility; ignored")
+	}
+	if flag.Lookup("logtostderr") == nil {
+		flag.Bool("logtostderr", false, "accepted for compatibility; ignored")
+	}
 	flag.Parse()
 	if *showVersion {
 		fmt.Println(version)

@@ -1,0 +1,166 @@
+"""Lab fixtures and the root-namespace guard, imported by tests/conftest.py.
+
+- `root_namespace_guard` (session, autouse): records the root namespace's iptables, ip6tables,
+  nftables and ipset state, links and network namespaces at the start; fails the session if the
+  firewall changed or something the tests made (a namespace, a link) is left behind.
+- `lab` (module): one running lab for a test module, torn down however the module ends.
+- `lab_factory` (function): more labs in one test (`lab_factory.up(slot=None, cloud_ports=None)`).
+Tests that need root and network namespaces carry `@pytest.mark.netfilter`; where those are not
+available they are skipped, with the reason."""
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lab import lab_down, lab_up  # noqa: E402  (after the path is set)
+
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@functools.lru_cache(maxsize=None)
+def netns_unavailable_reason() -> str | None:
+    """Why namespace tests can't run here, or None. Tries a throwaway namespace for real."""
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces (run the suite as root)"
+    for tool in ("ip", "iptables-restore", "ip6tables-restore", "unshare", "sshd", "nginx",
+                 "ssh-keygen", "openssl"):
+        if shutil.which(tool, path=SYSTEM_PATH) is None:
+            return f"{tool} is not installed (see lab/README.md for the Debian packages)"
+    probe = f"hl-capcheck-{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"`ip netns add` does not work here: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "delete", probe], capture_output=True)
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    if not any("netfilter" in item.keywords for item in items):
+        return
+    reason = netns_unavailable_reason()
+    if reason:
+        skip = pytest.mark.skip(reason=f"netfilter test skipped: {reason}")
+        for item in items:
+            if "netfilter" in item.keywords:
+                item.add_marker(skip)
+
+
+# --- the root namespace guard ---------------------------------------------------------------
+
+_COUNTERS = re.compile(r"\[\d+:\d+\]|packets \d+ bytes \d+")
+
+
+def _listing(argv: list[str]) -> str | None:
+    """Output of a read-only listing command, counters and comments removed; None if absent."""
+    if shutil.which(argv[0], path=SYSTEM_PATH) is None:
+        return None
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        return f"<exit {result.returncode}: {result.stderr.strip()}>"
+    return "\n".join(_COUNTERS.sub("", line) for line in result.stdout.splitlines()
+                     if not line.startswith("#"))
+
+
+def root_firewall() -> dict[str, str | None]:
+    """The root namespace's firewall state as text (what must never change)."""
+    return {
+        "iptables-save": _listing(["iptables-save"]),
+        "ip6tables-save": _listing(["ip6tables-save"]),
+        "nft list ruleset": _listing(["nft", "list", "ruleset"]),
+        "ipset list -n": _listing(["ipset", "list", "-n"]),
+    }
+
+
+def _root_links() -> set[str]:
+    output = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in output.splitlines() if ":" in line}
+
+
+def _namespaces() -> set[str]:
+    output = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in output.splitlines() if line.strip()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def root_namespace_guard():
+    if os.geteuid() != 0:  # without root the tests can't change the firewall, nor read it
+        yield
+        return
+    firewall, links, namespaces = root_firewall(), _root_links(), _namespaces()
+    yield
+    problems = []
+    after = root_firewall()
+    for name, before_text in firewall.items():
+        if after[name] != before_text:
+            problems.append(f"the root namespace's `{name}` changed:\n--- before\n{before_text}\n"
+                            f"--- after\n{after[name]}")
+    links_now = _root_links()
+    if links_now != links:
+        problems.append(f"root namespace links left behind: {sorted(links_now - links)}; "
+                        f"removed: {sorted(links - links_now)}")
+    if _namespaces() - namespaces:
+        problems.append(f"network namespaces left behind: {sorted(_namespaces() - namespaces)}")
+    if problems:
+        pytest.fail("the tests changed this machine:\n" + "\n".join(problems), pytrace=False)
+
+
+# --- labs ---------------------------------------------------------------------------------------
+
+_fixture_uses = itertools.count()
+
+
+class LabFactory:
+    """Stands labs up under a tmp dir and takes every one of them down at the end."""
+
+    def __init__(self, tmp_path_factory):
+        # Lab names: unique per test run and fixture use, short enough for namespace names.
+        self._prefix = f"t{os.getpid() % 100000}-{next(_fixture_uses)}-"
+        self._tmp, self._made = tmp_path_factory, []
+
+    def up(self, slot: int | None = None, cloud_ports=None):
+        name = f"{self._prefix}{len(self._made)}"
+        state_dir = self._tmp.mktemp(f"lab-{name}")
+        self._made.append((name, state_dir))  # before up: a half-built lab is torn down too
+        return lab_up(name, state_dir, slot=slot, cloud_ports=cloud_ports)
+
+    def down_all(self) -> None:
+        errors = []
+        for name, state_dir in reversed(self._made):
+            try:
+                lab_down(name, state_dir)
+            except Exception as error:  # keep going: every lab gets its chance to go
+                errors.append(f"{name}: {error}")
+        self._made.clear()
+        if errors:
+            raise RuntimeError("lab teardown failed: " + "; ".join(errors))
+
+
+def _factory(tmp_path_factory, request) -> LabFactory:
+    reason = netns_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    factory = LabFactory(tmp_path_factory)
+    request.addfinalizer(factory.down_all)
+    return factory
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, request):
+    """One running lab (Lightsail-default edge, no host rules) for the whole test module."""
+    return _factory(tmp_path_factory, request).up()
+
+
+@pytest.fixture
+def lab_factory(tmp_path_factory, request):
+    """Make more labs in one test: `lab_factory.up(slot=None, cloud_ports=None)`."""
+    return _factory(tmp_path_factory, request)

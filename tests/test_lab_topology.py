@@ -1,0 +1,249 @@
+"""The lab network, measured from its own hosts: the cloud layer on the edge behaves like
+Lightsail's, the deployer uplink reaches the server over both families, the server's SSH
+sessions write lab-owned firewall files, labs coexist, and `down` leaves nothing behind.
+No host-layer rules are loaded here: the server namespace's own firewall is empty."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from lab import LabError, lab_down, lab_status, lab_up
+from lab.layout import RUNTIME_ENTRIES
+from lab.netns import namespace_exists, namespace_pids
+from lab.probe import format_table, nmap_scan, probe, states, targets
+from lab.processes import is_alive
+from lab.services import service_pids
+from lab.slots import registered_labs
+
+pytestmark = pytest.mark.netfilter
+
+REPO = Path(__file__).resolve().parent.parent
+HIDDEN_TCP = [23, 5432, 8080]
+ALL_TCP = [22, 80, 443, *HIDDEN_TCP]
+
+
+def port_info(port, cidrs, ipv6_cidrs, protocol="tcp", to_port=None):
+    return {"protocol": protocol, "fromPort": port, "toPort": port if to_port is None else to_port,
+            "cidrs": cidrs, "ipv6Cidrs": ipv6_cidrs, "cidrListAliases": []}
+
+
+# The shape of a hardened policy: web open to all, SSH only from the admin CIDRs.
+WEB_AND_ADMIN_SSH = [
+    port_info(22, ["192.0.2.0/24"], ["2001:db8:a::/48"]),
+    port_info(80, ["0.0.0.0/0"], ["::/0"]),
+    port_info(443, ["0.0.0.0/0"], ["::/0"]),
+]
+
+
+@pytest.fixture
+def cloud_ports_file(tmp_path):
+    def write(infos) -> Path:
+        path = tmp_path / "cloud-ports.json"
+        path.write_text(json.dumps(infos))
+        return path
+    return write
+
+
+def exposure(lab, origin, tcp_ports=ALL_TCP, udp_ports=(5353,)):
+    """{(family, proto, port): state} from `origin` to the server, v4 and v6 in one parallel probe."""
+    results = probe(lab.namespace(origin), targets([lab.server_ipv4, lab.server_ipv6], tcp_ports, udp_ports))
+    family = {lab.server_ipv4: 4, lab.server_ipv6: 6}
+    return {(family[r.address], r.protocol, r.port): r.state for r in results}, format_table(results)
+
+
+def expect(open_tcp=(), filtered_tcp=(), udp_state="filtered"):
+    table = {}
+    for family in (4, 6):
+        table.update({(family, "tcp", port): "open" for port in open_tcp})
+        table.update({(family, "tcp", port): "filtered" for port in filtered_tcp})
+        table[(family, "udp", 5353)] = udp_state
+    return table
+
+
+def ssh(lab, origin, command, family=4, timeout=30):
+    return subprocess.run(lab.ssh_argv(origin, [command], family=family, connect_timeout=5),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_every_server_listener_answers_from_inside_the_server(lab):
+    # The control for every "filtered" below: the ports do listen, v4 and v6, TCP and UDP.
+    seen, table = exposure(lab, "server")
+    assert seen == expect(open_tcp=ALL_TCP, udp_state="open"), table
+
+
+def test_lightsail_default_opens_only_ssh_and_http(lab):
+    lab.load_cloud_layer(None)
+    seen, table = exposure(lab, "internet")
+    assert seen == expect(open_tcp=[22, 80], filtered_tcp=[443, *HIDDEN_TCP]), table
+    seen, table = exposure(lab, "admin", tcp_ports=[22, 443], udp_ports=())
+    assert seen == {(4, "tcp", 22): "open", (6, "tcp", 22): "open",
+                    (4, "tcp", 443): "filtered", (6, "tcp", 443): "filtered"}, table
+
+
+def test_changed_cloud_policy_opens_https_and_keeps_ssh_for_admins(lab, cloud_ports_file):
+    lab.load_cloud_layer(cloud_ports_file(WEB_AND_ADMIN_SSH))
+    for client in ("internet", "internet2"):
+        seen, table = exposure(lab, client)
+        assert seen == expect(open_tcp=[80, 443], filtered_tcp=[22, *HIDDEN_TCP]), f"{client}:\n{table}"
+    seen, table = exposure(lab, "admin", tcp_ports=[22, 80, 443, 5432], udp_ports=())
+    assert seen == {(f, "tcp", p): "filtered" if p == 5432 else "open"
+                    for f in (4, 6) for p in (22, 80, 443, 5432)}, table
+
+
+def test_deployer_uplink_logs_in_with_ssh_over_ipv4_and_ipv6(lab, cloud_ports_file):
+    lab.load_cloud_layer(cloud_ports_file(WEB_AND_ADMIN_SSH))
+    for family in (4, 6):
+        result = ssh(lab, "root", "true", family=family)
+        assert result.returncode == 0, f"IPv{family}: {result.stderr}"
+
+
+def test_ssh_session_writes_the_labs_firewall_files_not_the_machines(lab):
+    host_rules = Path("/etc/iptables/rules.v4")
+    before = host_rules.read_bytes() if host_rules.exists() else None
+    marker = f"lab-{lab.name}-{time.time_ns()}"
+    result = ssh(lab, "root", f"echo {marker} > /etc/iptables/rules.v4 && "
+                              f"echo {marker} > /var/lib/hardened-lightsail/probe")
+    assert result.returncode == 0, result.stderr
+    assert (lab.layout.server_fs("/etc/iptables") / "rules.v4").read_text() == marker + "\n"
+    assert (lab.layout.server_fs("/var/lib/hardened-lightsail") / "probe").read_text() == marker + "\n"
+    assert (host_rules.read_bytes() if host_rules.exists() else None) == before
+    assert not Path("/var/lib/hardened-lightsail/probe").exists()
+
+
+def test_ipv6_neighbours_are_learned_by_neighbour_discovery(lab):
+    subprocess.run(lab.exec_argv("internet", ["ping", "-6", "-c", "1", "-W", "1", lab.server_ipv6]),
+                   capture_output=True)  # makes sure the server has talked to its router
+    server_if = lab.endpoint("server").interface
+    entries = lab.run("server", ["ip", "-6", "neigh", "show", "dev", server_if]).stdout
+    router = str(lab.segments["server"].edge.ipv6.ip)
+    learned = [line for line in entries.splitlines() if line.startswith(router + " ")]
+    assert learned and "lladdr" in learned[0] and "PERMANENT" not in learned[0], entries
+    for namespace in lab.namespaces.values():
+        assert "PERMANENT" not in lab.run(namespace, ["ip", "-6", "neigh", "show"]).stdout
+
+
+def test_ping_passes_the_cloud_layer_only_when_icmp_is_listed(lab, cloud_ports_file):
+    def pings(family, address):
+        argv = ["ping", f"-{family}", "-c", "1", "-W", "1", address]
+        return subprocess.run(lab.exec_argv("internet", argv), capture_output=True).returncode == 0
+
+    lab.load_cloud_layer(None)
+    assert not pings(4, lab.server_ipv4) and not pings(6, lab.server_ipv6)
+    lab.load_cloud_layer(cloud_ports_file(WEB_AND_ADMIN_SSH + [
+        port_info(8, ["0.0.0.0/0"], [], protocol="icmp", to_port=-1),
+        port_info(128, [], ["::/0"], protocol="icmpv6", to_port=0),
+    ]))
+    assert pings(4, lab.server_ipv4) and pings(6, lab.server_ipv6)
+
+
+def test_nmap_syn_scan_sees_what_the_connect_probe_sees(lab):
+    lab.load_cloud_layer(None)
+    expected = {22: "open", 80: "open", 443: "filtered", 23: "filtered"}
+    for address in (lab.server_ipv4, lab.server_ipv6):
+        assert nmap_scan(lab.namespace("internet"), address, expected, scan="sS") == expected, address
+
+
+def test_a_bad_cloud_ports_file_leaves_the_edge_rules_as_they_were(lab, cloud_ports_file):
+    lab.load_cloud_layer(None)
+    before = lab.run("edge", ["iptables-save"]).stdout.split("\n", 1)[1]
+    with pytest.raises(LabError, match=r"\[1\]\.protocol: 'sctp' is not one of"):
+        lab.load_cloud_layer(cloud_ports_file([port_info(443, ["0.0.0.0/0"], []),
+                                               port_info(9, ["0.0.0.0/0"], [], protocol="sctp")]))
+    assert lab.run("edge", ["iptables-save"]).stdout.split("\n", 1)[1] == before
+
+
+def test_up_twice_is_the_same_lab(lab):
+    pids = service_pids(lab)
+    again = lab_up(lab.name, lab.state_dir)
+    assert again == lab
+    assert service_pids(again) == pids  # nothing was restarted
+    assert lab_status(lab.name, lab.state_dir)["state"] == "up"
+
+
+def test_two_labs_side_by_side_each_reach_their_own_server_only(lab, lab_factory):
+    other = lab_factory.up()
+    assert other.slot != lab.slot
+    assert other.server_ipv4 != lab.server_ipv4
+    both = targets([lab.server_ipv4, lab.server_ipv6, other.server_ipv4, other.server_ipv6], [80])
+    assert set(states(probe(None, both)).values()) == {"open"}  # the deployer reaches both
+    seen = states(probe(other.namespace("internet"), both))
+    assert [seen[t] for t in both] == ["filtered", "filtered", "open", "open"], seen
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+
+
+def test_cli_up_status_cloud_down_leaves_nothing_behind(tmp_path, cloud_ports_file, request):
+    name, state_dir = f"c{os.getpid() % 100000}", tmp_path / "lab"
+    request.addfinalizer(lambda: lab_down(name, state_dir))
+
+    started = time.monotonic()
+    up = _cli("up", "--name", name, "--dir", str(state_dir))
+    up_seconds = time.monotonic() - started
+    assert up.returncode == 0, up.stderr
+    described = json.loads(up.stdout)
+    assert described["ssh"]["user"] == "root" and Path(described["ssh"]["privateKeyPath"]).stat().st_mode & 0o777 == 0o600
+    assert _cli("up", "--name", name, "--dir", str(state_dir)).stdout == up.stdout  # idempotent
+    assert _cli("status", "--name", name, "--dir", str(state_dir)).returncode == 0
+    reloaded = _cli("cloud", "--name", name, "--cloud-ports", str(cloud_ports_file(WEB_AND_ADMIN_SSH)))
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert json.loads(reloaded.stdout)["cloudPorts"] == WEB_AND_ADMIN_SSH
+
+    # Processes down must stop beyond the pid files: an open SSH session and a client.
+    session = subprocess.Popen([*lab_ssh_argv(described), "sleep 600"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    client = subprocess.Popen(["ip", "netns", "exec", described["namespaces"]["internet"], "sleep", "600"])
+    deadline = time.monotonic() + 10
+    while len(namespace_pids(described["namespaces"]["server"])) <= 4 and time.monotonic() < deadline:
+        time.sleep(0.1)  # the session's sshd and shell join the daemons in the server namespace
+    pids = set(described["pids"].values()) | set(namespace_pids(described["namespaces"]["server"]))
+
+    started = time.monotonic()
+    down = _cli("down", "--name", name, "--dir", str(state_dir))
+    down_seconds = time.monotonic() - started
+    assert down.returncode == 0, down.stderr
+    assert session.wait(timeout=10) != 0 and client.wait(timeout=10) != 0
+    assert not [ns for ns in described["namespaces"].values() if namespace_exists(ns)]
+    assert not [pid for pid in pids if is_alive(pid)]
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    assert described["uplinkInterface"] + "@" not in links
+    server = described["addresses"]["server"]
+    for flag, subnet in (("-4", server["ipv4Cidr"]), ("-6", server["ipv6Cidr"])):
+        routes = subprocess.run(["ip", flag, "route", "show", subnet], capture_output=True, text=True)
+        assert routes.stdout.strip() == "", routes.stdout
+    assert not [entry for entry in RUNTIME_ENTRIES if (state_dir / entry).exists()]
+    assert name not in [entry["name"] for entry in registered_labs().values()]
+
+    again = _cli("down", "--name", name, "--dir", str(state_dir))
+    assert again.returncode == 0, again.stderr
+    assert _cli("status", "--name", name, "--dir", str(state_dir)).returncode == 1
+    print(f"lab up {up_seconds:.2f} s, down {down_seconds:.2f} s")
+
+
+def lab_ssh_argv(described):
+    """ssh from the root namespace using only what `up` printed (as a LabServer would)."""
+    ssh_info = described["ssh"]
+    return ["ssh", "-F", "/dev/null", "-i", ssh_info["privateKeyPath"], "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "ConnectTimeout=5", f"{ssh_info['user']}@{ssh_info['host']}"]
+
+
+def test_cli_errors_are_one_line_with_exit_2(tmp_path):
+    for args, fragment in (
+        (["up", "--name", "Bad_Name", "--dir", str(tmp_path)], "lab name 'Bad_Name' is not valid"),
+        (["up", "--name", "ok", "--dir", str(tmp_path), "--slot", "16"], "lab slot 16 is not valid"),
+        (["cloud", "--name", "ghost", "--cloud-ports", "x.json"], "lab ghost is not up"),
+        (["up", "--name", "ok"], "the following arguments are required: --dir"),
+    ):
+        result = _cli(*args)
+        assert result.returncode == 2 and result.stdout == "", (args, result)
+        assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr, result.stderr
+    assert not namespace_exists("hl-ok-srv")
