@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .evaluate import cloud_allows, host_allows
-from .exposure import exposure_table
+from .exposure import ANYONE_ELSE, exposure_table
 from .iptables_rules import NEVER, TERMINAL, Rule, Ruleset
-from .networks import any_network, covers
+from .networks import any_network, covers, parse_cidr
 from .policy import FirewallPolicy
 from .release import Release
 
@@ -88,11 +88,19 @@ def shadow_findings(rulesets) -> list[Finding]:
 def layer_findings(policy: FirewallPolicy, release: Release) -> list[Finding]:
     findings = []
     for row in exposure_table(policy, release):
+        # The blocklist is host-only by design (Lightsail has no deny rules): a blocked source
+        # that the cloud lets through is not drift. Blocked admins are the lock-out check's job.
+        if row.cloud and not row.host and _blocklisted(policy, row.source):
+            continue
         if row.cloud != row.host:
             open_in, closed_in = ("cloud", "host") if row.cloud else ("host", "cloud")
             findings.append(Finding(ERROR, f"layers disagree: {row.port} IPv{row.family} from {row.source} is "
                                            f"open in the {open_in} layer but closed in the {closed_in} layer"))
     return findings
+
+
+def _blocklisted(policy: FirewallPolicy, source: str) -> bool:
+    return source != ANYONE_ELSE and any(covers(blocked, parse_cidr(source)) for blocked in policy.blocklist)
 
 
 def world_ssh_findings(policy: FirewallPolicy) -> list[Finding]:

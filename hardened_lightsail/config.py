@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import yaml
 
-from .networks import CidrError, Network, parse_cidr
+from .networks import CidrError, Network, parse_cidr, split_families
 from .policy import (PROTOCOLS, DropLog, FirewallPolicy, LabSettings, PortRange, PortScanTrap,
                      ServerSettings, Service, SshRateLimit, StackSettings)
 
@@ -355,7 +355,11 @@ def firewall_config_values(policy: FirewallPolicy) -> dict[str, Any]:
     server) sees exactly the policy the rules were rendered from."""
     def plain(value: Any) -> Any:
         if isinstance(value, tuple):
-            return [plain(item) for item in value]
+            items = [plain(item) for item in value]
+            # Network lists in canonical order (v4 then v6, sorted), so reordering the same CIDRs in
+            # the stack file changes nothing; services keep their order (it is the rules' order).
+            networks = [item for item in value if hasattr(item, "prefixlen")]
+            return [str(n) for n in split_families(networks)[0] + split_families(networks)[1]] if networks else items
         if isinstance(value, PortRange):
             return str(value)
         if hasattr(value, "__dataclass_fields__"):

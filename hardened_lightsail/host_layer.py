@@ -52,8 +52,16 @@ def host_ruleset(policy: FirewallPolicy, family: int) -> Ruleset:
     blocked, _ = _by_family(policy.blocklist, family)
     rs.chains = [CHAIN_SSH, CHAIN_LOG_DROP] + ([CHAIN_SCAN] if policy.port_scan.enabled else [])
 
-    rs.section("loopback and connection tracking")
+    rs.section("loopback")
     rs.add(Rule("INPUT", "ACCEPT", "loopback: local programs talk to each other", in_interface="lo"))
+    if blocked:
+        rs.section("blocklist first: one ipset lookup per packet however long the list; it also cuts "
+                   "connections that were open before the source was listed")
+        rs.sets[blocklist_set(family)] = tuple(blocked)
+        rs.add(Rule("INPUT", "DROP", "firewall.blocklist: these sources get nothing at all",
+                    source_set=blocklist_set(family)))
+
+    rs.section("spoofed loopback" + (", IPv6 control traffic" if family == 6 else "") + ", connection tracking")
     if family == 4:
         rs.add(Rule("INPUT", "DROP", "127.0.0.0/8 arriving from outside is spoofed",
                     source=_net("127.0.0.0/8"), not_in_interface="lo"))
@@ -63,7 +71,7 @@ def host_ruleset(policy: FirewallPolicy, family: int) -> Ruleset:
         rs.add(Rule("INPUT", "DROP", "type 0 routing headers (RH0) are deprecated and abused",
                     matches=("-m", "rt", "--rt-type", "0"), new_connections=False))
         _ipv6_control(rs, icmp)
-    rs.add(Rule("INPUT", "ACCEPT", "replies and ongoing connections (checked first: most packets)",
+    rs.add(Rule("INPUT", "ACCEPT", "replies and ongoing connections (early: most packets are these)",
                 matches=("-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED"), new_connections=False))
     rs.add(Rule("INPUT", "DROP", "packets conntrack can't place in any connection",
                 matches=("-m", "conntrack", "--ctstate", "INVALID"), new_connections=False))
@@ -74,12 +82,6 @@ def host_ruleset(policy: FirewallPolicy, family: int) -> Ruleset:
                     matches=("--tcp-flags", mask, flags), new_connections=False))
     rs.add(Rule("INPUT", "DROP", "a new TCP connection must start with SYN", protocol="tcp",
                 matches=("!", "--syn", "-m", "conntrack", "--ctstate", "NEW"), new_connections=False))
-
-    if blocked:
-        rs.section("blocklist (ipset: one lookup per packet however long the list)")
-        rs.sets[blocklist_set(family)] = tuple(blocked)
-        rs.add(Rule("INPUT", "DROP", "firewall.blocklist: these sources get nothing at all",
-                    source_set=blocklist_set(family)))
 
     if policy.port_scan.enabled:
         # Admins never enter the ban list (the trap below skips them), so no exemption is needed here.

@@ -45,8 +45,9 @@ def in_namespace(namespace: str, argv: Sequence[str], *, input: Optional[str] = 
     return _run(["ip", "netns", "exec", namespace, *argv], input=input, timeout=timeout, check=check)
 
 
-def sysctl(namespace: str, key: str, value: str) -> None:
-    in_namespace(namespace, ["sysctl", "-q", "-w", f"{key}={value}"])
+def sysctl(namespace: str, **settings: str) -> None:
+    """Set sysctls inside a lab namespace: sysctl(ns, **{"net.ipv4.ip_forward": "1"})."""
+    in_namespace(namespace, ["sysctl", "-q", "-w", *(f"{key}={value}" for key, value in settings.items())])
 
 
 def namespace_exists(namespace: str) -> bool:

@@ -74,9 +74,11 @@ def build_network(lab: LabTopology) -> None:
     anything outside the lab is unroutable there, so nothing leaves the lab."""
     for namespace in lab.namespaces.values():
         add_namespace(namespace)
-    edge_ns = lab.namespace(EDGE)
-    sysctl(edge_ns, "net.ipv4.ip_forward", "1")
-    sysctl(edge_ns, "net.ipv6.conf.all.forwarding", "1")
+        # No duplicate address detection on the lab's links (set before they exist, so they
+        # inherit it): a router can't send neighbour solicitations for forwarded packets while
+        # its link-local address is tentative, which would drop the first second of IPv6.
+        sysctl(namespace, **{"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0"})
+    sysctl(lab.namespace(EDGE), **{"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"})
     for segment in lab.segments.values():
         _ensure_segment(lab, segment)
     _ensure_routes(lab)

@@ -1,6 +1,6 @@
 """Exposure from outside: which (address, protocol, port) answer from a given namespace.
 
-`probe` makes real connections (TCP connect; UDP send-and-wait-for-the-echo), in parallel
+`probe` makes real connections (TCP connect; UDP send-and-wait-for-the-echo; ICMP echo), in parallel
 through a bounded thread pool; `nmap_scan` runs nmap's SYN/NULL/FIN/Xmas scans the way an
 attacker would. Both refuse any target outside the documentation networks.
 States: "open" (handshake / reply), "closed" (RST / ICMP port unreachable), "filtered" (no
@@ -21,11 +21,12 @@ from .errors import LabError
 DEFAULT_TIMEOUT_SECONDS = 1.5
 DEFAULT_WORKERS = 16  # enough for a lab's port table; bounded so 2 CI cores aren't swamped
 NMAP_SCANS = ("sS", "sN", "sF", "sX", "sU")
+PROTOCOLS = ("tcp", "udp", "icmp")
 
 
 class Target(NamedTuple):
     address: str
-    protocol: str  # "tcp" or "udp"
+    protocol: str  # "tcp", "udp" or "icmp" (echo request; port ignored, use 0)
     port: int
 
 
@@ -43,11 +44,13 @@ class ProbeResult:
         return Target(self.address, self.protocol, self.port)
 
 
-def targets(addresses: Iterable[str], tcp_ports: Iterable[int] = (), udp_ports: Iterable[int] = ()) -> list[Target]:
-    """Every port on every address: the usual shape of an exposure table."""
+def targets(addresses: Iterable[str], tcp_ports: Iterable[int] = (), udp_ports: Iterable[int] = (),
+            icmp_echo: bool = False) -> list[Target]:
+    """Every port on every address (and an echo request each): the shape of an exposure table."""
     addresses, tcp_ports, udp_ports = list(addresses), list(tcp_ports), list(udp_ports)
+    icmp = [0] if icmp_echo else []
     return [Target(address, protocol, port) for address in addresses
-            for protocol, ports in (("tcp", tcp_ports), ("udp", udp_ports)) for port in ports]
+            for protocol, ports in (("tcp", tcp_ports), ("udp", udp_ports), ("icmp", icmp)) for port in ports]
 
 
 def _in_namespace(namespace: Optional[str], argv: Sequence[str]) -> list[str]:
@@ -60,8 +63,8 @@ def probe(namespace: Optional[str], probe_targets: Iterable[Sequence], *,
     checked = []
     for address, protocol, port in probe_targets:
         require_documentation_address(address)
-        if protocol not in ("tcp", "udp"):
-            raise ValueError(f"protocol {protocol!r} is not tcp or udp")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
         checked.append([address, protocol, int(port)])
     if not checked:
         return []

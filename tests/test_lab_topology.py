@@ -20,6 +20,7 @@ from lab.probe import format_table, nmap_scan, probe, states, targets
 from lab.processes import is_alive
 from lab.services import service_pids
 from lab.slots import registered_labs
+from lab_fixtures import SESSION_LAB_PREFIX
 
 pytestmark = pytest.mark.netfilter
 
@@ -117,8 +118,7 @@ def test_ssh_session_writes_the_labs_firewall_files_not_the_machines(lab):
 
 
 def test_ipv6_neighbours_are_learned_by_neighbour_discovery(lab):
-    subprocess.run(lab.exec_argv("internet", ["ping", "-6", "-c", "1", "-W", "1", lab.server_ipv6]),
-                   capture_output=True)  # makes sure the server has talked to its router
+    probe(lab.namespace("internet"), [(lab.server_ipv6, "tcp", 80)])  # the server answers via its router
     server_if = lab.endpoint("server").interface
     entries = lab.run("server", ["ip", "-6", "neigh", "show", "dev", server_if]).stdout
     router = str(lab.segments["server"].edge.ipv6.ip)
@@ -129,17 +129,15 @@ def test_ipv6_neighbours_are_learned_by_neighbour_discovery(lab):
 
 
 def test_ping_passes_the_cloud_layer_only_when_icmp_is_listed(lab, cloud_ports_file):
-    def pings(family, address):
-        argv = ["ping", f"-{family}", "-c", "1", "-W", "1", address]
-        return subprocess.run(lab.exec_argv("internet", argv), capture_output=True).returncode == 0
-
+    echo = targets([lab.server_ipv4, lab.server_ipv6], icmp_echo=True)
     lab.load_cloud_layer(None)
-    assert not pings(4, lab.server_ipv4) and not pings(6, lab.server_ipv6)
+    assert set(states(probe(lab.namespace("internet"), echo)).values()) == {"filtered"}
     lab.load_cloud_layer(cloud_ports_file(WEB_AND_ADMIN_SSH + [
         port_info(8, ["0.0.0.0/0"], [], protocol="icmp", to_port=-1),
         port_info(128, [], ["::/0"], protocol="icmpv6", to_port=0),
     ]))
-    assert pings(4, lab.server_ipv4) and pings(6, lab.server_ipv6)
+    results = probe(lab.namespace("internet"), echo)
+    assert set(states(results).values()) == {"open"}, format_table(results)
 
 
 def test_nmap_syn_scan_sees_what_the_connect_probe_sees(lab):
@@ -182,7 +180,7 @@ def _cli(*args):
 
 
 def test_cli_up_status_cloud_down_leaves_nothing_behind(tmp_path, cloud_ports_file, request):
-    name, state_dir = f"c{os.getpid() % 100000}", tmp_path / "lab"
+    name, state_dir = f"{SESSION_LAB_PREFIX}cli", tmp_path / "lab"
     request.addfinalizer(lambda: lab_down(name, state_dir))
 
     started = time.monotonic()

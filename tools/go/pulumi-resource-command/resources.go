@@ -45,7 +45,6 @@ func knownType(t string) bool {
 // Check: validate and apply the schema defaults.
 
 type checker struct {
-	news     resource.PropertyMap
 	failures []plugin.CheckFailure
 }
 
@@ -180,7 +179,7 @@ func contains(list []string, s string) bool {
 
 // checkInputs validates news (a copy the caller owns) for the given type and applies defaults.
 func checkInputs(typ string, news resource.PropertyMap) (resource.PropertyMap, []plugin.CheckFailure) {
-	c := &checker{news: news}
+	c := &checker{}
 	switch typ {
 	case typeLocalCommand, funcLocalRun:
 		for _, k := range []resource.PropertyKey{"create", "update", "delete", "dir", "stdin", "command"} {
@@ -273,42 +272,29 @@ func diffInputs(typ string, olds, news resource.PropertyMap, ignoreChanges []str
 		return plugin.DiffResult{Changes: plugin.DiffNone}
 	}
 
-	detailed := plugin.NewDetailedDiffFromObjectDiff(objDiff, false)
+	// The detailed diff is reported per top-level property (the CLI lists these keys,
+	// e.g. "[diff: ~triggers]"; a nested path such as triggers[0] would not be shown).
 	res := plugin.DiffResult{Changes: plugin.DiffSome, DetailedDiff: map[string]plugin.PropertyDiff{}}
-	changed := map[resource.PropertyKey]bool{}
-	replace := map[resource.PropertyKey]bool{}
-	for path, d := range detailed {
-		top := topKey(path)
-		changed[top] = true
-		if top == "triggers" {
-			d = d.ToReplace()
-			replace[top] = true
-		}
-		res.DetailedDiff[path] = d
-	}
 	for _, k := range keys {
-		if changed[k] {
-			res.ChangedKeys = append(res.ChangedKeys, k)
+		var kind plugin.DiffKind
+		switch {
+		case objDiff.Added(k):
+			kind = plugin.DiffAdd
+		case objDiff.Deleted(k):
+			kind = plugin.DiffDelete
+		case objDiff.Updated(k):
+			kind = plugin.DiffUpdate
+		default:
+			continue
 		}
-		if replace[k] {
+		res.ChangedKeys = append(res.ChangedKeys, k)
+		if k == "triggers" {
+			kind = kind.AsReplace()
 			res.ReplaceKeys = append(res.ReplaceKeys, k)
 		}
+		res.DetailedDiff[string(k)] = plugin.PropertyDiff{Kind: kind}
 	}
 	return res
-}
-
-// topKey returns the top-level property name of a property path such as `triggers[0]`
-// or `connection.host`.
-func topKey(path string) resource.PropertyKey {
-	if p, err := resource.ParsePropertyPath(path); err == nil && len(p) > 0 {
-		if s, ok := p[0].(string); ok {
-			return resource.PropertyKey(s)
-		}
-	}
-	if i := strings.IndexAny(path, ".["); i > 0 {
-		return resource.PropertyKey(path[:i])
-	}
-	return resource.PropertyKey(path)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -209,7 +209,7 @@ func TestDiff(t *testing.T) {
 		if d.Changes != plugin.DiffSome || len(d.ReplaceKeys) != 1 || d.ReplaceKeys[0] != "triggers" {
 			t.Fatalf("want replace on triggers, got %+v", d)
 		}
-		if d.DetailedDiff["triggers[0]"].Kind != plugin.DiffUpdateReplace {
+		if d.DetailedDiff["triggers"].Kind != plugin.DiffUpdateReplace {
 			t.Fatalf("detailed diff: %+v", d.DetailedDiff)
 		}
 	})
@@ -217,7 +217,7 @@ func TestDiff(t *testing.T) {
 		o := base()
 		delete(o, "triggers")
 		d := diffInputs(typeRemoteCommand, state(t, typeRemoteCommand, o), checked(t, typeRemoteCommand, base()), nil)
-		if len(d.ReplaceKeys) != 1 {
+		if len(d.ReplaceKeys) != 1 || d.DetailedDiff["triggers"].Kind != plugin.DiffAddReplace {
 			t.Fatalf("want replace, got %+v", d)
 		}
 	})
@@ -270,15 +270,6 @@ func TestCommandOutputsSecretness(t *testing.T) {
 	out = commandOutputs(in, resource.NewProperty("o"), resource.NewProperty("e"))
 	if !out["stdout"].IsSecret() || !out["stderr"].IsSecret() || !out["create"].IsSecret() {
 		t.Error("outputs of a secret command must be secret")
-	}
-}
-
-func TestTopKey(t *testing.T) {
-	for in, want := range map[string]string{"triggers[0]": "triggers", "connection.host": "connection",
-		"create": "create", `environment["A.B"]`: "environment"} {
-		if got := topKey(in); string(got) != want {
-			t.Errorf("topKey(%q) = %q, want %q", in, got, want)
-		}
 	}
 }
 

@@ -83,7 +83,7 @@ func schemaJSON() []byte {
 	}
 	copyIn := m{
 		"connection": secret(ref("command:remote:Connection")),
-		"source":     m{"$ref": "pulumi.json#/AssetOrArchive"},
+		"source":     m{"$ref": "pulumi.json#/Asset"}, // Asset means AssetOrArchive in schemas
 		"remotePath": str,
 		"triggers":   triggers,
 	}

@@ -1,0 +1,34 @@
+"""Runs the real Pulumi CLI (through scripts/pulumi) for engine tests, or says why it can't."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+BUILT_CLI = PROJECT_DIR / ".tools" / "bin" / "pulumi"
+
+
+def engine_missing_reason() -> str | None:
+    """None when the engine can run; else the reason engine tests are skipped."""
+    if not (BUILT_CLI.exists() or shutil.which("pulumi")):
+        return ("engine tests skipped: no Pulumi CLI (scripts/install-pulumi builds it from the Go module "
+                "proxy; see its output for the module that failed)")
+    for plugin in ("pulumi-language-python", "pulumi-resource-command"):
+        if not (BUILT_CLI.parent / plugin).exists() and not shutil.which(plugin):
+            return f"engine tests skipped: {plugin} is not built (run scripts/install-pulumi)"
+    return None
+
+
+def pulumi(args: list[str], backend: Path, cwd: Path | None = None, timeout: float = 600,
+           env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """`scripts/pulumi ARGS` with a private file backend; output is returned, never printed raw."""
+    environment = {**os.environ, "PULUMI_BACKEND_URL": f"file://{backend}",
+                   "PULUMI_HOME": str(backend / "home"), "HL_USE_BUILT_PULUMI": "1", **(env or {})}
+    argv = [str(PROJECT_DIR / "scripts" / "pulumi"), *(["--cwd", str(cwd)] if cwd else []), *args]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=environment)
+    if check and result.returncode != 0:
+        raise AssertionError(f"pulumi {' '.join(args)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result

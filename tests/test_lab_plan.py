@@ -1,0 +1,171 @@
+"""The lab's pure parts, no root needed: the address plan, the cloud-ports reader and the edge
+rules it renders, the probe's refusal of real addresses, nmap XML, and the machine guard."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lab import LabError, LabTopology, read_port_infos, render_edge_rules
+from lab.cloud_layer import validate_port_infos
+from lab.probe import nmap_argv, parse_nmap_xml, probe
+from lab_fixtures import SESSION_LAB_PREFIX, guard_problems
+
+
+def test_slot_3_addresses_follow_the_plan():
+    lab = LabTopology("demo", 3, "/tmp/demo")
+    described = lab.describe()["addresses"]
+    assert (lab.server_ipv4, lab.server_ipv6) == ("203.0.113.58", "2001:db8:c:30::10")
+    assert described["admin"]["ipv4Cidr"] == "192.0.2.48/29" and described["admin"]["ipv4"] == "192.0.2.50"
+    assert described["deployer"] == {"ipv4": "192.0.2.58", "ipv6": "2001:db8:a:31::2", "ipv4Cidr": "192.0.2.56/29",
+                                     "ipv6Cidr": "2001:db8:a:31::/64", "interface": "hl3up"}
+    assert (described["internet"]["ipv4"], described["internet2"]["ipv6"]) == ("198.51.100.50", "2001:db8:b:30::3")
+    assert described["edge"]["server"]["ipv6"] == "2001:db8:c:30::1"
+    assert lab.namespaces == {"server": "hl-demo-srv", "edge": "hl-demo-edge", "internet": "hl-demo-inet",
+                              "internet2": "hl-demo-inet2", "admin": "hl-demo-adm"}
+
+
+def test_interface_names_fit_linux_limit_in_every_slot():
+    for slot in range(16):
+        lab = LabTopology("a-long-lab-name1", slot, "/tmp/x")
+        names = [e.interface for seg in lab.segments.values() for e in (seg.edge, *seg.hosts)]
+        names += [h.edge_port for seg in lab.segments.values() for h in seg.hosts]
+        assert max(len(name) for name in names) <= 15
+        assert len(set(names)) == 11  # 6 in the edge (a bridge, 5 veth ends), 5 in the hosts
+
+
+@pytest.mark.parametrize("name", ["", "Lab", "lab_1", "-lab", "lab-", "a" * 17, "lab.x"])
+def test_bad_lab_names_are_refused_with_the_rule(name):
+    with pytest.raises(LabError, match="use 1-16 characters of a-z, 0-9 and '-'"):
+        LabTopology(name, 0, "/tmp/x")
+
+
+def test_ssh_argv_keeps_no_state_and_runs_in_the_origin_namespace():
+    argv = LabTopology("demo", 0, "/tmp/demo").ssh_argv("admin", ["true"], family=6, connect_timeout=3)
+    assert argv[:5] == ["ip", "netns", "exec", "hl-demo-adm", "ssh"]
+    for option in ("StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "ControlMaster=no",
+                   "BatchMode=yes", "ConnectTimeout=3"):
+        assert option in argv
+    assert argv[-2:] == ["root@2001:db8:c::10", "true"]
+    assert argv[argv.index("-i") + 1] == "/tmp/demo/ssh/id_ed25519"
+
+
+def test_no_file_or_an_empty_file_means_lightsails_default(tmp_path):
+    empty = tmp_path / "empty.json"
+    empty.write_text("\n")
+    for source in (None, tmp_path / "absent.json", empty):
+        infos = read_port_infos(source)
+        assert [(i["protocol"], i["fromPort"], i["cidrs"], i["ipv6Cidrs"]) for i in infos] == [
+            ("tcp", 22, ["0.0.0.0/0"], ["::/0"]), ("tcp", 80, ["0.0.0.0/0"], ["::/0"])]
+
+
+def test_an_empty_list_closes_everything(tmp_path):
+    path = tmp_path / "closed.json"
+    path.write_text("[]")
+    rules = render_edge_rules(LabTopology("demo", 0, "/tmp/demo"), read_port_infos(path), 4, str(path))
+    assert [line for line in rules.splitlines() if line.startswith("-A lightsail")] == [
+        '-A lightsail -m conntrack --ctstate ESTABLISHED,RELATED -m comment --comment "lightsail: stateful" -j ACCEPT',
+        '-A lightsail -m comment --comment "lightsail: not allowed" -j DROP',
+    ]
+
+
+def test_edge_rules_put_each_family_s_sources_in_its_own_table():
+    infos = validate_port_infos([
+        {"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidrs": ["192.0.2.0/24"],
+         "ipv6Cidrs": ["2001:db8:a::/48"], "cidrListAliases": []},
+        {"protocol": "udp", "fromPort": 8000, "toPort": 8010, "cidrs": ["0.0.0.0/0"]},
+        {"protocol": "icmp", "fromPort": 8, "toPort": -1, "cidrs": ["0.0.0.0/0"]},
+        {"protocol": "icmpv6", "fromPort": 128, "toPort": 0, "ipv6Cidrs": ["::/0"]},
+        {"protocol": "all", "fromPort": 0, "toPort": 65535, "cidrs": ["203.0.113.99/32"]},
+    ])
+    lab = LabTopology("demo", 0, "/tmp/demo")
+    v4 = [line for line in render_edge_rules(lab, infos, 4, "p.json").splitlines() if line.startswith("-A")]
+    v6 = [line for line in render_edge_rules(lab, infos, 6, "p.json").splitlines() if line.startswith("-A")]
+    assert v4[:2] == ["-A FORWARD -o hl0e-srv -j lightsail",
+                      '-A FORWARD -o hl0e-up ! -i hl0e-srv -m comment --comment "lab: uplink is for the server only" -j DROP']
+    assert v4[3:-1] == [
+        '-A lightsail -s 192.0.2.0/24 -p tcp --dport 22 -m comment --comment "lightsail [0]: tcp 22" -j ACCEPT',
+        '-A lightsail -s 0.0.0.0/0 -p udp --dport 8000:8010 -m comment --comment "lightsail [1]: udp 8000-8010" -j ACCEPT',
+        '-A lightsail -s 0.0.0.0/0 -p icmp --icmp-type 8 -m comment --comment "lightsail [2]: icmp type 8 code -1" -j ACCEPT',
+        '-A lightsail -s 203.0.113.99/32 -m comment --comment "lightsail [4]: all" -j ACCEPT',
+    ]
+    assert v6[3:-1] == [
+        '-A lightsail -s 2001:db8:a::/48 -p tcp --dport 22 -m comment --comment "lightsail [0]: tcp 22" -j ACCEPT',
+        '-A lightsail -s ::/0 -p ipv6-icmp --icmpv6-type 128/0 -m comment --comment "lightsail [3]: icmpv6 type 128 code 0" -j ACCEPT',
+    ]
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"protocol": "sctp", "fromPort": 1, "toPort": 1, "cidrs": ["0.0.0.0/0"]},
+     "cloud-ports.json[0].protocol: 'sctp' is not one of tcp, udp, icmp, icmpv6, all"),
+    ({"protocol": "tcp", "fromPort": 443, "toPort": 80, "cidrs": ["0.0.0.0/0"]},
+     "cloud-ports.json[0].toPort: 80 is below fromPort 443"),
+    ({"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidrs": ["2001:db8::/32"]},
+     "cloud-ports.json[0].cidrs[0]: '2001:db8::/32' is not an IPv4 CIDR"),
+    ({"protocol": "tcp", "from_port": 22, "toPort": 22, "cidrs": ["0.0.0.0/0"]},
+     "cloud-ports.json[0].from_port: unknown key"),
+    ({"protocol": "tcp", "fromPort": 22, "toPort": 22},
+     "cloud-ports.json[0]: no cidrs, ipv6Cidrs or cidrListAliases"),
+    ({"protocol": "tcp", "fromPort": True, "toPort": 22, "cidrs": ["0.0.0.0/0"]},
+     "cloud-ports.json[0].fromPort: True is not a whole number from 0 to 65535"),
+])
+def test_bad_port_infos_name_the_entry_and_key(entry, message):
+    with pytest.raises(LabError) as caught:
+        validate_port_infos([entry])
+    assert str(caught.value).startswith(message)
+
+
+def test_a_file_that_is_not_json_is_one_clear_error(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text("[{")
+    with pytest.raises(LabError, match=r"broken.json: not valid JSON \(.* at line 1\)"):
+        read_port_infos(path)
+
+
+@pytest.mark.parametrize("address", ["10.0.0.1", "8.8.8.8", "127.0.0.1", "2001:4860::8888", "fd00::1"])
+def test_probes_refuse_addresses_outside_the_documentation_networks(address):
+    with pytest.raises(ValueError, match="not a documentation address"):
+        probe(None, [(address, "tcp", 22)])
+    with pytest.raises(ValueError, match="not a documentation address"):
+        nmap_argv(address, [22])
+
+
+def test_nmap_argv_is_bounded_and_picks_the_family():
+    assert nmap_argv("2001:db8:c::10", [22, 80], scan="sN") == [
+        "nmap", "-Pn", "-n", "--max-retries", "1", "--host-timeout", "60s", "-sN", "-p", "22,80",
+        "-6", "-oX", "-", "2001:db8:c::10"]
+
+
+def test_nmap_xml_states_include_folded_extraports():
+    xml = """<?xml version="1.0"?><nmaprun><host><status state="up"/>
+      <ports><extraports state="filtered" count="2"/>
+        <port protocol="tcp" portid="22"><state state="open"/></port>
+        <port protocol="tcp" portid="113"><state state="closed"/></port>
+      </ports></host></nmaprun>"""
+    assert parse_nmap_xml(xml, [22, 113, 443, 8080]) == {22: "open", 113: "closed", 443: "filtered",
+                                                         8080: "filtered"}
+    with pytest.raises(LabError, match="nmap reported no host"):
+        parse_nmap_xml("<nmaprun></nmaprun>", [22])
+
+
+def _snapshot(rules="", links=("lo", "eth0"), namespaces=(), others=()):
+    return {"firewall": {"iptables-save": rules}, "links": set(links), "namespaces": set(namespaces),
+            "others": set(others)}
+
+
+def test_guard_fails_on_a_changed_root_firewall_and_on_leftovers():
+    before = _snapshot(rules="*filter\n:INPUT ACCEPT\nCOMMIT")
+    assert guard_problems(before, _snapshot(rules="*filter\n:INPUT ACCEPT\nCOMMIT"), strict=True) == []
+    changed = guard_problems(before, _snapshot(rules="*filter\n:INPUT DROP\nCOMMIT"), strict=True)
+    assert len(changed) == 1 and "`iptables-save` changed" in changed[0]
+    ours = f"hl-{SESSION_LAB_PREFIX}0-0-srv"
+    leak = _snapshot(rules="*filter\n:INPUT ACCEPT\nCOMMIT", links=("lo", "eth0", "hl0up"),
+                     namespaces=(ours, "hlt-other"))
+    assert guard_problems(before, leak, strict=True) == [
+        f"links or namespaces left behind: {sorted(['hl0up', ours, 'hlt-other'])}; root links removed: []"]
+    # Off CI, only this session's own names count; other people's registered labs never do.
+    assert guard_problems(before, leak, strict=False) == [
+        f"links or namespaces left behind: [{ours!r}]; root links removed: []"]
+    someone_elses = _snapshot(rules="*filter\n:INPUT ACCEPT\nCOMMIT", links=("lo", "eth0", "hl4up"),
+                              namespaces=("hl-lab-srv",), others=("hl4up", "hl-lab-srv"))
+    assert guard_problems(before, someone_elses, strict=True) == []
