@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from lab.errors import LabError
@@ -15,11 +16,12 @@ from lab.lifecycle import lab_down, lab_up
 
 
 def up(env=os.environ) -> int:
-    state_dir = Path(env["HL_LAB_DIR"])
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    cloud_ports = state_dir / "cloud-ports.requested.json"
-    cloud_ports.write_text(env["HL_CLOUD_PORTS"])
-    lab = lab_up(env["HL_LAB_NAME"], state_dir, int(env["HL_LAB_SLOT"]), cloud_ports=cloud_ports)
+    # The edge keeps its own copy of the cloud layer in force; ours is only the hand-over.
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as cloud_ports:
+        cloud_ports.write(env["HL_CLOUD_PORTS"])
+        cloud_ports.flush()
+        lab = lab_up(env["HL_LAB_NAME"], Path(env["HL_LAB_DIR"]), int(env["HL_LAB_SLOT"]),
+                     cloud_ports=cloud_ports.name)
     description = lab.describe()
     description["privateKey"] = Path(description["ssh"]["privateKeyPath"]).read_text()
     print(json.dumps(description))

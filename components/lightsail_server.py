@@ -43,6 +43,7 @@ class LightsailServerArgs:
     settings: ServerSettings
     port_infos: list[dict]  # the rendered cloud layer
     tags: dict
+    ssh_port: int = 22  # firewall.sshPort: the only SSH port either firewall layer leaves open
 
 
 class LightsailServer(pulumi.ComponentResource):
@@ -58,18 +59,19 @@ class LightsailServer(pulumi.ComponentResource):
             blueprint_id=settings.blueprint_id, bundle_id=settings.bundle_id,
             ip_address_type=settings.ip_address_type, key_pair_name=key_pair.name, tags=args.tags, opts=child)
         static_ip = aws.lightsail.StaticIp(f"{name}-ip", opts=child)
-        aws.lightsail.StaticIpAttachment(f"{name}-ip-attachment", static_ip_name=static_ip.name,
-                                         instance_name=instance.name, opts=child)
+        attachment = aws.lightsail.StaticIpAttachment(
+            f"{name}-ip-attachment", static_ip_name=static_ip.name, instance_name=instance.name, opts=child)
         self.public_ports = aws.lightsail.InstancePublicPorts(
             f"{name}-cloud-firewall", instance_name=instance.name, port_infos=to_provider_args(args.port_infos),
             # PutInstancePublicPorts replaces the whole set and the provider replaces rather than
             # updates (pulumi-aws#1511): delete first so the two never fight over the instance.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True))
         self.target = SshTarget(host=static_ip.ip_address, user=login_user(settings.blueprint_id),
-                                private_key=key_pair.private_key)
+                                private_key=key_pair.private_key, port=args.ssh_port)
         self.ready = command.remote.Command(
             f"{name}-ready", connection=self.target.connection_args(), create=WAIT_UNTIL_READY,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.public_ports]))
+            # We dial the static IP: it must point at this instance before the first try.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.public_ports, attachment]))
         self.public_ip = static_ip.ip_address
         self.ipv6_addresses = instance.ipv6_addresses
         self.register_outputs({"publicIp": self.public_ip, "ipv6Addresses": self.ipv6_addresses})

@@ -42,11 +42,17 @@ def make_servers(settings: StackSettings, release: Release) -> list[ServerHandle
     handles = []
     for index in range(settings.server.count):
         name = f"web-{index}"
-        server = LightsailServer(name, LightsailServerArgs(settings.server, release.port_infos, tags))
+        server = LightsailServer(name, LightsailServerArgs(settings.server, release.port_infos, tags,
+                                                           ssh_port=settings.firewall.ssh_port))
         addresses = pulumi.Output.all(server.public_ip, server.ipv6_addresses).apply(
             lambda values: [values[0], *(values[1] or [])])
         handles.append(ServerHandle(
             name=name, target=server.target, ready=server.ready, public_ip=server.public_ip,
             ipv6_addresses=server.ipv6_addresses, probe_addresses=addresses,
-            ssh_command=pulumi.Output.concat("ssh ", server.target.user, "@", server.public_ip)))
+            ssh_command=pulumi.Output.concat("ssh ", _port_flag(settings.firewall.ssh_port), server.target.user,
+                                             "@", server.public_ip)))
     return handles
+
+
+def _port_flag(ssh_port: int) -> str:
+    return "" if ssh_port == 22 else f"-p {ssh_port} "

@@ -28,7 +28,13 @@ def _port_info(protocol: str, from_port: int, to_port: int, networks) -> dict:
 
 def cloud_port_infos(policy: FirewallPolicy) -> list[dict]:
     """The complete allow-list for the cloud layer (PutInstancePublicPorts replaces the whole set)."""
-    infos = [_port_info("tcp", policy.ssh_port, policy.ssh_port, policy.admin_cidrs)]
+    ssh_sources = policy.admin_cidrs
+    if policy.allow_lockout:
+        # A lock-out drill exercises the HOST layer's rollback. The cloud firewall has no
+        # rollback, so it keeps SSH open for the known deployer addresses: the drill must end
+        # with the deployer able to get back in.
+        ssh_sources = (*policy.admin_cidrs, *policy.deployer_addresses)
+    infos = [_port_info("tcp", policy.ssh_port, policy.ssh_port, ssh_sources)]
     for service in policy.services:
         infos.append(_port_info(service.protocol, service.ports.first, service.ports.last, service.sources))
     if policy.ping:

@@ -4,28 +4,17 @@ and live in the lab directory; existing ones are kept, so `up` twice keeps the s
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
-from .errors import LabError
+from .commands import run_command
 from .topology import LabTopology
-
-
-def _tool(argv: list[str]) -> None:
-    try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    except FileNotFoundError:
-        raise LabError(f"{argv[0]} is not installed (the lab makes its keys with it)") from None
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines()
-        raise LabError(f"{argv[0]} failed (exit {result.returncode})" + (f": {lines[-1]}" if lines else ""))
 
 
 def _ssh_keypair(private: Path, comment: str) -> None:
     if private.exists() and private.with_name(private.name + ".pub").exists():
         return
     private.unlink(missing_ok=True)
-    _tool(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(private)])
+    run_command(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(private)], timeout=60)
     os.chmod(private, 0o600)
 
 
@@ -41,7 +30,7 @@ def ensure_keys(lab: LabTopology) -> None:
     if not (layout.tls_cert.exists() and layout.tls_key.exists()):
         layout.tls_cert.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         names = f"subjectAltName=IP:{lab.server_ipv4},IP:{lab.server_ipv6}"
-        _tool(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        run_command(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                "-nodes", "-days", "30", "-subj", f"/CN=hardened-lightsail-lab-{lab.name}",
-               "-addext", names, "-keyout", str(layout.tls_key), "-out", str(layout.tls_cert)])
+               "-addext", names, "-keyout", str(layout.tls_key), "-out", str(layout.tls_cert)], timeout=60)
         os.chmod(layout.tls_key, 0o600)

@@ -10,7 +10,8 @@ from pathlib import Path
 # The host paths the server sees as lab-owned bind mounts (its private mount namespace).
 SERVER_BIND_MOUNTS = ("/etc/iptables", "/var/lib/hardened-lightsail")
 
-# Top-level names under the state directory that the lab creates and `down` removes.
+# Top-level names under the state directory that the lab creates and `down` removes (only
+# from a directory whose lab.json names that lab).
 RUNTIME_ENTRIES = ("lab.json", "ssh", "sshd_config", "nginx", "run", "log", "edge", "server-fs")
 
 

@@ -83,7 +83,7 @@ def lab_down(name: str, state_dir: PathLike) -> dict:
     things that are already gone."""
     validate_name(name)
     state_dir = Path(state_dir).absolute()
-    _check_directory_owner(name, state_dir)
+    owns_directory = _check_directory_owner(name, state_dir) is not None
     slot = _slot_of(name, state_dir)
     # Without a known slot only the root uplink can't be named; the rest doesn't depend on it.
     lab = LabTopology(name, 0 if slot is None else slot, state_dir)
@@ -102,14 +102,17 @@ def lab_down(name: str, state_dir: PathLike) -> dict:
             delete_namespace(namespace)
     else:
         teardown_network(lab)
-    for entry in RUNTIME_ENTRIES:
-        path = state_dir / entry
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-    if state_dir.is_dir() and not any(state_dir.iterdir()):
-        state_dir.rmdir()
+    # Files only go when DIR/lab.json says they are this lab's: a mistyped --dir must not cost
+    # someone their ~/log. lab.json goes last, so an interrupted down can be run again.
+    if owns_directory:
+        for entry in sorted(RUNTIME_ENTRIES, key=lambda entry: entry == "lab.json"):
+            path = state_dir / entry
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+        if not any(state_dir.iterdir()):
+            state_dir.rmdir()
     release_slot(name)
     return {"name": name, "slot": slot, "dir": str(state_dir), "stoppedPids": sorted(set(stopped)),
             "state": "down"}

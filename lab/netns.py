@@ -9,31 +9,17 @@ import os
 import subprocess
 from typing import Optional, Sequence
 
+from .commands import run_command
 from .errors import LabError
 
 NETNS_RUN_DIR = "/run/netns"  # where `ip netns add` pins namespaces (iproute2's default)
 LAB_NAMESPACE_PREFIX = "hl-"
 
 
-def _run(argv: Sequence[str], *, input: Optional[str] = None, timeout: float = 30,
-         check: bool = True) -> subprocess.CompletedProcess:
-    try:
-        result = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout)
-    except FileNotFoundError:
-        raise LabError(f"{argv[0]} is not installed (needed by the lab; see lab/README.md)") from None
-    except subprocess.TimeoutExpired:
-        raise LabError(f"{' '.join(argv)} did not finish within {timeout} s") from None
-    if check and result.returncode != 0:
-        message = (result.stderr.strip() or result.stdout.strip()).splitlines()
-        raise LabError(f"{' '.join(argv)} failed (exit {result.returncode})"
-                       + (f": {message[-1]}" if message else ""))
-    return result
-
-
 def ip(namespace: Optional[str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """`ip [-n NAMESPACE] ARGS`; namespace None is the root namespace (links and routes only)."""
     prefix = ["ip"] if namespace is None else ["ip", "-n", namespace]
-    return _run([*prefix, *args], check=check)
+    return run_command([*prefix, *args], check=check)
 
 
 def in_namespace(namespace: str, argv: Sequence[str], *, input: Optional[str] = None,
@@ -42,7 +28,7 @@ def in_namespace(namespace: str, argv: Sequence[str], *, input: Optional[str] = 
     must never reach the machine's own (root) namespace."""
     if not namespace or not namespace.startswith(LAB_NAMESPACE_PREFIX):
         raise LabError(f"refusing to run {argv[0]} outside a lab namespace (got {namespace!r})")
-    return _run(["ip", "netns", "exec", namespace, *argv], input=input, timeout=timeout, check=check)
+    return run_command(["ip", "netns", "exec", namespace, *argv], input=input, timeout=timeout, check=check)
 
 
 def sysctl(namespace: str, **settings: str) -> None:
@@ -56,20 +42,20 @@ def namespace_exists(namespace: str) -> bool:
 
 def add_namespace(namespace: str) -> None:
     if not namespace_exists(namespace):
-        _run(["ip", "netns", "add", namespace])
+        run_command(["ip", "netns", "add", namespace])
     ip(namespace, "link", "set", "lo", "up")
 
 
 def delete_namespace(namespace: str) -> None:
     if namespace_exists(namespace):
-        _run(["ip", "netns", "delete", namespace])
+        run_command(["ip", "netns", "delete", namespace])
 
 
 def namespace_pids(namespace: str) -> list[int]:
     """PIDs of every process whose network namespace is `namespace` (empty if it is gone)."""
     if not namespace_exists(namespace):
         return []
-    result = _run(["ip", "netns", "pids", namespace], check=False)
+    result = run_command(["ip", "netns", "pids", namespace], check=False)
     return [int(word) for word in result.stdout.split() if word.isdigit()]
 
 

@@ -8,13 +8,13 @@ answer within the timeout, or another ICMP error)."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, NamedTuple, Optional, Sequence
 
+from .commands import run_command
 from .docnet import require_documentation_address
 from .errors import LabError
 
@@ -73,12 +73,8 @@ def probe(namespace: Optional[str], probe_targets: Iterable[Sequence], *,
     argv = _in_namespace(namespace, [sys.executable, "-P", "-m", "lab.probe_worker"])
     # Waves of `workers` probes, each at most `timeout` long, plus interpreter start-up.
     budget = timeout * (len(checked) // max(1, workers) + 1) + 30
-    result = subprocess.run(argv, input=request, capture_output=True, text=True, timeout=budget,
-                            env={"PYTHONPATH": package_parent, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines()
-        raise LabError(f"probe from {namespace or 'the root namespace'} failed"
-                       + (f": {lines[-1]}" if lines else ""))
+    result = run_command(argv, input=request, timeout=budget, what=f"probe from {namespace or 'the root namespace'}",
+                         env={"PYTHONPATH": package_parent, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     return [ProbeResult(**row) for row in json.loads(result.stdout)]
 
 
@@ -120,14 +116,5 @@ def nmap_scan(namespace: Optional[str], target: str, ports: Iterable[int], *, sc
     ("open", "closed", "filtered", "open|filtered", ...)."""
     ports = list(ports)
     argv = _in_namespace(namespace, nmap_argv(target, ports, scan, extra_args))
-    try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    except FileNotFoundError:
-        raise LabError("nmap is not installed (apt-get install nmap)") from None
-    except subprocess.TimeoutExpired:
-        raise LabError(f"nmap -{scan} {target} did not finish within {timeout} s") from None
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines()
-        raise LabError(f"nmap -{scan} {target} failed (exit {result.returncode})"
-                       + (f": {lines[-1]}" if lines else ""))
+    result = run_command(argv, timeout=timeout, what=f"nmap -{scan} {target}")
     return parse_nmap_xml(result.stdout, ports)

@@ -5,14 +5,13 @@ sshd, and so every SSH session and everything a session runs, sees lab-owned dir
 lab directory, never in the machine's own boot-time firewall files."""
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from .commands import run_command
 from .errors import LabError
 from .layout import SERVER_BIND_MOUNTS
 from .processes import running_pid, stop_pids, wait_for_pid_file
@@ -23,6 +22,9 @@ SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # sshd's privilege-separation directory; Debian's tmpfiles.d makes it at boot on a real server.
 SSHD_PRIVSEP_DIR = Path("/run/sshd")
 START_TIMEOUT_SECONDS = 10
+# Daemons start with a clean environment: nothing of the caller's (a Pulumi run's secrets, a
+# test's variables) leaks into long-lived processes.
+DAEMON_ENV = {"PATH": SBIN_PATH, "LANG": "C"}
 
 
 def _program(name: str) -> str:
@@ -32,16 +34,10 @@ def _program(name: str) -> str:
     return path
 
 
-def _start(argv: list[str], what: str, env: Optional[dict] = None) -> None:
-    """Run a command that starts a daemon and returns once the daemon is detached."""
-    try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=START_TIMEOUT_SECONDS,
-                                stdin=subprocess.DEVNULL, env=env)
-    except subprocess.TimeoutExpired:
-        raise LabError(f"starting {what} did not return within {START_TIMEOUT_SECONDS} s") from None
-    if result.returncode != 0:
-        lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
-        raise LabError(f"starting {what} failed (exit {result.returncode})" + (f": {lines[-1]}" if lines else ""))
+def _start(argv: list[str], what: str, extra_env: Optional[dict] = None) -> None:
+    """Run a command that starts a daemon; it returns once the daemon has detached."""
+    run_command(argv, timeout=START_TIMEOUT_SECONDS, env={**DAEMON_ENV, **(extra_env or {})},
+                what=f"starting {what}")
 
 
 def _start_sshd(lab: LabTopology) -> None:
@@ -76,10 +72,9 @@ def _start_nginx(lab: LabTopology) -> None:
 def _udp_echo_starter(port: int) -> Callable[[LabTopology], None]:
     def start(lab: LabTopology) -> None:
         package_parent = str(Path(__file__).resolve().parent.parent)
-        env = {**os.environ, "PYTHONPATH": package_parent}
         _start(["ip", "netns", "exec", lab.namespace(SERVER), sys.executable, "-P", "-m", "lab.udp_echo",
                 "--port", str(port), "--pid-file", str(lab.layout.pid_file(f"udp-echo-{port}"))],
-               f"udp echo on {port}", env=env)
+               f"udp echo on {port}", extra_env={"PYTHONPATH": package_parent})
     return start
 
 

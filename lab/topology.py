@@ -19,6 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .commands import run_command
 from .docnet import require_documentation_address
 from .errors import LabError
 from .layout import SERVER_BIND_MOUNTS, LabLayout
@@ -29,6 +30,14 @@ NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,14}[a-z0-9])?$")
 # Roles of the hosts in a lab; "root" is the machine's own namespace (the deployer's uplink).
 SERVER, EDGE, INTERNET, INTERNET2, ADMIN, ROOT = "server", "edge", "internet", "internet2", "admin", "root"
 NAMESPACE_SUFFIX = {SERVER: "srv", EDGE: "edge", INTERNET: "inet", INTERNET2: "inet2", ADMIN: "adm"}
+
+# Never run in the root namespace through LabTopology.run/exec_argv.
+ROOT_FORBIDDEN_TOOLS = frozenset({
+    "iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "iptables-legacy",
+    "ip6tables-legacy", "iptables-nft", "ip6tables-nft", "iptables-legacy-restore",
+    "ip6tables-legacy-restore", "iptables-nft-restore", "ip6tables-nft-restore", "ipset", "nft",
+    "sysctl", "ebtables", "arptables", "conntrack",
+})
 
 # Covers every slot's admin client and deployer uplink: what a lab policy's adminCidrs should be.
 ADMIN_CIDRS = ("192.0.2.0/24", "2001:db8:a::/48")
@@ -203,32 +212,32 @@ class LabTopology:
                        f"({', '.join([*NAMESPACE_SUFFIX, ROOT])}) or one of its namespaces")
 
     def exec_argv(self, where: str, argv: Sequence[str]) -> list[str]:
-        """`argv` prefixed so that it runs in `where` (a role, a namespace name, or "root")."""
+        """`argv` prefixed so that it runs in `where` (a role, a namespace name, or "root").
+
+        Firewall and sysctl tools are refused in the root namespace: the lab never changes the
+        machine's own firewall, whatever a caller asks."""
         namespace = self._namespace_of(where)
-        return list(argv) if namespace is None else ["ip", "netns", "exec", namespace, *argv]
+        if namespace is None:
+            if Path(argv[0]).name in ROOT_FORBIDDEN_TOOLS:
+                raise LabError(f"refusing to run {argv[0]} in the root namespace: the lab never "
+                               "changes this machine's firewall (run it in a lab namespace)")
+            return list(argv)
+        return ["ip", "netns", "exec", namespace, *argv]
 
     def run(self, where: str, argv: Sequence[str], *, check: bool = True, timeout: float = 60,
             input: Optional[str] = None) -> subprocess.CompletedProcess:
         """Run `argv` in `where` and capture text output; with check, a failure is a LabError."""
-        full = self.exec_argv(where, argv)
-        try:
-            result = subprocess.run(full, input=input, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise LabError(f"{' '.join(argv)} (in {where}) did not finish within {timeout} s") from None
-        except FileNotFoundError as error:
-            raise LabError(f"cannot run {full[0]!r}: {error.strerror}") from None
-        if check and result.returncode != 0:
-            detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            raise LabError(f"{' '.join(argv)} (in {where}) failed with exit {result.returncode}"
-                           + (f": {detail[-1]}" if detail else ""))
-        return result
+        return run_command(self.exec_argv(where, argv), input=input, timeout=timeout, check=check,
+                           what=f"{' '.join(argv)} (in {where})")
 
     def ssh_argv(self, origin: str, remote_command: Sequence[str] = (), *, family: int = 4,
                  user: str = "root", connect_timeout: int = 5, options: Sequence[str] = ()) -> list[str]:
         """An ssh command line from `origin` to the server, with the lab key and no state kept.
 
         No config file, no known_hosts, no control socket: every call is a fresh TCP connection,
-        which is what commit-confirm and the firewall tests must measure."""
+        which is what commit-confirm and the firewall tests must measure. Like ssh itself, the
+        words of `remote_command` are joined with spaces and run by the server's login shell,
+        so pass a shell command line as one string: ["echo ok > /tmp/x"]."""
         target = require_documentation_address(self.address(SERVER, family))
         argv = [
             "ssh", "-F", "/dev/null",

@@ -112,8 +112,8 @@ def root_snapshot() -> dict:
             "others": _other_peoples_labs()}
 
 
-def guard_problems(before: dict, after: dict, strict: bool) -> list[str]:
-    """What the tests changed on this machine, as messages (empty: nothing).
+def guard_problems(before: dict, after: dict, strict: bool) -> tuple[list[str], list[str]]:
+    """What the tests changed on this machine: (problems, notes); no problems: nothing changed.
 
     strict (CI, which runs alone): every new namespace or link counts. Otherwise other people's
     test runs may be busy on the same machine, so only names of this session's labs count."""
@@ -125,15 +125,16 @@ def guard_problems(before: dict, after: dict, strict: bool) -> list[str]:
     others = before["others"] | after["others"]
     left = sorted(((after["links"] - before["links"]) | (after["namespaces"] - before["namespaces"])) - others)
     gone = sorted(before["links"] - after["links"] - others)
+    notes = []
     if not strict:
         unsure = [name for name in left if SESSION_LAB_PREFIX not in name]
         if unsure:
-            sys.stderr.write(f"\nnote: namespaces/links appeared during the tests and are still "
-                             f"there (another run's?): {unsure}\n")
+            notes.append(f"namespaces/links appeared during the tests and are still there "
+                         f"(another run's?): {unsure}")
         left = [name for name in left if name not in unsure]
     if left or gone:
         problems.append(f"links or namespaces left behind: {left}; root links removed: {gone}")
-    return problems
+    return problems, notes
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -143,7 +144,9 @@ def root_namespace_guard():
         return
     before = root_snapshot()
     yield
-    problems = guard_problems(before, root_snapshot(), strict=bool(os.environ.get("CI")))
+    problems, notes = guard_problems(before, root_snapshot(), strict=bool(os.environ.get("CI")))
+    for note in notes:
+        sys.stderr.write(f"\nnote: {note}\n")
     if problems:
         pytest.fail("the tests changed this machine:\n" + "\n".join(problems), pytrace=False)
 

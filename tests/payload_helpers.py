@@ -108,6 +108,12 @@ class HostSandbox:
         tool = "iptables" if family == "v4" else "ip6tables"
         return self.netns_run([tool, "-S"]).stdout.splitlines()
 
+    def all_rules(self, family: str = "v4") -> dict[str, list[str]]:
+        """`iptables -t TABLE -S` of every table; a missing table shows as empty ACCEPT."""
+        tool = "iptables" if family == "v4" else "ip6tables"
+        return {table: self.netns_run([tool, "-t", table, "-S"]).stdout.splitlines()
+                for table in ("filter", "raw", "mangle", "nat")}
+
     def ipsets(self) -> str:
         out = self.netns_run(["ipset", "save"]).stdout
         return "\n".join(sorted(re.sub(r" initval 0x[0-9a-f]+", "", line)
@@ -175,34 +181,21 @@ class HostSandbox:
 
 def make_release(directory: Path, rules_v4: str, rules_v6: str,
                  ipsets: str | None = None, payload: Path = PAYLOAD) -> str:
-    """Writes a release directory the way the renderer does; returns its hash."""
-    directory.mkdir(parents=True, exist_ok=True)
-    files = {"rules.v4": rules_v4.encode(), "rules.v6": rules_v6.encode(),
-             "hlfw": payload.read_bytes()}
+    """Writes a release directory the way hardened_lightsail.release does; returns its hash.
+
+    manifest.sha256 covers every file but itself and RELEASE; the hash is the start of
+    sha256(manifest.sha256)."""
+    files = {"rules.v4": rules_v4.encode(), "rules.v6": rules_v6.encode(), "hlfw": payload.read_bytes()}
     if ipsets is not None:
         files["ipsets"] = ipsets.encode()
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + files[name] + b"\0")
-    release_hash = digest.hexdigest()[:16]
-    files["RELEASE"] = (release_hash + "\n").encode()
-    write_release_files(directory, files)
-    return release_hash
-
-
-def write_release_files(directory: Path, files: dict[str, bytes]) -> None:
-    """Writes files plus a manifest.sha256 covering every one of them."""
     directory.mkdir(parents=True, exist_ok=True)
-    manifest = []
-    for name in sorted(files):
-        if name == "manifest.sha256":
-            continue
-        (directory / name).write_bytes(files[name])
-        manifest.append(f"{hashlib.sha256(files[name]).hexdigest()}  {name}\n")
-    if "manifest.sha256" in files:
-        (directory / "manifest.sha256").write_bytes(files["manifest.sha256"])
-    else:
-        (directory / "manifest.sha256").write_text("".join(manifest))
+    manifest = "".join(f"{hashlib.sha256(files[name]).hexdigest()}  {name}\n" for name in sorted(files))
+    release_hash = hashlib.sha256(manifest.encode()).hexdigest()[:16]
+    files["manifest.sha256"] = manifest.encode()
+    files["RELEASE"] = f"{release_hash}\n".encode()
+    for name, content in files.items():
+        (directory / name).write_bytes(content)
+    return release_hash
 
 
 def root_firewall_fingerprint() -> str:
@@ -212,15 +205,14 @@ def root_firewall_fingerprint() -> str:
 
 
 def host_files_fingerprint() -> dict[str, str]:
-    """Contents of the machine's own boot-time firewall files and state directory."""
+    """Hashes of the files in the machine's own boot-time firewall and state directories.
+
+    Only files count: the lab creates empty mountpoints for its bind mounts there."""
     found = {}
     for base in ("/etc/iptables", "/etc/sysconfig", "/var/lib/hardened-lightsail"):
         path = Path(base)
-        if not path.exists():
-            found[base] = "<absent>"
-            continue
-        for item in sorted(path.rglob("*")):
-            if item.is_file():
-                found[str(item)] = hashlib.sha256(item.read_bytes()).hexdigest()
-        found[base] = "<dir>"
+        if path.is_dir():
+            for item in sorted(path.rglob("*")):
+                if item.is_file():
+                    found[str(item)] = hashlib.sha256(item.read_bytes()).hexdigest()
     return found

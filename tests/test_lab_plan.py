@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lab import LabError, LabTopology, read_port_infos, render_edge_rules
+from lab import LabError, LabTopology, lab_down, read_port_infos, render_edge_rules
 from lab.cloud_layer import validate_port_infos
 from lab.probe import nmap_argv, parse_nmap_xml, probe
 from lab_fixtures import SESSION_LAB_PREFIX, guard_problems
@@ -155,17 +155,39 @@ def _snapshot(rules="", links=("lo", "eth0"), namespaces=(), others=()):
 
 def test_guard_fails_on_a_changed_root_firewall_and_on_leftovers():
     before = _snapshot(rules="*filter\n:INPUT ACCEPT\nCOMMIT")
-    assert guard_problems(before, _snapshot(rules="*filter\n:INPUT ACCEPT\nCOMMIT"), strict=True) == []
-    changed = guard_problems(before, _snapshot(rules="*filter\n:INPUT DROP\nCOMMIT"), strict=True)
+    assert guard_problems(before, _snapshot(rules="*filter\n:INPUT ACCEPT\nCOMMIT"), strict=True) == ([], [])
+    changed, _ = guard_problems(before, _snapshot(rules="*filter\n:INPUT DROP\nCOMMIT"), strict=True)
     assert len(changed) == 1 and "`iptables-save` changed" in changed[0]
     ours = f"hl-{SESSION_LAB_PREFIX}0-0-srv"
     leak = _snapshot(rules="*filter\n:INPUT ACCEPT\nCOMMIT", links=("lo", "eth0", "hl0up"),
                      namespaces=(ours, "hlt-other"))
-    assert guard_problems(before, leak, strict=True) == [
-        f"links or namespaces left behind: {sorted(['hl0up', ours, 'hlt-other'])}; root links removed: []"]
+    assert guard_problems(before, leak, strict=True) == ([
+        f"links or namespaces left behind: {sorted(['hl0up', ours, 'hlt-other'])}; root links removed: []"], [])
     # Off CI, only this session's own names count; other people's registered labs never do.
-    assert guard_problems(before, leak, strict=False) == [
-        f"links or namespaces left behind: [{ours!r}]; root links removed: []"]
+    problems, notes = guard_problems(before, leak, strict=False)
+    assert problems == [f"links or namespaces left behind: [{ours!r}]; root links removed: []"]
+    assert notes and "['hl0up', 'hlt-other']" in notes[0]
     someone_elses = _snapshot(rules="*filter\n:INPUT ACCEPT\nCOMMIT", links=("lo", "eth0", "hl4up"),
                               namespaces=("hl-lab-srv",), others=("hl4up", "hl-lab-srv"))
-    assert guard_problems(before, someone_elses, strict=True) == []
+    assert guard_problems(before, someone_elses, strict=True) == ([], [])
+
+
+@pytest.mark.parametrize("tool", ["iptables", "/usr/sbin/ip6tables-restore", "ipset", "nft", "sysctl"])
+def test_lab_run_refuses_firewall_tools_in_the_root_namespace(tool):
+    lab = LabTopology("demo", 0, "/tmp/demo")
+    with pytest.raises(LabError, match="refusing to run .* in the root namespace"):
+        lab.run("root", [tool, "-F"])
+    assert lab.exec_argv("server", [tool, "-S"])[:4] == ["ip", "netns", "exec", "hl-demo-srv"]
+
+
+def test_down_with_a_directory_that_is_not_the_labs_keeps_its_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("HL_LAB_REGISTRY", str(tmp_path / "registry" / "slots.json"))
+    home = tmp_path / "home"
+    (home / "log").mkdir(parents=True)
+    (home / "log" / "mine.txt").write_text("keep me")
+    result = lab_down("nolab", home)  # nothing of lab "nolab" exists: a no-op that succeeds
+    assert result["state"] == "down" and result["stoppedPids"] == []
+    assert (home / "log" / "mine.txt").read_text() == "keep me"
+    (home / "lab.json").write_text(json.dumps({"name": "other", "slot": 3}))
+    with pytest.raises(LabError, match="belongs to lab 'other', not 'nolab'"):
+        lab_down("nolab", home)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from payload_helpers import (PAYLOAD, HostSandbox, host_files_fingerprint, make_release,
-                             root_firewall_fingerprint, write_release_files)
+                             root_firewall_fingerprint)
 
 pytestmark = [
     pytest.mark.netfilter,
@@ -377,6 +377,24 @@ def test_rollback_of_a_first_apply_restores_empty_tables_with_accept_policies(ho
     assert "empty_tables=v4:filter v4:raw v6:filter" in meta
 
 
+def test_rollback_forgets_bans_made_under_the_rolled_back_rules(host, keeps_ssh, tmp_path):
+    apply_and_confirm(host, keeps_ssh)
+    trap = KEEPS_SSH_V4.replace(
+        "-A INPUT -i lo -j ACCEPT\n",
+        "-A INPUT -i lo -j ACCEPT\n-A INPUT -m recent --name hl-banned-v4 --update --seconds 3600 -j DROP\n")
+    directory = tmp_path / "trap"
+    release_hash = make_release(directory, trap, KEEPS_SSH_V6)
+    assert apply(host, directory).returncode == 0
+    # What the unconfirmed rules did meanwhile: they banned the admin they locked out.
+    host.netns_run(["sh", "-c", f"echo +{ADMIN_V4} > /proc/net/xt_recent/hl-banned-v4"])
+
+    assert host.hlfw("rollback").returncode == 0
+
+    assert not Path("/proc/net/xt_recent").joinpath("x").exists()  # (the root namespace has none)
+    remaining = host.netns_run(["sh", "-c", "cat /proc/net/xt_recent/hl-banned-v4 2>/dev/null || true"])
+    assert ADMIN_V4 not in remaining.stdout
+
+
 def test_rollback_if_pending_ignores_other_releases(host, keeps_ssh):
     directory, release_hash = keeps_ssh
     apply_and_confirm(host, keeps_ssh)
@@ -388,6 +406,45 @@ def test_rollback_if_pending_ignores_other_releases(host, keeps_ssh):
     assert "nothing to roll back" in result.stdout
     assert host.save("v4") == live
     assert host.status()["state"] == "active"
+
+
+def test_systemd_path_arms_a_transient_timer_and_confirm_stops_it(host, keeps_ssh):
+    # No systemd here: shims record what hlfw asks of systemd-run and systemctl.
+    calls = host.root / "systemd-calls"
+    host.write_shim("systemd-run", f'echo "systemd-run $*" >>{calls}\n')
+    host.write_shim("systemctl", f'echo "systemctl $*" >>{calls}\n')
+    directory, release_hash = keeps_ssh
+    env = {"HLFW_ROLLBACK_METHOD": "systemd"}
+
+    applied = apply(host, directory, timeout=45, env=env)
+    confirmed = host.hlfw("confirm", "--release", release_hash, env=env)
+
+    assert applied.returncode == 0 and confirmed.returncode == 0, applied.stderr + confirmed.stderr
+    unit = f"hlfw-rollback-{release_hash}"
+    runs = [line for line in calls.read_text().splitlines() if line.startswith("systemd-run")]
+    assert runs == [
+        f"systemd-run --quiet --collect --unit {unit} --description hardened-lightsail: roll back "
+        f"firewall release {release_hash} unless confirmed --on-active=45s --timer-property=AccuracySec=1s "
+        f"--timer-property=RemainAfterElapse=no --setenv=HLFW_STATE_DIR=/var/lib/hardened-lightsail "
+        f"--setenv=HLFW_SYSLOG=0 /bin/sh /var/lib/hardened-lightsail/releases/{release_hash}/hlfw "
+        f"rollback --if-pending {release_hash}"]
+    assert f"systemctl stop {unit}.timer" in calls.read_text().splitlines()
+    assert host.status()["state"] == "active"
+
+
+def test_confirm_keeps_only_the_newest_release_copies(host, keeps_ssh):
+    releases = host.state_dir / "releases"
+    releases.mkdir(parents=True)
+    for number in range(12):
+        old = releases / f"{number:016x}"
+        old.mkdir()
+        os.utime(old, (1_000_000 + number, 1_000_000 + number))
+
+    apply_and_confirm(host, keeps_ssh)
+
+    kept = sorted(p.name for p in releases.iterdir())
+    assert len(kept) == 10 and keeps_ssh[1] in kept
+    assert f"{0:016x}" not in kept and f"{11:016x}" in kept
 
 
 def test_confirm_of_unknown_release_fails_clearly(host):
@@ -526,7 +583,7 @@ def test_release_that_fails_the_test_load_changes_nothing(host, keeps_ssh, tmp_p
 
 def test_v6_restore_failure_rolls_everything_back_and_leaves_v4_as_before(host, keeps_ssh, tmp_path):
     apply_and_confirm(host, keeps_ssh)
-    before = (host.save("v4"), host.save("v6"), host.ipsets())
+    before = (host.all_rules("v4"), host.all_rules("v6"), host.ipsets())
     # This host's ip6tables-restore accepts --test but fails the real load of the new release.
     host.write_shim("ip6tables-restore", """case " $* " in *" --test "*) exec /usr/sbin/ip6tables-restore "$@" ;; esac
 input=$(cat)
@@ -542,12 +599,21 @@ printf '%s\\n' "$input" | exec /usr/sbin/ip6tables-restore "$@"
     assert f"applying release {release_hash} failed at rules.v6" in result.stderr
     assert "simulated kernel refusal" in result.stderr
     assert "the previous rules (ipsets, v4, v6) are back" in result.stderr
-    assert (host.save("v4"), host.save("v6"), host.ipsets()) == before
+    # The raw table the release added is back to empty (ACCEPT policies, no rules).
+    assert (host.all_rules("v4"), host.all_rules("v6"), host.ipsets()) == before
     status = host.status()
     assert status["state"] == "rolled-back" and status["reason"] == "applying rules.v6 failed"
     confirmed = host.hlfw("confirm", "--release", release_hash)
     assert confirmed.returncode == 3
     assert confirmed.stderr == "rules were rolled back: applying rules.v6 failed\n"
+
+
+def test_release_file_that_does_not_match_the_manifest_is_refused(host, keeps_ssh):
+    directory, release_hash = keeps_ssh
+    (directory / "RELEASE").write_text("0123456789abcdef\n")
+    result = apply(host, directory)
+    assert result.returncode == 2
+    assert "RELEASE says 0123456789abcdef but manifest.sha256 hashes to" in result.stderr
 
 
 def test_usage_errors_exit_2(host):
@@ -585,7 +651,8 @@ def test_verify_reports_listeners_and_fails_with_a_diff_on_drift(host, keeps_ssh
 
     assert clean.returncode == 0, clean.stderr
     listening = clean.stdout.split("listening:\n", 1)[1].splitlines()
-    assert "tcp :: 8443" in listening and "udp 127.0.0.1 5353" in listening
+    # "*" is how ss shows a dual-stack socket bound to every address.
+    assert "tcp * 8443" in listening and "udp 127.0.0.1 5353" in listening
     assert "live_v4=same" in clean.stdout and "persisted_rules.v6=same" in clean.stdout
 
     host.netns_run(["iptables", "-I", "INPUT", "-p", "tcp", "--dport", "5432", "-j", "ACCEPT"])
@@ -652,8 +719,178 @@ def test_install_deps_preseeds_autosave_off_then_installs_what_is_missing(host):
 
 # ---------------------------------------------------------------- the real renderer
 
-def test_a_real_rendered_release_applies_confirms_and_verifies(host, tmp_path):
-    renderer = pytest.importorskip("hardened_lightsail")
-    if not hasattr(renderer, "render_release"):
-        pytest.skip("hardened_lightsail.render_release is not there yet")
-    pytest.skip("wired up once the renderer's policy constructor is settled")
+def render_lab_release(tmp_path: Path, name: str, admin_cidrs, allow_lockout: bool = False):
+    """A release rendered by hardened_lightsail from a small web-server policy."""
+    from hardened_lightsail.config import settings_from_values
+    from hardened_lightsail.release import render_release
+    policy = settings_from_values({"firewall": {
+        "adminCidrs": list(admin_cidrs),
+        "services": [{"name": "http", "protocol": "tcp", "ports": "80"},
+                     {"name": "https", "protocol": "tcp", "ports": "443"}],
+        "blocklist": ["203.0.113.200/32", "2001:db8:bad::/48"],
+        "allowLockout": allow_lockout,
+    }}).firewall
+    release = render_release(policy)
+    return release.write(tmp_path / name), release.hash
+
+
+def test_a_real_rendered_release_applies_confirms_verifies_and_boots(host, tmp_path):
+    directory, release_hash = render_lab_release(tmp_path, "rendered", [f"{ADMIN_V4}/32", f"{ADMIN_V6}/128"])
+    assert (directory / "ipsets").exists() and (directory / "policy.json").exists()
+
+    apply_and_confirm(host, (directory, release_hash))
+
+    verified = host.hlfw("verify", "--release", release_hash)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "live_v4=same\nlive_v6=same\nlive_ipsets=same\n" in verified.stdout
+    for name in ("rules.v4", "rules.v6", "ipsets"):
+        assert (host.etc_iptables / name).read_bytes() == (directory / name).read_bytes()
+    live = (host.save("v4"), host.save("v6"), host.ipsets())
+    assert apply(host, directory).stdout == f"release {release_hash} already active; nothing to do\n"
+    host.flush_everything()
+    assert host.hlfw("boot-load").returncode == 0
+    assert (host.save("v4"), host.save("v6"), host.ipsets()) == live
+
+
+# ---------------------------------------------------------------- over real SSH (the lab)
+# The lab's server runs a real sshd in its own network namespace; its sessions see lab-owned
+# /etc/iptables and /var/lib/hardened-lightsail. Every command is a fresh ssh process from the
+# admin namespace, i.e. a new TCP connection, exactly like the deployer's steps.
+
+def lab_ssh(lab, command: str, timeout: float = 60, connect_timeout: int = 5):
+    return subprocess.run(lab.ssh_argv("admin", [command], connect_timeout=connect_timeout),
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def lab_state(lab) -> dict[str, str]:
+    path = lab.layout.server_fs("/var/lib/hardened-lightsail") / "state"
+    if not path.exists():
+        return {}
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+def lab_rules(lab) -> list[str]:
+    """The server's v4 and v6 rules, without counters (SSH traffic moves those)."""
+    return [line for tool in ("iptables", "ip6tables") for line in lab.run("server", [tool, "-S"]).stdout.splitlines()]
+
+
+def wait_for_lab_state(lab, wanted: str, timeout: float) -> float:
+    start = time.monotonic()
+    while lab_state(lab).get("state") != wanted:
+        assert time.monotonic() - start < timeout, f"state never became {wanted}: {lab_state(lab)}"
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+@pytest.fixture
+def lab_server(lab_factory):
+    """A fresh lab per test; a rollback sleeper left behind is stopped (by its PID) first."""
+    lab = lab_factory.up()
+    yield lab
+    pid = lab_state(lab).get("rollback_handle", "")
+    if pid.isdigit() and "_rollback-sleeper" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace") \
+            if Path(f"/proc/{pid}/cmdline").exists() else False:
+        os.killpg(int(pid), signal.SIGKILL)
+
+
+def lab_good_release(lab, tmp_path):
+    from lab import ADMIN_CIDRS
+    return render_lab_release(tmp_path, "lab-good", ADMIN_CIDRS)
+
+
+def test_ssh_first_apply_then_confirm_over_a_new_connection(lab_server, tmp_path):
+    lab = lab_server
+    directory, release_hash = lab_good_release(lab, tmp_path)
+
+    applied = lab_ssh(lab, f"sh {directory}/hlfw apply --release {directory} --timeout 30")
+    assert applied.returncode == 0, applied.stderr
+    confirmed = lab_ssh(lab, f"sh {directory}/hlfw confirm --release {release_hash}")
+    assert confirmed.returncode == 0, confirmed.stderr
+    verified = lab_ssh(lab, f"sh {directory}/hlfw verify --release {release_hash}")
+
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    listening = verified.stdout.split("listening:\n", 1)[1].splitlines()
+    assert any(line.startswith("tcp ") and line.endswith(" 22") for line in listening)
+    assert lab_state(lab)["state"] == "active"
+    persisted = lab.layout.server_fs("/etc/iptables")
+    assert (persisted / "rules.v4").read_bytes() == (directory / "rules.v4").read_bytes()
+
+
+def test_ssh_reapply_is_a_no_op_and_an_established_session_survives(lab_server, tmp_path):
+    lab = lab_server
+    directory, release_hash = lab_good_release(lab, tmp_path)
+    assert lab_ssh(lab, f"sh {directory}/hlfw apply --release {directory} --timeout 30").returncode == 0
+    assert lab_ssh(lab, f"sh {directory}/hlfw confirm --release {release_hash}").returncode == 0
+    held = subprocess.Popen(lab.ssh_argv("admin", ['while read line; do echo "got $line"; done']),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        held.stdin.write("before\n")
+        held.stdin.flush()
+        assert held.stdout.readline() == "got before\n"
+        rules_before = lab_rules(lab)
+
+        again = lab_ssh(lab, f"sh {directory}/hlfw apply --release {directory} --timeout 30")
+
+        assert again.returncode == 0, again.stderr
+        assert again.stdout == f"release {release_hash} already active; nothing to do\n"
+        assert lab_rules(lab) == rules_before
+        held.stdin.write("after\n")
+        held.stdin.flush()
+        assert held.stdout.readline() == "got after\n"
+    finally:
+        held.kill()
+        held.wait(timeout=10)
+
+
+def test_ssh_forced_lockout_is_rolled_back_and_new_connections_work_again(lab_server, tmp_path):
+    lab = lab_server
+    good_dir, good_hash = lab_good_release(lab, tmp_path)
+    assert lab_ssh(lab, f"sh {good_dir}/hlfw apply --release {good_dir} --timeout 30").returncode == 0
+    assert lab_ssh(lab, f"sh {good_dir}/hlfw confirm --release {good_hash}").returncode == 0
+    # SSH only from the untrusted internet host: the admin is locked out (allowLockout drill).
+    bad_dir, bad_hash = render_lab_release(
+        tmp_path, "lab-lockout", [f"{lab.address('internet', 4)}/32", f"{lab.address('internet', 6)}/128"],
+        allow_lockout=True)
+    timeout = 5
+
+    applied = lab_ssh(lab, f"sh {bad_dir}/hlfw apply --release {bad_dir} --timeout {timeout}")
+    applied_at = time.monotonic()
+
+    assert applied.returncode == 0, applied.stderr  # conntrack kept the applying session alive
+    # Keep trying new connections like the deployer's confirm step does. Each attempt also
+    # counts as a port-scan hit under the bad rules, so the admin ends up in their ban list.
+    attempts = 0
+    while lab_state(lab).get("state") == "pending":
+        assert lab_ssh(lab, "true", connect_timeout=1).returncode == 255, "got through the lock-out rules"
+        attempts += 1
+    assert attempts >= 2
+    wait_for_lab_state(lab, "rolled-back", timeout + 5)
+    print(f"rolled back {time.monotonic() - applied_at:.1f} s after apply (timeout {timeout} s)")
+    confirmed = lab_ssh(lab, f"sh {bad_dir}/hlfw confirm --release {bad_hash}")
+    assert confirmed.returncode == 3, confirmed.stderr
+    assert TOO_LATE.format(timeout) in confirmed.stderr
+    verified = lab_ssh(lab, f"sh {good_dir}/hlfw verify --release {good_hash}")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_ssh_session_killed_mid_apply_still_ends_in_rollback(lab_server, tmp_path):
+    lab = lab_server
+    directory, release_hash = lab_good_release(lab, tmp_path)
+    timeout = 4
+    session = subprocess.Popen(
+        lab.ssh_argv("admin", [f"sh {directory}/hlfw apply --release {directory} --timeout {timeout}; sleep 60"]),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_lab_state(lab, "pending", 30)
+        went_live = time.monotonic()
+        os.killpg(session.pid, signal.SIGKILL)  # the deployer's terminal drops
+    finally:
+        if session.poll() is None:
+            os.killpg(session.pid, signal.SIGKILL)
+        session.wait(timeout=10)
+
+    wait_for_lab_state(lab, "rolled-back", timeout + 5)
+    print(f"rolled back {time.monotonic() - went_live:.1f} s after the session died (timeout {timeout} s)")
+    status = lab_ssh(lab, f"sh {directory}/hlfw status")
+    assert status.returncode == 0 and "state=rolled-back" in status.stdout
+    assert lab.run("server", ["iptables", "-S", "INPUT"]).stdout.splitlines() == ["-P INPUT ACCEPT"]

@@ -1,0 +1,114 @@
+"""The whole life cycle of a lab stack through the real Pulumi engine: up, measure, change,
+refuse a lock-out at preview, roll back a forced lock-out on the host, destroy leaves nothing."""
+import json
+import os
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from engine import PROJECT_DIR, engine_missing_reason, pulumi
+from hardened_lightsail.reachability import tcp_state
+
+STACK = "labtest"
+SLOT = 9  # fixed so it can't collide with a developer's `lab` stack (slot from its name)
+pytestmark = [pytest.mark.engine, pytest.mark.netfilter,
+              pytest.mark.skipif(engine_missing_reason() is not None, reason=engine_missing_reason() or ""),
+              pytest.mark.skipif(os.geteuid() != 0, reason="the lab makes network namespaces: needs root")]
+
+
+def _write_stack(firewall: dict) -> None:
+    config = {"config": {"hardened-lightsail:target": "lab", "hardened-lightsail:lab": {"slot": SLOT},
+                         "hardened-lightsail:firewall": firewall}}
+    (PROJECT_DIR / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(config))
+
+
+BASE = {"adminCidrs": ["192.0.2.0/24", "2001:db8:a::/48"], "confirmTimeoutSeconds": 10,
+        "services": [{"name": "http", "protocol": "tcp", "ports": "80"},
+                     {"name": "https", "protocol": "tcp", "ports": "443"}]}
+
+
+def _from_internet(outputs: dict, port: int, family: int = 4) -> str:
+    """Connect from the untrusted internet namespace (a fresh process inside it)."""
+    address = outputs["publicIp"] if family == 4 else outputs["ipv6Addresses"][0]
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from hardened_lightsail.reachability import tcp_state;"
+            "print(tcp_state(sys.argv[2], int(sys.argv[3])))")
+    result = subprocess.run(["ip", "netns", "exec", outputs["labInternetNamespace"], str(PROJECT_DIR / ".venv/bin/python"),
+                             "-c", code, str(PROJECT_DIR), address, str(port)], capture_output=True, text=True, timeout=30)
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def lab_stack(tmp_path_factory):
+    backend = tmp_path_factory.mktemp("backend")
+    _write_stack(BASE)
+    pulumi(["stack", "init", STACK], backend)
+    yield backend
+    try:
+        pulumi(["destroy", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"], backend, check=False)
+        pulumi(["stack", "rm", STACK, "--yes", "--force"], backend, check=False)
+    finally:
+        (PROJECT_DIR / f"Pulumi.{STACK}.yaml").unlink(missing_ok=True)
+        subprocess.run([str(PROJECT_DIR / "scripts" / "hl-lab"), "down"], check=False, capture_output=True,
+                       env={**os.environ, "HL_LAB_NAME": STACK, "HL_LAB_DIR": str(PROJECT_DIR / ".lab" / STACK)})
+
+
+def _outputs(backend) -> dict:
+    return json.loads(pulumi(["stack", "output", "-s", STACK, "--json"], backend).stdout)
+
+
+def test_lab_life_cycle_through_the_real_engine(lab_stack):
+    backend = lab_stack
+    started = time.monotonic()
+    pulumi(["up", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"], backend)
+    first_up = time.monotonic() - started
+    outputs = _outputs(backend)
+    assert "verified:" in outputs["verifiedExposure"] and "MISMATCH" not in outputs["verifiedExposure"]
+    assert _from_internet(outputs, 80) == "open" and _from_internet(outputs, 80, 6) == "open"
+    assert _from_internet(outputs, 22) == "filtered" and _from_internet(outputs, 22, 6) == "filtered"
+    assert _from_internet(outputs, 8080) == "filtered"
+
+    # Unchanged policy: nothing runs.
+    again = pulumi(["up", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"], backend)
+    assert "10 unchanged" in again.stdout, again.stdout
+
+    # A service added: preview shows it, up applies and verifies it.
+    changed = dict(BASE, services=BASE["services"] + [{"name": "alt-http", "protocol": "tcp", "ports": "8080"}])
+    _write_stack(changed)
+    preview = pulumi(["preview", "-s", STACK, "--diff", "--non-interactive"], backend)
+    assert "tcp/8080" in preview.stdout
+    started = time.monotonic()
+    pulumi(["up", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"], backend)
+    change_seconds = time.monotonic() - started
+    outputs = _outputs(backend)
+    assert _from_internet(outputs, 8080) == "open" and _from_internet(outputs, 8080, 6) == "open"
+
+    # Cutting the deployer off is refused at preview, before anything is touched.
+    locked = dict(changed, adminCidrs=["198.51.100.0/24"])
+    _write_stack(locked)
+    refused = pulumi(["preview", "-s", STACK, "--non-interactive"], backend, check=False)
+    assert refused.returncode != 0
+    assert "lock-out" in refused.stdout + refused.stderr
+    assert "is not in firewall.adminCidrs" in refused.stdout + refused.stderr
+
+    # Forced through: the host rolls back by itself, `up` fails with the clear message, SSH works.
+    _write_stack(dict(locked, allowLockout=True))
+    started = time.monotonic()
+    forced = pulumi(["up", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"], backend, check=False)
+    rollback_seconds = time.monotonic() - started
+    assert forced.returncode != 0
+    assert "rules were rolled back: new SSH connections failed within 10 s" in forced.stdout + forced.stderr
+    ssh = subprocess.run(["ssh", "-i", str(PROJECT_DIR / ".lab" / STACK / "ssh" / "id_ed25519"), "-o", "BatchMode=yes",
+                          "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5",
+                          f"root@{outputs['publicIp']}", "true"], capture_output=True, text=True, timeout=30)
+    assert ssh.returncode == 0, ssh.stderr
+    print(f"\nlab timings: first up {first_up:.1f} s, change verified {change_seconds:.1f} s, "
+          f"forced lock-out up (incl. rollback) {rollback_seconds:.1f} s")
+
+    # Back to a good policy, then destroy leaves no namespace behind.
+    _write_stack(BASE)
+    pulumi(["up", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"], backend)
+    pulumi(["destroy", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"], backend)
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"hl-{STACK}-" not in namespaces

@@ -1,0 +1,584 @@
+"""The Pulumi program's resource graph under mocks: what the real __main__.py registers, with which
+inputs and options, how the steps are chained and that the private key stays secret.
+
+Each scenario runs the real program once, in its own process (tests/program_mocks_runner.py), with
+the real SDKs (pulumi, pulumi-aws, pulumi-command) and a fake cloud; the tests assert on its JSON
+report. The lightsail target only: the lab target shells out to root commands, so it is run here
+only to show that its bad config is refused the same way. Guard against vacuous passes: every
+value compared here was read through `Output.apply` in the runner, and every test also counts
+the checks it made (an output that never resolved shows up as {"$unknown": true}, not as a pass)."""
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hardened_lightsail.cloud_layer import cloud_port_infos, to_provider_args
+from hardened_lightsail.config import NAMESPACE, settings_from_values, values_from_stack_file
+from hardened_lightsail.exposure import exposure_table, format_table
+from hardened_lightsail.release import render_release
+from program_mocks_runner import ARCHIVE, RESOURCE, SECRET, UNKNOWN, fake_private_key, ipv6_address, static_ip
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+RUNNER = Path(__file__).resolve().parent / "program_mocks_runner.py"
+
+LIGHTSAIL = "aws:lightsail/"
+REMOTE_COMMAND, LOCAL_COMMAND, COPY = "command:remote:Command", "command:local:Command", "command:remote:CopyToRemote"
+# The HostFirewall chain, in order; `kind` is what each step is and whether it opens its own ssh.
+STEPS = (("copy", COPY), ("packages", REMOTE_COMMAND), ("apply", REMOTE_COMMAND),
+         ("confirm", LOCAL_COMMAND), ("verify-host", REMOTE_COMMAND), ("verify-outside", LOCAL_COMMAND))
+REMOTE_STEPS = [step for step, kind in STEPS if kind != LOCAL_COMMAND]
+
+
+def per_server(name: str) -> list[tuple[str, str]]:
+    """(type, name) of everything one Lightsail server and its host firewall register."""
+    return [("hardened-lightsail:server:LightsailServer", name),
+            (f"{LIGHTSAIL}keyPair:KeyPair", f"{name}-key"),
+            (f"{LIGHTSAIL}instance:Instance", f"{name}-instance"),
+            (f"{LIGHTSAIL}staticIp:StaticIp", f"{name}-ip"),
+            (f"{LIGHTSAIL}staticIpAttachment:StaticIpAttachment", f"{name}-ip-attachment"),
+            (f"{LIGHTSAIL}instancePublicPorts:InstancePublicPorts", f"{name}-cloud-firewall"),
+            (REMOTE_COMMAND, f"{name}-ready"),
+            ("hardened-lightsail:host:HostFirewall", f"{name}-firewall"),
+            *[(kind, f"{name}-firewall-{step}") for step, kind in STEPS]]
+
+
+# --- scenarios: one program run each, shared by the tests that read it
+
+@dataclass(frozen=True)
+class Scenario:
+    stack: str
+    values: dict  # `hardened-lightsail:*` values, without the namespace
+    login_user: str  # the blueprint's default user (what every ssh step must log in as)
+    other_config: tuple = (("aws:region", "ap-northeast-1"),)
+    preview: bool = False
+
+    @property
+    def settings(self):
+        return settings_from_values(self.values)
+
+    @property
+    def release(self):
+        return render_release(self.settings.firewall)
+
+    @property
+    def servers(self) -> list[str]:
+        return [f"web-{index}" for index in range(self.settings.server.count)]
+
+
+FLEET_FIREWALL = {
+    "adminCidrs": ["203.0.113.7/32", "2001:db8:7::/64"],
+    "services": [{"name": "https", "protocol": "tcp", "ports": "443"},
+                 {"name": "game", "protocol": "udp", "ports": "27015-27030",
+                  "sources": ["198.51.100.0/24", "2001:db8:100::/48"]}],
+    "blocklist": ["192.0.2.0/24", "2001:db8:bad::/48"],
+    "ping": False,
+    "confirmTimeoutSeconds": 120,
+}
+IPV4_FIREWALL = {
+    "adminCidrs": ["198.51.100.23/32"],
+    "sshPort": 2222,
+    "services": [{"name": "http", "protocol": "tcp", "ports": "80", "sources": ["0.0.0.0/0"]}],
+    "confirmTimeoutSeconds": 45,
+}
+
+SCENARIOS = {
+    # The policy the repository ships (Pulumi.dev.yaml), exactly as the CLI would hand it over.
+    "dev-yaml": Scenario("dev", values_from_stack_file(PROJECT_DIR / "Pulumi.dev.yaml"), "ubuntu"),
+    "two-server-fleet": Scenario("prod", {
+        "target": "lightsail", "firewall": FLEET_FIREWALL,
+        "server": {"availabilityZone": "ap-northeast-1c", "blueprintId": "ubuntu_22_04", "bundleId": "micro_3_0",
+                   "ipAddressType": "dualstack", "count": 2}}, "ubuntu"),
+    "ipv4-custom-ssh-port": Scenario("prod", {
+        "firewall": IPV4_FIREWALL,
+        "server": {"availabilityZone": "ap-northeast-1d", "blueprintId": "debian_12", "bundleId": "small_3_0",
+                   "ipAddressType": "ipv4"}}, "admin"),
+}
+WORKING = list(SCENARIOS)
+
+
+def config_map(values: dict, other: tuple = ()) -> dict[str, str]:
+    """Config as the engine hands it to a program: structured values as JSON strings."""
+    encode = lambda value: value if isinstance(value, str) else json.dumps(value)  # noqa: E731
+    return {**{f"{NAMESPACE}:{key}": encode(value) for key, value in values.items()}, **dict(other)}
+
+
+def run_program(stack: str, values: dict, other_config: tuple = (), preview: bool = False) -> dict:
+    scenario = {"stack": stack, "config": config_map(values, other_config), "preview": preview}
+    result = subprocess.run([sys.executable, str(RUNNER)], input=json.dumps(scenario), capture_output=True,
+                            text=True, timeout=180, cwd=PROJECT_DIR)
+    assert result.returncode == 0, f"the mock runner failed:\n{result.stderr[-4000:]}"
+    return json.loads(result.stdout)
+
+
+@functools.lru_cache(maxsize=None)
+def report_of(name: str) -> "Report":
+    scenario = SCENARIOS[name]
+    return Report(run_program(scenario.stack, scenario.values, scenario.other_config, scenario.preview))
+
+
+class Report:
+    """Lookups into one runner report, and the guard that everything in it really resolved."""
+
+    def __init__(self, raw: dict):
+        self.raw = raw
+        self.registrations = {r["name"]: r for r in raw["registrations"]}
+        self.wire = {w["name"]: w for w in raw["wire"]}
+        self.urns = {w["urn"]: w["name"] for w in raw["wire"]}
+
+    def options(self, name: str) -> dict:
+        return self.registrations[name]["options"]
+
+    def inputs(self, name: str) -> dict:
+        """The arguments the program passed, outputs resolved, secrets as {"$secret": value}."""
+        return self.raw["program_inputs"][name]
+
+    def outputs(self, name: str) -> dict:
+        return self.raw["resource_outputs"][name]
+
+    def dependencies(self, name: str) -> set[str]:
+        """Names of everything the engine would wait for before this resource (wire request)."""
+        return {self.urns[urn] for urn in self.wire[name]["dependencies"]}
+
+    def assert_fully_resolved(self) -> int:
+        """Every Output in the report went through its `apply` callback; returns how many did."""
+        counters = self.raw["counters"]
+        assert self.raw["error"] is None, self.raw["error"]
+        assert counters["apply_callbacks"] == counters["outputs_seen"] > 0, counters
+        assert UNKNOWN not in json.dumps(self.raw), "an output stayed unknown under mocks"
+        return counters["apply_callbacks"]
+
+
+def unsecret(value):
+    assert isinstance(value, dict) and set(value) == {SECRET}, f"expected a secret, got {value!r}"
+    return value[SECRET]
+
+
+def private_key(server: str) -> str:
+    return fake_private_key(f"{server}-key")
+
+
+# --- resources and their inputs
+
+@pytest.mark.parametrize("name", WORKING)
+def test_program_registers_one_server_and_one_host_firewall_per_server(name):
+    report, scenario = report_of(name), SCENARIOS[name]
+    report.assert_fully_resolved()
+    expected = [item for server in scenario.servers for item in per_server(server)]
+    assert sorted((r["type"], r["name"]) for r in report.raw["registrations"]) == sorted(expected)
+    assert sorted((w["type"], w["name"]) for w in report.raw["wire"]) == sorted(expected)
+    assert report.raw["counters"]["new_resource"] == len(expected)
+    assert report.raw["invokes"] == []  # nothing is looked up at run time: the graph is static
+    for server in scenario.servers:
+        for _, child in per_server(server)[1:7]:
+            assert report.options(child)["parent"] == server
+        assert report.options(f"{server}-firewall")["parent"] is None
+        for step, _ in STEPS:
+            assert report.options(f"{server}-firewall-{step}")["parent"] == f"{server}-firewall"
+
+
+@pytest.mark.parametrize("name", WORKING)
+def test_instance_is_built_from_the_server_config_with_its_own_key_pair(name):
+    report, scenario = report_of(name), SCENARIOS[name]
+    report.assert_fully_resolved()
+    server_settings = scenario.settings.server
+    checked = 0
+    for server in scenario.servers:
+        instance = report.inputs(f"{server}-instance")
+        assert instance == {
+            "availability_zone": server_settings.availability_zone, "blueprint_id": server_settings.blueprint_id,
+            "bundle_id": server_settings.bundle_id, "ip_address_type": server_settings.ip_address_type,
+            "key_pair_name": f"{server}-key-generated",
+            "tags": {"project": "hardened-lightsail", "stack": scenario.stack}}
+        wire = report.wire[f"{server}-instance"]["object"]
+        assert (wire["availabilityZone"], wire["blueprintId"], wire["bundleId"], wire["ipAddressType"]) == (
+            server_settings.availability_zone, server_settings.blueprint_id, server_settings.bundle_id,
+            server_settings.ip_address_type)
+        assert report.dependencies(f"{server}-instance") == {f"{server}-key"}
+        assert report.inputs(f"{server}-key") == {} and report.inputs(f"{server}-ip") == {}
+        assert report.inputs(f"{server}-ip-attachment") == {
+            "static_ip_name": f"{server}-ip-generated", "instance_name": f"{server}-instance-generated"}
+        checked += 1
+    assert checked == len(scenario.servers) > 0
+
+
+@pytest.mark.parametrize("name", WORKING)
+def test_cloud_firewall_is_exactly_the_rendered_cloud_layer(name):
+    report, scenario = report_of(name), SCENARIOS[name]
+    report.assert_fully_resolved()
+    rendered = cloud_port_infos(scenario.settings.firewall)
+    assert rendered == json.loads(scenario.release.files["cloud-ports.json"])
+    checked = 0
+    for server in scenario.servers:
+        ports = f"{server}-cloud-firewall"
+        assert report.inputs(ports)["port_infos"] == to_provider_args(rendered)
+        assert report.inputs(ports)["instance_name"] == f"{server}-instance-generated"
+        # What reaches the provider is cloud-ports.json itself (camelCase, both CIDR lists explicit).
+        assert report.wire[ports]["object"]["portInfos"] == rendered
+        # ... and it reads back unchanged (the resource's own output, resolved through apply).
+        assert report.outputs(ports)["port_infos"] == to_provider_args(rendered)
+        checked += 1
+    assert checked == len(scenario.servers)
+
+
+def test_cloud_firewall_of_the_dev_policy_opens_ssh_to_admins_and_web_to_everyone():
+    report = report_of("dev-yaml")
+    report.assert_fully_resolved()
+    assert report.wire["web-0-cloud-firewall"]["object"]["portInfos"] == [
+        {"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidrs": ["203.0.113.7/32"],
+         "ipv6Cidrs": ["2001:db8:7::/64"], "cidrListAliases": []},
+        {"protocol": "tcp", "fromPort": 80, "toPort": 80, "cidrs": ["0.0.0.0/0"], "ipv6Cidrs": ["::/0"],
+         "cidrListAliases": []},
+        {"protocol": "tcp", "fromPort": 443, "toPort": 443, "cidrs": ["0.0.0.0/0"], "ipv6Cidrs": ["::/0"],
+         "cidrListAliases": []},
+        {"protocol": "icmp", "fromPort": 8, "toPort": 0, "cidrs": ["0.0.0.0/0"], "ipv6Cidrs": [],
+         "cidrListAliases": []},
+        {"protocol": "icmpv6", "fromPort": 128, "toPort": 0, "cidrs": [], "ipv6Cidrs": ["::/0"],
+         "cidrListAliases": []},
+    ]
+
+
+@pytest.mark.parametrize("name", WORKING)
+def test_cloud_firewall_is_deleted_before_it_is_replaced(name):
+    report, scenario = report_of(name), SCENARIOS[name]
+    report.assert_fully_resolved()
+    for server in scenario.servers:
+        assert report.options(f"{server}-cloud-firewall")["delete_before_replace"] is True
+        assert report.wire[f"{server}-cloud-firewall"]["deleteBeforeReplace"] is True
+    # ... and only it: everything else is created before the old one goes (RPCs finish in any order).
+    assert sorted(n for n, w in report.wire.items() if w["deleteBeforeReplace"]) == [
+        f"{server}-cloud-firewall" for server in scenario.servers]
+
+
+# --- ssh connections
+
+@pytest.mark.parametrize("name", WORKING)
+def test_every_ssh_step_connects_to_the_static_ip_as_the_blueprint_login_user(name):
+    report, scenario = report_of(name), SCENARIOS[name]
+    report.assert_fully_resolved()
+    ssh_port = scenario.settings.firewall.ssh_port
+    checked = 0
+    for index, server in enumerate(scenario.servers):
+        assert report.outputs(f"{server}-ip")["ip_address"] == static_ip(index)
+        for step in ["ready", *(f"firewall-{s}" for s in REMOTE_STEPS)]:
+            connection = report.inputs(f"{server}-{step}")["connection"]
+            assert (connection["host"], connection["user"], connection["port"]) == (
+                static_ip(index), scenario.login_user, ssh_port), step
+            wire = unsecret(report.wire[f"{server}-{step}"]["object"]["connection"])
+            assert (wire["host"], wire["user"], wire["port"]) == (static_ip(index), scenario.login_user, ssh_port)
+            checked += 1
+        # The confirm step dials on its own (a new ssh process): same host, user and port.
+        environment = report.inputs(f"{server}-firewall-confirm")["environment"]
+        assert (environment["HL_SSH_HOST"], environment["HL_SSH_USER"], environment["HL_SSH_PORT"]) == (
+            static_ip(index), scenario.login_user, str(ssh_port))
+        checked += 1
+    assert checked == len(scenario.servers) * (2 + len(REMOTE_STEPS))
+
+
+@pytest.mark.parametrize("name", WORKING)
+def test_release_goes_into_the_login_users_home(name):
+    report, scenario = report_of(name), SCENARIOS[name]
+    report.assert_fully_resolved()
+    home = f"/home/{scenario.login_user}"
+    release_dir = f"{home}/.hardened-lightsail-{scenario.release.hash}"
+    for server in scenario.servers:
+        assert report.inputs(f"{server}-firewall-copy")["remote_path"] == home
+        assert report.inputs(f"{server}-firewall-packages")["create"] == f"sh {release_dir}/hlfw install-deps"
+        assert report.inputs(f"{server}-firewall-confirm")["environment"]["HL_REMOTE_DIR"] == release_dir
+
+
+# --- the commit-confirm chain
+
+@pytest.mark.parametrize("name", WORKING)
+def test_host_firewall_steps_run_in_order_through_depends_on(name):
+    report, scenario = report_of(name), SCENARIOS[name]
+    report.assert_fully_resolved()
+    checked = 0
+    for server in scenario.servers:
+        # The whole chain waits for a ready server (the component's dependency: its children
+        # register only after it does), and `ready` waits for the cloud firewall and static IP.
+        assert report.options(f"{server}-firewall")["depends_on"] == [f"{server}-ready"]
+        assert report.dependencies(f"{server}-firewall") == {f"{server}-ready"}
+        assert set(report.options(f"{server}-ready")["depends_on"]) == {
+            f"{server}-cloud-firewall", f"{server}-ip-attachment"}
+        assert {f"{server}-cloud-firewall", f"{server}-ip-attachment"} <= report.dependencies(f"{server}-ready")
+        previous = None
+        for step, _ in STEPS:
+            name_ = f"{server}-firewall-{step}"
+            assert report.options(name_)["depends_on"] == ([previous] if previous else []), step
+            if previous:
+                assert previous in report.dependencies(name_), step
+            previous = name_
+            checked += 1
+    assert checked == len(scenario.servers) * len(STEPS)
+
+
+@pytest.mark.parametrize("name", WORKING)
+def test_every_step_is_keyed_on_the_release_hash_and_none_can_flush_the_firewall(name):
+    report, scenario = report_of(name), SCENARIOS[name]
+    report.assert_fully_resolved()
+    release_hash = scenario.release.hash
+    checked = 0
+    for server in scenario.servers:
+        for step, _ in STEPS:
+            inputs = report.inputs(f"{server}-firewall-{step}")
+            assert inputs["triggers"] == [release_hash], step
+            assert report.wire[f"{server}-firewall-{step}"]["object"]["triggers"] == [release_hash]
+            # Deleting or replacing a step runs nothing on the host: the live rules stay.
+            assert "delete" not in inputs and "delete" not in report.wire[f"{server}-firewall-{step}"]["object"]
+            checked += 1
+    assert checked == len(scenario.servers) * len(STEPS)
+
+
+@pytest.mark.parametrize("name", WORKING)
+def test_apply_arms_the_rollback_with_the_configured_confirm_timeout(name):
+    report, scenario = report_of(name), SCENARIOS[name]
+    report.assert_fully_resolved()
+    timeout = scenario.settings.firewall.confirm_timeout_seconds
+    release_dir = f"/home/{scenario.login_user}/.hardened-lightsail-{scenario.release.hash}"
+    for server in scenario.servers:
+        create = report.inputs(f"{server}-firewall-apply")["create"]
+        assert f"hlfw apply --release {release_dir}" in create
+        assert create.endswith(f"--timeout {timeout}")
+        confirm = report.inputs(f"{server}-firewall-confirm")
+        assert confirm["create"] == "scripts/hl-step confirm"
+        assert confirm["environment"]["HL_CONFIRM_TIMEOUT"] == str(timeout)
+        assert confirm["environment"]["HL_RELEASE"] == scenario.release.hash
+        assert report.inputs(f"{server}-firewall-verify-host")["create"].endswith(
+            f"hlfw verify --release {scenario.release.hash}")
+
+
+@pytest.mark.parametrize("name", WORKING)
+def test_copied_release_directory_holds_exactly_the_rendered_release(name):
+    report, scenario = report_of(name), SCENARIOS[name]
+    report.assert_fully_resolved()
+    release = scenario.release
+    for server in scenario.servers:
+        source = Path(report.inputs(f"{server}-firewall-copy")["source"][ARCHIVE])
+        assert source.name == f".hardened-lightsail-{release.hash}"
+        assert {p.name: p.read_bytes() for p in source.iterdir()} == release.files
+        outside = report.inputs(f"{server}-firewall-verify-outside")
+        assert outside["environment"]["HL_RELEASE_DIR"] == str(source.relative_to(PROJECT_DIR))
+        # The outside check reads the host's report (which address the host saw us as).
+        assert outside["stdin"] == report.outputs(f"{server}-firewall-verify-host")["stdout"]
+
+
+@pytest.mark.parametrize("name", WORKING)
+def test_outside_verification_probes_every_address_of_its_own_server(name):
+    report, scenario = report_of(name), SCENARIOS[name]
+    report.assert_fully_resolved()
+    dual_stack = scenario.settings.server.ip_address_type != "ipv4"
+    for index, server in enumerate(scenario.servers):
+        addresses = json.loads(report.inputs(f"{server}-firewall-verify-outside")["environment"]["HL_ADDRESSES"])
+        assert addresses == [static_ip(index), *([ipv6_address(index)] if dual_stack else [])]
+
+
+# --- secrets
+
+def _key_occurrences(value, key: str, inside_secret: bool = False):
+    """(inside a secret?) for every place `key` appears in a report value."""
+    if isinstance(value, dict):
+        for k, item in value.items():
+            yield from _key_occurrences(item, key, inside_secret or k == SECRET)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _key_occurrences(item, key, inside_secret)
+    elif isinstance(value, str) and key in value:
+        yield inside_secret
+
+
+@pytest.mark.parametrize("name", WORKING)
+def test_private_key_is_a_secret_everywhere_it_flows(name):
+    report, scenario = report_of(name), SCENARIOS[name]
+    report.assert_fully_resolved()
+    checked = 0
+    for server in scenario.servers:
+        key = private_key(server)
+        # Lightsail's answer is kept secret in state, and the program marks it secret itself
+        # wherever it passes it on (the mocks, unlike the engine, return it in the clear).
+        assert {"privateKey", "encryptedPrivateKey"} <= set(report.options(f"{server}-key")["additional_secret_outputs"])
+        assert {"privateKey", "encryptedPrivateKey"} <= set(report.wire[f"{server}-key"]["additionalSecretOutputs"])
+        for step in ["ready", *(f"firewall-{s}" for s in REMOTE_STEPS)]:
+            assert unsecret(report.inputs(f"{server}-{step}")["connection"]["private_key"]) == key, step
+            checked += 1
+        environment = report.inputs(f"{server}-firewall-confirm")["environment"]
+        assert unsecret(environment["HL_SSH_KEY"]) == key
+        assert unsecret(report.wire[f"{server}-firewall-confirm"]["object"]["environment"]["HL_SSH_KEY"]) == key
+        checked += 1
+        # On the wire (what the engine would store and show), every copy of the key is wrapped.
+        places = [inside for wire in report.raw["wire"] for inside in _key_occurrences(wire["object"], key)]
+        assert places and all(places), f"{server}'s key reaches the engine unwrapped"
+        assert len(places) == 1 + len(REMOTE_STEPS) + 1  # ready, the remote steps, confirm's environment
+        checked += len(places)
+        assert not list(_key_occurrences(report.raw["exports"], "BEGIN FAKE KEY"))
+    assert checked == len(scenario.servers) * 2 * (len(REMOTE_STEPS) + 2)
+
+
+# --- exports
+
+@pytest.mark.parametrize("name", WORKING)
+def test_exports_name_the_first_server_the_release_and_the_exposure(name):
+    report, scenario = report_of(name), SCENARIOS[name]
+    report.assert_fully_resolved()
+    exports, policy, release = report.raw["exports"], scenario.settings.firewall, scenario.release
+    dual_stack = scenario.settings.server.ip_address_type != "ipv4"
+    port = "" if policy.ssh_port == 22 else f"-p {policy.ssh_port} "
+    assert exports["publicIp"] == "203.0.113.50"
+    assert exports["ipv6Addresses"] == (["2001:db8:50::1"] if dual_stack else [])
+    assert exports["sshCommand"] == f"ssh {port}{scenario.login_user}@203.0.113.50"
+    assert exports["releaseHash"] == release.hash == render_release(policy).hash
+    assert exports["exposure"] == format_table(exposure_table(policy, release))
+    assert exports["verifiedExposure"] == "verified exposure of web-0-firewall-verify-outside"
+    assert exports["servers"] == [
+        {"name": server, "publicIp": static_ip(index),
+         "ipv6Addresses": [ipv6_address(index)] if dual_stack else [],
+         "verifiedExposure": f"verified exposure of {server}-firewall-verify-outside"}
+        for index, server in enumerate(scenario.servers)]
+    assert set(exports) == {"publicIp", "ipv6Addresses", "sshCommand", "releaseHash", "exposure",
+                            "verifiedExposure", "servers"}
+
+
+def test_exposure_export_is_a_readable_table_of_the_dev_policy():
+    report = report_of("dev-yaml")
+    report.assert_fully_resolved()
+    lines = report.raw["exports"]["exposure"].splitlines()
+    assert lines[0].split() == ["port", "family", "source", "cloud", "host", "reachable"]
+    assert [line.split() for line in lines[1:]] == [
+        ["tcp/22", "IPv4", "203.0.113.7/32", "open", "open", "YES"],
+        ["tcp/22", "IPv4", "anyone", "else", "closed", "closed", "no"],
+        ["tcp/22", "IPv6", "2001:db8:7::/64", "open", "open", "YES"],
+        ["tcp/22", "IPv6", "anyone", "else", "closed", "closed", "no"],
+        ["tcp/80", "IPv4", "anyone", "else", "open", "open", "YES"],
+        ["tcp/80", "IPv6", "anyone", "else", "open", "open", "YES"],
+        ["tcp/443", "IPv4", "anyone", "else", "open", "open", "YES"],
+        ["tcp/443", "IPv6", "anyone", "else", "open", "open", "YES"],
+        ["ping", "IPv4", "anyone", "else", "open", "open", "YES"],
+        ["ping", "IPv6", "anyone", "else", "open", "open", "YES"],
+        ["any", "other", "port", "both", "anyone", "closed", "closed", "no"],
+    ]
+
+
+def test_exposure_export_of_the_fleet_shows_the_udp_range_to_its_sources_only():
+    report = report_of("two-server-fleet")
+    report.assert_fully_resolved()
+    rows = [line.split() for line in report.raw["exports"]["exposure"].splitlines()]
+    assert ["udp/27015-27030", "IPv4", "198.51.100.0/24", "open", "open", "YES"] in rows
+    assert ["udp/27015-27030", "IPv6", "2001:db8:100::/48", "open", "open", "YES"] in rows
+    assert ["udp/27015-27030", "IPv4", "anyone", "else", "closed", "closed", "no"] in rows
+    assert not any(row[0] == "ping" and row[-1] == "YES" for row in rows)
+
+
+# --- fleets and variants
+
+def test_two_servers_get_two_independent_chains():
+    report = report_of("two-server-fleet")
+    report.assert_fully_resolved()
+    checked = 0
+    for index, (server, other) in enumerate((("web-0", "web-1"), ("web-1", "web-0"))):
+        for _, name in per_server(server):
+            # Nothing of one server waits for (or reads from) the other.
+            assert not any(dep.startswith(f"{other}-") or dep == other for dep in report.dependencies(name)), name
+            assert not any(other_name == other or other_name.startswith(f"{other}-")
+                           for other_name in report.options(name)["depends_on"])
+            checked += 1
+        assert report.inputs(f"{server}-firewall-apply")["connection"]["host"] == static_ip(index)
+        assert unsecret(report.inputs(f"{server}-firewall-apply")["connection"]["private_key"]) == private_key(server)
+    assert checked == 2 * len(per_server("web-0"))
+    # Same policy, same release on both.
+    assert report.inputs("web-0-firewall-apply")["triggers"] == report.inputs("web-1-firewall-apply")["triggers"]
+
+
+def test_ipv4_only_instance_has_no_ipv6_address_to_probe_and_ssh_on_the_custom_port():
+    report = report_of("ipv4-custom-ssh-port")
+    report.assert_fully_resolved()
+    assert report.inputs("web-0-instance")["ip_address_type"] == "ipv4"
+    assert report.outputs("web-0-instance")["ipv6_addresses"] == []
+    port_infos = report.wire["web-0-cloud-firewall"]["object"]["portInfos"]
+    assert [info for info in port_infos if info["protocol"] == "tcp" and info["fromPort"] != 80] == [{"protocol": "tcp", "fromPort": 2222, "toPort": 2222, "cidrs": ["198.51.100.23/32"],
+                        "ipv6Cidrs": [], "cidrListAliases": []}]
+    assert report.inputs("web-0-ready")["connection"]["port"] == 2222
+    assert report.raw["exports"]["sshCommand"] == "ssh -p 2222 admin@203.0.113.50"
+
+
+def test_preview_registers_the_same_graph_as_an_update():
+    scenario = SCENARIOS["two-server-fleet"]
+    preview = Report(run_program(scenario.stack, scenario.values, scenario.other_config, preview=True))
+    update = report_of("two-server-fleet")
+    update.assert_fully_resolved()
+    assert preview.raw["error"] is None
+    shape = lambda report: sorted(  # noqa: E731
+        (r["type"], r["name"], r["options"]["parent"], tuple(r["options"]["depends_on"]))
+        for r in report.raw["registrations"])
+    # Nothing is created inside an apply (it would vanish from previews), so both register the same.
+    assert shape(preview) == shape(update)
+    assert len(preview.raw["registrations"]) == 2 * len(per_server("web-0"))
+    # The preview really had unknowns (the addresses Lightsail hands out), and still went through.
+    assert preview.raw["exports"]["publicIp"] == {UNKNOWN: True}
+    assert preview.raw["exports"]["releaseHash"] == scenario.release.hash
+    assert preview.raw["counters"]["apply_callbacks"] < preview.raw["counters"]["outputs_seen"]
+
+
+# --- refused configs: nothing registered
+
+def _refused(values: dict, stack: str = "dev") -> Report:
+    report = Report(run_program(stack, values))
+    assert report.raw["registrations"] == [] and report.raw["wire"] == []
+    assert report.raw["counters"]["new_resource"] == 0
+    assert report.raw["exports"] == {}
+    return report
+
+
+BAD_PORT = {"adminCidrs": ["203.0.113.7/32"], "services": [{"name": "web", "protocol": "tcp", "ports": "70000"}]}
+BAD_PORT_LINE = 'firewall.services[0].ports: "70000" is not a port (1-65535)'
+
+
+@pytest.mark.parametrize("target", ["lightsail", "lab"])
+def test_invalid_config_stops_the_run_before_anything_is_registered(target):
+    report = _refused({"target": target, "firewall": BAD_PORT})
+    assert report.raw["error"] == {
+        "type": "RunError", "message": "invalid stack config: 1 problem(s), listed above; nothing was changed"}
+    assert report.raw["logs"] == [{"level": "error", "message": BAD_PORT_LINE}]
+
+
+def test_every_config_problem_is_logged_as_its_own_error_line():
+    report = _refused({"firewall": {**BAD_PORT, "sshPort": 0}, "server": {"count": 21}, "lab": {"slot": 99}})
+    assert report.raw["error"]["message"] == "invalid stack config: 4 problem(s), listed above; nothing was changed"
+    assert report.raw["logs"] == [{"level": "error", "message": line} for line in [
+        "firewall.sshPort: 0 is out of range (1-65535)",
+        BAD_PORT_LINE,
+        "server.count: 21 is out of range (1-20)",
+        "lab.slot: 99 is out of range (0-15)",
+    ]]
+
+
+LOCKOUT = {"adminCidrs": ["203.0.113.7/32"], "blocklist": ["203.0.113.0/24"]}
+LOCKOUT_PROBLEMS = ["firewall.blocklist[0] 203.0.113.0/24 blocks (part of) admin CIDR 203.0.113.7/32",
+                    "host rules (rules.v4) refuse SSH (tcp/22) from admin CIDR 203.0.113.7/32"]
+
+
+def test_lockout_policy_is_refused_before_anything_is_registered():
+    report = _refused({"firewall": LOCKOUT})
+    assert report.raw["error"] == {
+        "type": "RunError", "message": "firewall policy refused: 2 problem(s), listed above; nothing was changed"}
+    refuse = ("Refusing to ship it: fix firewall.adminCidrs/blocklist, or set firewall.allowLockout: true "
+              "for a rollback drill")
+    assert report.raw["logs"] == [{"level": "error", "message": f"lock-out: {problem}. {refuse}"}
+                                  for problem in LOCKOUT_PROBLEMS]
+
+
+def test_allow_lockout_ships_the_policy_with_a_loud_warning():
+    report = Report(run_program("dev", {"firewall": {**LOCKOUT, "allowLockout": True, "confirmTimeoutSeconds": 30}}))
+    report.assert_fully_resolved()
+    assert report.raw["logs"] == [
+        {"level": "warning", "message": f"LOCK-OUT ALLOWED (firewall.allowLockout: true): {problem}; "
+                                        "the host will roll back by itself 30 s after apply"}
+        for problem in LOCKOUT_PROBLEMS]
+    assert sorted(w["name"] for w in report.raw["wire"]) == sorted(name for _, name in per_server("web-0"))
+    # The drill still goes through commit-confirm: the rollback is armed with the configured deadline.
+    assert report.inputs("web-0-firewall-apply")["create"].endswith("--timeout 30")
