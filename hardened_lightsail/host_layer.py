@@ -11,7 +11,7 @@ from .policy import FirewallPolicy, PortRange
 
 # Chain and set names are part of the contract with the payload and the lab (keep them short:
 # ipset names are limited to 31 characters, recent lists to 200, chain names to 28).
-CHAIN_SSH, CHAIN_SCAN, CHAIN_LOG_DROP = "HL-SSH", "HL-PORTSCAN", "HL-LOG-DROP"
+CHAIN_SSH, CHAIN_SCAN, CHAIN_BANNED, CHAIN_LOG_DROP = "HL-SSH", "HL-PORTSCAN", "HL-BANNED", "HL-LOG-DROP"
 
 
 def blocklist_set(family: int) -> str:
@@ -50,7 +50,7 @@ def host_ruleset(policy: FirewallPolicy, family: int) -> Ruleset:
     ]
     admins, _ = _by_family(policy.admin_cidrs, family)
     blocked, _ = _by_family(policy.blocklist, family)
-    rs.chains = [CHAIN_SSH, CHAIN_LOG_DROP] + ([CHAIN_SCAN] if policy.port_scan.enabled else [])
+    rs.chains = [CHAIN_SSH, CHAIN_LOG_DROP] + ([CHAIN_BANNED, CHAIN_SCAN] if policy.port_scan.enabled else [])
 
     rs.section("loopback")
     rs.add(Rule("INPUT", "ACCEPT", "loopback: local programs talk to each other", in_interface="lo"))
@@ -84,9 +84,13 @@ def host_ruleset(policy: FirewallPolicy, family: int) -> Ruleset:
                 matches=("!", "--syn", "-m", "conntrack", "--ctstate", "NEW"), new_connections=False))
 
     if policy.port_scan.enabled:
-        # Admins never enter the ban list (the trap below skips them), so no exemption is needed here.
+        # Admins skip the ban check: a source that became an admin after being banned (or an
+        # admin caught during a lock-out drill) must get SSH back as soon as the rules say so.
         rs.section("port-scan bans (firewall.portScan; admin CIDRs are never banned)")
-        rs.add(Rule("INPUT", "DROP", f"banned scanner: dropped for {policy.port_scan.ban_seconds} s after its last packet",
+        rs.add(Rule("INPUT", CHAIN_BANNED, "new packets from banned scanners are dropped (admins exempt)"))
+        for admin in admins:
+            rs.add(Rule(CHAIN_BANNED, "RETURN", f"admin {admin} is never banned", source=admin))
+        rs.add(Rule(CHAIN_BANNED, "DROP", f"banned scanner: dropped for {policy.port_scan.ban_seconds} s after its last packet",
                     matches=("-m", "recent", "--name", ban_list(family), "--update",
                              "--seconds", str(policy.port_scan.ban_seconds)),
                     steady_state=NEVER))

@@ -71,7 +71,7 @@ def run_scenario(scenario: dict) -> dict:
     from pulumi.runtime.stack import run_pulumi_func
     from pulumi.runtime.sync_await import _sync_await
 
-    counters = {"apply_callbacks": 0, "outputs_seen": 0, "secret_checks": 0, "new_resource": 0}
+    counters = {"apply_callbacks": 0, "outputs_seen": 0, "new_resource": 0}
     logs: list[dict] = []
     invokes: list[str] = []
 
@@ -180,7 +180,6 @@ def run_scenario(scenario: dict) -> dict:
                 return resolved
 
             applied = value.apply(seen)
-            counters["secret_checks"] += 1
             secret = await applied.is_secret()
             if not await applied.is_known():
                 return {UNKNOWN: True}
@@ -195,8 +194,8 @@ def run_scenario(scenario: dict) -> dict:
         if isinstance(value, (list, tuple)):
             return [await resolve(item) for item in value]
         if hasattr(type(value), "_pulumi_input_type") or hasattr(type(value), "_pulumi_output_type"):
-            return {k: await resolve(v) for k, v in list((value if isinstance(value, dict) else vars(value)).items())
-                    if v is not None}
+            fields = value if isinstance(value, dict) else vars(value)
+            return {k: await resolve(v) for k, v in list(fields.items()) if v is not None}
         if value is None or isinstance(value, (bool, int, float, str)):
             return value
         return {"$repr": repr(value)}
