@@ -316,11 +316,11 @@ def test_host_firewall_steps_run_in_order_through_depends_on(name):
         assert {f"{server}-cloud-firewall", f"{server}-ip-attachment"} <= report.dependencies(f"{server}-ready")
         previous = None
         for step, _ in STEPS:
-            name_ = f"{server}-firewall-{step}"
-            assert report.options(name_)["depends_on"] == ([previous] if previous else []), step
+            step_name = f"{server}-firewall-{step}"
+            assert report.options(step_name)["depends_on"] == ([previous] if previous else []), step
             if previous:
-                assert previous in report.dependencies(name_), step
-            previous = name_
+                assert previous in report.dependencies(step_name), step
+            previous = step_name
             checked += 1
     assert checked == len(scenario.servers) * len(STEPS)
 
