@@ -88,8 +88,8 @@ class Layers:
                 self.lab.run(SERVER, [restore], input=EMPTY_FILTER)
             self.lab.run(SERVER, ["ipset", "destroy"])  # after the rules that referenced the sets
         else:
-            if "ipsets" in host.files:
-                self.lab.run(SERVER, ["ipset", "restore", "-exist"], input=host.files["ipsets"].decode())
+            if "ipsets" in host.files:  # into a namespace without them: a second load fails loudly
+                self.lab.run(SERVER, ["ipset", "restore"], input=host.files["ipsets"].decode())
             self.lab.run(SERVER, ["iptables-restore"], input=host.files["rules.v4"].decode())
             self.lab.run(SERVER, ["ip6tables-restore"], input=host.files["rules.v6"].decode())
         self.forget_scanners()
