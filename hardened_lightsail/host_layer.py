@@ -5,6 +5,8 @@ invalid dropped), TCP sanity, blocklist, scanner bans, SSH for admins, services,
 port-scan trap, then a rate-limited log and the final drop. Nothing here touches a machine."""
 from __future__ import annotations
 
+import hashlib
+
 from .iptables_rules import NEVER, UNDER_LIMIT, Rule, Ruleset
 from .networks import any_network, parse_cidr, split_families
 from .policy import FirewallPolicy, PortRange
@@ -24,6 +26,14 @@ def ban_list(family: int) -> str:
 
 def hits_list(family: int) -> str:
     return f"hl-scanhits-v{family}"
+
+
+def ssh_limit_table(family: int, per_minute: int, burst: int) -> str:
+    """hashlimit table name, unique per setting: the kernel keeps a table's first settings while
+    any rule names it, and iptables-restore adds new rules before dropping old ones, so a changed
+    limit under the same name would silently keep the old rate (max 15 characters)."""
+    digest = hashlib.sha1(f"{per_minute}/{burst}".encode()).hexdigest()[:6]
+    return f"hl-ssh{family}-{digest}"
 
 
 # Impossible TCP flag combinations: scanners (NULL, Xmas, FIN scans) and crafted packets.
@@ -71,6 +81,18 @@ def host_ruleset(policy: FirewallPolicy, family: int) -> Ruleset:
         rs.add(Rule("INPUT", "DROP", "type 0 routing headers (RH0) are deprecated and abused",
                     matches=("-m", "rt", "--rt-type", "0"), new_connections=False))
         _ipv6_control(rs, icmp)
+    if policy.ping:
+        # Before conntrack: every echo request of one ping session after the first is
+        # ESTABLISHED, so a limit placed after the ESTABLISHED accept would never see a flood.
+        rs.section("ping (firewall.ping), rate-limited before conntrack so a flood is limited too")
+        type_flag = "--icmp-type" if family == 4 else "--icmpv6-type"
+        rs.add(Rule("INPUT", "ACCEPT", f"ping: at most {policy.ping_per_second}/s echo requests",
+                    protocol=icmp,
+                    matches=(type_flag, "echo-request", "-m", "limit", "--limit", f"{policy.ping_per_second}/sec",
+                             "--limit-burst", str(policy.ping_per_second * 2))))
+        rs.add(Rule("INPUT", "DROP", "echo requests over the limit", protocol=icmp,
+                    matches=(type_flag, "echo-request"), steady_state=NEVER))
+        rs.section("connection tracking")
     rs.add(Rule("INPUT", "ACCEPT", "replies and ongoing connections (early: most packets are these)",
                 matches=("-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED"), new_connections=False))
     rs.add(Rule("INPUT", "DROP", "packets conntrack can't place in any connection",
@@ -106,7 +128,7 @@ def host_ruleset(policy: FirewallPolicy, family: int) -> Ruleset:
                     source=admin,
                     matches=("-m", "hashlimit", "--hashlimit-upto", f"{limit.per_minute}/min",
                              "--hashlimit-burst", str(limit.burst), "--hashlimit-mode", "srcip",
-                             "--hashlimit-name", f"hl-ssh-v{family}"),
+                             "--hashlimit-name", ssh_limit_table(family, limit.per_minute, limit.burst)),
                     steady_state=UNDER_LIMIT))
     for admin in admins:
         rs.add(Rule(CHAIN_SSH, CHAIN_LOG_DROP, f"admin {admin} over the SSH rate limit: drop, no ban",
@@ -119,14 +141,6 @@ def host_ruleset(policy: FirewallPolicy, family: int) -> Ruleset:
             rs.add(Rule("INPUT", "ACCEPT", f"service {service.name}: {service.protocol}/{service.ports} from {source}",
                         protocol=service.protocol, dports=service.ports, source=_none_if_any(source),
                         matches=("-m", "conntrack", "--ctstate", "NEW")))
-
-    if policy.ping:
-        rs.section("ping (firewall.ping), rate-limited")
-        type_flag = "--icmp-type" if family == 4 else "--icmpv6-type"
-        rs.add(Rule("INPUT", "ACCEPT", f"ping: at most {policy.ping_per_second}/s echo requests",
-                    protocol=icmp,
-                    matches=(type_flag, "echo-request", "-m", "limit", "--limit", f"{policy.ping_per_second}/sec",
-                             "--limit-burst", str(policy.ping_per_second * 2))))
 
     if policy.port_scan.enabled:
         _port_scan_trap(rs, policy, admins, family)

@@ -311,8 +311,12 @@ def test_ping_rule_is_rate_limited_and_only_there_when_enabled(case):
         pings = [line for line in rule_lines(release, family, "INPUT") if "echo-request" in line]
         expected = [f"-A INPUT {match} -m limit --limit {policy.ping_per_second}/sec --limit-burst "
                     f"{policy.ping_per_second * 2} -m comment --comment \"ping: at most "
-                    f"{policy.ping_per_second}/s echo requests\" -j ACCEPT"]
+                    f"{policy.ping_per_second}/s echo requests\" -j ACCEPT",
+                    f"-A INPUT {match} -m comment --comment \"echo requests over the limit\" -j DROP"]
         assert pings == (expected if policy.ping else [])
+        if policy.ping:  # before conntrack, or a flood of one ping session is never limited
+            lines = rule_lines(release, family, "INPUT")
+            assert lines.index(pings[-1]) < next(i for i, line in enumerate(lines) if "ESTABLISHED" in line)
 
 
 def test_blocklist_is_an_ipset_dropped_before_any_service():
