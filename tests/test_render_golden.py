@@ -13,6 +13,7 @@ import pytest
 
 from golden_cases import GOLDEN_DIR, GOLDEN_FILES, case_names, load_case
 from hardened_lightsail import release as release_module
+from hardened_lightsail.host_layer import ssh_limit_table
 from hardened_lightsail.networks import parse_cidr
 from hardened_lightsail.policy import DropLog, FirewallPolicy, PortRange, PortScanTrap, Service, SshRateLimit
 from hardened_lightsail.release import render_release
@@ -272,7 +273,7 @@ def test_ssh_is_accepted_only_from_admins_and_rate_limited(family):
     admin = {4: "203.0.113.7/32", 6: "2001:db8:a::/48"}[family]
     assert rule_lines(release, family, "HL-SSH") == [
         f"-A HL-SSH -s {admin} -m hashlimit --hashlimit-upto 6/min --hashlimit-burst 3 --hashlimit-mode srcip "
-        f"--hashlimit-name hl-ssh-v{family} -m comment --comment \"admin {admin}: at most 6/min new SSH "
+        f"--hashlimit-name {ssh_limit_table(family, 6, 3)} -m comment --comment \"admin {admin}: at most 6/min new SSH "
         "connections per source\" -j ACCEPT",
         f"-A HL-SSH -s {admin} -m comment --comment \"admin {admin} over the SSH rate limit: drop, no ban\" "
         "-j HL-LOG-DROP",
