@@ -22,8 +22,7 @@ firewalls = [
     HostFirewall(f"{server.name}-firewall", HostFirewallArgs(
         target=server.target, release=release,
         confirm_timeout_seconds=settings.firewall.confirm_timeout_seconds,
-        public_addresses=server.probe_addresses),
-        opts=pulumi.ResourceOptions(depends_on=[server.ready]))
+        public_addresses=server.probe_addresses, server_identity=server.identity, ready=server.ready))
     for server in servers
 ]
 

@@ -1,8 +1,8 @@
 """HostFirewall: pushes a release to one server and runs the commit-confirm protocol.
 
 copy -> packages -> apply (rollback armed) -> confirm over a NEW ssh connection -> verify on the host ->
-verify from outside. Every step is keyed on the release hash: an unchanged policy runs nothing,
-a changed one runs the whole chain. No step has a delete command, so replacing or deleting this
+verify from outside. Every step is keyed on the release hash (and the server's identity): an unchanged
+policy runs nothing, a changed one (or a replaced server) runs the whole chain. No step has a delete command, so replacing or deleting this
 component never flushes the live firewall (the last confirmed rules stay, and stay persisted)."""
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ class HostFirewallArgs:
     release: Release
     confirm_timeout_seconds: int
     public_addresses: pulumi.Input[list]  # the server's addresses to probe from outside (v4 and v6)
+    server_identity: pulumi.Input[str]  # changes when the server is replaced: its new disk needs the rules
+    ready: pulumi.Resource  # the server answers SSH and its package manager is idle
 
 
 class HostFirewall(pulumi.ComponentResource):
@@ -42,14 +44,16 @@ class HostFirewall(pulumi.ComponentResource):
         home = target.home_dir()
         remote_dir = home.apply(lambda path: f"{path}/{release_dir_name}")
         connection = target.connection_args()
-        keyed = [release.hash]  # triggers: a new release replaces (re-runs) every step
+        # triggers: a new release, or a replaced server (same address, empty firewall), re-runs
+        # every step; anything else leaves them alone.
+        keyed = [release.hash, args.server_identity]
 
         def child(*after: pulumi.Resource) -> pulumi.ResourceOptions:
             return pulumi.ResourceOptions(parent=self, depends_on=list(after))
 
         copy = command.remote.CopyToRemote(
             f"{name}-copy", connection=connection, source=pulumi.FileArchive(str(local_dir)),
-            remote_path=home, triggers=keyed, opts=child())
+            remote_path=home, triggers=keyed, opts=child(args.ready))
         # Persistence packages (iptables-persistent / iptables-services); a no-op when present.
         packages = command.remote.Command(
             f"{name}-packages", connection=connection, triggers=keyed, opts=child(copy),

@@ -64,7 +64,7 @@ class LabServer(pulumi.ComponentResource):
 def make_lab_server(settings: StackSettings, release: Release) -> ServerHandle:
     server = LabServer("lab", settings, release)
     return ServerHandle(
-        name="lab", target=server.target, ready=server.lab, public_ip=server.public_ip,
+        name="lab", target=server.target, ready=server.lab, identity=server.lab.id, public_ip=server.public_ip,
         ipv6_addresses=server.ipv6_addresses,
         probe_addresses=pulumi.Output.all(server.public_ip, server.ipv6_addresses).apply(lambda v: [v[0], *v[1]]),
         ssh_command=server.ssh_command,

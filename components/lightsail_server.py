@@ -30,6 +30,24 @@ done
 echo ready"""
 
 
+def ssh_port_user_data(port: int) -> str:
+    """First-boot script that moves sshd to `port`: both firewall layers open only that port, so
+    a fresh image still listening on 22 would be unreachable. Handles socket-activated sshd
+    (Ubuntu 24.04: the generator reads Port from sshd_config) and the classic service."""
+    return f"""#!/bin/sh
+set -eu
+mkdir -p /etc/ssh/sshd_config.d
+printf 'Port {port}\\n' > /etc/ssh/sshd_config.d/10-hardened-lightsail-port.conf
+if grep -q '^Include /etc/ssh/sshd_config.d' /etc/ssh/sshd_config; then :; else
+  sed -i '1i Include /etc/ssh/sshd_config.d/*.conf' /etc/ssh/sshd_config
+fi
+if command -v semanage >/dev/null 2>&1; then semanage port -a -t ssh_port_t -p tcp {port} || true; fi
+systemctl daemon-reload
+if systemctl is-enabled ssh.socket >/dev/null 2>&1; then systemctl restart ssh.socket
+else systemctl restart ssh 2>/dev/null || systemctl restart sshd; fi
+"""
+
+
 def login_user(blueprint_id: str) -> str:
     for prefix, user in LOGIN_USERS.items():
         if blueprint_id.startswith(prefix):
@@ -57,7 +75,9 @@ class LightsailServer(pulumi.ComponentResource):
         instance = aws.lightsail.Instance(
             f"{name}-instance", availability_zone=settings.availability_zone,
             blueprint_id=settings.blueprint_id, bundle_id=settings.bundle_id,
-            ip_address_type=settings.ip_address_type, key_pair_name=key_pair.name, tags=args.tags, opts=child)
+            ip_address_type=settings.ip_address_type, key_pair_name=key_pair.name, tags=args.tags,
+            # Only for a custom port: user data is create-only, so the default image stays untouched.
+            user_data=ssh_port_user_data(args.ssh_port) if args.ssh_port != 22 else None, opts=child)
         static_ip = aws.lightsail.StaticIp(f"{name}-ip", opts=child)
         attachment = aws.lightsail.StaticIpAttachment(
             f"{name}-ip-attachment", static_ip_name=static_ip.name, instance_name=instance.name, opts=child)
@@ -72,6 +92,7 @@ class LightsailServer(pulumi.ComponentResource):
             f"{name}-ready", connection=self.target.connection_args(), create=WAIT_UNTIL_READY,
             # We dial the static IP: it must point at this instance before the first try.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.public_ports, attachment]))
+        self.identity = instance.id
         self.public_ip = static_ip.ip_address
         self.ipv6_addresses = instance.ipv6_addresses
         self.register_outputs({"publicIp": self.public_ip, "ipv6Addresses": self.ipv6_addresses})

@@ -16,6 +16,7 @@ class ServerHandle:
     name: str
     target: object  # components.connection.SshTarget
     ready: pulumi.Resource  # later steps wait for it
+    identity: pulumi.Output  # changes when the server is replaced
     public_ip: pulumi.Output
     ipv6_addresses: pulumi.Output
     probe_addresses: pulumi.Output  # every address the outside verification probes
@@ -47,7 +48,7 @@ def make_servers(settings: StackSettings, release: Release) -> list[ServerHandle
         addresses = pulumi.Output.all(server.public_ip, server.ipv6_addresses).apply(
             lambda values: [values[0], *(values[1] or [])])
         handles.append(ServerHandle(
-            name=name, target=server.target, ready=server.ready, public_ip=server.public_ip,
+            name=name, target=server.target, ready=server.ready, identity=server.identity, public_ip=server.public_ip,
             ipv6_addresses=server.ipv6_addresses, probe_addresses=addresses,
             ssh_command=pulumi.Output.concat("ssh ", _port_flag(settings.firewall.ssh_port), server.target.user,
                                              "@", server.public_ip)))

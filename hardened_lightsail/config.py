@@ -311,6 +311,9 @@ def settings_from_values(values: Mapping[str, Any]) -> StackSettings:
     firewall = _firewall(check, values.get("firewall"))
     server = _server(check, values.get("server"))
     lab = _lab(check, values.get("lab"))
+    if target == "lab" and firewall is not None and firewall.ssh_port != 22:
+        check.fail("firewall.sshPort", f"{firewall.ssh_port}: the lab's sshd listens on 22 only; use 22 in "
+                                       "lab stacks (a custom port is moved by first-boot user data on Lightsail)")
     if check.problems or firewall is None:
         raise ConfigError(check.problems)
     return StackSettings(target=target, firewall=firewall, server=server, lab=lab)

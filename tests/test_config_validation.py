@@ -310,7 +310,7 @@ FULL_STACK_FILE = """\
 config:
   aws:region: ap-northeast-1
   other-project:firewall: {adminCidrs: []}
-  hardened-lightsail:target: lab
+  hardened-lightsail:target: lightsail
   hardened-lightsail:server:
     availabilityZone: ap-northeast-1c
     blueprintId: debian_12
@@ -342,7 +342,7 @@ def test_full_stack_file_round_trips_to_the_expected_dataclasses(tmp_path):
     stack_file = tmp_path / "Pulumi.full.yaml"
     stack_file.write_text(FULL_STACK_FILE)
     assert load_stack_file(stack_file) == StackSettings(
-        target="lab",
+        target="lightsail",
         firewall=FirewallPolicy(
             admin_cidrs=(net("203.0.113.7/32"), net("2001:db8:a::/48")),
             services=(
@@ -413,3 +413,12 @@ def test_fw_check_on_a_missing_file_exits_2(tmp_path):
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr.splitlines() == [
         f"error: {missing}: no such file; create it or pass --stack/--config with the right name"]
+
+
+def test_lab_stacks_keep_ssh_on_22_because_the_lab_sshd_listens_there():
+    from hardened_lightsail.config import ConfigError, settings_from_values
+    with pytest.raises(ConfigError) as raised:
+        settings_from_values({"target": "lab", "firewall": {"adminCidrs": ["192.0.2.0/24"], "sshPort": 2222}})
+    assert raised.value.problems == [
+        "firewall.sshPort: 2222: the lab's sshd listens on 22 only; use 22 in lab stacks "
+        "(a custom port is moved by first-boot user data on Lightsail)"]

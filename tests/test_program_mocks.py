@@ -195,7 +195,9 @@ def test_instance_is_built_from_the_server_config_with_its_own_key_pair(name):
             "availability_zone": server_settings.availability_zone, "blueprint_id": server_settings.blueprint_id,
             "bundle_id": server_settings.bundle_id, "ip_address_type": server_settings.ip_address_type,
             "key_pair_name": f"{server}-key-generated",
-            "tags": {"project": "hardened-lightsail", "stack": scenario.stack}}
+            "tags": {"project": "hardened-lightsail", "stack": scenario.stack},
+            # A custom SSH port also carries first-boot user data (checked in its own test).
+            **({"user_data": instance["user_data"]} if scenario.settings.firewall.ssh_port != 22 else {})}
         wire = report.wire[f"{server}-instance"]["object"]
         assert (wire["availabilityZone"], wire["blueprintId"], wire["bundleId"], wire["ipAddressType"]) == (
             server_settings.availability_zone, server_settings.blueprint_id, server_settings.bundle_id,
@@ -307,19 +309,17 @@ def test_host_firewall_steps_run_in_order_through_depends_on(name):
     report.assert_fully_resolved()
     checked = 0
     for server in scenario.servers:
-        # The whole chain waits for a ready server (the component's dependency: its children
-        # register only after it does), and `ready` waits for the cloud firewall and static IP.
-        assert report.options(f"{server}-firewall")["depends_on"] == [f"{server}-ready"]
-        assert report.dependencies(f"{server}-firewall") == {f"{server}-ready"}
+        # The chain starts only on a ready server (a recorded dependency of its first step), and
+        # `ready` waits for the cloud firewall and the static IP.
         assert set(report.options(f"{server}-ready")["depends_on"]) == {
             f"{server}-cloud-firewall", f"{server}-ip-attachment"}
         assert {f"{server}-cloud-firewall", f"{server}-ip-attachment"} <= report.dependencies(f"{server}-ready")
         previous = None
         for step, _ in STEPS:
             step_name = f"{server}-firewall-{step}"
-            assert report.options(step_name)["depends_on"] == ([previous] if previous else []), step
-            if previous:
-                assert previous in report.dependencies(step_name), step
+            first = previous or f"{server}-ready"
+            assert report.options(step_name)["depends_on"] == [first], step
+            assert first in report.dependencies(step_name), step
             previous = step_name
             checked += 1
     assert checked == len(scenario.servers) * len(STEPS)
@@ -334,8 +334,10 @@ def test_every_step_is_keyed_on_the_release_hash_and_none_can_flush_the_firewall
     for server in scenario.servers:
         for step, _ in STEPS:
             inputs = report.inputs(f"{server}-firewall-{step}")
-            assert inputs["triggers"] == [release_hash], step
-            assert report.wire[f"{server}-firewall-{step}"]["object"]["triggers"] == [release_hash]
+            # The release, and the instance: a replaced instance (same static IP) gets the chain again.
+            keyed = [release_hash, f"{server}-instance-id"]
+            assert inputs["triggers"] == keyed, step
+            assert report.wire[f"{server}-firewall-{step}"]["object"]["triggers"] == keyed
             # Deleting or replacing a step runs nothing on the host: the live rules stay.
             assert "delete" not in inputs and "delete" not in report.wire[f"{server}-firewall-{step}"]["object"]
             checked += 1
@@ -507,8 +509,10 @@ def test_two_servers_get_two_independent_chains():
         assert connection["host"] == static_ip(index)
         assert unsecret(connection["private_key"]) == private_key(server)
     assert checked == 2 * len(per_server("web-0"))
-    # Same policy, same release on both.
-    assert report.inputs("web-0-firewall-apply")["triggers"] == report.inputs("web-1-firewall-apply")["triggers"]
+    # Same policy, same release on both; each keyed on its own instance.
+    assert [report.inputs(f"web-{i}-firewall-apply")["triggers"][0] for i in (0, 1)] == [report.release.hash] * 2
+    assert [report.inputs(f"web-{i}-firewall-apply")["triggers"][1] for i in (0, 1)] == \
+        ["web-0-instance-id", "web-1-instance-id"]
 
 
 def test_ipv4_only_instance_has_no_ipv6_address_to_probe_and_ssh_on_the_custom_port():
@@ -522,6 +526,11 @@ def test_ipv4_only_instance_has_no_ipv6_address_to_probe_and_ssh_on_the_custom_p
          "cidrListAliases": []}]
     assert report.inputs("web-0-ready")["connection"]["port"] == 2222
     assert report.raw["exports"]["sshCommand"] == "ssh -p 2222 admin@203.0.113.50"
+    # sshd on a fresh image listens on 22: first-boot user data moves it to the policy's port.
+    user_data = report.inputs("web-0-instance")["user_data"]
+    assert "printf 'Port 2222\\n' > /etc/ssh/sshd_config.d/10-hardened-lightsail-port.conf" in user_data
+    dev = report_of("dev-yaml")
+    assert "user_data" not in dev.inputs("web-0-instance"), "default port: the image is left untouched"
 
 
 def test_preview_registers_the_same_graph_as_an_update():
