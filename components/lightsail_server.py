@@ -8,14 +8,11 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_command as command
 
+from hardened_lightsail.blueprints import login_user
 from hardened_lightsail.cloud_layer import to_provider_args
 from hardened_lightsail.policy import ServerSettings
 
 from .connection import SshTarget
-
-# Login user per blueprint family (Lightsail's images ship these default users).
-LOGIN_USERS = {"ubuntu": "ubuntu", "debian": "admin", "amazon_linux": "ec2-user", "centos": "centos",
-               "almalinux": "ec2-user", "opensuse": "ec2-user", "freebsd": "ec2-user"}
 
 # Waits (bounded, with a pause between tries) until cloud-init and apt/dnf are done, so the
 # payload's package step never races the image's own first-boot updates.
@@ -46,14 +43,6 @@ systemctl daemon-reload
 if systemctl is-enabled ssh.socket >/dev/null 2>&1; then systemctl restart ssh.socket
 else systemctl restart ssh 2>/dev/null || systemctl restart sshd; fi
 """
-
-
-def login_user(blueprint_id: str) -> str:
-    for prefix, user in LOGIN_USERS.items():
-        if blueprint_id.startswith(prefix):
-            return user
-    raise ValueError(f"server.blueprintId: \"{blueprint_id}\" has no known login user; "
-                     f"use one of: {', '.join(p + '_*' for p in LOGIN_USERS)}")
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import yaml
 
+from .blueprints import LOGIN_USERS, login_user
 from .networks import CidrError, Network, parse_cidr, split_families
 from .policy import (PROTOCOLS, DropLog, FirewallPolicy, LabSettings, PortRange, PortScanTrap,
                      ServerSettings, Service, SshRateLimit, StackSettings)
@@ -290,11 +291,19 @@ def _server(check: _Checker, raw: Any) -> ServerSettings:
     return ServerSettings(
         availability_zone=check.string("server.availabilityZone", raw.get("availabilityZone"),
                                        ServerSettings.availability_zone),
-        blueprint_id=check.string("server.blueprintId", raw.get("blueprintId"), ServerSettings.blueprint_id),
+        blueprint_id=_blueprint(check, raw.get("blueprintId")),
         bundle_id=check.string("server.bundleId", raw.get("bundleId"), ServerSettings.bundle_id),
         ip_address_type=check.string("server.ipAddressType", raw.get("ipAddressType"),
                                      ServerSettings.ip_address_type, IP_ADDRESS_TYPES),
         count=check.integer("server.count", raw.get("count"), ServerSettings.count, 1, 20))
+
+
+def _blueprint(check: _Checker, raw: Any) -> str:
+    blueprint = check.string("server.blueprintId", raw, ServerSettings.blueprint_id)
+    if login_user(blueprint) is None:
+        check.fail("server.blueprintId", f"\"{blueprint}\" is not a Linux image we can harden; use one of "
+                                         f"{', '.join(prefix + '_*' for prefix in LOGIN_USERS)} (e.g. \"ubuntu_24_04\")")
+    return blueprint
 
 
 def _lab(check: _Checker, raw: Any) -> LabSettings:

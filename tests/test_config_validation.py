@@ -422,3 +422,13 @@ def test_lab_stacks_keep_ssh_on_22_because_the_lab_sshd_listens_there():
     assert raised.value.problems == [
         "firewall.sshPort: 2222: the lab's sshd listens on 22 only; use 22 in lab stacks "
         "(a custom port is moved by first-boot user data on Lightsail)"]
+
+
+def test_an_unknown_blueprint_is_refused_with_the_supported_families():
+    from hardened_lightsail.config import ConfigError, settings_from_values
+    with pytest.raises(ConfigError) as raised:
+        settings_from_values({"server": {"blueprintId": "windows_server_2022"},
+                              "firewall": {"adminCidrs": ["203.0.113.7/32"]}})
+    assert raised.value.problems == [
+        'server.blueprintId: "windows_server_2022" is not a Linux image we can harden; use one of ubuntu_*, '
+        'debian_*, amazon_linux_*, centos_*, almalinux_* (e.g. "ubuntu_24_04")']
