@@ -65,6 +65,10 @@ def test_lab_life_cycle_through_the_real_engine(lab_stack):
     first_up = time.monotonic() - started
     outputs = _outputs(backend)
     assert "verified:" in outputs["verifiedExposure"] and "MISMATCH" not in outputs["verifiedExposure"]
+    # The lab's private key is a secret: encrypted in the state, absent from the outputs.
+    leaked = [path for path in backend.rglob("*") if path.is_file() and b"PRIVATE KEY-----" in path.read_bytes()]
+    assert leaked == [], f"private key in plaintext in {leaked}"
+    assert "PRIVATE KEY" not in json.dumps(outputs)
     assert _from_internet(outputs, 80) == "open" and _from_internet(outputs, 80, 6) == "open"
     assert _from_internet(outputs, 22) == "filtered" and _from_internet(outputs, 22, 6) == "filtered"
     assert _from_internet(outputs, 8080) == "filtered"
