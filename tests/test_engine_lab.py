@@ -66,7 +66,9 @@ def test_lab_life_cycle_through_the_real_engine(lab_stack):
     outputs = _outputs(backend)
     assert "verified:" in outputs["verifiedExposure"] and "MISMATCH" not in outputs["verifiedExposure"]
     # The lab's private key is a secret: encrypted in the state, absent from the outputs.
-    leaked = [path for path in backend.rglob("*") if path.is_file() and b"PRIVATE KEY-----" in path.read_bytes()]
+    state_files = [path for path in (backend / ".pulumi").rglob("*") if path.is_file()]
+    assert any(path.name == f"{STACK}.json" for path in state_files), "no state file to check"
+    leaked = [path for path in state_files if b"PRIVATE KEY-----" in path.read_bytes()]
     assert leaked == [], f"private key in plaintext in {leaked}"
     assert "PRIVATE KEY" not in json.dumps(outputs)
     assert _from_internet(outputs, 80) == "open" and _from_internet(outputs, 80, 6) == "open"
