@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .analysis import ERROR, analyse, errors
+from .analysis import ERROR, Finding, analyse, errors
 from .config import ConfigError, load_stack_file
 from .exposure import exposure_table, format_table
 from .release import render_release
@@ -42,6 +42,11 @@ def cmd_render(args) -> int:
 
 
 def cmd_check(args) -> int:
+    if args.rules or args.rules6:
+        return cmd_lint_rules(args)
+    if not (args.stack or args.config):
+        print("error: check needs --stack NAME, --config FILE, or --rules FILE (an existing ruleset)", file=sys.stderr)
+        return EXIT_USAGE
     settings, release = _load(args)
     findings = analyse(settings.firewall, release)
     print(format_table(exposure_table(settings.firewall, release)))
@@ -53,8 +58,30 @@ def cmd_check(args) -> int:
     return EXIT_USAGE if counts[ERROR] else EXIT_OK
 
 
-def _add_source(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
+def cmd_lint_rules(args) -> int:
+    """Lint a hand-written ruleset (what runs on a server today) for the classic mistakes."""
+    from .rules_lint import RulesFileError, lint_ruleset, parse_filter_table
+    findings = []
+    for path, family in ((args.rules, 4), (args.rules6, 6)):
+        if not path:
+            continue
+        try:
+            findings += lint_ruleset(parse_filter_table(Path(path).read_text(), family))
+        except (OSError, RulesFileError) as error:
+            print(f"error: {path}: {error}", file=sys.stderr)
+            return EXIT_USAGE
+    if not args.rules6:
+        findings.append(Finding("warning", "no IPv6 rules given (--rules6): on a dual-stack host every port "
+                                           "ip6tables doesn't filter is open over IPv6"))
+    for finding in findings:
+        print(finding)
+    errors_found = sum(f.level == ERROR for f in findings)
+    print(f"{errors_found} error(s), {len(findings) - errors_found} warning(s)")
+    return EXIT_USAGE if errors_found else EXIT_OK
+
+
+def _add_source(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    source = parser.add_mutually_exclusive_group(required=required)
     source.add_argument("--stack", help="read Pulumi.STACK.yaml from the project directory")
     source.add_argument("--config", help="read a file in the Pulumi.<stack>.yaml format")
 
@@ -66,8 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source(render)
     render.add_argument("--out", required=True, help="directory to write the release into")
     render.set_defaults(run=cmd_render)
-    check = commands.add_parser("check", help="lint the policy and print its exposure table")
-    _add_source(check)
+    check = commands.add_parser("check", help="lint the policy and print its exposure table, or lint an "
+                                               "existing ruleset with --rules/--rules6")
+    _add_source(check, required=False)
+    check.add_argument("--rules", help="an iptables-save / rules.v4 file to lint instead of a policy")
+    check.add_argument("--rules6", help="the matching ip6tables-save / rules.v6 file")
     check.set_defaults(run=cmd_check)
     return parser
 
