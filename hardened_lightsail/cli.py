@@ -86,6 +86,42 @@ def _add_source(parser: argparse.ArgumentParser, required: bool = True) -> None:
     source.add_argument("--config", help="read a file in the Pulumi.<stack>.yaml format")
 
 
+def _add_trial(commands) -> None:
+    """`fw trial`: a disposable copy of a stack, up -> verify -> destroy (hardened_lightsail/trial.py)."""
+    def run(args) -> int:
+        from .trial import cmd_trial  # the Automation API loads only when a trial runs
+        return cmd_trial(args)
+    trial = commands.add_parser("trial", help="stand up a disposable copy of a stack, verify it, destroy it")
+    trial.add_argument("--stack", default="lab", help="the base stack whose config the trial copies (default: lab)")
+    trial.add_argument("--ttl", default="2h", help="how long a kept (or abandoned) trial may live: 2h, 90m, 1d")
+    trial.add_argument("--keep", action="store_true", help="leave the trial up, tagged with its expiry")
+    trial.add_argument("--reap", action="store_true", help="destroy every trial whose expiry has passed")
+    trial.set_defaults(run=run)
+
+
+def _add_diff(commands) -> None:
+    """`fw diff`: markdown for a PR comment, base ref vs working tree (hardened_lightsail/policy_diff.py)."""
+    from . import policy_diff
+
+    def run(args) -> int:
+        return policy_diff.cmd_diff(args, _stack_file(args))
+
+    def max_chars(text: str) -> int:
+        value = int(text)
+        if value < policy_diff.MIN_MAX_CHARS:
+            raise argparse.ArgumentTypeError(f"at least {policy_diff.MIN_MAX_CHARS}")
+        return value
+    diff = commands.add_parser("diff", help="markdown for a PR: what a policy change opens and closes, per layer",
+                               description=policy_diff.HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_source(diff)
+    diff.add_argument("--base", required=True, metavar="REF",
+                      help="git ref to compare with (e.g. origin/main), in the repository of the stack file")
+    diff.add_argument("--max-chars", type=max_chars, default=policy_diff.DEFAULT_MAX_CHARS,
+                      help=f"longest output, in characters (default {policy_diff.DEFAULT_MAX_CHARS:,}; "
+                           "a GitHub comment holds 65,536)")
+    diff.set_defaults(run=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fw", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--rules", help="an iptables-save / rules.v4 file to lint instead of a policy")
     check.add_argument("--rules6", help="the matching ip6tables-save / rules.v6 file")
     check.set_defaults(run=cmd_check)
+    _add_trial(commands)
+    _add_diff(commands)
     return parser
 
 

@@ -6,10 +6,11 @@ skipped; the lock-out check looks for partial overlaps separately. Conditional r
 their steady state: nobody is banned, rate limits are not exceeded."""
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Optional
 
 from .iptables_rules import NEVER, TERMINAL, Rule, Ruleset
-from .networks import Network, covers
+from .networks import Network, covers, parse_cidr
 
 
 def _matches(rule: Rule, ruleset: Ruleset, protocol: str, port: Optional[int], source: Network,
@@ -57,13 +58,18 @@ def host_allows(ruleset: Ruleset, protocol: str, port: Optional[int], source: Ne
     return decision if decision is not None else ruleset.policies.get("INPUT") == "ACCEPT"
 
 
+@lru_cache(maxsize=65536)
+def _cidr(text: str) -> Network:
+    """port_infos hold CIDR strings; tables ask about thousands of rows, so parse each once."""
+    return parse_cidr(text)
+
+
 def cloud_allows(port_infos: list[dict], protocol: str, port: Optional[int], source: Network,
                  icmp_echo: bool = False) -> bool:
     """Does the Lightsail allow-list let `source` reach `protocol/port` (or ping)?"""
-    from .networks import parse_cidr
     for info in port_infos:
         cidrs = info.get("cidrs", []) if source.version == 4 else info.get("ipv6Cidrs", [])
-        if not any(covers(parse_cidr(cidr), source) for cidr in cidrs):
+        if not any(covers(_cidr(cidr), source) for cidr in cidrs):
             continue
         if info["protocol"] == "all":
             return True
