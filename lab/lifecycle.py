@@ -12,9 +12,11 @@ from .cloud_layer import load_cloud_layer
 from .errors import LabError
 from .keys import ensure_keys
 from .layout import RUNTIME_ENTRIES, LabLayout
+from .machine_addresses import machine_addresses, slot_conflicts
 from .netns import delete_namespace, ip, namespace_exists, namespace_pids
 from .network import build_network, network_state, teardown_network
 from .processes import stop_pids
+from .readiness import wait_until_routers_answer
 from .services import service_pids, start_services, stop_services
 from .slots import claim_slot, find_slot, registered_labs, release_slot
 from .topology import EDGE, NAMESPACE_SUFFIX, LabTopology, namespace_name, validate_name
@@ -42,13 +44,17 @@ def lab_up(name: str, state_dir: PathLike, slot: Optional[int] = None,
            cloud_ports: Optional[PathLike] = None) -> LabTopology:
     """Create lab `name` (or complete/refresh it if it exists) and return its topology.
 
-    `cloud_ports` is the cloud-layer file for the edge; None means Lightsail's default. If this
-    call created the lab and fails half-way, it removes what it made before raising."""
+    `cloud_ports` is the cloud-layer file for the edge; None means Lightsail's default. A new
+    lab never takes a slot whose root-namespace subnets hold one of this machine's own addresses
+    or gateways (see machine_addresses). It returns once every lab client reaches its router
+    over IPv4 and IPv6. If this call created the lab and fails half-way, it removes what it made."""
     validate_name(name)
     state_dir = Path(state_dir).absolute()
     existed = _check_directory_owner(name, state_dir) is not None or \
         any(namespace_exists(namespace_name(name, role)) for role in NAMESPACE_SUFFIX)
-    lab = LabTopology(name, claim_slot(name, state_dir, slot), state_dir)
+    machine = machine_addresses()
+    lab = LabTopology(name, claim_slot(name, state_dir, slot, conflicts=lambda candidate: slot_conflicts(
+        LabTopology(name, candidate, state_dir), machine)), state_dir)
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         lab.layout.lab_json.write_text(json.dumps({"name": name, "slot": lab.slot}) + "\n")
@@ -56,6 +62,7 @@ def lab_up(name: str, state_dir: PathLike, slot: Optional[int] = None,
         load_cloud_layer(lab, cloud_ports)
         ensure_keys(lab)
         start_services(lab)
+        wait_until_routers_answer(lab)
     except BaseException:
         if not existed:
             lab_down(name, state_dir)

@@ -42,6 +42,11 @@ def _ensure_segment(lab: LabTopology, segment: Segment) -> None:
         # so neighbour discovery between the clients never depends on MLD state).
         ip(edge_ns, "link", "add", segment.edge.interface, "type", "bridge",
            "stp_state", "0", "mcast_snooping", "0")
+    if segment.bridged:
+        # Up before its ports and addresses: a bridge brought up last ignored the clients'
+        # (multicast) neighbour solicitations for its first ~0.5 s, so the first IPv6 packet
+        # from a client waited for the 1 s NS retransmission (ARP's broadcast was unaffected).
+        ip(edge_ns, "link", "set", "dev", segment.edge.interface, "up")
     for host in segment.hosts:
         _ensure_veth(lab, host)
         if segment.bridged:

@@ -12,7 +12,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from .errors import LabError
 from .netns import link_exists, namespace_exists
@@ -55,8 +55,12 @@ def _prune(slots: dict) -> None:
             del slots[key]
 
 
-def claim_slot(name: str, state_dir: Path, requested: Optional[int] = None) -> int:
-    """The slot of lab `name`: its existing one, `requested`, or the lowest free one."""
+def claim_slot(name: str, state_dir: Path, requested: Optional[int] = None,
+               conflicts: Callable[[int], list[str]] = lambda slot: []) -> int:
+    """The slot of lab `name`: its existing one, `requested`, or the lowest free one.
+
+    `conflicts(slot)` says why a new lab can't use a slot on this machine (see
+    machine_addresses): a requested slot is then refused, and the automatic choice skips it."""
     with _locked_registry() as slots:
         _prune(slots)
         for key, entry in slots.items():
@@ -70,14 +74,25 @@ def claim_slot(name: str, state_dir: Path, requested: Optional[int] = None) -> i
                 entry["since"] = time.time()
                 return int(key)
         candidates = [validate_slot(requested)] if requested is not None else range(SLOT_COUNT)
+        collisions = {}
         for slot in candidates:
-            if str(slot) not in slots and not link_exists(None, uplink_interface_name(slot)):
+            if str(slot) in slots or link_exists(None, uplink_interface_name(slot)):
+                continue
+            collisions[slot] = conflicts(slot)
+            if not collisions[slot]:
                 slots[str(slot)] = {"name": name, "dir": str(state_dir), "since": time.time()}
                 return slot
+        if requested is not None and collisions:
+            raise LabError(f"slot {requested} collides with this machine's own addresses: "
+                           f"{'; '.join(collisions[requested])}. Pick another --slot, or none (the "
+                           "lowest slot that collides with nothing is chosen)")
         if requested is not None:
             holder = slots.get(str(requested), {}).get("name", "something outside the registry")
             raise LabError(f"slot {requested} is taken by lab {holder}: pick another --slot or none")
-        raise LabError(f"all {SLOT_COUNT} lab slots are taken: run `python -m lab down` for a lab you no longer need")
+        unusable = "".join(f"; slot {slot} collides with this machine: {reasons[0]}"
+                           for slot, reasons in collisions.items())
+        raise LabError(f"all {SLOT_COUNT} lab slots are taken{' or unusable' if unusable else ''}: run "
+                       f"`python -m lab down` for a lab you no longer need{unusable}")
 
 
 def find_slot(name: str) -> Optional[int]:

@@ -2,12 +2,14 @@
 rules it renders, the probe's refusal of real addresses, nmap XML, and the machine guard."""
 from __future__ import annotations
 
+import ipaddress
 import json
 
 import pytest
 
 from lab import LabError, LabTopology, lab_down, read_port_infos, render_edge_rules
 from lab.cloud_layer import validate_port_infos
+from lab.machine_addresses import MachineAddress, slot_conflicts
 from lab.probe import nmap_argv, parse_nmap_xml, probe
 from lab_fixtures import SESSION_LAB_PREFIX, guard_problems
 
@@ -32,6 +34,37 @@ def test_interface_names_fit_linux_limit_in_every_slot():
         names += [h.edge_port for seg in lab.segments.values() for h in seg.hosts]
         assert max(len(name) for name in names) <= 15
         assert len(set(names)) == 11  # 6 in the edge (a bridge, 5 veth ends), 5 in the hosts
+
+
+def machine(*entries):
+    return [MachineAddress(ipaddress.ip_address(address), interface, what) for address, interface, what in entries]
+
+
+# A CI runner numbered from the documentation range: eth0 192.0.2.2/24, gateway 192.0.2.1.
+RUNNER = machine(("192.0.2.2", "eth0", "configured as 192.0.2.2/24"),
+                 ("192.0.2.1", "eth0", "gateway of the default route"),
+                 ("fd00::2", "eth0", "configured as fd00::2/64"))
+
+
+def test_a_runner_numbered_from_192_0_2_0_24_can_use_every_slot():
+    # Its /24 overlaps every slot's uplink /29, but no address of it lies inside one.
+    assert [slot for slot in range(16) if slot_conflicts(LabTopology("demo", slot, "/tmp/x"), RUNNER)] == []
+
+
+@pytest.mark.parametrize("address, what, slot, message", [
+    ("192.0.2.10", "configured as 192.0.2.10/24", 0,
+     "192.0.2.8/29 (deployer uplink) holds 192.0.2.10, configured as 192.0.2.10/24 on eth0"),
+    ("192.0.2.25", "gateway of the default route", 1,
+     "192.0.2.24/29 (deployer uplink) holds 192.0.2.25, gateway of the default route on eth0"),
+    ("203.0.113.40", "configured as 203.0.113.40/32", 2, "203.0.113.32/28 (server subnet) holds 203.0.113.40"),
+    ("2001:db8:a:31::99", "configured as 2001:db8:a:31::99/128", 3,
+     "2001:db8:a:31::/64 (deployer uplink (IPv6)) holds 2001:db8:a:31::99"),
+])
+def test_a_slot_whose_root_subnets_hold_a_machine_address_is_unusable(address, what, slot, message):
+    found = machine((address, "eth0", what))
+    unusable = [k for k in range(16) if slot_conflicts(LabTopology("demo", k, "/tmp/x"), RUNNER + found)]
+    assert unusable == [slot]
+    assert message in slot_conflicts(LabTopology("demo", slot, "/tmp/x"), found)[0]
 
 
 @pytest.mark.parametrize("name", ["", "Lab", "lab_1", "-lab", "lab-", "a" * 17, "lab.x"])

@@ -5,6 +5,7 @@ No host-layer rules are loaded here: the server namespace's own firewall is empt
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -15,11 +16,13 @@ import pytest
 
 from lab import LabError, lab_down, lab_status, lab_up
 from lab.layout import RUNTIME_ENTRIES
-from lab.netns import namespace_exists, namespace_pids
+from lab.machine_addresses import machine_addresses
+from lab.netns import link_exists, namespace_exists, namespace_pids
 from lab.probe import format_table, nmap_scan, probe, states, targets
 from lab.processes import is_alive
 from lab.services import service_pids
 from lab.slots import registered_labs
+from lab.topology import SLOT_COUNT, LabTopology, uplink_interface_name
 from lab_fixtures import SESSION_LAB_PREFIX
 
 pytestmark = pytest.mark.netfilter
@@ -158,6 +161,18 @@ def test_a_bad_cloud_ports_file_leaves_the_edge_rules_as_they_were(lab, cloud_po
     assert lab.run("edge", ["iptables-save"]).stdout.split("\n", 1)[1] == before
 
 
+def test_the_first_connections_right_after_up_are_fast_over_ipv4_and_ipv6(lab_factory):
+    # Before up waited for the routers, the first IPv6 SYN from an internet client was lost and
+    # retransmitted after 1 s (the edge's bridge ignored neighbour solicitations at first).
+    fresh = lab_factory.up()
+    web = targets([fresh.server_ipv6, fresh.server_ipv4], [80])
+    for client in ("internet", "internet2", "admin"):
+        results = probe(fresh.namespace(client), web, timeout=3)
+        assert {r.state for r in results} == {"open"}, format_table(results)
+        slowest = max(results, key=lambda r: r.seconds)
+        assert slowest.seconds < 0.5, f"{client}: first connect to {slowest.address} took {slowest.seconds:.2f} s"
+
+
 def test_up_twice_is_the_same_lab(lab):
     pids = service_pids(lab)
     again = lab_up(lab.name, lab.state_dir)
@@ -234,6 +249,34 @@ def lab_ssh_argv(described):
     return ["ssh", "-F", "/dev/null", "-i", ssh_info["privateKeyPath"], "-o", "BatchMode=yes",
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "ConnectTimeout=5", f"{ssh_info['user']}@{ssh_info['host']}"]
+
+
+def _free_slot() -> int:
+    taken = registered_labs()
+    return next(slot for slot in range(SLOT_COUNT)
+                if slot not in taken and not link_exists(None, uplink_interface_name(slot)))
+
+
+def test_a_slot_holding_one_of_this_machines_addresses_is_refused(tmp_path, lab_factory, request):
+    # Someone else's interface (a bridge, down: it carries nothing) with an address inside the
+    # IPv6 uplink of the lowest free slot, as a machine numbered from 2001:db8::/32 might have.
+    slot = _free_slot()
+    foreign, address = f"hlg{os.getpid() % 100000}", LabTopology("x", slot, "/tmp/x").address("root", 6)
+    address = address.rsplit(":", 1)[0] + ":99"
+    subprocess.run(["ip", "link", "add", foreign, "type", "bridge"], check=True)
+    request.addfinalizer(lambda: subprocess.run(["ip", "link", "delete", foreign], check=False))
+    subprocess.run(["ip", "-6", "address", "add", f"{address}/128", "dev", foreign, "nodad"], check=True)
+    assert [m.what for m in machine_addresses() if m.interface == foreign] == [f"configured as {address}/128"]
+
+    name = f"{SESSION_LAB_PREFIX}clash"
+    refused = _cli("up", "--name", name, "--dir", str(tmp_path / "lab"), "--slot", str(slot))
+    assert refused.returncode == 2 and refused.stdout == "", refused
+    assert refused.stderr.count("\n") == 1, refused.stderr
+    assert f"slot {slot} collides with this machine's own addresses" in refused.stderr
+    assert f"holds {address}, configured as {address}/128 on {foreign}" in refused.stderr
+    assert not namespace_exists(f"hl-{name}-edge") and name not in [e["name"] for e in registered_labs().values()]
+    # Without --slot the lab simply takes another one.
+    assert lab_factory.up().slot != slot
 
 
 def test_cli_errors_are_one_line_with_exit_2(tmp_path):
