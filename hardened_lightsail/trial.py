@@ -1,0 +1,505 @@
+"""`scripts/fw trial`: a disposable copy of a stack (same config, own name) is stood up, verified,
+printed and destroyed, whatever happens on the way; `--keep` leaves it up until `--reap`.
+
+Exit codes: 0 verified; 1 the trial failed or its verification did (after the cleanup); 2 bad
+input, nothing created; 130 interrupted by Ctrl-C (after the cleanup; 143 for SIGTERM)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import zlib
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Optional
+
+import yaml
+from pulumi.automation import CommandError, CommandResult, LocalWorkspace, PulumiCommand, Stack
+from pulumi.automation.errors import create_command_error
+
+from .analysis import analyse, errors
+from .config import NAMESPACE, ConfigError, load_stack_file
+from .release import render_release
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+TRIAL_TAG, EXPIRES_TAG = f"{NAMESPACE}:trial", f"{NAMESPACE}:expires"
+BASE_TAG, TARGET_TAG = f"{NAMESPACE}:trialBase", f"{NAMESPACE}:trialTarget"
+PREFIX = "trial-"
+NAME_LENGTH = 16  # a lab name (and so its namespaces hl-NAME-*) is at most 16 characters
+LAB_PASSPHRASE = "hardened-lightsail-lab"  # same as scripts/pulumi: lab secrets are throwaway keys
+FAIL_VERIFY_HOOK = "HL_TRIAL_FAIL_VERIFY"  # tests only: verification fails after a real `up`
+
+
+class TrialInputError(Exception):
+    """Something the user must fix before a trial can start; nothing has been created."""
+
+
+# --- input ---------------------------------------------------------------------------------------
+
+def parse_ttl(text: str) -> timedelta:
+    """'2h', '90m', '1d12h', '30s' -> timedelta (how long a kept trial may live)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    parts = re.findall(r"(\d+)([smhd])", text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise TrialInputError(f"--ttl {text!r} is not a duration: use a number with s, m, h or d (2h, 90m, 1d)")
+    seconds = sum(int(number) * units[unit] for number, unit in parts)
+    if seconds == 0:
+        raise TrialInputError(f"--ttl {text!r} is zero: a trial needs some time to live")
+    return timedelta(seconds=seconds)
+
+
+def trial_name(base: str, token: Optional[str] = None) -> str:
+    """`trial-<base>-<6 hex>`, the base shortened so the whole stays a valid lab name."""
+    token = token or secrets.token_hex(3)
+    room = NAME_LENGTH - len(PREFIX) - len(token) - 1
+    short = re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-")[:room].strip("-")
+    return f"{PREFIX}{short}-{token}" if short else f"{PREFIX}{token}"
+
+
+def read_base(base: str) -> tuple[dict, object]:
+    """(the `config:` mapping of Pulumi.<base>.yaml, its validated settings); bad input raises."""
+    path = PROJECT_DIR / f"Pulumi.{base}.yaml"
+    if "/" in base or not path.is_file():
+        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
+        raise TrialInputError(f"unknown base stack {base!r}: no {path.name} in {PROJECT_DIR} "
+                              f"(stacks: {', '.join(known) or 'none'})")
+    settings = load_stack_file(path)  # the same checks and messages as `fw check` (ConfigError)
+    return yaml.safe_load(path.read_text())["config"], settings
+
+
+def _has_secret(value) -> bool:
+    if isinstance(value, dict):
+        return set(value) == {"secure"} or any(_has_secret(v) for v in value.values())
+    return isinstance(value, list) and any(_has_secret(v) for v in value)
+
+
+def config_entries(config: dict, decrypted: Callable[[str], str]) -> dict:
+    """The base's config in `pulumi config set-all --json` form. Secret values are encrypted
+    with the base stack's key, so those come decrypted from the base stack and stay secret."""
+    entries = {}
+    for key, value in config.items():
+        if _has_secret(value):
+            entries[key] = {"value": decrypted(key), "secret": True}
+        elif isinstance(value, (dict, list)):
+            entries[key] = {"value": json.dumps(value), "objectValue": value, "secret": False}
+        else:
+            entries[key] = {"value": value if isinstance(value, str) else json.dumps(value), "secret": False}
+    return entries
+
+
+def format_remaining(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 60:
+        return f"{seconds}s"
+    hours, minutes = divmod(seconds // 60, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m"
+
+
+# --- the engine: our environment, one process group per CLI run, Ctrl-C passed on once ---------------
+
+def engine_environment(lab: bool) -> dict[str, str]:
+    """What scripts/pulumi sets up, for the Automation API's CLI runs."""
+    state = PROJECT_DIR / ".pulumi-state"
+    backend = os.environ.get("PULUMI_BACKEND_URL") or f"file://{state}"
+    if backend == f"file://{state}":
+        state.mkdir(exist_ok=True)
+    env = {"PATH": os.pathsep.join([str(PROJECT_DIR / ".tools" / "bin"), str(PROJECT_DIR / ".venv" / "bin"),
+                                    os.environ.get("PATH", "")]),
+           "PULUMI_BACKEND_URL": backend,
+           "PULUMI_HOME": os.environ.get("PULUMI_HOME") or str(state / "home"),
+           "PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true"}
+    if lab:
+        env["PULUMI_CONFIG_PASSPHRASE"] = os.environ.get("PULUMI_CONFIG_PASSPHRASE", LAB_PASSPHRASE)
+    return env
+
+
+def pulumi_root() -> Optional[str]:
+    """Like scripts/pulumi: the user's own CLI if installed, else the one scripts/install-pulumi built
+    (None: `pulumi` from PATH)."""
+    built = PROJECT_DIR / ".tools" / "bin" / "pulumi"
+    user = shutil.which("pulumi")
+    if not os.environ.get("HL_USE_BUILT_PULUMI") and user and Path(user).resolve() != built.resolve():
+        return None
+    if built.exists():
+        return str(built.parent.parent)
+    raise TrialInputError("no Pulumi CLI found: run scripts/install-pulumi (offline build) or install it "
+                          "the usual way (README)")
+
+
+class TrialCommand(PulumiCommand):
+    """The SDK's CLI runner (its `run`, rewritten: the SDK offers no hook for this), except that
+    each run gets a process group of its own. A Ctrl-C at the terminal then reaches only us, and
+    we pass exactly one SIGINT on to a running `pulumi up`: the engine's graceful cancel. (The
+    terminal would also hit the plugins, and a second SIGINT makes the engine quit at once,
+    leaving operations in flight unrecorded.)"""
+
+    def __init__(self, root: Optional[str]):
+        super().__init__(root=root)
+        self.running: Optional[subprocess.Popen] = None
+        self.cancel_requested = False
+
+    def cancel_up(self) -> None:
+        self.cancel_requested = True
+        process = self.running
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+
+    def run(self, args, cwd, additional_env, on_output=None, on_error=None) -> CommandResult:
+        if "--non-interactive" not in args:
+            args.insert(0, "--non-interactive")
+        env = {**os.environ, **additional_env, "PULUMI_AUTOMATION_API": "true"}
+        chunks: dict[str, list[str]] = {"stdout": [], "stderr": []}
+
+        def consume(stream, callback, lines):
+            for line in iter(stream.readline, ""):
+                lines.append(line.rstrip())
+                if callback:
+                    callback(line.rstrip())
+            stream.close()
+
+        with subprocess.Popen([self.command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
+                              env=env, encoding="utf-8", errors="replace", process_group=0) as process:
+            readers = [threading.Thread(target=consume, args=(process.stdout, on_output, chunks["stdout"])),
+                       threading.Thread(target=consume, args=(process.stderr, on_error, chunks["stderr"]))]
+            for reader in readers:
+                reader.start()
+            if args[1:2] == ["up"]:
+                self.running = process
+                if self.cancel_requested:  # the signal came while the process was starting
+                    self.cancel_up()
+            try:
+                for reader in readers:
+                    reader.join()
+                process.wait()
+            finally:
+                self.running = None
+        result = CommandResult(stdout="\n".join(chunks["stdout"]), stderr="\n".join(chunks["stderr"]),
+                               code=process.returncode)
+        if result.code != 0:
+            error = create_command_error(result)
+            error.result = result
+            raise error
+        return result
+
+
+class TrialWorkspace(LocalWorkspace):
+    """Every operation names its stack (--stack), so the trial never changes which stack the
+    developer has selected."""
+
+    def create_stack(self, stack_name: str) -> None:
+        self._run_pulumi_cmd_sync(["stack", "init", stack_name, "--no-select"])
+
+    def select_stack(self, stack_name: str) -> None:
+        pass
+
+
+def open_workspace(lab: bool) -> TrialWorkspace:
+    env = engine_environment(lab)
+    return TrialWorkspace(work_dir=str(PROJECT_DIR), pulumi_home=env["PULUMI_HOME"], env_vars=env,
+                          pulumi_command=TrialCommand(pulumi_root()))
+
+
+def engine_error(error: Exception) -> str:
+    """The engine's own error lines, not the whole transcript the SDK puts in str(error). A
+    failed command's line ends in ':' and its first output line says why: keep that too."""
+    result = getattr(error, "result", None)
+    if result is None:
+        return str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    lines = f"{result.stderr}\n{result.stdout}".splitlines()
+    found = []
+    for index, line in enumerate(lines):
+        if re.match(r"\s*error:", line):
+            reason = lines[index + 1].strip() if line.rstrip().endswith(":") and index + 1 < len(lines) else ""
+            found.append(f"{line.strip()} {reason}".strip())
+    specific = [line for line in dict.fromkeys(found) if line != "error: update failed"]
+    return "; ".join(specific or found) or f"pulumi exited with code {result.code}"
+
+
+class Interrupts:
+    """SIGINT/SIGTERM during a trial: remembered, passed on once to a running `up`, never allowed
+    to cut the cleanup short (a half-destroyed trial is worse than a slow one)."""
+
+    def __init__(self, command: TrialCommand):
+        self.command, self.received, self.cleaning = command, None, False
+
+    def __enter__(self) -> "Interrupts":
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        first = self.received is None
+        self.received = self.received or signum
+        # os.write, not print: the main thread may be inside a print when the signal lands.
+        if self.cleaning:
+            os.write(2, b"fw trial: still cleaning up; the trial stack is destroyed before we exit\n")
+        elif first:
+            os.write(2, b"fw trial: interrupted: cancelling the update (the engine winds down what is in flight), "
+                        b"then destroying\n")
+            self.command.cancel_up()
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.received
+
+
+# --- the lab's share: a free slot, and nothing of the lab left behind ------------------------------
+
+def lab_dir(name: str) -> Path:
+    return PROJECT_DIR / ".lab" / name  # where components/lab_server.py keeps lab `name`
+
+
+def _project_lab_slots() -> set[int]:
+    """Slots the project's own lab stacks will want: lab.slot, or the one their name gives (the
+    rule of components/lab_server.lab_identity, which needs a running program to ask)."""
+    wanted = set()
+    for path in PROJECT_DIR.glob("Pulumi.*.yaml"):
+        try:
+            config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
+        except (yaml.YAMLError, OSError, AttributeError):
+            continue
+        if config.get(f"{NAMESPACE}:target") == "lab":
+            slot = (config.get(f"{NAMESPACE}:lab") or {}).get("slot")
+            stack = path.name[len("Pulumi."):-len(".yaml")].lower()[:NAME_LENGTH].strip("-")
+            wanted.add(slot if isinstance(slot, int) else zlib.crc32(stack.encode()) % 16)
+    return wanted
+
+
+def claim_lab_slot(name: str) -> int:
+    """Reserve a slot for the trial's lab under its name (the lab's own `up` then finds it), by
+    the lab's rules (free, not colliding with this machine's addresses), preferring slots that
+    no lab stack of this project would pick by itself."""
+    from lab.errors import LabError
+    from lab.machine_addresses import machine_addresses, slot_conflicts
+    from lab.slots import claim_slot
+    from lab.topology import SLOT_COUNT, LabTopology
+    machine = machine_addresses()
+    wanted = _project_lab_slots()
+    for slot in sorted(range(SLOT_COUNT), key=lambda s: (s in wanted, s)):
+        try:
+            return claim_slot(name, lab_dir(name), requested=slot, conflicts=lambda candidate: slot_conflicts(
+                LabTopology(name, candidate, lab_dir(name)), machine))
+        except LabError:
+            continue
+    raise TrialInputError("no lab slot is free for the trial: `python -m lab list` shows who holds them")
+
+
+def sweep_lab(name: str) -> Optional[str]:
+    """Take down whatever is left of lab `name` (normally the destroy did): None, or the problem."""
+    from lab.errors import LabError
+    from lab.lifecycle import lab_down
+    try:
+        lab_down(name, lab_dir(name))
+    except (LabError, OSError) as error:
+        return f"lab {name} could not be taken down: {error}"
+    return None
+
+
+# --- one trial --------------------------------------------------------------------------------------
+
+def verification_problems(outputs: dict) -> list[str]:
+    """Every server's verifiedExposure must carry its `verified:` line and no MISMATCH."""
+    servers = outputs.get("servers") or [{"name": "server", "verifiedExposure": outputs.get("verifiedExposure")}]
+    problems = []
+    for server in servers:
+        text = server.get("verifiedExposure") or ""
+        if "MISMATCH" in text:
+            problems.append(f"{server['name']}: the measured exposure differs from the policy (MISMATCH above)")
+        elif not any(line.startswith("verified:") for line in text.splitlines()):
+            problems.append(f"{server['name']}: verifiedExposure has no `verified:` line")
+    if os.environ.get(FAIL_VERIFY_HOOK) == "1":
+        problems.append(f"verification forced to fail by {FAIL_VERIFY_HOOK}=1 (a test hook)")
+    return problems
+
+
+def print_result(name: str, outputs: dict) -> None:
+    print(f"\n== trial {name}: the exposure the policy asks for ==\n{outputs.get('exposure', '(no exposure output)')}")
+    for server in outputs.get("servers") or []:
+        print(f"\n== {server['name']} ({server.get('publicIp')}): measured from outside ==\n"
+              f"{server.get('verifiedExposure') or '(nothing measured)'}")
+    print(flush=True)
+
+
+# The lab's `up` command prints its generated SSH key, and the engine streams command output:
+# keep keys out of terminals and CI logs even when they are throwaway lab keys.
+PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----(\\n)?")
+
+
+def _echo(stream):
+    return lambda line: print(PRIVATE_KEY.sub("[private key not shown]", line), file=stream, flush=True)
+
+
+def destroy_trial(workspace: TrialWorkspace, name: str, lab: bool) -> list[str]:
+    """Destroy and remove trial `name` (and, for the lab, sweep its namespaces): the problems left."""
+    problems = []
+    stack = Stack.select(name, workspace)
+    try:
+        stack.destroy(on_output=_echo(sys.stdout), on_error=_echo(sys.stderr), color="never")
+        workspace.remove_stack(name)
+    except CommandError as error:
+        problems.append(f"destroy failed: {engine_error(error)}")
+    if lab:
+        problem = sweep_lab(name)
+        problems += [problem] if problem else []
+    if not problems:
+        (PROJECT_DIR / f"Pulumi.{name}.yaml").unlink(missing_ok=True)
+    return problems
+
+
+def _preflight(base: str):
+    """Everything that can be refused before a trial stack exists: (config, settings, workspace)."""
+    config, settings = read_base(base)
+    release = render_release(settings.firewall)
+    findings = analyse(settings.firewall, release)  # `fw check`: a refused policy never goes up
+    for finding in findings:
+        print(finding, file=sys.stderr)
+    if errors(findings):
+        raise TrialInputError(f"stack {base}: the policy has {len(errors(findings))} error(s), listed above")
+    lab = settings.target == "lab"
+    if lab and os.geteuid() != 0:
+        raise TrialInputError("a lab trial makes network namespaces: run it as root (sudo scripts/fw trial ...)")
+    workspace = open_workspace(lab)
+    passphrase = os.environ.get("PULUMI_CONFIG_PASSPHRASE") or os.environ.get("PULUMI_CONFIG_PASSPHRASE_FILE")
+    if not lab and not passphrase and workspace.env_vars["PULUMI_BACKEND_URL"].startswith("file://"):
+        raise TrialInputError("a Lightsail trial on a file backend needs PULUMI_CONFIG_PASSPHRASE(_FILE), "
+                              "as `scripts/pulumi up` does")
+    return config, settings, workspace
+
+
+def _trial_config(base: str, config: dict, workspace: TrialWorkspace) -> dict:
+    """The base's config for `config set-all --json`; secrets are decrypted by the base stack."""
+    decrypted = {}
+    if any(_has_secret(value) for value in config.values()):
+        try:
+            decrypted = {key: item.value for key, item in workspace.get_all_config(base).items()}
+        except CommandError as error:
+            raise TrialInputError(f"stack {base} has secret config, which the trial can only copy from the "
+                                  f"stack itself: {engine_error(error)}")
+    return config_entries(config, lambda key: decrypted[key])
+
+
+def _configure(stack: Stack, tags: dict, entries: dict, lab: bool) -> None:
+    # Tagged first: a trial that dies before its cleanup is still found by --reap.
+    for key, value in tags.items():
+        stack.set_tag(key, value)
+    if lab:  # its own lab slot; the base's (if any) belongs to the base's lab
+        lab_config = {**json.loads(entries.get(f"{NAMESPACE}:lab", {}).get("value", "{}")),
+                      "slot": claim_lab_slot(stack.name)}
+        entries = {**entries, f"{NAMESPACE}:lab": {"value": json.dumps(lab_config), "objectValue": lab_config,
+                                                   "secret": False}}
+    stack.set_all_config_json(json.dumps(entries))
+
+
+def _up_and_verify(stack: Stack, name: str) -> tuple[list[str], dict]:
+    """(problems, outputs): no problems means verified."""
+    result = stack.up(on_output=_echo(sys.stdout), on_error=_echo(sys.stderr), color="never")
+    outputs = {key: item.value for key, item in result.outputs.items()}
+    print_result(name, outputs)
+    return verification_problems(outputs), outputs
+
+
+def run_trial(base: str, ttl: timedelta, keep: bool) -> int:
+    config, settings, workspace = _preflight(base)
+    lab = settings.target == "lab"
+    entries = _trial_config(base, config, workspace)
+    taken = {summary.name for summary in workspace.list_stacks()}
+    name = next(n for n in iter(lambda: trial_name(base), None) if n not in taken)
+    expires = f"{(datetime.now(timezone.utc) + ttl):%Y-%m-%dT%H:%M:%SZ}"
+    tags = {TRIAL_TAG: "true", EXPIRES_TAG: expires, BASE_TAG: base, TARGET_TAG: settings.target}
+    print(f"trial {name}: a copy of stack {base} ({settings.target}), expires {expires}", flush=True)
+    problems, outputs, created, cleanup = ["not run"], {}, False, []
+    with Interrupts(workspace.pulumi_command) as interrupts:
+        try:
+            stack = Stack.create(name, workspace)
+            created = True  # from here on the cleanup has work: the stack, its lab slot, its lab
+            _configure(stack, tags, entries, lab)
+            if not interrupts.received:
+                problems, outputs = _up_and_verify(stack, name)
+        except (CommandError, TrialInputError) as error:
+            problems = [engine_error(error) if isinstance(error, CommandError) else str(error)]
+        finally:
+            interrupts.cleaning = True
+            kept = keep and not interrupts.received
+            if created and not kept:
+                cleanup = destroy_trial(workspace, name, lab)
+        if interrupts.received:
+            print(f"trial {name}: interrupted; " + ("; ".join(cleanup) or "destroyed and removed"), file=sys.stderr)
+            return interrupts.exit_code
+    if kept:
+        where = f"left up until {expires} (`scripts/fw trial --reap` then destroys it)"
+    elif cleanup:
+        where = "NOT cleaned up: " + "; ".join(cleanup) + " (`scripts/fw trial --reap` retries once it expires)"
+    else:
+        where = "destroyed and removed"
+    verdict = "FAILED: " + "; ".join(problems) if problems else "verified" + _verified_lines(outputs)
+    print(f"trial {name} of {base}: {verdict}; {where}", file=sys.stderr if problems else sys.stdout)
+    return EXIT_FAILED if problems or cleanup else EXIT_OK
+
+
+def _verified_lines(outputs: dict) -> str:
+    servers = outputs.get("servers") or [{"verifiedExposure": outputs.get("verifiedExposure")}]
+    lines = [line for s in servers for line in (s.get("verifiedExposure") or "").splitlines()
+             if line.startswith("verified:")]
+    return f" ({'; '.join(lines)})" if lines else ""
+
+
+# --- reaping ------------------------------------------------------------------------------------------
+
+def reap(now: Optional[datetime] = None) -> int:
+    """Destroy every trial stack whose expiry has passed; list the live ones with their time left."""
+    now = now or datetime.now(timezone.utc)
+    workspace = open_workspace(lab=False)
+    trials = []
+    for summary in workspace.list_stacks():
+        if summary.name.startswith(PREFIX):
+            tags = workspace.list_tags(summary.name)
+            if tags.get(TRIAL_TAG) == "true":
+                trials.append((summary.name, tags))
+    failed, live = 0, 0
+    for name, tags in sorted(trials):
+        try:
+            expires = datetime.strptime(tags.get(EXPIRES_TAG, ""), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        except ValueError:
+            expires = None  # a trial that died between its creation and its tags: reap it
+        if expires is not None and expires > now:
+            live += 1
+            print(f"{name} (copy of {tags.get(BASE_TAG, '?')}, {tags.get(TARGET_TAG, '?')}): "
+                  f"live, expires in {format_remaining(expires - now)}")
+            continue
+        lab = tags.get(TARGET_TAG) == "lab"
+        print(f"{name}: expired, destroying", flush=True)
+        problems = destroy_trial(open_workspace(lab), name, lab)
+        failed += bool(problems)
+        print(f"{name}: " + ("; ".join(problems) if problems else "reaped (destroyed and removed)"),
+              file=sys.stderr if problems else sys.stdout)
+    print(f"reap: {len(trials) - live - failed} reaped, {live} live, {failed} failed")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_trial(args) -> int:
+    try:
+        if args.reap:
+            if args.keep:
+                raise TrialInputError("--reap and --keep don't go together: --reap only destroys expired trials")
+            return reap()
+        return run_trial(args.stack, parse_ttl(args.ttl), args.keep)
+    except TrialInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # before a trial stack exists: nothing to clean up
+        print("fw trial: interrupted before anything was created", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
