@@ -46,6 +46,8 @@ class LabServer(pulumi.ComponentResource):
             dir=str(PROJECT_DIR), triggers=[lab_name, slot, str(state_dir)],
             environment={"HL_LAB_NAME": lab_name, "HL_LAB_SLOT": str(slot), "HL_LAB_DIR": str(state_dir),
                          "HL_CLOUD_PORTS": json.dumps(release.port_infos)},
+            # stdout carries the private key: keep it out of the update's log (stderr still shows).
+            logging=command.local.Logging.STDERR,
             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stdout"]))
         info = self.lab.stdout.apply(json.loads)
 

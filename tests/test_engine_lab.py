@@ -29,12 +29,12 @@ BASE = {"adminCidrs": ["192.0.2.0/24", "2001:db8:a::/48"], "confirmTimeoutSecond
                      {"name": "https", "protocol": "tcp", "ports": "443"}]}
 
 
-def _from_internet(outputs: dict, port: int, family: int = 4) -> str:
-    """Connect from the untrusted internet namespace (a fresh process inside it)."""
+def _from_internet(outputs: dict, port: int, family: int = 4, client: str = "labInternetNamespace") -> str:
+    """Connect from a lab client namespace (default: the untrusted internet), a fresh process inside it."""
     address = outputs["publicIp"] if family == 4 else outputs["ipv6Addresses"][0]
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from hardened_lightsail.reachability import tcp_state;"
             "print(tcp_state(sys.argv[2], int(sys.argv[3])))")
-    result = subprocess.run(["ip", "netns", "exec", outputs["labInternetNamespace"], str(PROJECT_DIR / ".venv/bin/python"),
+    result = subprocess.run(["ip", "netns", "exec", outputs[client], str(PROJECT_DIR / ".venv/bin/python"),
                              "-c", code, str(PROJECT_DIR), address, str(port)], capture_output=True, text=True, timeout=30)
     return result.stdout.strip()
 
@@ -61,8 +61,9 @@ def _outputs(backend) -> dict:
 def test_lab_life_cycle_through_the_real_engine(lab_stack):
     backend = lab_stack
     started = time.monotonic()
-    pulumi(["up", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"], backend)
+    first = pulumi(["up", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"], backend)
     first_up = time.monotonic() - started
+    assert "PRIVATE KEY" not in first.stdout + first.stderr, "the lab key leaked into the update's log"
     outputs = _outputs(backend)
     assert "verified:" in outputs["verifiedExposure"] and "MISMATCH" not in outputs["verifiedExposure"]
     # The lab's private key is a secret: encrypted in the state, absent from the outputs.
@@ -74,6 +75,10 @@ def test_lab_life_cycle_through_the_real_engine(lab_stack):
     assert _from_internet(outputs, 80) == "open" and _from_internet(outputs, 80, 6) == "open"
     assert _from_internet(outputs, 22) == "filtered" and _from_internet(outputs, 22, 6) == "filtered"
     assert _from_internet(outputs, 8080) == "filtered"
+    for family in (4, 6):  # the admin client: SSH and the web, nothing hidden
+        assert _from_internet(outputs, 22, family, client="labAdminNamespace") == "open"
+        assert _from_internet(outputs, 443, family, client="labAdminNamespace") == "open"
+        assert _from_internet(outputs, 5432, family, client="labAdminNamespace") == "filtered"
 
     # Unchanged policy: nothing runs.
     again = pulumi(["up", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"], backend)
