@@ -19,7 +19,9 @@ from .connection import SshTarget
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 BUILD_DIR = PROJECT_DIR / ".build" / "releases"
-STEP = "scripts/hl-step"  # deployer-side steps; a relative path keeps inputs equal across machines
+# Deployer-side steps, run from the project directory (the engine starts plugins there). No
+# absolute path in any input, so a stack deployed from one checkout shows no diff from another.
+STEP = "scripts/hl-step"
 
 
 @dataclass
@@ -40,7 +42,7 @@ class HostFirewall(pulumi.ComponentResource):
         # directory is copied INTO the login home (which exists, so a retried copy lands in the
         # same place); the payload then moves it into its own root-owned state directory.
         release_dir_name = f".hardened-lightsail-{release.hash}"
-        local_dir = release.write(BUILD_DIR / release_dir_name)
+        local_dir = release.write(BUILD_DIR / release_dir_name).relative_to(PROJECT_DIR)
         home = target.home_dir()
         remote_dir = home.apply(lambda path: f"{path}/{release_dir_name}")
         connection = target.connection_args()
@@ -52,7 +54,7 @@ class HostFirewall(pulumi.ComponentResource):
             return pulumi.ResourceOptions(parent=self, depends_on=list(after))
 
         copy = command.remote.CopyToRemote(
-            f"{name}-copy", connection=connection, source=pulumi.FileArchive(str(local_dir)),
+            f"{name}-copy", connection=connection, source=pulumi.FileArchive(str(local_dir)),  # relative: no checkout path in the state
             remote_path=home, triggers=keyed, opts=child(args.ready))
         # Persistence packages (iptables-persistent / iptables-services); a no-op when present.
         packages = command.remote.Command(
@@ -65,7 +67,7 @@ class HostFirewall(pulumi.ComponentResource):
         # Confirmed from the deployer over a fresh ssh process (a new TCP connection: conntrack
         # would keep the apply's session alive even under rules that lock everyone else out).
         confirm = command.local.Command(
-            f"{name}-confirm", create=f"{STEP} confirm", dir=str(PROJECT_DIR), triggers=keyed,
+            f"{name}-confirm", create=f"{STEP} confirm", triggers=keyed,
             environment=_ssh_environment(target, remote_dir, release.hash, {
                 "HL_CONFIRM_TIMEOUT": str(args.confirm_timeout_seconds)}),
             opts=child(apply))
@@ -75,9 +77,8 @@ class HostFirewall(pulumi.ComponentResource):
             create=remote_dir.apply(lambda d: f'echo "client: ${{SSH_CLIENT%% *}}"; '
                                               f"sh {d}/hlfw verify --release {release.hash}"))
         verify_outside = command.local.Command(
-            f"{name}-verify-outside", create=f"{STEP} verify-outside", dir=str(PROJECT_DIR),
-            triggers=keyed, stdin=verify_host.stdout,
-            environment={"HL_RELEASE_DIR": str(local_dir.relative_to(PROJECT_DIR)),
+            f"{name}-verify-outside", create=f"{STEP} verify-outside", triggers=keyed, stdin=verify_host.stdout,
+            environment={"HL_RELEASE_DIR": str(local_dir),
                          "HL_ADDRESSES": pulumi.Output.from_input(args.public_addresses).apply(json.dumps)},
             opts=child(verify_host))
 

@@ -373,10 +373,12 @@ def test_copied_release_directory_holds_exactly_the_rendered_release(name):
     checked = 0
     for server in scenario.servers:
         source = Path(report.inputs(f"{server}-firewall-copy")["source"][ARCHIVE])
-        assert source.name == f".hardened-lightsail-{release.hash}"
-        assert {p.name: p.read_bytes() for p in source.iterdir()} == release.files
+        # Relative to the project (the engine's working directory): no checkout path in the state.
+        assert not source.is_absolute() and source.name == f".hardened-lightsail-{release.hash}"
+        assert {p.name: p.read_bytes() for p in (PROJECT_DIR / source).iterdir()} == release.files
         outside = report.inputs(f"{server}-firewall-verify-outside")
-        assert outside["environment"]["HL_RELEASE_DIR"] == str(source.relative_to(PROJECT_DIR))
+        assert outside["environment"]["HL_RELEASE_DIR"] == str(source)
+        assert "dir" not in outside and "dir" not in report.inputs(f"{server}-firewall-confirm")
         # The outside check reads the host's report (which address the host saw us as).
         assert outside["stdin"] == report.outputs(f"{server}-firewall-verify-host")["stdout"]
         checked += 1
