@@ -123,3 +123,6 @@ def test_lab_life_cycle_through_the_real_engine(lab_stack):
     pulumi(["destroy", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"], backend)
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"hl-{STACK}-" not in namespaces
+    assert not (PROJECT_DIR / ".lab" / STACK).exists(), "destroy left the lab's files behind"
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert f"hl{SLOT}up" not in links, "destroy left the deployer uplink behind"
