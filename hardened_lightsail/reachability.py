@@ -37,3 +37,26 @@ def local_source_address(destination: str) -> str:
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.connect((destination, 9))
         return sock.getsockname()[0]
+
+
+def udp_state(address: str, port: int, timeout: float = 2.0) -> str:
+    """open (a reply came), closed (ICMP port unreachable: the firewall let it through to a
+    port nobody listens on) or filtered (silence: dropped, or a service that doesn't answer)."""
+    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect((address, port))  # a connected UDP socket reports ICMP unreachable as ECONNREFUSED
+        try:
+            sock.send(b"hardened-lightsail reachability probe\n")
+            sock.recv(512)
+            return OPEN
+        except ConnectionRefusedError:
+            return CLOSED
+        except OSError:
+            return FILTERED
+
+
+def udp_states(targets: list[tuple[str, int]], timeout: float = 2.0, workers: int = 16) -> dict:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        states = pool.map(lambda target: udp_state(*target, timeout=timeout), targets)
+        return dict(zip(targets, states))

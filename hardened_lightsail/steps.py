@@ -15,12 +15,13 @@ from pathlib import Path
 
 from .config import load_policy_file
 from .evaluate import cloud_allows, host_allows
-from .reachability import CLOSED, FILTERED, OPEN, local_source_address, tcp_states
+from .reachability import CLOSED, FILTERED, OPEN, local_source_address, tcp_states, udp_states
 from .release import render_release
 from .ssh_session import SshEndpoint, run_remote
 
 EXIT_ROLLED_BACK = 3  # hlfw confirm's exit code when the deadline had passed
 SAMPLE_CLOSED_PORTS = (21, 23, 25, 53, 110, 139, 445, 3306, 5432, 6379, 8080, 8443, 9200, 27017)
+SAMPLE_CLOSED_UDP_PORTS = (53, 123, 161, 1900, 5353, 11211)  # amplification favourites
 ROLLBACK_GRACE_SECONDS = 5
 
 
@@ -59,21 +60,33 @@ def confirm(env=os.environ) -> int:
     return 1
 
 
-def _parse_host_report(text: str) -> tuple[str | None, set[int]]:
-    """(client address the host saw, listening TCP ports) from `hlfw verify` output."""
-    client, listening, in_listening = None, set(), False
+def _parse_host_report(text: str) -> tuple[str | None, dict[str, set[int]]]:
+    """(client address the host saw, {"tcp": ports, "udp": ports} listening beyond loopback)
+    from `hlfw verify` output."""
+    client, listening, in_listening = None, {"tcp": set(), "udp": set()}, False
     for line in text.splitlines():
         words = line.split()
         if line.startswith("client:") and len(words) > 1:
             client = words[1]
         elif line.strip() == "listening:":
             in_listening = True
-        elif in_listening and len(words) == 3 and words[0] == "tcp" and words[2].isdigit():
+        elif in_listening and len(words) == 3 and words[0] in listening and words[2].isdigit():
             if not words[1].startswith("127.") and words[1] != "::1":
-                listening.add(int(words[2]))
+                listening[words[0]].add(int(words[2]))
         elif in_listening and words and not line.startswith((" ", "\t")) and words[0] not in ("tcp", "udp"):
             in_listening = False
     return client, listening
+
+
+def _expected(protocol: str, allowed: bool, listening: bool, state: str) -> bool:
+    """Does a measured state agree with the policy? Denied must be silent (a RST or an ICMP
+    unreachable means packets got through); allowed and listening must answer (TCP) or at least
+    not be refused (UDP services may stay silent); allowed but not listening may be refused."""
+    if not allowed:
+        return state == FILTERED
+    if protocol == "tcp":
+        return state == OPEN if listening else state in (OPEN, CLOSED)
+    return state in (OPEN, FILTERED) if listening else state in (CLOSED, FILTERED)
 
 
 def verify_outside(env=os.environ, report: str | None = None) -> int:
@@ -82,21 +95,25 @@ def verify_outside(env=os.environ, report: str | None = None) -> int:
     release = render_release(policy)
     addresses = [a for a in json.loads(env["HL_ADDRESSES"]) if a]
     client, listening = _parse_host_report(report if report is not None else sys.stdin.read())
-    ports = sorted({policy.ssh_port, *listening, *SAMPLE_CLOSED_PORTS,
-                    *(p for s in policy.services if s.protocol == "tcp" for p in (s.ports.first, s.ports.last))})
-    targets = [(address, port) for address in addresses for port in ports]
-    measured = tcp_states(targets)
+    ports = {"tcp": {policy.ssh_port, *SAMPLE_CLOSED_PORTS}, "udp": set(SAMPLE_CLOSED_UDP_PORTS)}
+    for protocol in ports:
+        ports[protocol] |= listening[protocol]
+        ports[protocol] |= {p for s in policy.services if s.protocol == protocol for p in (s.ports.first, s.ports.last)}
+    measured = {}
+    for protocol, probe in (("tcp", tcp_states), ("udp", udp_states)):
+        targets = [(address, port) for address in addresses for port in sorted(ports[protocol])]
+        measured.update({(protocol, *target): state for target, state in probe(targets).items()})
     rows, failures = [], 0
-    for address, port in targets:
+    for (protocol, address, port), state in measured.items():
         version = ipaddress.ip_address(address).version
         source = client if client and ipaddress.ip_address(client).version == version else local_source_address(address)
         network = ipaddress.ip_network(source)
-        allowed = (host_allows(release.rulesets[0 if version == 4 else 1], "tcp", port, network)
-                   and cloud_allows(release.port_infos, "tcp", port, network))
-        state = measured[(address, port)]
-        ok = (state == OPEN if port in listening else state in (OPEN, CLOSED)) if allowed else state == FILTERED
+        allowed = (host_allows(release.rulesets[0 if version == 4 else 1], protocol, port, network)
+                   and cloud_allows(release.port_infos, protocol, port, network))
+        is_listening = port in listening[protocol]
+        ok = _expected(protocol, allowed, is_listening, state)
         failures += not ok
-        rows.append((address, f"tcp/{port}", "yes" if port in listening else "no",
+        rows.append((address, f"{protocol}/{port}", "yes" if is_listening else "no",
                      "allowed" if allowed else "denied", state, "ok" if ok else "MISMATCH"))
     header = ("address", "port", "listening", f"policy for {client or 'this deployer'}", "measured", "")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
