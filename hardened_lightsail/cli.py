@@ -96,6 +96,9 @@ def _add_trial(commands) -> None:
     trial.add_argument("--ttl", default="2h", help="how long a kept (or abandoned) trial may live: 2h, 90m, 1d")
     trial.add_argument("--keep", action="store_true", help="leave the trial up, tagged with its expiry")
     trial.add_argument("--reap", action="store_true", help="destroy every trial whose expiry has passed")
+    trial.add_argument("--in-lab", action="store_true",
+                       help="try the base stack's firewall policy in the local lab (its lab twin: the lab's "
+                            "admin CIDRs are added, SSH stays on 22); for a Lightsail stack's PR preview")
     trial.set_defaults(run=run)
 
 

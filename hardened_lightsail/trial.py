@@ -24,7 +24,7 @@ from pulumi.automation import CommandError, CommandResult, LocalWorkspace, Pulum
 from pulumi.automation.errors import create_command_error
 
 from .analysis import analyse, errors
-from .config import NAMESPACE, ConfigError, load_stack_file
+from .config import NAMESPACE, ConfigError, load_stack_file, settings_from_values
 from .release import render_release
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -72,6 +72,20 @@ def read_base(base: str) -> tuple[dict, object]:
                               f"(stacks: {', '.join(known) or 'none'})")
     settings = load_stack_file(path)  # the same checks and messages as `fw check` (ConfigError)
     return yaml.safe_load(path.read_text())["config"], settings
+
+
+def lab_twin(config: dict) -> dict:
+    """A stack's config turned into its lab twin: the same firewall policy against the lab, so a
+    Lightsail policy can be tried for free. The lab's own admin CIDRs join the policy's (its
+    deployer must keep SSH) and SSH stays on 22 (the lab's sshd); everything else is unchanged."""
+    from lab import ADMIN_CIDRS
+    firewall = dict(config.get(f"{NAMESPACE}:firewall") or {})
+    admins = list(firewall.get("adminCidrs") or [])
+    firewall["adminCidrs"] = admins + [cidr for cidr in ADMIN_CIDRS if cidr not in admins]
+    firewall["sshPort"] = 22
+    twin = {key: value for key, value in config.items()
+            if key.startswith(f"{NAMESPACE}:") and key not in (f"{NAMESPACE}:server", f"{NAMESPACE}:lab")}
+    return {**twin, f"{NAMESPACE}:target": "lab", f"{NAMESPACE}:firewall": firewall}
 
 
 def _has_secret(value) -> bool:
@@ -356,9 +370,12 @@ def destroy_trial(workspace: TrialWorkspace, name: str, lab: bool) -> list[str]:
     return problems
 
 
-def _preflight(base: str):
+def _preflight(base: str, in_lab: bool = False):
     """Everything that can be refused before a trial stack exists: (config, settings, workspace)."""
     config, settings = read_base(base)
+    if in_lab:
+        config = lab_twin(config)
+        settings = settings_from_values({key[len(NAMESPACE) + 1:]: value for key, value in config.items()})
     release = render_release(settings.firewall)
     findings = analyse(settings.firewall, release)  # `fw check`: a refused policy never goes up
     for finding in findings:
@@ -408,8 +425,8 @@ def _up_and_verify(stack: Stack, name: str) -> tuple[list[str], dict]:
     return verification_problems(outputs), outputs
 
 
-def run_trial(base: str, ttl: timedelta, keep: bool) -> int:
-    config, settings, workspace = _preflight(base)
+def run_trial(base: str, ttl: timedelta, keep: bool, in_lab: bool = False) -> int:
+    config, settings, workspace = _preflight(base, in_lab)
     lab = settings.target == "lab"
     entries = _trial_config(base, config, workspace)
     taken = {summary.name for summary in workspace.list_stacks()}
@@ -492,7 +509,7 @@ def cmd_trial(args) -> int:
             if args.keep:
                 raise TrialInputError("--reap and --keep don't go together: --reap only destroys expired trials")
             return reap()
-        return run_trial(args.stack, parse_ttl(args.ttl), args.keep)
+        return run_trial(args.stack, parse_ttl(args.ttl), args.keep, getattr(args, "in_lab", False))
     except TrialInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

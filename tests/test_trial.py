@@ -220,3 +220,28 @@ class TestRealTrial:
         finally:
             fw_trial(env, "--reap")  # a failed assertion above must not leave the lab up
         assert_nothing_left(directory, {name})
+
+
+def test_the_lab_twin_keeps_the_policy_and_adds_the_lab_admins():
+    from hardened_lightsail.trial import lab_twin
+    config = yaml.safe_load((PROJECT_DIR / "Pulumi.dev.yaml").read_text())["config"]
+    twin = lab_twin(config)
+    assert twin["hardened-lightsail:target"] == "lab"
+    assert "aws:region" not in twin and "hardened-lightsail:server" not in twin
+    firewall = twin["hardened-lightsail:firewall"]
+    assert firewall["adminCidrs"] == ["203.0.113.7/32", "2001:db8:7::/64", "192.0.2.0/24", "2001:db8:a::/48"]
+    assert firewall["services"] == config["hardened-lightsail:firewall"]["services"]
+    assert firewall["sshPort"] == 22
+
+
+@pytest.mark.engine
+@pytest.mark.netfilter
+@pytest.mark.skipif(engine_missing_reason() is not None, reason=engine_missing_reason() or "")
+@pytest.mark.skipif(os.geteuid() != 0, reason="a lab trial makes network namespaces: needs root")
+def test_a_lightsail_stacks_policy_is_tried_in_its_lab_twin(backend):
+    """The PR workflow's lab job: Pulumi.dev.yaml's policy, verified in the lab, cleaned up."""
+    directory, env = backend
+    result = fw_trial(env, "--stack", "dev", "--in-lab")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "of dev: verified (verified: " in result.stdout
+    assert_nothing_left(directory, trial_names(result.stdout + result.stderr))
