@@ -10,18 +10,31 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 
 OPEN, CLOSED, FILTERED = "open", "closed", "filtered"
+UDP_PAYLOAD = b"hardened-lightsail probe\n"
+
+
+def _family(address: str) -> int:
+    return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+
+
+def tcp_probe(address: str, port: int, timeout: float = 2.0) -> tuple[str, str]:
+    """(state, detail): open = handshake done; closed = RST; filtered = silence, or an ICMP
+    error some firewalls send instead (EHOSTUNREACH, EACCES...)."""
+    with socket.socket(_family(address), socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect((address, port))
+        except socket.timeout:
+            return FILTERED, "no answer"
+        except ConnectionRefusedError:
+            return CLOSED, "refused"
+        except OSError as error:
+            return FILTERED, errno.errorcode.get(error.errno, str(error.errno))
+        return OPEN, "connected"
 
 
 def tcp_state(address: str, port: int, timeout: float = 2.0) -> str:
-    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        code = sock.connect_ex((address, port))
-    if code == 0:
-        return OPEN
-    if code == errno.ECONNREFUSED:
-        return CLOSED
-    return FILTERED  # timeout, or an ICMP unreachable some firewalls send instead of silence
+    return tcp_probe(address, port, timeout)[0]
 
 
 def tcp_states(targets: list[tuple[str, int]], timeout: float = 2.0, workers: int = 16) -> dict:
@@ -33,27 +46,31 @@ def tcp_states(targets: list[tuple[str, int]], timeout: float = 2.0, workers: in
 
 def local_source_address(destination: str) -> str:
     """The address this machine would send from to reach `destination` (no packet is sent)."""
-    family = socket.AF_INET6 if ipaddress.ip_address(destination).version == 6 else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+    with socket.socket(_family(destination), socket.SOCK_DGRAM) as sock:
         sock.connect((destination, 9))
         return sock.getsockname()[0]
 
 
-def udp_state(address: str, port: int, timeout: float = 2.0) -> str:
-    """open (a reply came), closed (ICMP port unreachable: the firewall let it through to a
-    port nobody listens on) or filtered (silence: dropped, or a service that doesn't answer)."""
-    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+def udp_probe(address: str, port: int, timeout: float = 2.0) -> tuple[str, str]:
+    """(state, detail): open = a reply came; closed = ICMP port unreachable (the firewall let
+    it through to a port nobody listens on); filtered = silence (dropped, or a quiet service)."""
+    with socket.socket(_family(address), socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
-        sock.connect((address, port))  # a connected UDP socket reports ICMP unreachable as ECONNREFUSED
         try:
-            sock.send(b"hardened-lightsail reachability probe\n")
-            sock.recv(512)
-            return OPEN
+            sock.connect((address, port))  # a connected UDP socket reports ICMP unreachable
+            sock.send(UDP_PAYLOAD)
+            sock.recv(2048)
+        except socket.timeout:
+            return FILTERED, "no answer"
         except ConnectionRefusedError:
-            return CLOSED
-        except OSError:
-            return FILTERED
+            return CLOSED, "port unreachable"
+        except OSError as error:
+            return FILTERED, errno.errorcode.get(error.errno, str(error.errno))
+        return OPEN, "answered"
+
+
+def udp_state(address: str, port: int, timeout: float = 2.0) -> str:
+    return udp_probe(address, port, timeout)[0]
 
 
 def udp_states(targets: list[tuple[str, int]], timeout: float = 2.0, workers: int = 16) -> dict:

@@ -17,46 +17,15 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from hardened_lightsail.reachability import tcp_probe, udp_probe
 from lab.docnet import require_documentation_address
 
-UDP_PAYLOAD = b"hardened-lightsail probe\n"
+# TCP and UDP are measured exactly as the deployer's outside verification measures them.
+probe_tcp, probe_udp = tcp_probe, udp_probe
 
 
 def _family(address: str) -> int:
     return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
-
-
-def probe_tcp(address: str, port: int, timeout: float) -> tuple[str, str]:
-    """open: handshake done; closed: RST (refused); filtered: no answer, or ICMP unreachable."""
-    with socket.socket(_family(address), socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        try:
-            sock.connect((address, port))
-        except socket.timeout:
-            return "filtered", "no answer"
-        except ConnectionRefusedError:
-            return "closed", "refused"
-        except OSError as error:
-            # EHOSTUNREACH/ENETUNREACH/EACCES: an ICMP error (e.g. a REJECT) or no route.
-            return "filtered", errno.errorcode.get(error.errno, str(error.errno))
-        return "open", "connected"
-
-
-def probe_udp(address: str, port: int, timeout: float) -> tuple[str, str]:
-    """open: the listener answered; closed: ICMP port unreachable; filtered: silence."""
-    with socket.socket(_family(address), socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
-        try:
-            sock.connect((address, port))
-            sock.send(UDP_PAYLOAD)
-            sock.recv(2048)
-        except socket.timeout:
-            return "filtered", "no answer"
-        except ConnectionRefusedError:
-            return "closed", "port unreachable"
-        except OSError as error:
-            return "filtered", errno.errorcode.get(error.errno, str(error.errno))
-        return "open", "answered"
 
 
 def _icmp_checksum(data: bytes) -> int:
