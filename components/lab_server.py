@@ -20,11 +20,22 @@ from .servers import ServerHandle
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
+def lab_name_for(stack: str) -> str:
+    """The lab a stack stands up is named after it (cut to a valid lab name)."""
+    return stack.lower()[:16].strip("-") or "lab"
+
+
+def default_slot_for(lab_name: str) -> int:
+    """The slot a lab stack takes when `lab.slot` is unset: derived from its name, so it is known
+    at preview (and trial stacks can steer clear of it)."""
+    return zlib.crc32(lab_name.encode()) % 16
+
+
 def lab_identity(settings: StackSettings) -> tuple[str, int, Path]:
     """(lab name, slot, state dir) for this stack: known at preview, so the lock-out check can
-    name the deployer's exact addresses. An unset slot is derived from the stack name."""
-    name = pulumi.get_stack().lower()[:16].strip("-") or "lab"
-    slot = settings.lab.slot if settings.lab.slot is not None else zlib.crc32(name.encode()) % 16
+    name the deployer's exact addresses."""
+    name = lab_name_for(pulumi.get_stack())
+    slot = settings.lab.slot if settings.lab.slot is not None else default_slot_for(name)
     return name, slot, PROJECT_DIR / ".lab" / name
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 
-from .iptables_rules import NEVER, UNDER_LIMIT, Rule, Ruleset
+from .iptables_rules import NEVER, UNDER_LIMIT, Rule, Ruleset, quote
 from .networks import any_network, parse_cidr, split_families
 from .policy import FirewallPolicy, PortRange
 
@@ -150,7 +150,7 @@ def host_ruleset(policy: FirewallPolicy, family: int) -> Ruleset:
     rs.add(Rule(CHAIN_LOG_DROP, "LOG", "kernel log line for the operator (journalctl -k | grep the prefix)",
                 matches=("-m", "limit", "--limit", f"{policy.drop_log.per_minute}/min",
                          "--limit-burst", str(policy.drop_log.burst)),
-                target_args=("--log-prefix", _quote(policy.drop_log.prefix), "--log-level", "4")))
+                target_args=("--log-prefix", quote(policy.drop_log.prefix), "--log-level", "4")))
     rs.add(Rule(CHAIN_LOG_DROP, "DROP", "dropped (logged above, at most "
                                         f"{policy.drop_log.per_minute} lines/min)"))
     return rs
@@ -209,6 +209,3 @@ def _net(text: str):
 def _port(number: int) -> PortRange:
     return PortRange(number, number)
 
-
-def _quote(text: str) -> str:
-    return '"' + text.replace('"', "") + '"'

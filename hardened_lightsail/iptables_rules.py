@@ -47,7 +47,7 @@ class Rule:
             parts += ["-m", "set", "--match-set", self.source_set, "src"]
         parts += list(self.matches)
         if self.why:
-            parts += ["-m", "comment", "--comment", _quote(self.why[:250])]
+            parts += ["-m", "comment", "--comment", quote(self.why[:250])]
         parts += ["-j", self.target, *self.target_args]
         return parts
 
@@ -91,5 +91,6 @@ class Ruleset:
         return "\n".join(out)
 
 
-def _quote(text: str) -> str:
+def quote(text: str) -> str:
+    """One iptables-restore argument in double quotes (no quote or backslash can break out)."""
     return '"' + text.replace("\\", "").replace('"', "'") + '"'

@@ -31,10 +31,6 @@ def parse_cidr(text: str) -> Network:
         raise CidrError(f"\"{text}\" has host bits set; did you mean \"{loose}\"?") from error
 
 
-def family_of(network: Network) -> int:
-    return network.version
-
-
 def split_families(networks: Iterable[Network]) -> tuple[list[Network], list[Network]]:
     """(IPv4 networks, IPv6 networks), each sorted and de-duplicated."""
     v4 = sorted({n for n in networks if n.version == 4})

@@ -1,4 +1,5 @@
-"""Measures from this machine whether a TCP port answers: open, closed (RST) or filtered (silence).
+"""Measures from this machine whether a TCP or UDP port answers: open, closed (RST / ICMP port
+unreachable) or filtered (silence). Used by the deployer's outside verification and the lab.
 
 A firewall DROP shows as "filtered"; "closed" means packets got through to a port nobody listens
 on, which for a port the policy closes is a firewall hole."""
@@ -37,13 +38,6 @@ def tcp_state(address: str, port: int, timeout: float = 2.0) -> str:
     return tcp_probe(address, port, timeout)[0]
 
 
-def tcp_states(targets: list[tuple[str, int]], timeout: float = 2.0, workers: int = 16) -> dict:
-    """{(address, port): state} measured in parallel (bounded: one connect per target)."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        states = pool.map(lambda target: tcp_state(*target, timeout=timeout), targets)
-        return dict(zip(targets, states))
-
-
 def local_source_address(destination: str) -> str:
     """The address this machine would send from to reach `destination` (no packet is sent)."""
     with socket.socket(_family(destination), socket.SOCK_DGRAM) as sock:
@@ -69,11 +63,12 @@ def udp_probe(address: str, port: int, timeout: float = 2.0) -> tuple[str, str]:
         return OPEN, "answered"
 
 
-def udp_state(address: str, port: int, timeout: float = 2.0) -> str:
-    return udp_probe(address, port, timeout)[0]
+PROBES = {"tcp": tcp_probe, "udp": udp_probe}
 
 
-def udp_states(targets: list[tuple[str, int]], timeout: float = 2.0, workers: int = 16) -> dict:
+def measure(protocol: str, targets: list[tuple[str, int]], timeout: float = 2.0, workers: int = 16) -> dict:
+    """{(address, port): state} for `protocol`, in parallel (bounded: one probe per target)."""
+    probe = PROBES[protocol]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        states = pool.map(lambda target: udp_state(*target, timeout=timeout), targets)
+        states = pool.map(lambda target: probe(*target, timeout=timeout)[0], targets)
         return dict(zip(targets, states))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .config import load_policy_file
 from .evaluate import cloud_allows, host_allows
-from .reachability import CLOSED, FILTERED, OPEN, local_source_address, tcp_states, udp_states
+from .reachability import CLOSED, FILTERED, OPEN, local_source_address, measure
 from .release import render_release
 from .ssh_session import SshEndpoint, run_remote
 
@@ -100,9 +100,9 @@ def verify_outside(env=os.environ, report: str | None = None) -> int:
         ports[protocol] |= listening[protocol]
         ports[protocol] |= {p for s in policy.services if s.protocol == protocol for p in (s.ports.first, s.ports.last)}
     measured = {}
-    for protocol, probe in (("tcp", tcp_states), ("udp", udp_states)):
+    for protocol in ("tcp", "udp"):
         targets = [(address, port) for address in addresses for port in sorted(ports[protocol])]
-        measured.update({(protocol, *target): state for target, state in probe(targets).items()})
+        measured.update({(protocol, *target): state for target, state in measure(protocol, targets).items()})
     rows, failures = [], 0
     for (protocol, address, port), state in measured.items():
         version = ipaddress.ip_address(address).version

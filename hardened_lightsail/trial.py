@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import zlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Optional
@@ -274,8 +273,8 @@ def lab_dir(name: str) -> Path:
 
 
 def _project_lab_slots() -> set[int]:
-    """Slots the project's own lab stacks will want: lab.slot, or the one their name gives (the
-    rule of components/lab_server.lab_identity, which needs a running program to ask)."""
+    """Slots the project's own lab stacks will want: lab.slot, or the one their name gives."""
+    from components.lab_server import default_slot_for, lab_name_for
     wanted = set()
     for path in PROJECT_DIR.glob("Pulumi.*.yaml"):
         try:
@@ -284,8 +283,8 @@ def _project_lab_slots() -> set[int]:
             continue
         if config.get(f"{NAMESPACE}:target") == "lab":
             slot = (config.get(f"{NAMESPACE}:lab") or {}).get("slot")
-            stack = path.name[len("Pulumi."):-len(".yaml")].lower()[:NAME_LENGTH].strip("-")
-            wanted.add(slot if isinstance(slot, int) else zlib.crc32(stack.encode()) % 16)
+            name = lab_name_for(path.name[len("Pulumi."):-len(".yaml")])
+            wanted.add(slot if isinstance(slot, int) else default_slot_for(name))
     return wanted
 
 

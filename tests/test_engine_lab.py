@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from engine import PROJECT_DIR, engine_missing_reason, pulumi
-from hardened_lightsail.reachability import tcp_state
 
 STACK = "labtest"
 SLOT = 9  # fixed so it can't collide with a developer's `lab` stack (slot from its name)
