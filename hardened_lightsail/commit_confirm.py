@@ -1,0 +1,164 @@
+"""The deployer's half of commit-confirm, over SSH: apply (rollback armed), confirm over a NEW
+connection with the apply's nonce, verify on the host, and read back what the host runs.
+
+Each call is its own ssh process, i.e. its own TCP connection: conntrack would keep an old
+session alive even under rules that lock every new one out, so only a new one proves anything."""
+from __future__ import annotations
+
+import hashlib
+import io
+import secrets
+import shlex
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .ssh_session import EXIT_SSH_FAILED, SshEndpoint, run_remote
+
+# hlfw's exit codes (payload/hlfw): the deployer reacts to each differently.
+EXIT_ROLLED_BACK, EXIT_REFUSED = 3, 5
+EXIT_RELEASE_MISSING = 66  # our own pre-check: the release directory is not on the host
+STATE_DIR = "/var/lib/hardened-lightsail"  # hlfw's default state directory (its stored releases)
+ROLLBACK_GRACE_SECONDS = 5
+IN_SYNC = "in sync"
+
+
+class DeployError(Exception):
+    """A step failed; the message is what the operator reads at the end of `up`."""
+
+
+@dataclass(frozen=True)
+class RemoteRelease:
+    endpoint: SshEndpoint
+    remote_dir: str  # where CopyToRemote put the release (the login user's home)
+    release: str  # its hash
+
+    @property
+    def hlfw(self) -> str:
+        return f"sh {shlex.quote(self.remote_dir)}/hlfw"
+
+
+Progress = Callable[[str], None]
+
+
+def stderr_progress() -> Progress:
+    """Progress lines on stderr (pulumi-command shows them while the step runs), timed from now."""
+    started = time.monotonic()
+
+    def say(message: str) -> None:
+        print(f"[{time.monotonic() - started:5.1f} s] {message}", file=sys.stderr, flush=True)
+    return say
+
+
+def _release_archive(local_dir: Path) -> bytes:
+    """The release directory as a gzip'd tar, for a host that lost its copy."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for path in sorted(local_dir.iterdir()):
+            archive.add(path, arcname=path.name)
+    return buffer.getvalue()
+
+
+def apply(target: RemoteRelease, local_dir: Path, timeout_seconds: int, nonce: str, say: Progress) -> str:
+    """Load the release with the rollback armed; returns hlfw's state line (pending/active)."""
+    directory = shlex.quote(target.remote_dir)
+    command = (f"[ -f {directory}/RELEASE ] || exit {EXIT_RELEASE_MISSING}; "
+               f"{target.hlfw} apply --release {directory} --timeout {timeout_seconds} "
+               f"--nonce-sha256 {hashlib.sha256(nonce.encode()).hexdigest()}")
+    result = run_remote(target.endpoint, command, connect_timeout=10, timeout=600)
+    if result.returncode == EXIT_RELEASE_MISSING:
+        say(f"release {target.release} is no longer in {target.remote_dir} on the host: sending it again")
+        pushed = run_remote(target.endpoint, f"mkdir -p {directory} && tar -xzf - -C {directory}",
+                            connect_timeout=10, timeout=600, stdin=_release_archive(local_dir))
+        if pushed.returncode != 0:
+            raise DeployError(f"could not copy release {target.release} to the host: {pushed.stderr.strip()}")
+        result = run_remote(target.endpoint, command, connect_timeout=10, timeout=600)
+    if result.returncode == EXIT_SSH_FAILED:
+        raise DeployError(f"apply: cannot reach the host over SSH: {result.stderr.strip()}; nothing was applied")
+    if result.returncode != 0:
+        raise DeployError(f"apply of release {target.release} failed on the host (exit {result.returncode}):\n"
+                          f"{result.stderr.strip()}")
+    lines = result.stdout.strip().splitlines()
+    for line in lines[:-1]:
+        say(f"apply: {line}")
+    return lines[-1] if lines else ""
+
+
+def confirm(target: RemoteRelease, timeout_seconds: int, nonce: str, applied_at: float, say: Progress) -> None:
+    """Open NEW ssh connections until one confirms the release (or the deadline passes)."""
+    attempts = 0
+    command = f"{target.hlfw} confirm --release {target.release} --nonce {nonce}"
+    while time.monotonic() - applied_at < timeout_seconds - 1:
+        attempts += 1
+        remaining = timeout_seconds - (time.monotonic() - applied_at)
+        result = run_remote(target.endpoint, command, connect_timeout=max(1, min(5, int(remaining))))
+        if result.returncode == 0:
+            say(f"confirm: {result.stdout.strip() or 'confirmed'} (new SSH connection, attempt {attempts}, "
+                f"{time.monotonic() - applied_at:.1f} s after apply)")
+            return
+        if result.returncode == EXIT_ROLLED_BACK:
+            raise DeployError(result.stderr.strip())
+        if result.returncode == EXIT_REFUSED:
+            raise DeployError(f"the host refused the confirm: {result.stderr.strip()}")
+        if result.returncode != EXIT_SSH_FAILED:
+            raise DeployError(f"hlfw confirm failed on the host (exit {result.returncode}):\n{result.stderr.strip()}")
+        if attempts == 1 or attempts % 5 == 0:
+            say(f"confirm: no new SSH connection yet ({result.stderr.strip() or 'no answer'}); "
+                f"{remaining:.0f} s left before the host rolls back")
+        time.sleep(1)
+    # No new connection got through: the new rules shut the deployer out. The host rolls back on
+    # its own at the deadline; wait for that and check that it really happened.
+    time.sleep(max(0.0, timeout_seconds + ROLLBACK_GRACE_SECONDS - (time.monotonic() - applied_at)))
+    status = run_remote(target.endpoint, f"{target.hlfw} status", connect_timeout=10)
+    message = f"rules were rolled back: new SSH connections failed within {timeout_seconds} s"
+    if status.returncode == 0:
+        message += f"\nthe host is reachable again with its previous rules:\n{status.stdout.strip()}"
+    else:
+        message += (f"\nand the host still does not answer after the rollback deadline ({status.stderr.strip()});"
+                    " check the cloud firewall and the instance console")
+    raise DeployError(message)
+
+
+def verify_on_host(target: RemoteRelease) -> str:
+    """`hlfw verify` over a new connection; its report starts with the client address it saw."""
+    result = run_remote(target.endpoint, f'echo "client: ${{SSH_CLIENT%% *}}"; '
+                                         f"{target.hlfw} verify --release {target.release}", connect_timeout=10)
+    if result.returncode != 0:
+        raise DeployError(f"verify on the host: release {target.release} is not what the host runs "
+                          f"(exit {result.returncode}):\n{result.stdout.strip()}\n{result.stderr.strip()}")
+    return result.stdout
+
+
+def deploy(target: RemoteRelease, local_dir: Path, timeout_seconds: int, say: Progress) -> str:
+    """apply -> confirm (new connection, this apply's nonce) -> verify on the host. Returns the
+    host's report for the outside check; raises DeployError at the first step that fails."""
+    nonce = secrets.token_hex(16)
+    applied_at = time.monotonic()
+    state = apply(target, local_dir, timeout_seconds, nonce, say)
+    say(f"apply: {state or 'release loaded, rollback armed'}")
+    confirm(target, timeout_seconds, nonce, applied_at, say)
+    return verify_on_host(target)
+
+
+def read_host_state(target: RemoteRelease) -> str:
+    """`in sync`, or a short reason why the host does not run the release confirmed: drift of the
+    live rules, ipsets or persisted files, an unconfirmed or rolled-back state, or no answer."""
+    stored = shlex.quote(f"{STATE_DIR}/releases/{target.release}/hlfw")
+    home = shlex.quote(f"{target.remote_dir}/hlfw")
+    drift = f"drift --release {target.release}"
+    # The home copy is readable by the login user; the stored one only by root (through sudo).
+    command = (f"if [ -f {home} ]; then sh {home} {drift}; "
+               f"elif [ \"$(id -u)\" = 0 ]; then [ -f {stored} ] && sh {stored} {drift} || echo 'drift: release {target.release} is not on this host'; "
+               f"else sudo -n sh {stored} {drift} 2>/dev/null || echo 'drift: release {target.release} is not on this host'; fi")
+    result = run_remote(target.endpoint, command, connect_timeout=10, timeout=120)
+    if result.returncode == EXIT_SSH_FAILED:
+        return f"unreachable: {result.stderr.strip() or 'no answer'}"
+    reasons = [line[len("drift:"):].strip() for line in result.stdout.splitlines() if line.startswith("drift:")]
+    if reasons:
+        return "drift: " + "; ".join(reasons)
+    if result.returncode != 0 or "in_sync=yes" not in result.stdout:
+        return f"unknown: hlfw drift exited {result.returncode}: {result.stderr.strip()[:300]}"
+    return IN_SYNC
