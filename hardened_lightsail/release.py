@@ -16,7 +16,8 @@ from .iptables_rules import Ruleset
 from .ipsets import ipset_restore_file
 from .policy import FirewallPolicy
 
-PAYLOAD_SCRIPT = Path(__file__).resolve().parent.parent / "payload" / "hlfw"
+PAYLOAD_DIR = Path(__file__).resolve().parent.parent / "payload"
+PAYLOAD_ENTRY = "hlfw"  # the entry point; it sources its parts (hlfw-*.sh) from its own directory
 HASH_LENGTH = 16  # hex characters: 64 bits, plenty for one server's history, short in names
 
 
@@ -33,8 +34,15 @@ class Release:
         for name, content in self.files.items():
             path = directory / name
             path.write_bytes(content)
-            path.chmod(0o755 if name == "hlfw" else 0o644)
+            path.chmod(0o755 if name == PAYLOAD_ENTRY else 0o644)
         return directory
+
+
+def payload_files() -> dict[str, bytes]:
+    """hlfw and the parts it sources, shipped side by side in every release (flat names: the
+    host's manifest check accepts only [A-Za-z0-9._-]+ regular files)."""
+    names = [PAYLOAD_ENTRY, *sorted(path.name for path in PAYLOAD_DIR.glob(f"{PAYLOAD_ENTRY}-*.sh"))]
+    return {name: (PAYLOAD_DIR / name).read_bytes() for name in names}
 
 
 def render_release(policy: FirewallPolicy) -> Release:
@@ -46,7 +54,7 @@ def render_release(policy: FirewallPolicy) -> Release:
         "rules.v6": v6.render().encode(),
         "cloud-ports.json": (json.dumps(port_infos, indent=2) + "\n").encode(),
         "policy.json": (json.dumps(firewall_config_values(policy), indent=2) + "\n").encode(),
-        "hlfw": PAYLOAD_SCRIPT.read_bytes(),
+        **payload_files(),
     }
     ipsets = ipset_restore_file([v4, v6])
     if ipsets:

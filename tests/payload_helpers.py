@@ -18,6 +18,8 @@ import time
 import uuid
 from pathlib import Path
 
+from hardened_lightsail.release import payload_files
+
 REPO = Path(__file__).resolve().parents[1]
 PAYLOAD = REPO / "payload" / "hlfw"
 
@@ -179,13 +181,12 @@ class HostSandbox:
         subprocess.run(["ip", "netns", "del", self.netns], check=False)
 
 
-def make_release(directory: Path, rules_v4: str, rules_v6: str,
-                 ipsets: str | None = None, payload: Path = PAYLOAD) -> str:
+def make_release(directory: Path, rules_v4: str, rules_v6: str, ipsets: str | None = None) -> str:
     """Writes a release directory the way hardened_lightsail.release does; returns its hash.
 
     manifest.sha256 covers every file but itself and RELEASE; the hash is the start of
     sha256(manifest.sha256)."""
-    files = {"rules.v4": rules_v4.encode(), "rules.v6": rules_v6.encode(), "hlfw": payload.read_bytes()}
+    files = {"rules.v4": rules_v4.encode(), "rules.v6": rules_v6.encode(), **payload_files()}
     if ipsets is not None:
         files["ipsets"] = ipsets.encode()
     directory.mkdir(parents=True, exist_ok=True)
@@ -196,12 +197,6 @@ def make_release(directory: Path, rules_v4: str, rules_v6: str,
     for name, content in files.items():
         (directory / name).write_bytes(content)
     return release_hash
-
-
-def root_firewall_fingerprint() -> str:
-    """Read-only view of the machine's own ruleset (nft covers iptables-nft rules)."""
-    result = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True)
-    return result.stdout if result.returncode == 0 else f"nft failed: {result.stderr}"
 
 
 def host_files_fingerprint() -> dict[str, str]:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from payload_helpers import (PAYLOAD, HostSandbox, host_files_fingerprint, make_release,
-                             root_firewall_fingerprint)
+from lab_fixtures import root_firewall
+from payload_helpers import PAYLOAD, HostSandbox, host_files_fingerprint, make_release
 
 pytestmark = [
     pytest.mark.netfilter,
@@ -84,9 +84,9 @@ TOO_LATE = "rules were rolled back: new SSH connections failed within {} s"
 @pytest.fixture(autouse=True)
 def machine_is_untouched():
     """Fails a test that changed this machine's own firewall or boot files."""
-    rules_before, files_before = root_firewall_fingerprint(), host_files_fingerprint()
+    rules_before, files_before = root_firewall(), host_files_fingerprint()
     yield
-    assert root_firewall_fingerprint() == rules_before, "the root namespace's ruleset changed"
+    assert root_firewall() == rules_before, "the root namespace's ruleset changed"
     assert host_files_fingerprint() == files_before, "the machine's firewall files changed"
 
 

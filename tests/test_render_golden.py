@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -126,14 +127,24 @@ def test_every_policy_knob_changes_the_release_hash():
     assert len(set(hashes.values())) == len(KNOBS), "two different policies share a release hash"
 
 
-def test_payload_change_changes_the_release_hash(tmp_path, monkeypatch):
+@pytest.mark.parametrize("edited_file", ["hlfw", "hlfw-confirm.sh"])
+def test_payload_change_changes_the_release_hash(tmp_path, monkeypatch, edited_file):
     before = render_release(base_policy())
-    edited = tmp_path / "hlfw"
-    edited.write_bytes(release_module.PAYLOAD_SCRIPT.read_bytes() + b"# one more line\n")
-    monkeypatch.setattr(release_module, "PAYLOAD_SCRIPT", edited)
+    for name, content in release_module.payload_files().items():
+        (tmp_path / name).write_bytes(content + (b"# one more line\n" if name == edited_file else b""))
+    monkeypatch.setattr(release_module, "PAYLOAD_DIR", tmp_path)
     after = render_release(base_policy())
     assert after.hash != before.hash
     assert after.files["rules.v4"] == before.files["rules.v4"]
+
+
+def test_every_part_hlfw_sources_is_shipped_and_nothing_else():
+    entry = release_module.PAYLOAD_DIR / "hlfw"
+    sourced = re.findall(r'^\. "\$HLFW_DIR/(hlfw-[a-z]+\.sh)"$', entry.read_text(), flags=re.M)
+    listed = re.search(r"^HLFW_PARTS='([a-z ]+)'$", entry.read_text(), flags=re.M).group(1).split()
+    shipped = set(render_release(base_policy()).files)
+    assert sourced == [f"hlfw-{part}.sh" for part in listed]
+    assert {name for name in shipped if name.startswith("hlfw")} == {"hlfw", *sourced}
 
 
 def test_manifest_lists_every_file_with_its_sha256():

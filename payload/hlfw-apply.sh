@@ -1,0 +1,153 @@
+# shellcheck shell=sh
+# hlfw-apply.sh - sourced by hlfw (never run on its own).
+# `hlfw apply`: check, store and test a release, snapshot, arm the rollback, load it
+# (or do nothing when it is already live).
+
+parse_release_timeout() {
+    RELEASE_DIR=
+    TIMEOUT=
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --release) [ $# -ge 2 ] || usage_error "--release needs a directory"; RELEASE_DIR=$2; shift 2 ;;
+            --timeout) [ $# -ge 2 ] || usage_error "--timeout needs a number of seconds"; TIMEOUT=$2; shift 2 ;;
+            *) usage_error "apply: unknown argument '$1'" ;;
+        esac
+    done
+    [ -n "$RELEASE_DIR" ] || usage_error "apply needs --release DIR"
+    [ -n "$TIMEOUT" ] || usage_error "apply needs --timeout SECONDS (how long to wait for confirm before rolling back)"
+    case $TIMEOUT in
+        *[!0-9]* | '' | 0*) usage_error "--timeout must be a whole number of seconds between 1 and 86400, not '$TIMEOUT'" ;;
+    esac
+    [ "$TIMEOUT" -le 86400 ] || usage_error "--timeout must be at most 86400 seconds, not '$TIMEOUT'"
+    [ -d "$RELEASE_DIR" ] || usage_error "release directory '$RELEASE_DIR' does not exist"
+    RELEASE_DIR=$(cd "$RELEASE_DIR" && pwd -P) || usage_error "cannot enter '$RELEASE_DIR'"
+}
+
+# An unchanged release that is already confirmed and live: touch nothing.
+# Returns 0 when it handled the apply.
+apply_if_already_active() {
+    _noop_hash=$1
+    [ "$(state_get state)" = active ] && [ "$(state_get release)" = "$_noop_hash" ] || return 1
+    if ! compare_live_with_release "$STATE_DIR/releases/$_noop_hash"; then
+        warn "cannot compare the live rules with release $_noop_hash ($LAST_ERROR); applying it again"
+        return 1
+    fi
+    if [ -n "$COMPARE_DIFFERENT" ]; then
+        warn "release $_noop_hash is recorded as active but the live rules differ (${COMPARE_DIFFERENT# }); applying it again"
+        return 1
+    fi
+    if [ "$(state_get persisted_release)" != "$_noop_hash" ] || ! persisted_matches "$_noop_hash"; then
+        if persist_release "$_noop_hash"; then
+            state_update "persisted_release=$_noop_hash"
+            info "boot-time files did not match release $_noop_hash; rewrote them (live rules untouched)"
+        else
+            die "$EXIT_FAILED" "release $_noop_hash is live but the boot-time files could not be rewritten: $LAST_ERROR"
+        fi
+    fi
+    log "release $_noop_hash already active; nothing to do"
+    info "release $_noop_hash already active; nothing to do"
+    return 0
+}
+
+# Deals with a release still waiting for confirm. Returns 0 when apply is done.
+handle_pending_before_apply() {
+    _pend_hash=$1
+    [ "$(state_get state)" = pending ] || return 1
+    _pend_pending=$(state_get release)
+    _pend_deadline=$(state_get deadline)
+    _pend_now=$(now)
+    if [ "$_pend_pending" = "$_pend_hash" ] && [ "$_pend_now" -lt "$_pend_deadline" ]; then
+        info "release $_pend_hash is already live and waiting for confirmation; it rolls back in $((_pend_deadline - _pend_now)) s unless you run: hlfw confirm --release $_pend_hash (over a new SSH connection)"
+        log "apply of pending $_pend_hash: nothing to do"
+        return 0
+    fi
+    if pending_lost_in_reboot; then
+        mark_lost_in_reboot "$_pend_pending"
+        return 1
+    fi
+    # Roll the unconfirmed release back first, so the snapshot we take next is
+    # the last confirmed state, never another unconfirmed one.
+    disarm_rollback "$_pend_pending"
+    if [ "$_pend_now" -ge "$_pend_deadline" ]; then _pend_why=deadline; else _pend_why="superseded by $_pend_hash"; fi
+    info "rolling back unconfirmed release $_pend_pending before applying $_pend_hash"
+    rollback_pending "$_pend_pending" "$_pend_why" ||
+        die "$EXIT_FAILED" "could not roll back the unconfirmed release $_pend_pending, so $_pend_hash was not applied: $LAST_ERROR"
+    return 1
+}
+
+# Loads ipsets, v4, v6; on the first failure puts everything back. Signals are
+# ignored meanwhile so that a dropped terminal cannot stop it half-way.
+load_release_live() {
+    _load_dir=$1
+    _load_hash=$2
+    trap '' HUP INT TERM
+    _load_failed_file=
+    if [ -f "$_load_dir/ipsets" ] && ! ipsets_restore_atomic "$_load_dir/ipsets"; then
+        _load_failed_file=ipsets
+    elif ! run_restore iptables-restore "$_load_dir/rules.v4"; then
+        _load_failed_file=rules.v4
+    elif ! run_restore ip6tables-restore "$_load_dir/rules.v6"; then
+        _load_failed_file=rules.v6
+    fi
+    if [ -n "$_load_failed_file" ]; then
+        _load_load_error=$LAST_ERROR
+        disarm_rollback "$_load_hash"
+        if rollback_pending "$_load_hash" "applying $_load_failed_file failed"; then
+            _load_after="the previous rules (ipsets, v4, v6) are back"
+        else
+            _load_after="ROLLING BACK ALSO FAILED, check the live rules now: $LAST_ERROR"
+        fi
+        trap 'exit 129' HUP
+        trap 'exit 130' INT
+        trap 'exit 143' TERM
+        die "$EXIT_FAILED" "applying release $_load_hash failed at $_load_failed_file: $_load_load_error; $_load_after"
+    fi
+    trap 'exit 129' HUP
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+cmd_apply() {
+    parse_release_timeout "$@"
+    require_tools iptables-restore ip6tables-restore iptables-save ip6tables-save sha256sum
+    require_known_os
+    make_work_dir
+    _apply_hash=$(release_hash_of "$RELEASE_DIR")
+    if [ -f "$RELEASE_DIR/ipsets" ]; then
+        require_tools ipset
+        check_ipsets_file "$RELEASE_DIR/ipsets" ||
+            die "$EXIT_USAGE" "release $RELEASE_DIR: ipsets: $LAST_ERROR"
+    fi
+    # A release that does not match its manifest is refused before the lock.
+    verify_manifest "$RELEASE_DIR"
+    lock_acquire
+    verify_manifest "$RELEASE_DIR"
+    store_release "$RELEASE_DIR" "$_apply_hash"
+    _apply_stored="$STATE_DIR/releases/$_apply_hash"
+    log "apply $_apply_hash (timeout $TIMEOUT s) from $RELEASE_DIR"
+
+    apply_if_already_active "$_apply_hash" && return 0
+    handle_pending_before_apply "$_apply_hash" && return 0
+
+    if ! test_release "$_apply_stored"; then
+        die "$EXIT_FAILED" "release $_apply_hash does not load, nothing was changed: $LAST_ERROR"
+    fi
+    take_snapshot "$_apply_stored" "$_apply_hash"
+    _apply_hlfw="$_apply_stored/hlfw"
+    [ -f "$_apply_hlfw" ] || _apply_hlfw=$SELF
+    _apply_previous=$(state_get active_release)
+    arm_rollback "$_apply_hash" "$TIMEOUT" "$_apply_hlfw"
+    _apply_deadline=$(($(now) + TIMEOUT))
+    state_update state=pending "release=$_apply_hash" "timeout=$TIMEOUT" "deadline=$_apply_deadline" \
+        "rollback_method=$ROLLBACK_METHOD" "rollback_handle=$ROLLBACK_HANDLE" \
+        "previous=$_apply_previous" reason= applied_at="$(now)" "boot_id=$(boot_id)"
+    history_add "$_apply_hash" applied "$TIMEOUT"
+    log "rollback armed ($ROLLBACK_METHOD $ROLLBACK_HANDLE) for $_apply_deadline; loading $_apply_hash"
+
+    load_release_live "$_apply_stored" "$_apply_hash"
+
+    _apply_sets=0
+    [ -f "$_apply_stored/ipsets" ] && _apply_sets=$(ipset_names "$_apply_stored/ipsets" | wc -l | tr -d ' ')
+    log "release $_apply_hash live, pending confirmation until $_apply_deadline"
+    info "applied release $_apply_hash (v4: $(rule_count "$_apply_stored/rules.v4") rules, v6: $(rule_count "$_apply_stored/rules.v6") rules, ipsets: $_apply_sets); it rolls back in $TIMEOUT s ($ROLLBACK_METHOD) unless confirmed over a new SSH connection: hlfw confirm --release $_apply_hash"
+}
