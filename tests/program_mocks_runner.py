@@ -38,6 +38,9 @@ def server_index(resource_name: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+HOST_STATE = "pulumi-python:dynamic/hardened-lightsail:HostState"
+
+
 def static_ip(index: int) -> str:
     return f"203.0.113.{50 + index}"
 
@@ -49,9 +52,7 @@ def ipv6_address(index: int) -> str:
 def command_stdout(name: str) -> str:
     if name.endswith("-ready"):
         return "ready"
-    if name.endswith("-verify-host"):
-        return "client: 203.0.113.7 50022\nlive rules == release\nlistening:\ntcp 0.0.0.0 22"
-    if name.endswith("-verify-outside"):
+    if name.endswith("-deploy"):
         return f"verified exposure of {name}"
     return f"{name}: done"
 
@@ -100,6 +101,8 @@ def run_scenario(scenario: dict) -> dict:
                 return f"{name}-id", {**inputs, "ipAddress": static_ip(server_index(name))}
             if args.typ in ("command:remote:Command", "command:local:Command"):
                 return f"{name}-id", {**inputs, "stdout": command_stdout(name), "stderr": ""}
+            if args.typ == HOST_STATE:
+                return f"{name}-id", {**inputs, "deployment": f"{name}-deployment"}
             return f"{name}-id", inputs
 
         def call(self, args: pulumi.runtime.MockCallArgs):
@@ -168,6 +171,15 @@ def run_scenario(scenario: dict) -> dict:
             program_inputs[resource_name] = kwargs
             return _original(self, resource_name, opts, *args, **kwargs)
         cls._internal_init = recording_internal_init
+    # Dynamic resources (HostState) get their props as one dict: record it before the SDK adds
+    # the serialized provider.
+    import pulumi.dynamic
+    original_dynamic_init = pulumi.dynamic.Resource.__init__
+
+    def recording_dynamic_init(self, provider, resource_name, props, opts=None):
+        program_inputs[resource_name] = dict(props)
+        return original_dynamic_init(self, provider, resource_name, props, opts)
+    pulumi.dynamic.Resource.__init__ = recording_dynamic_init
 
     async def resolve(value):
         """Plain JSON for any input: every Output is read through `apply` (counted), secrets and

@@ -22,7 +22,8 @@ from hardened_lightsail.cloud_layer import cloud_port_infos, to_provider_args
 from hardened_lightsail.config import NAMESPACE, settings_from_values, values_from_stack_file
 from hardened_lightsail.exposure import exposure_table, format_table
 from hardened_lightsail.release import render_release
-from program_mocks_runner import ARCHIVE, SECRET, UNKNOWN, fake_private_key, ipv6_address, static_ip
+from program_mocks_runner import (ARCHIVE, HOST_STATE, SECRET, UNKNOWN, fake_private_key, ipv6_address,
+                                 static_ip)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RUNNER = Path(__file__).resolve().parent / "program_mocks_runner.py"
@@ -31,9 +32,8 @@ LIGHTSAIL = "aws:lightsail/"
 REMOTE_COMMAND, LOCAL_COMMAND = "command:remote:Command", "command:local:Command"
 COPY = "command:remote:CopyToRemote"
 # The HostFirewall chain, in order; `kind` is what each step is and whether it opens its own ssh.
-STEPS = (("copy", COPY), ("packages", REMOTE_COMMAND), ("apply", REMOTE_COMMAND),
-         ("confirm", LOCAL_COMMAND), ("verify-host", REMOTE_COMMAND), ("verify-outside", LOCAL_COMMAND))
-REMOTE_STEPS = [step for step, kind in STEPS if kind != LOCAL_COMMAND]
+STEPS = (("copy", COPY), ("packages", REMOTE_COMMAND), ("host-state", HOST_STATE), ("deploy", LOCAL_COMMAND))
+REMOTE_STEPS = [step for step, kind in STEPS if kind in (COPY, REMOTE_COMMAND)]
 
 
 def per_server(name: str) -> list[tuple[str, str]]:
@@ -278,12 +278,15 @@ def test_every_ssh_step_connects_to_the_static_ip_as_the_blueprint_login_user(na
             wire = unsecret(report.wire[f"{server}-{step}"]["object"]["connection"])
             assert (wire["host"], wire["user"], wire["port"]) == (static_ip(index), scenario.login_user, ssh_port)
             checked += 1
-        # The confirm step dials on its own (a new ssh process): same host, user and port.
-        environment = report.inputs(f"{server}-firewall-confirm")["environment"]
+        # The deploy step dials on its own (new ssh processes): same host, user and port; so does
+        # the host state's read-back.
+        environment = report.inputs(f"{server}-firewall-deploy")["environment"]
         assert (environment["HL_SSH_HOST"], environment["HL_SSH_USER"], environment["HL_SSH_PORT"]) == (
             static_ip(index), scenario.login_user, str(ssh_port))
-        checked += 1
-    assert checked == len(scenario.servers) * (2 + len(REMOTE_STEPS))
+        state = report.inputs(f"{server}-firewall-host-state")
+        assert (state["host"], state["user"], state["port"]) == (static_ip(index), scenario.login_user, ssh_port)
+        checked += 2
+    assert checked == len(scenario.servers) * (3 + len(REMOTE_STEPS))
 
 
 @pytest.mark.parametrize("name", WORKING)
@@ -296,7 +299,8 @@ def test_release_goes_into_the_login_users_home(name):
     for server in scenario.servers:
         assert report.inputs(f"{server}-firewall-copy")["remote_path"] == home
         assert report.inputs(f"{server}-firewall-packages")["create"] == f"sh {release_dir}/hlfw install-deps"
-        assert report.inputs(f"{server}-firewall-confirm")["environment"]["HL_REMOTE_DIR"] == release_dir
+        assert report.inputs(f"{server}-firewall-deploy")["environment"]["HL_REMOTE_DIR"] == release_dir
+        assert report.inputs(f"{server}-firewall-host-state")["remoteDir"] == release_dir
         checked += 1
     assert checked == len(scenario.servers) > 0
 
@@ -332,35 +336,41 @@ def test_every_step_is_keyed_on_the_release_hash_and_none_can_flush_the_firewall
     release_hash = report.release.hash
     checked = 0
     for server in scenario.servers:
+        # Copy and packages: the release, and the instance (a replaced instance, same static IP,
+        # gets the release again).
+        for step in ("copy", "packages"):
+            keyed = [release_hash, f"{server}-instance-id"]
+            assert report.inputs(f"{server}-firewall-{step}")["triggers"] == keyed, step
+            assert report.wire[f"{server}-firewall-{step}"]["object"]["triggers"] == keyed
+            checked += 1
+        # The host state records the release, the instance and "in sync"; its deployment token is
+        # what the deploy step is keyed on, so any of those changing runs the whole unit.
+        state = report.inputs(f"{server}-firewall-host-state")
+        assert (state["release"], state["serverIdentity"], state["hostState"]) == (
+            release_hash, f"{server}-instance-id", "in sync")
+        deploy = report.inputs(f"{server}-firewall-deploy")
+        assert deploy["triggers"] == [release_hash, f"{server}-firewall-host-state-deployment"]
+        # Deleting or replacing a step runs nothing on the host: the live rules stay.
         for step, _ in STEPS:
             inputs = report.inputs(f"{server}-firewall-{step}")
-            # The release, and the instance: a replaced instance (same static IP) gets the chain again.
-            keyed = [release_hash, f"{server}-instance-id"]
-            assert inputs["triggers"] == keyed, step
-            assert report.wire[f"{server}-firewall-{step}"]["object"]["triggers"] == keyed
-            # Deleting or replacing a step runs nothing on the host: the live rules stay.
             assert "delete" not in inputs and "delete" not in report.wire[f"{server}-firewall-{step}"]["object"]
             checked += 1
-    assert checked == len(scenario.servers) * len(STEPS)
+    assert checked == len(scenario.servers) * (2 + len(STEPS))
 
 
 @pytest.mark.parametrize("name", WORKING)
-def test_apply_arms_the_rollback_with_the_configured_confirm_timeout(name):
+def test_deploy_step_carries_the_release_and_the_configured_confirm_timeout(name):
     report, scenario = report_of(name), SCENARIOS[name]
     report.assert_fully_resolved()
     timeout = scenario.settings.firewall.confirm_timeout_seconds
     release_dir = f"/home/{scenario.login_user}/.hardened-lightsail-{report.release.hash}"
     checked = 0
     for server in scenario.servers:
-        create = report.inputs(f"{server}-firewall-apply")["create"]
-        assert f"hlfw apply --release {release_dir}" in create
-        assert create.endswith(f"--timeout {timeout}")
-        confirm = report.inputs(f"{server}-firewall-confirm")
-        assert confirm["create"] == "scripts/hl-step confirm"
-        assert confirm["environment"]["HL_CONFIRM_TIMEOUT"] == str(timeout)
-        assert confirm["environment"]["HL_RELEASE"] == report.release.hash
-        assert report.inputs(f"{server}-firewall-verify-host")["create"].endswith(
-            f"hlfw verify --release {report.release.hash}")
+        deploy = report.inputs(f"{server}-firewall-deploy")
+        assert deploy["create"] == "scripts/hl-step deploy"
+        environment = deploy["environment"]
+        assert environment["HL_CONFIRM_TIMEOUT"] == str(timeout)
+        assert (environment["HL_RELEASE"], environment["HL_REMOTE_DIR"]) == (report.release.hash, release_dir)
         checked += 1
     assert checked == len(scenario.servers) > 0
 
@@ -376,11 +386,9 @@ def test_copied_release_directory_holds_exactly_the_rendered_release(name):
         # Relative to the project (the engine's working directory): no checkout path in the state.
         assert not source.is_absolute() and source.name == f".hardened-lightsail-{release.hash}"
         assert {p.name: p.read_bytes() for p in (PROJECT_DIR / source).iterdir()} == release.files
-        outside = report.inputs(f"{server}-firewall-verify-outside")
-        assert outside["environment"]["HL_RELEASE_DIR"] == str(source)
-        assert "dir" not in outside and "dir" not in report.inputs(f"{server}-firewall-confirm")
-        # The outside check reads the host's report (which address the host saw us as).
-        assert outside["stdin"] == report.outputs(f"{server}-firewall-verify-host")["stdout"]
+        deploy = report.inputs(f"{server}-firewall-deploy")
+        assert deploy["environment"]["HL_RELEASE_DIR"] == str(source)
+        assert "dir" not in deploy
         checked += 1
     assert checked == len(scenario.servers) > 0
 
@@ -392,7 +400,7 @@ def test_outside_verification_probes_every_address_of_its_own_server(name):
     dual_stack = scenario.settings.server.ip_address_type != "ipv4"
     checked = 0
     for index, server in enumerate(scenario.servers):
-        addresses = json.loads(report.inputs(f"{server}-firewall-verify-outside")["environment"]["HL_ADDRESSES"])
+        addresses = json.loads(report.inputs(f"{server}-firewall-deploy")["environment"]["HL_ADDRESSES"])
         assert addresses == [static_ip(index), *([ipv6_address(index)] if dual_stack else [])]
         checked += 1
     assert checked == len(scenario.servers) > 0
@@ -427,17 +435,20 @@ def test_private_key_is_a_secret_everywhere_it_flows(name):
         for step in ["ready", *(f"firewall-{s}" for s in REMOTE_STEPS)]:
             assert unsecret(report.inputs(f"{server}-{step}")["connection"]["private_key"]) == key, step
             checked += 1
-        environment = report.inputs(f"{server}-firewall-confirm")["environment"]
+        environment = report.inputs(f"{server}-firewall-deploy")["environment"]
         assert unsecret(environment["HL_SSH_KEY"]) == key
-        assert unsecret(report.wire[f"{server}-firewall-confirm"]["object"]["environment"]["HL_SSH_KEY"]) == key
-        checked += 1
+        assert unsecret(report.wire[f"{server}-firewall-deploy"]["object"]["environment"]["HL_SSH_KEY"]) == key
+        assert unsecret(report.inputs(f"{server}-firewall-host-state")["privateKey"]) == key
+        assert "privateKey" in report.wire[f"{server}-firewall-host-state"]["additionalSecretOutputs"]
+        checked += 2
         # On the wire (what the engine would store and show), every copy of the key is wrapped.
         places = [inside for wire in report.raw["wire"] for inside in _key_occurrences(wire["object"], key)]
         assert places and all(places), f"{server}'s key reaches the engine unwrapped"
-        assert len(places) == 1 + len(REMOTE_STEPS) + 1  # ready, the remote steps, confirm's environment
+        # ready, the remote steps, the host state's read-back, the deploy step's environment
+        assert len(places) == 1 + len(REMOTE_STEPS) + 2
         checked += len(places)
         assert not list(_key_occurrences(report.raw["exports"], "BEGIN FAKE KEY"))
-    assert checked == len(scenario.servers) * 2 * (len(REMOTE_STEPS) + 2)
+    assert checked == len(scenario.servers) * 2 * (len(REMOTE_STEPS) + 3)
 
 
 # --- exports
@@ -454,11 +465,11 @@ def test_exports_name_the_first_server_the_release_and_the_exposure(name):
     assert exports["sshCommand"] == f"ssh {port}{scenario.login_user}@203.0.113.50"
     assert exports["releaseHash"] == release.hash  # render_release(policy), rendered as the program ran
     assert exports["exposure"] == format_table(exposure_table(policy, release))
-    assert exports["verifiedExposure"] == "verified exposure of web-0-firewall-verify-outside"
+    assert exports["verifiedExposure"] == "verified exposure of web-0-firewall-deploy"
     assert exports["servers"] == [
         {"name": server, "publicIp": static_ip(index),
          "ipv6Addresses": [ipv6_address(index)] if dual_stack else [],
-         "verifiedExposure": f"verified exposure of {server}-firewall-verify-outside"}
+         "verifiedExposure": f"verified exposure of {server}-firewall-deploy"}
         for index, server in enumerate(scenario.servers)]
     assert set(exports) == {"publicIp", "ipv6Addresses", "sshCommand", "releaseHash", "exposure",
                             "verifiedExposure", "servers"}
@@ -507,13 +518,14 @@ def test_two_servers_get_two_independent_chains():
             assert not any(other_name == other or other_name.startswith(f"{other}-")
                            for other_name in report.options(name)["depends_on"])
             checked += 1
-        connection = report.inputs(f"{server}-firewall-apply")["connection"]
-        assert connection["host"] == static_ip(index)
-        assert unsecret(connection["private_key"]) == private_key(server)
+        environment = report.inputs(f"{server}-firewall-deploy")["environment"]
+        assert environment["HL_SSH_HOST"] == static_ip(index)
+        assert unsecret(environment["HL_SSH_KEY"]) == private_key(server)
     assert checked == 2 * len(per_server("web-0"))
-    # Same policy, same release on both; each keyed on its own instance.
-    assert [report.inputs(f"web-{i}-firewall-apply")["triggers"][0] for i in (0, 1)] == [report.release.hash] * 2
-    assert [report.inputs(f"web-{i}-firewall-apply")["triggers"][1] for i in (0, 1)] == \
+    # Same policy, same release on both; each keyed on its own instance and its own host state.
+    assert [report.inputs(f"web-{i}-firewall-deploy")["triggers"] for i in (0, 1)] == [
+        [report.release.hash, f"web-{i}-firewall-host-state-deployment"] for i in (0, 1)]
+    assert [report.inputs(f"web-{i}-firewall-host-state")["serverIdentity"] for i in (0, 1)] == \
         ["web-0-instance-id", "web-1-instance-id"]
 
 
@@ -612,4 +624,4 @@ def test_allow_lockout_ships_the_policy_with_a_loud_warning():
         for problem in LOCKOUT_PROBLEMS]
     assert sorted(w["name"] for w in report.raw["wire"]) == sorted(name for _, name in per_server("web-0"))
     # The drill still goes through commit-confirm: the rollback is armed with the configured deadline.
-    assert report.inputs("web-0-firewall-apply")["create"].endswith("--timeout 30")
+    assert report.inputs("web-0-firewall-deploy")["environment"]["HL_CONFIRM_TIMEOUT"] == "30"

@@ -163,7 +163,7 @@ class TestRealTrial:
         assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
         name = trial_names(result.stdout).pop()
         assert (f"trial {name} of {locked_out_base}: FAILED: error: exit status 1: running "
-                "\"scripts/hl-step confirm\": rules were rolled back: new SSH connections failed within 10 s; "
+                "\"scripts/hl-step deploy\": rules were rolled back: new SSH connections failed within 10 s; "
                 "destroyed and removed") in result.stderr
         assert_nothing_left(directory, {name})
 
@@ -171,7 +171,7 @@ class TestRealTrial:
     # trial's sweep must remove the half-built lab), or the host firewall's apply (the lab is in
     # the state by then, and the destroy takes it down).
     @pytest.mark.parametrize("in_flight", ["command:local:Command lab-lab creating",
-                                           "command:remote:Command lab-firewall-apply creating"])
+                                           "command:local:Command lab-firewall-deploy creating"])
     def test_ctrl_c_during_up_cancels_then_destroys_and_exits_130(self, base_stack, backend, in_flight):
         directory, env = backend
         process = subprocess.Popen([FW, "trial", "--stack", base_stack], stdout=subprocess.PIPE,
