@@ -1,18 +1,27 @@
 # shellcheck shell=sh
 # hlfw-apply.sh - sourced by hlfw (never run on its own).
 # `hlfw apply`: check, store and test a release, snapshot, arm the rollback, load it
-# (or do nothing when it is already live).
+# (or do nothing when it is already live). Its last stdout line is for the deployer:
+#   hlfw-apply: pending release=HASH deadline=EPOCH   (confirm before EPOCH)
+#   hlfw-apply: active release=HASH                   (confirmed and live: nothing to confirm)
 
-parse_release_timeout() {
+parse_apply_arguments() {
     RELEASE_DIR=
     TIMEOUT=
+    NONCE_SHA256=
     while [ $# -gt 0 ]; do
         case $1 in
             --release) [ $# -ge 2 ] || usage_error "--release needs a directory"; RELEASE_DIR=$2; shift 2 ;;
             --timeout) [ $# -ge 2 ] || usage_error "--timeout needs a number of seconds"; TIMEOUT=$2; shift 2 ;;
+            --nonce-sha256) [ $# -ge 2 ] || usage_error "--nonce-sha256 needs 64 hex digits"; NONCE_SHA256=$2; shift 2 ;;
             *) usage_error "apply: unknown argument '$1'" ;;
         esac
     done
+    case $NONCE_SHA256 in
+        *[!0-9a-f]*) usage_error "--nonce-sha256 must be the sha256 of the confirm nonce (64 lowercase hex digits), not '$NONCE_SHA256'" ;;
+    esac
+    [ -z "$NONCE_SHA256" ] || [ "${#NONCE_SHA256}" -eq 64 ] ||
+        usage_error "--nonce-sha256 must be 64 lowercase hex digits (a sha256), not ${#NONCE_SHA256} characters"
     [ -n "$RELEASE_DIR" ] || usage_error "apply needs --release DIR"
     [ -n "$TIMEOUT" ] || usage_error "apply needs --timeout SECONDS (how long to wait for confirm before rolling back)"
     case $TIMEOUT in
@@ -46,6 +55,7 @@ apply_if_already_active() {
     fi
     log "release $_noop_hash already active; nothing to do"
     info "release $_noop_hash already active; nothing to do"
+    info "hlfw-apply: active release=$_noop_hash"
     return 0
 }
 
@@ -57,8 +67,11 @@ handle_pending_before_apply() {
     _pend_deadline=$(state_get deadline)
     _pend_now=$(now)
     if [ "$_pend_pending" = "$_pend_hash" ] && [ "$_pend_now" -lt "$_pend_deadline" ]; then
+        # Only this apply's confirm may keep the rules now: the older nonce goes stale.
+        state_update "nonce_sha256=$NONCE_SHA256" "apply_connection=${SSH_CONNECTION:-}"
         info "release $_pend_hash is already live and waiting for confirmation; it rolls back in $((_pend_deadline - _pend_now)) s unless you run: hlfw confirm --release $_pend_hash (over a new SSH connection)"
-        log "apply of pending $_pend_hash: nothing to do"
+        log "apply of pending $_pend_hash: nothing to reload; confirm now bound to this apply"
+        info "hlfw-apply: pending release=$_pend_hash deadline=$_pend_deadline"
         return 0
     fi
     if pending_lost_in_reboot; then
@@ -108,7 +121,7 @@ load_release_live() {
 }
 
 cmd_apply() {
-    parse_release_timeout "$@"
+    parse_apply_arguments "$@"
     require_tools iptables-restore ip6tables-restore iptables-save ip6tables-save sha256sum
     require_known_os
     make_work_dir
@@ -140,7 +153,8 @@ cmd_apply() {
     _apply_deadline=$(($(now) + TIMEOUT))
     state_update state=pending "release=$_apply_hash" "timeout=$TIMEOUT" "deadline=$_apply_deadline" \
         "rollback_method=$ROLLBACK_METHOD" "rollback_handle=$ROLLBACK_HANDLE" \
-        "previous=$_apply_previous" reason= applied_at="$(now)" "boot_id=$(boot_id)"
+        "previous=$_apply_previous" reason= applied_at="$(now)" "boot_id=$(boot_id)" \
+        "nonce_sha256=$NONCE_SHA256" "apply_connection=${SSH_CONNECTION:-}"
     history_add "$_apply_hash" applied "$TIMEOUT"
     log "rollback armed ($ROLLBACK_METHOD $ROLLBACK_HANDLE) for $_apply_deadline; loading $_apply_hash"
 
@@ -150,4 +164,5 @@ cmd_apply() {
     [ -f "$_apply_stored/ipsets" ] && _apply_sets=$(ipset_names "$_apply_stored/ipsets" | wc -l | tr -d ' ')
     log "release $_apply_hash live, pending confirmation until $_apply_deadline"
     info "applied release $_apply_hash (v4: $(rule_count "$_apply_stored/rules.v4") rules, v6: $(rule_count "$_apply_stored/rules.v6") rules, ipsets: $_apply_sets); it rolls back in $TIMEOUT s ($ROLLBACK_METHOD) unless confirmed over a new SSH connection: hlfw confirm --release $_apply_hash"
+    info "hlfw-apply: pending release=$_apply_hash deadline=$_apply_deadline"
 }

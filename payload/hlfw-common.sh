@@ -65,10 +65,10 @@ become_root() {
     if ! sudo -n true 2>/dev/null; then
         die "$EXIT_FAILED" "hlfw must run as root and 'sudo -n' refused (it wants a password, or this user may not use sudo): give this user passwordless sudo (e.g. 'USER ALL=(root) NOPASSWD: ALL' in /etc/sudoers.d/hardened-lightsail) or run hlfw as root"
     fi
-    if [ -n "${HLFW_STATE_DIR:-}" ]; then
-        exec sudo -n -- env "HLFW_STATE_DIR=$HLFW_STATE_DIR" /bin/sh "$SELF" "$@"
-    fi
-    exec sudo -n -- /bin/sh "$SELF" "$@"
+    # sudo resets the environment: hand on what hlfw reads from it. SSH_CONNECTION tells
+    # confirm whether it came over another connection than its apply.
+    exec sudo -n -- env ${HLFW_STATE_DIR:+"HLFW_STATE_DIR=$HLFW_STATE_DIR"} \
+        "SSH_CONNECTION=${SSH_CONNECTION:-}" /bin/sh "$SELF" "$@"
 }
 
 ensure_state_dir() {

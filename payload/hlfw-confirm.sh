@@ -1,7 +1,8 @@
 # shellcheck shell=sh
 # hlfw-confirm.sh - sourced by hlfw (never run on its own).
 # `hlfw confirm`: disarm the rollback of the pending release and persist its files,
-# or say clearly that it came too late.
+# or say clearly that it came too late. A confirm is bound to its apply: it must come
+# over another SSH connection and name the nonce whose sha256 the apply recorded.
 
 too_late() {
     _late_hash=$1
@@ -20,11 +21,40 @@ too_late() {
     exit "$EXIT_ROLLED_BACK"
 }
 
-cmd_confirm() {
-    if [ $# -ne 2 ] || [ "$1" != --release ]; then
-        usage_error "usage: hlfw confirm --release HASH"
+# Refuses (exit 5, nothing changed) a confirm that proves nothing: conntrack keeps the
+# apply's own session alive under any rules, a local root process is no new connection,
+# and a confirm meant for an earlier apply of the same release must not keep this one.
+refuse_unbound_confirm() {
+    _bound_hash=$1
+    _bound_nonce=$2
+    _bound_connection=${SSH_CONNECTION:-}
+    if [ -z "$_bound_connection" ]; then
+        die "$EXIT_REFUSED" "confirm must come over a new SSH connection: this one is not over SSH (SSH_CONNECTION is empty); release $_bound_hash stays pending"
     fi
-    _confirm_hash=$2
+    if [ "$_bound_connection" = "$(state_get apply_connection)" ]; then
+        die "$EXIT_REFUSED" "confirm must come over a new SSH connection: this is the apply's own connection ($_bound_connection); release $_bound_hash stays pending"
+    fi
+    _bound_expected=$(state_get nonce_sha256)
+    [ -n "$_bound_expected" ] || return 0
+    if [ -z "$_bound_nonce" ]; then
+        die "$EXIT_REFUSED" "stale or wrong nonce: this confirm belongs to another apply (the apply of $_bound_hash recorded a nonce and no --nonce was given); it stays pending"
+    fi
+    if [ "$(printf '%s' "$_bound_nonce" | sha256sum | cut -c 1-64)" != "$_bound_expected" ]; then
+        die "$EXIT_REFUSED" "stale or wrong nonce: this confirm belongs to another apply (the latest apply of $_bound_hash recorded another nonce); it stays pending"
+    fi
+}
+
+cmd_confirm() {
+    _confirm_hash=
+    _confirm_nonce=
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --release) [ $# -ge 2 ] || usage_error "usage: hlfw confirm --release HASH [--nonce NONCE]"; _confirm_hash=$2; shift 2 ;;
+            --nonce) [ $# -ge 2 ] || usage_error "usage: hlfw confirm --release HASH [--nonce NONCE]"; _confirm_nonce=$2; shift 2 ;;
+            *) usage_error "usage: hlfw confirm --release HASH [--nonce NONCE]" ;;
+        esac
+    done
+    [ -n "$_confirm_hash" ] || usage_error "usage: hlfw confirm --release HASH [--nonce NONCE]"
     require_hash "$_confirm_hash"
     require_known_os
     make_work_dir
@@ -68,10 +98,11 @@ cmd_confirm() {
             die "$EXIT_FAILED" "the deadline passed and rolling back $_confirm_hash failed: $LAST_ERROR"
         too_late "$_confirm_hash" "$_confirm_timeout" deadline
     fi
+    refuse_unbound_confirm "$_confirm_hash" "$_confirm_nonce"
     disarm_rollback "$_confirm_hash"
     _confirm_previous=$(state_get active_release)
     state_update state=active "active_release=$_confirm_hash" "previous=$_confirm_previous" deadline= \
-        rollback_handle= confirmed_at="$(now)"
+        rollback_handle= confirmed_at="$(now)" "confirm_connection=${SSH_CONNECTION:-}"
     history_add "$_confirm_hash" confirmed "$_confirm_timeout"
     if ! persist_release "$_confirm_hash"; then
         die "$EXIT_FAILED" "release $_confirm_hash is confirmed and live, but its files could not be written for boot: $LAST_ERROR; fix that and run 'hlfw confirm --release $_confirm_hash' again"

@@ -72,12 +72,34 @@ persist_release() {
     log "persisted release files of $_persist_hash to$_persist_written"
 }
 
-persisted_matches() {
-    _pm_dir="$STATE_DIR/releases/$1"
+# "rules.v4=PATH rules.v6=PATH ipsets=PATH": each release file and where boot loads it from.
+persist_pairs() {
     # shellcheck disable=SC2046 # three paths without spaces
     set -- $(persist_paths)
-    cmp -s "$_pm_dir/rules.v4" "$2" && cmp -s "$_pm_dir/rules.v6" "$3" || return 1
-    if [ -f "$_pm_dir/ipsets" ]; then cmp -s "$_pm_dir/ipsets" "$1"; else [ ! -e "$1" ]; fi
+    printf 'rules.v4=%s rules.v6=%s ipsets=%s' "$2" "$3" "$1"
+}
+
+# persisted_status RELEASE_DIR NAME DEST: how the boot-time file DEST stands against the
+# release file NAME: same, different, missing, none (neither exists) or unexpected (only DEST).
+persisted_status() {
+    if [ ! -f "$1/$2" ]; then
+        if [ -e "$3" ]; then printf 'unexpected'; else printf 'none'; fi
+    elif [ ! -f "$3" ]; then
+        printf 'missing'
+    elif cmp -s "$1/$2" "$3"; then
+        printf 'same'
+    else
+        printf 'different'
+    fi
+}
+
+persisted_matches() {
+    for _pm_pair in $(persist_pairs); do
+        case $(persisted_status "$STATE_DIR/releases/$1" "${_pm_pair%%=*}" "${_pm_pair#*=}") in
+            same | none) ;;
+            *) return 1 ;;
+        esac
+    done
 }
 
 # Loads the persisted files the way the boot-time loaders do: ipsets first,

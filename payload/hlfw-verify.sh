@@ -55,30 +55,18 @@ cmd_verify() {
             *) info "live_$_verify_what=same" ;;
         esac
     done
-    # shellcheck disable=SC2046 # three paths without spaces
-    set -- $(persist_paths)
-    for _verify_pair in "rules.v4=$2" "rules.v6=$3" "ipsets=$1"; do
+    for _verify_pair in $(persist_pairs); do
         _verify_name=${_verify_pair%%=*}
         _verify_dest=${_verify_pair#*=}
-        if [ ! -f "$_verify_dir/$_verify_name" ]; then
-            if [ -e "$_verify_dest" ]; then
-                info "persisted_$_verify_name=unexpected"
-                _verify_problems="$_verify_problems persisted-$_verify_name"
-                printf '%s exists but release %s has no %s\n' "$_verify_dest" "$_verify_hash" "$_verify_name" >&2
-            else
-                info "persisted_$_verify_name=none"
-            fi
-        elif [ ! -f "$_verify_dest" ]; then
-            info "persisted_$_verify_name=missing"
-            _verify_problems="$_verify_problems persisted-$_verify_name"
-            printf '%s is missing: run hlfw confirm --release %s\n' "$_verify_dest" "$_verify_hash" >&2
-        elif cmp -s "$_verify_dir/$_verify_name" "$_verify_dest"; then
-            info "persisted_$_verify_name=same"
-        else
-            info "persisted_$_verify_name=different"
-            _verify_problems="$_verify_problems persisted-$_verify_name"
-            show_diff "$_verify_dir/$_verify_name" "$_verify_dest" "release $_verify_hash $_verify_name" "$_verify_dest"
-        fi
+        _verify_status=$(persisted_status "$_verify_dir" "$_verify_name" "$_verify_dest")
+        info "persisted_$_verify_name=$_verify_status"
+        case $_verify_status in
+            same | none) continue ;;
+            unexpected) printf '%s exists but release %s has no %s\n' "$_verify_dest" "$_verify_hash" "$_verify_name" >&2 ;;
+            missing) printf '%s is missing: run hlfw confirm --release %s\n' "$_verify_dest" "$_verify_hash" >&2 ;;
+            different) show_diff "$_verify_dir/$_verify_name" "$_verify_dest" "release $_verify_hash $_verify_name" "$_verify_dest" ;;
+        esac
+        _verify_problems="$_verify_problems persisted-$_verify_name"
     done
     info "listening:"
     listening_sockets

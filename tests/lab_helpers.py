@@ -74,12 +74,14 @@ class Layers:
     def use(self, cloud: list[dict], host: Release | None) -> None:
         self.cloud_file.write_text(json.dumps(cloud))
         self.lab.load_cloud_layer(self.cloud_file)
-        if host is None:
+        if host is None or "ipsets" in host.files:
+            # Sets are made fresh (a restore into existing sets fails loudly), so the rules that
+            # reference them go first; a release without sets loads over the old rules instead.
             for restore in ("iptables-restore", "ip6tables-restore"):
                 self.lab.run(SERVER, [restore], input=EMPTY_FILTER)
-            self.lab.run(SERVER, ["ipset", "destroy"])  # after the rules that referenced the sets
-        else:
-            if "ipsets" in host.files:  # into a namespace without them: a second load fails loudly
+            self.lab.run(SERVER, ["ipset", "destroy"])
+        if host is not None:
+            if "ipsets" in host.files:
                 self.lab.run(SERVER, ["ipset", "restore"], input=host.files["ipsets"].decode())
             self.lab.run(SERVER, ["iptables-restore"], input=host.files["rules.v4"].decode())
             self.lab.run(SERVER, ["ip6tables-restore"], input=host.files["rules.v6"].decode())

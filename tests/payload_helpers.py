@@ -65,6 +65,7 @@ class HostSandbox:
         env["PATH"] = f"{self.shims}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         env["HLFW_SYSLOG"] = "0"
         env.pop("HLFW_STATE_DIR", None)
+        env.pop("SSH_CONNECTION", None)  # a test run from an SSH session is not the deployer's
         env.update(extra or {})
         return env
 

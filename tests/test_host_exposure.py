@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -260,3 +262,51 @@ def test_a_changed_ssh_rate_limit_takes_effect_at_the_next_load(lab, layers):
     seen = probe(lab.namespace(ADMIN), ssh_target * 10, timeout=PROBE_TIMEOUT, workers=10)
     opened = sum(r.state == "open" for r in seen)
     assert opened <= stricter.ssh_rate_limit.burst + 1, f"{opened} of 10 connections opened"
+
+
+# One HTTP/1.1 keep-alive connection from a client namespace: a first request answered, then
+# (after a line on stdin) a second one on the same connection, which must get no answer.
+_KEPT_CONNECTION = """import http.client, socket, sys
+connection = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=3)
+connection.request("GET", "/"); connection.getresponse().read()
+print("first answered", flush=True)
+sys.stdin.readline()
+try:
+    connection.request("GET", "/"); connection.getresponse().read(); print("second answered", flush=True)
+except (socket.timeout, OSError) as error:
+    print(f"second unanswered ({type(error).__name__})", flush=True)
+"""
+
+
+def test_blocklisted_sources_get_nothing_while_unlisted_sources_get_the_web(lab, layers):
+    # Exactly the internet client is listed, v4 and v6: it matches only where the rule looks at
+    # the packet's source (our server's own address is not listed, so a destination match, or
+    # a rule in the wrong place, lets it through and fails here).
+    listed = [f"{lab.address(INTERNET, 4)}/32", f"{lab.address(INTERNET, 6)}/128"]
+    _, release = render(firewall_values(lab, blocklist=listed))
+    layers.use(OPEN_EDGE, release)
+
+    assert web_from(lab, INTERNET) == ["filtered"], "a blocklisted source reached the web server"
+    assert web_from(lab, INTERNET2) == ["open"], "an unlisted source lost the web server"
+    for family in FAMILIES:
+        assert pings(lab, INTERNET, family, count=3, interval=0.2) == 0, f"IPv{family}: ping answered"
+        assert pings(lab, INTERNET2, family, count=3, interval=0.2) == 3, f"IPv{family}: ping lost"
+    # Dropped before anything counts it: a blocklisted scanner is never banned (nor logged).
+    assert not layers.banned(4) and not layers.banned(6)
+
+
+def test_listing_a_source_cuts_its_open_connection(lab, layers):
+    _, release = render(firewall_values(lab, blocklist=["203.0.113.250/32"]))  # not the client yet
+    layers.use(OPEN_EDGE, release)
+    client = subprocess.Popen(lab.exec_argv(INTERNET, [sys.executable, "-c", _KEPT_CONNECTION,
+                                                       lab.server_ipv4, str(HTTP_PORT)]),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout.readline() == "first answered\n", client.stderr.read()
+        lab.run(SERVER, ["ipset", "add", "hl-blocklist-v4", lab.address(INTERNET, 4)])
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        assert client.stdout.readline().startswith("second unanswered"), "the listed source kept its connection"
+    finally:
+        client.kill()
+        client.wait(timeout=10)

@@ -14,136 +14,21 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from lab_fixtures import root_firewall
-from payload_helpers import PAYLOAD, HostSandbox, host_files_fingerprint, make_release
+from payload_fixtures import (  # noqa: F401 (fixtures)
+    ADMIN_V4, ADMIN_V6, BLOCKLIST_IPSETS, BLOCKLIST_V4, BLOCKLIST_V6, EMPTY_POLICIES, KEEPS_SSH_V4,
+    KEEPS_SSH_V6, TOO_LATE, apply, apply_and_confirm, blocklist, confirm, host, keeps_ssh, lab_good_release,
+    lab_rules, lab_server, lab_ssh, lab_state, load_rules, locks_out, machine_is_untouched,
+    render_lab_release, send_udp_on_loopback, wait_for_lab_state)
+from payload_helpers import PAYLOAD, make_release
 
 pytestmark = [
     pytest.mark.netfilter,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
     pytest.mark.skipif(shutil.which("iptables-restore") is None, reason="iptables not installed"),
 ]
-
-ADMIN_V4 = "198.51.100.10"
-ADMIN_V6 = "2001:db8:100::10"
-
-# Keeps SSH open from the admin address only; web open to all.
-KEEPS_SSH_V4 = f"""*filter
-:INPUT DROP [0:0]
-:FORWARD DROP [0:0]
-:OUTPUT ACCEPT [0:0]
--A INPUT -i lo -j ACCEPT
--A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
--A INPUT -s {ADMIN_V4}/32 -p tcp -m tcp --dport 22 -j ACCEPT
--A INPUT -p tcp -m tcp --dport 80 -j ACCEPT
-COMMIT
-"""
-KEEPS_SSH_V6 = f"""*filter
-:INPUT DROP [0:0]
-:FORWARD DROP [0:0]
-:OUTPUT ACCEPT [0:0]
--A INPUT -i lo -j ACCEPT
--A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
--A INPUT -p ipv6-icmp -j ACCEPT
--A INPUT -s {ADMIN_V6}/128 -p tcp -m tcp --dport 22 -j ACCEPT
--A INPUT -p tcp -m tcp --dport 80 -j ACCEPT
-COMMIT
-"""
-# Same plus a blocklist in ipsets and a raw-table rule.
-BLOCKLIST_V4 = KEEPS_SSH_V4.replace(
-    "-A INPUT -i lo -j ACCEPT\n",
-    "-A INPUT -i lo -j ACCEPT\n-A INPUT -m set --match-set hl-block-v4 src -j DROP\n",
-) + "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A PREROUTING -s 192.0.2.66/32 -j DROP\nCOMMIT\n"
-BLOCKLIST_V6 = KEEPS_SSH_V6.replace(
-    "-A INPUT -i lo -j ACCEPT\n",
-    "-A INPUT -i lo -j ACCEPT\n-A INPUT -m set --match-set hl-block-v6 src -j DROP\n",
-)
-BLOCKLIST_IPSETS = """create hl-block-v4 hash:net family inet hashsize 1024 maxelem 65536
-add hl-block-v4 203.0.113.0/24
-add hl-block-v4 192.0.2.128/25
-create hl-block-v6 hash:net family inet6 hashsize 1024 maxelem 65536
-add hl-block-v6 2001:db8:bad::/48
-"""
-# Locks everyone out: no SSH, no established sessions.
-LOCKS_OUT_V4 = """*filter
-:INPUT DROP [0:0]
-:FORWARD DROP [0:0]
-:OUTPUT ACCEPT [0:0]
--A INPUT -i lo -j ACCEPT
-COMMIT
-"""
-LOCKS_OUT_V6 = LOCKS_OUT_V4
-
-EMPTY_POLICIES = ["-P INPUT ACCEPT", "-P FORWARD ACCEPT", "-P OUTPUT ACCEPT"]
-TOO_LATE = "rules were rolled back: new SSH connections failed within {} s"
-
-
-@pytest.fixture(autouse=True)
-def machine_is_untouched():
-    """Fails a test that changed this machine's own firewall or boot files."""
-    rules_before, files_before = root_firewall(), host_files_fingerprint()
-    yield
-    assert root_firewall() == rules_before, "the root namespace's ruleset changed"
-    assert host_files_fingerprint() == files_before, "the machine's firewall files changed"
-
-
-@pytest.fixture
-def host(tmp_path):
-    sandbox = HostSandbox(tmp_path / "host")
-    try:
-        yield sandbox
-    finally:
-        sandbox.close()
-
-
-@pytest.fixture
-def keeps_ssh(tmp_path):
-    directory = tmp_path / "release-keeps-ssh"
-    return directory, make_release(directory, KEEPS_SSH_V4, KEEPS_SSH_V6)
-
-
-@pytest.fixture
-def blocklist(tmp_path):
-    directory = tmp_path / "release-blocklist"
-    return directory, make_release(directory, BLOCKLIST_V4, BLOCKLIST_V6, BLOCKLIST_IPSETS)
-
-
-@pytest.fixture
-def locks_out(tmp_path):
-    directory = tmp_path / "release-locks-out"
-    return directory, make_release(directory, LOCKS_OUT_V4, LOCKS_OUT_V6)
-
-
-def apply(host, release_dir, timeout=30, **kwargs):
-    return host.hlfw("apply", "--release", str(release_dir), "--timeout", str(timeout), **kwargs)
-
-
-def apply_and_confirm(host, release):
-    directory, release_hash = release
-    applied = apply(host, directory)
-    assert applied.returncode == 0, applied.stderr
-    confirmed = host.hlfw("confirm", "--release", release_hash)
-    assert confirmed.returncode == 0, confirmed.stderr
-
-
-def load_rules(host, v4, v6, ipsets=None):
-    """Puts hand-made 'previous' rules into the sandbox, as an operator might have."""
-    if ipsets:
-        host.netns_run(["ipset", "restore"], input=ipsets)
-    host.netns_run(["iptables-restore"], input=v4)
-    host.netns_run(["ip6tables-restore"], input=v6)
-
-
-def send_udp_on_loopback(host):
-    """A few packets through INPUT (v4 and v6) so that rule counters move."""
-    host.netns_run([sys.executable, "-c", "import socket\n"
-                    "for family, address in ((socket.AF_INET, '127.0.0.1'), (socket.AF_INET6, '::1')):\n"
-                    "    s = socket.socket(family, socket.SOCK_DGRAM)\n"
-                    "    for _ in range(3): s.sendto(b'x', (address, 9))\n"])
-
 
 # ---------------------------------------------------------------- apply + confirm
 
@@ -159,7 +44,7 @@ def test_first_apply_then_confirm_makes_release_active_and_persisted(host, block
     assert "-A INPUT -m set --match-set hl-block-v6 src -j DROP" in host.rules("v6")
     assert "add hl-block-v4 203.0.113.0/24" in host.ipsets()
 
-    confirmed = host.hlfw("confirm", "--release", release_hash)
+    confirmed = confirm(host, release_hash)
 
     assert confirmed.returncode == 0, confirmed.stderr
     status = host.status()
@@ -187,7 +72,7 @@ def test_confirm_persists_to_sysconfig_on_amazon_linux(host, blocklist, tmp_path
     directory, release_hash = blocklist
 
     assert apply(host, directory, env=env).returncode == 0
-    confirmed = host.hlfw("confirm", "--release", release_hash, env=env)
+    confirmed = confirm(host, release_hash, env=env)
 
     assert confirmed.returncode == 0, confirmed.stderr
     assert (host.etc_sysconfig / "iptables").read_text() == BLOCKLIST_V4
@@ -222,7 +107,7 @@ def test_reapply_of_active_release_leaves_live_rules_and_counters_untouched(host
     again = apply(host, directory)
 
     assert again.returncode == 0, again.stderr
-    assert again.stdout == f"release {release_hash} already active; nothing to do\n"
+    assert again.stdout == f"release {release_hash} already active; nothing to do\nhlfw-apply: active release={release_hash}\n"
     assert (host.save("v4", counters=True), host.save("v6", counters=True), host.ipsets()) == before
     assert host.status()["state"] == "active"
 
@@ -270,7 +155,7 @@ def test_unconfirmed_apply_rolls_back_within_timeout_and_confirm_then_fails(host
     assert host.rules("v4") == EMPTY_POLICIES
     assert host.rules("v6") == EMPTY_POLICIES
 
-    confirmed = host.hlfw("confirm", "--release", release_hash)
+    confirmed = confirm(host, release_hash)
     assert confirmed.returncode == 3
     assert confirmed.stderr == TOO_LATE.format(timeout) + "\n"
     assert host.status()["state"] == "rolled-back"
@@ -283,7 +168,7 @@ def test_confirm_after_deadline_rolls_back_even_if_timer_is_late(host, locks_out
     host.kill_sleeper()  # as if the timer had not fired yet
     time.sleep(2.5)
 
-    confirmed = host.hlfw("confirm", "--release", release_hash)
+    confirmed = confirm(host, release_hash)
 
     assert confirmed.returncode == 3
     assert confirmed.stderr == TOO_LATE.format(2) + "\n"
@@ -307,7 +192,7 @@ def test_killing_the_apply_session_right_after_rules_go_live_still_rolls_back(ho
     host.wait_for_state("rolled-back", timeout + 5)
     print(f"rollback {time.monotonic() - went_live:.1f} s after the session died (timeout {timeout} s)")
     assert host.rules("v4") == EMPTY_POLICIES
-    assert host.hlfw("confirm", "--release", release_hash).returncode == 3
+    assert confirm(host, release_hash).returncode == 3
 
 
 def test_apply_returns_at_once_because_the_sleeper_holds_no_session_pipes(host, keeps_ssh):
@@ -321,7 +206,7 @@ def test_apply_returns_at_once_because_the_sleeper_holds_no_session_pipes(host, 
     assert time.monotonic() - started < 10
     assert host.state()["state"] == "pending"
     assert "inherited fd" not in (host.state_dir / "log").read_text()
-    assert host.hlfw("confirm", "--release", release_hash).returncode == 0
+    assert confirm(host, release_hash).returncode == 0
 
 
 def test_rollback_restores_exactly_the_previous_rules_and_sets(host, blocklist):
@@ -416,7 +301,7 @@ def test_systemd_path_arms_a_transient_timer_and_confirm_stops_it(host, keeps_ss
     env = {"HLFW_ROLLBACK_METHOD": "systemd"}
 
     applied = apply(host, directory, timeout=45, env=env)
-    confirmed = host.hlfw("confirm", "--release", release_hash, env=env)
+    confirmed = confirm(host, release_hash, env=env)
 
     assert applied.returncode == 0 and confirmed.returncode == 0, applied.stderr + confirmed.stderr
     unit = f"hlfw-rollback-{release_hash}"
@@ -447,7 +332,7 @@ def test_confirm_keeps_only_the_newest_release_copies(host, keeps_ssh):
 
 
 def test_confirm_of_unknown_release_fails_clearly(host):
-    result = host.hlfw("confirm", "--release", "0123456789abcdef")
+    result = confirm(host, "0123456789abcdef")
     assert result.returncode == 2
     assert "release 0123456789abcdef was never applied on this host" in result.stderr
 
@@ -479,7 +364,7 @@ def test_confirm_after_a_reboot_refuses_the_lost_release(host, keeps_ssh, locks_
     state_file = host.state_dir / "state"
     state_file.write_text(state_file.read_text().replace("boot_id=", "boot_id=before-reboot-"))
 
-    confirmed = host.hlfw("confirm", "--release", unconfirmed_hash)
+    confirmed = confirm(host, unconfirmed_hash)
 
     assert confirmed.returncode == 3
     assert "rebooted before it was confirmed" in confirmed.stderr
@@ -602,7 +487,7 @@ printf '%s\\n' "$input" | exec /usr/sbin/ip6tables-restore "$@"
     assert (host.all_rules("v4"), host.all_rules("v6"), host.ipsets()) == before
     status = host.status()
     assert status["state"] == "rolled-back" and status["reason"] == "applying rules.v6 failed"
-    confirmed = host.hlfw("confirm", "--release", release_hash)
+    confirmed = confirm(host, release_hash)
     assert confirmed.returncode == 3
     assert confirmed.stderr == "rules were rolled back: applying rules.v6 failed\n"
 
@@ -718,21 +603,6 @@ def test_install_deps_preseeds_autosave_off_then_installs_what_is_missing(host):
 
 # ---------------------------------------------------------------- the real renderer
 
-def render_lab_release(tmp_path: Path, name: str, admin_cidrs, allow_lockout: bool = False):
-    """A release rendered by hardened_lightsail from a small web-server policy."""
-    from hardened_lightsail.config import settings_from_values
-    from hardened_lightsail.release import render_release
-    policy = settings_from_values({"firewall": {
-        "adminCidrs": list(admin_cidrs),
-        "services": [{"name": "http", "protocol": "tcp", "ports": "80"},
-                     {"name": "https", "protocol": "tcp", "ports": "443"}],
-        "blocklist": ["203.0.113.200/32", "2001:db8:bad::/48"],
-        "allowLockout": allow_lockout,
-    }}).firewall
-    release = render_release(policy)
-    return release.write(tmp_path / name), release.hash
-
-
 def test_a_real_rendered_release_applies_confirms_verifies_and_boots(host, tmp_path):
     directory, release_hash = render_lab_release(tmp_path, "rendered", [f"{ADMIN_V4}/32", f"{ADMIN_V6}/128"])
     assert (directory / "ipsets").exists() and (directory / "policy.json").exists()
@@ -745,7 +615,7 @@ def test_a_real_rendered_release_applies_confirms_verifies_and_boots(host, tmp_p
     for name in ("rules.v4", "rules.v6", "ipsets"):
         assert (host.etc_iptables / name).read_bytes() == (directory / name).read_bytes()
     live = (host.save("v4"), host.save("v6"), host.ipsets())
-    assert apply(host, directory).stdout == f"release {release_hash} already active; nothing to do\n"
+    assert apply(host, directory).stdout.splitlines()[-1] == f"hlfw-apply: active release={release_hash}"
     host.flush_everything()
     assert host.hlfw("boot-load").returncode == 0
     assert (host.save("v4"), host.save("v6"), host.ipsets()) == live
@@ -755,47 +625,6 @@ def test_a_real_rendered_release_applies_confirms_verifies_and_boots(host, tmp_p
 # The lab's server runs a real sshd in its own network namespace; its sessions see lab-owned
 # /etc/iptables and /var/lib/hardened-lightsail. Every command is a fresh ssh process from the
 # admin namespace, i.e. a new TCP connection, exactly like the deployer's steps.
-
-def lab_ssh(lab, command: str, timeout: float = 60, connect_timeout: int = 5):
-    return subprocess.run(lab.ssh_argv("admin", [command], connect_timeout=connect_timeout),
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def lab_state(lab) -> dict[str, str]:
-    path = lab.layout.server_fs("/var/lib/hardened-lightsail") / "state"
-    if not path.exists():
-        return {}
-    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-
-
-def lab_rules(lab) -> list[str]:
-    """The server's v4 and v6 rules, without counters (SSH traffic moves those)."""
-    return [line for tool in ("iptables", "ip6tables") for line in lab.run("server", [tool, "-S"]).stdout.splitlines()]
-
-
-def wait_for_lab_state(lab, wanted: str, timeout: float) -> float:
-    start = time.monotonic()
-    while lab_state(lab).get("state") != wanted:
-        assert time.monotonic() - start < timeout, f"state never became {wanted}: {lab_state(lab)}"
-        time.sleep(0.1)
-    return time.monotonic() - start
-
-
-@pytest.fixture
-def lab_server(lab_factory):
-    """A fresh lab per test; a rollback sleeper left behind is stopped (by its PID) first."""
-    lab = lab_factory.up()
-    yield lab
-    pid = lab_state(lab).get("rollback_handle", "")
-    if pid.isdigit() and "_rollback-sleeper" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace") \
-            if Path(f"/proc/{pid}/cmdline").exists() else False:
-        os.killpg(int(pid), signal.SIGKILL)
-
-
-def lab_good_release(lab, tmp_path):
-    from lab import ADMIN_CIDRS
-    return render_lab_release(tmp_path, "lab-good", ADMIN_CIDRS)
-
 
 def test_ssh_first_apply_then_confirm_over_a_new_connection(lab_server, tmp_path):
     lab = lab_server
@@ -831,7 +660,7 @@ def test_ssh_reapply_is_a_no_op_and_an_established_session_survives(lab_server, 
         again = lab_ssh(lab, f"sh {directory}/hlfw apply --release {directory} --timeout 30")
 
         assert again.returncode == 0, again.stderr
-        assert again.stdout == f"release {release_hash} already active; nothing to do\n"
+        assert again.stdout == f"release {release_hash} already active; nothing to do\nhlfw-apply: active release={release_hash}\n"
         assert lab_rules(lab) == rules_before
         held.stdin.write("after\n")
         held.stdin.flush()
@@ -860,6 +689,8 @@ def test_ssh_forced_lockout_is_rolled_back_and_new_connections_work_again(lab_se
     # counts as a port-scan hit under the bad rules, so the admin ends up in their ban list.
     attempts = 0
     while lab_state(lab).get("state") == "pending":
+        # Each attempt is bounded by connect_timeout; the loop by the rollback deadline + slack.
+        assert time.monotonic() - applied_at < timeout + 10, f"still pending {timeout + 10} s after apply"
         assert lab_ssh(lab, "true", connect_timeout=1).returncode == 255, "got through the lock-out rules"
         attempts += 1
     assert attempts >= 2
