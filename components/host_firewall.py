@@ -17,6 +17,7 @@ import pulumi
 import pulumi_command as command
 
 from hardened_lightsail.release import Release
+from hardened_lightsail.steps import measured_exposure
 
 from .connection import SshTarget
 from .host_state import HostState, HostStateArgs
@@ -76,7 +77,9 @@ class HostFirewall(pulumi.ComponentResource):
             opts=child(self.host_state))
 
         self.release_hash = pulumi.Output.from_input(release.hash)
-        self.exposure = deploy.stdout
+        # The measured table holds no secret (the key only travels in the environment); some
+        # command providers mark all of stdout secret when any input is.
+        self.exposure = pulumi.Output.unsecret(deploy.stdout).apply(measured_exposure)
         self.steps = (copy, packages, self.host_state, deploy)
         self.register_outputs({"releaseHash": self.release_hash, "exposure": self.exposure,
                                "hostState": self.host_state.hostState})

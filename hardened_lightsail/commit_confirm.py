@@ -44,12 +44,12 @@ class RemoteRelease:
 Progress = Callable[[str], None]
 
 
-def stderr_progress() -> Progress:
-    """Progress lines on stderr (pulumi-command shows them while the step runs), timed from now."""
+def timed_progress(stream=sys.stdout) -> Progress:
+    """Progress lines, timed from now (pulumi-command shows a step's output while it runs)."""
     started = time.monotonic()
 
     def say(message: str) -> None:
-        print(f"[{time.monotonic() - started:5.1f} s] {message}", file=sys.stderr, flush=True)
+        print(f"[{time.monotonic() - started:5.1f} s] {message}", file=stream, flush=True)
     return say
 
 

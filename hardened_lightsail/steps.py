@@ -3,7 +3,8 @@
 deploy   the host firewall as one unit: apply the release (rollback armed), confirm it over a
          NEW ssh connection with this apply's nonce, verify it on the host, then probe the
          server from here and fail unless what answers is exactly what the policy allows.
-         stdout is the measured exposure (the stack's verifiedExposure); progress goes to stderr.
+         stdout: progress lines, then EXPOSURE_MARKER and the measured exposure (the stack's
+         verifiedExposure); stderr: only why it failed, so the error `up` ends with is that.
          Any step that fails fails the whole step, so `up` never ends well over a host that is
          pending, rolled back or different from the release."""
 from __future__ import annotations
@@ -14,15 +15,23 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-from .commit_confirm import DeployError, RemoteRelease, deploy, stderr_progress
+from .commit_confirm import DeployError, RemoteRelease, deploy, timed_progress
 from .config import load_policy_file
 from .outside_verification import parse_host_report, verify_from_here
 from .release import render_release
 from .ssh_session import SshEndpoint
 
+EXPOSURE_MARKER = "--- measured from outside ---"
+
+
+def measured_exposure(step_output: str) -> str:
+    """The exposure table out of the deploy step's stdout (what follows the marker)."""
+    _, marker, table = step_output.partition(EXPOSURE_MARKER + "\n")
+    return table.rstrip("\n") if marker else ""
+
 
 def deploy_step(env: Mapping[str, str] = os.environ) -> int:
-    say = stderr_progress()
+    say = timed_progress()
     target = RemoteRelease(SshEndpoint.from_environment(env), env["HL_REMOTE_DIR"], env["HL_RELEASE"])
     local_dir = Path(env["HL_RELEASE_DIR"])
     policy = load_policy_file(local_dir / "policy.json")
@@ -39,11 +48,14 @@ def deploy_step(env: Mapping[str, str] = os.environ) -> int:
     say("verify on the host: live rules, ipsets and boot files match the release")
     addresses = [a for a in json.loads(env["HL_ADDRESSES"]) if a]
     outside = verify_from_here(release, policy, addresses, parse_host_report(report))
-    print(outside.table)
     if outside.mismatches:
-        print(f"exposure differs from the policy on {outside.mismatches} port(s): see MISMATCH above", file=sys.stderr)
+        print(outside.table)
+        header, *rows = outside.table.splitlines()
+        print(f"exposure differs from the policy on {outside.mismatches} port(s):\n" +
+              "\n".join([header, *(row for row in rows if row.endswith("MISMATCH"))]), file=sys.stderr)
         return 1
     say(f"verify from outside: {outside.table.splitlines()[-1]}")
+    print(f"{EXPOSURE_MARKER}\n{outside.table}")
     return 0
 
 

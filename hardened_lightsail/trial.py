@@ -225,13 +225,17 @@ def engine_error(error: Exception) -> str:
     result = getattr(error, "result", None)
     if result is None:
         return str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-    lines = f"{result.stderr}\n{result.stdout}".splitlines()
+    # A step's progress lines ("[  1.2 s] apply: ...") come before its reason: skip them.
+    lines = [line for line in f"{result.stderr}\n{result.stdout}".splitlines()
+             if not re.match(r"\s*\[\s*\d+\.\d s\] ", line)]
     found = []
     for index, line in enumerate(lines):
         if re.match(r"\s*error:", line):
             reason = lines[index + 1].strip() if line.rstrip().endswith(":") and index + 1 < len(lines) else ""
             found.append(f"{line.strip()} {reason}".strip())
-    specific = [line for line in dict.fromkeys(found) if line != "error: update failed"]
+    # The engine's own summary lines say only that something failed: keep the specific ones.
+    generic = ("error: update failed", "error: Resource monitor has terminated, shutting down")
+    specific = [line for line in dict.fromkeys(found) if line not in generic]
     return "; ".join(specific or found) or f"pulumi exited with code {result.code}"
 
 

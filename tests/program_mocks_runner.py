@@ -53,7 +53,7 @@ def command_stdout(name: str) -> str:
     if name.endswith("-ready"):
         return "ready"
     if name.endswith("-deploy"):
-        return f"verified exposure of {name}"
+        return f"[  0.1 s] apply: ...\n--- measured from outside ---\nverified exposure of {name}\n"
     return f"{name}: done"
 
 

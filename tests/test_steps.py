@@ -1,13 +1,9 @@
-"""The deployer-side steps of HostFirewall: reading the host's report, and the outside
-verification measured for real against a lab (TCP and UDP, IPv4 and IPv6)."""
-import io
-import json
-from contextlib import redirect_stderr, redirect_stdout
-
+"""The deployer-side outside verification of HostFirewall: reading the host's report, and the
+probes measured for real against a lab (TCP and UDP, IPv4 and IPv6)."""
 import pytest
 
+from hardened_lightsail.outside_verification import agrees_with_policy, parse_host_report, verify_from_here
 from hardened_lightsail.reachability import CLOSED, FILTERED, OPEN
-from hardened_lightsail.steps import _expected, _parse_host_report, verify_outside
 from lab.topology import ROOT, SERVER
 from lab_helpers import firewall_values, layers, render  # noqa: F401 (fixture)
 
@@ -25,9 +21,9 @@ udp * 5353
 
 
 def test_the_host_report_gives_the_client_and_public_listeners_per_protocol():
-    client, listening = _parse_host_report("client: 192.0.2.74\n" + HOST_REPORT)
-    assert client == "192.0.2.74"
-    assert listening == {"tcp": {22, 80, 443}, "udp": {5353}}  # loopback-only sockets left out
+    report = parse_host_report("client: 192.0.2.74\n" + HOST_REPORT)
+    assert report.client == "192.0.2.74"
+    assert report.listening == {"tcp": {22, 80, 443}, "udp": {5353}}  # loopback-only sockets left out
 
 
 @pytest.mark.parametrize("protocol,allowed,listening,state,ok", [
@@ -39,25 +35,21 @@ def test_the_host_report_gives_the_client_and_public_listeners_per_protocol():
 ])
 def test_a_denied_port_must_be_silent_and_an_allowed_listener_must_not_be_refused(protocol, allowed, listening,
                                                                                    state, ok):
-    assert _expected(protocol, allowed, listening, state) is ok
+    assert agrees_with_policy(protocol, allowed, listening, state) is ok
 
 
-def _verify(lab, release, tmp_path) -> tuple[int, str]:
-    release_dir = release.write(tmp_path / "release")
-    env = {"HL_RELEASE_DIR": str(release_dir),
-           "HL_ADDRESSES": json.dumps([lab.address(SERVER, 4), lab.address(SERVER, 6)])}
+def _verify(lab, policy, release) -> tuple[int, str]:
     report = f"client: {lab.address(ROOT, 4)}\n" + HOST_REPORT.replace("tcp * 22", "tcp * 22\ntcp * 23\ntcp * 5432\ntcp * 8080")
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = verify_outside(env, report)
-    return code, out.getvalue() + err.getvalue()
+    result = verify_from_here(release, policy, [lab.address(SERVER, 4), lab.address(SERVER, 6)],
+                              parse_host_report(report))
+    return (1 if result.mismatches else 0), result.table
 
 
 @pytest.mark.netfilter
 def test_outside_verification_passes_when_exposure_matches_and_catches_a_hole(lab, layers, tmp_path):
     policy, release = render(firewall_values(lab))
     layers.use(release.port_infos, release)
-    code, output = _verify(lab, release, tmp_path)
+    code, output = _verify(lab, policy, release)
     assert code == 0, output
     assert "udp/5353" in output and "tcp/5432" in output and "MISMATCH" not in output
     assert output.count("2001:db8:") >= 20  # IPv6 probed too
@@ -65,8 +57,8 @@ def test_outside_verification_passes_when_exposure_matches_and_catches_a_hole(la
     everything = [{"protocol": "all", "fromPort": 0, "toPort": 65535, "cidrs": ["0.0.0.0/0"],
                    "ipv6Cidrs": ["::/0"], "cidrListAliases": []}]
     layers.use(everything, None)
-    code, output = _verify(lab, release, tmp_path)
+    code, output = _verify(lab, policy, release)
     assert code == 1
     mismatches = [line.split()[1] for line in output.splitlines() if line.endswith("MISMATCH")]
     assert {"tcp/5432", "tcp/23", "udp/5353"} <= set(mismatches), output
-    assert "exposure differs from the policy" in output
+    assert "verified:" not in output
