@@ -72,14 +72,14 @@ func schemaJSON() []byte {
 	localIn := m{
 		"create": str, "update": str, "delete": str, "dir": str, "stdin": str,
 		"environment": strMap, "interpreter": strList, "triggers": triggers,
-		"addPreviousOutputInEnv": withDefault(boolean, true), "logging": ref("command:local:Logging"),
+		"addPreviousOutputInEnv": boolean, "logging": ref("command:local:Logging"),
 		"assetPaths": strList, "archivePaths": strList,
 	}
 	remoteIn := m{
 		"connection": secret(ref("command:remote:Connection")),
 		"create":     str, "update": str, "delete": str, "stdin": str,
 		"environment": strMap, "triggers": triggers,
-		"addPreviousOutputInEnv": withDefault(boolean, true), "logging": ref("command:remote:Logging"),
+		"addPreviousOutputInEnv": boolean, "logging": ref("command:remote:Logging"),
 	}
 	copyIn := m{
 		"connection": secret(ref("command:remote:Connection")),
@@ -93,7 +93,7 @@ func schemaJSON() []byte {
 	}
 	runIn := m{
 		"command": str, "dir": str, "stdin": str, "environment": strMap, "interpreter": strList,
-		"addPreviousOutputInEnv": withDefault(boolean, true), "logging": ref("command:local:Logging"),
+		"addPreviousOutputInEnv": boolean, "logging": ref("command:local:Logging"),
 		"assetPaths": strList, "archivePaths": strList,
 	}
 
