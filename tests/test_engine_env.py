@@ -141,3 +141,19 @@ def test_a_stale_agent_socket_is_left_out_with_a_note(users_cli, tmp_path):
     seen, said = users_cli("up", "-s", "dev", SSH_AUTH_SOCK=str(tmp_path / "gone.sock"))
     assert "SSH_AUTH_SOCK" not in seen["env"]
     assert "is not a live agent socket" in said
+
+
+@pytest.mark.skipif(not (engine_env.BUILT_BIN / "pulumi").exists(), reason="no built CLI (scripts/install-pulumi)")
+def test_the_built_cli_gets_its_own_home_our_provider_and_no_tools_on_path(tmp_path):
+    """The offline build: its own plugin cache with our provider in the command 1.2.1 slot, no
+    downloads, and .tools/bin off PATH (the engine would load plugins from there and warn)."""
+    environ = {"PATH": "/usr/bin:/bin", "HL_USE_BUILT_PULUMI": "1", "PULUMI_HOME": str(tmp_path / "home")}
+    eng = engine_env.engine(environ)
+    assert eng.built and eng.cli == engine_env.BUILT_BIN / "pulumi"
+    assert eng.env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "true"
+    assert str(engine_env.BUILT_BIN) not in eng.env["PATH"].split(":")
+    installed = engine_env.plugin_dir(tmp_path / "home") / "pulumi-resource-command"
+    assert installed.exists() and engine_env.is_our_build(installed)
+    described = engine_env.describe(eng)
+    assert described[2] == (f"command provider {installed} (hardened-lightsail build, put there from "
+                            f"{engine_env.BUILT_BIN / 'pulumi-resource-command'})")

@@ -4,6 +4,10 @@ import (
 	"encoding/json"
 )
 
+// ourBuild names this build; scripts/pulumi tells it from upstream's by the "hardened-lightsail"
+// in the binary (hardened_lightsail/engine_env.py, OUR_BUILD_MARKER).
+const ourBuild = "Run local and remote commands (hardened-lightsail's build of the pulumi-command provider)."
+
 // schemaJSON returns a compact Pulumi package schema for the types this provider
 // implements: property names, types, defaults, secrets and replaceOnChanges match
 // pulumi-command 1.2.1; documentation text is left out. The engine does not need it
@@ -101,7 +105,7 @@ func schemaJSON() []byte {
 		"name":        "command",
 		"displayName": "Command",
 		"version":     version,
-		"description": "Run local and remote commands (hardened-lightsail's compatible pulumi-command provider).",
+		"description": ourBuild,
 		"config":      m{},
 		"provider":    m{"type": "object"},
 		"types": m{
