@@ -3,10 +3,14 @@
 Reads like a table of contents: config -> policy/release -> servers -> host firewalls -> exports."""
 import pulumi
 
+from components.engine_shutdown import end_quietly_when_the_engine_stops
 from components.host_firewall import HostFirewall, HostFirewallArgs
 from components.servers import make_servers, with_known_deployer
 from hardened_lightsail.exposure import exposure_table, format_table
 from hardened_lightsail.stack_config import checked_release, read_stack_settings
+
+# 0. A failed or cancelled `up` ends with the engine's error lines, not Python tracebacks.
+end_quietly_when_the_engine_stops()
 
 # 1. Config: validated before anything is registered; errors name the key and stop the run.
 settings = with_known_deployer(read_stack_settings())

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import yaml
 from pulumi.automation import CommandError, CommandResult, LocalWorkspace, PulumiCommand, Stack
 from pulumi.automation.errors import create_command_error
 
+from . import engine_env
 from .analysis import analyse, errors
 from .config import NAMESPACE, ConfigError, load_stack_file, settings_from_values
 from .release import render_release
@@ -32,7 +32,6 @@ TRIAL_TAG, EXPIRES_TAG = f"{NAMESPACE}:trial", f"{NAMESPACE}:expires"
 BASE_TAG, TARGET_TAG = f"{NAMESPACE}:trialBase", f"{NAMESPACE}:trialTarget"
 PREFIX = "trial-"
 NAME_LENGTH = 16  # a lab name (and so its namespaces hl-NAME-*) is at most 16 characters
-LAB_PASSPHRASE = "hardened-lightsail-lab"  # same as scripts/pulumi: lab secrets are throwaway keys
 FAIL_VERIFY_HOOK = "HL_TRIAL_FAIL_VERIFY"  # tests only: verification fails after a real `up`
 
 
@@ -118,32 +117,20 @@ def format_remaining(delta: timedelta) -> str:
 # --- the engine: our environment, one process group per CLI run, Ctrl-C passed on once ---------------
 
 def engine_environment(lab: bool) -> dict[str, str]:
-    """What scripts/pulumi sets up, for the Automation API's CLI runs."""
-    state = PROJECT_DIR / ".pulumi-state"
-    backend = os.environ.get("PULUMI_BACKEND_URL") or f"file://{state}"
-    if backend == f"file://{state}":
-        state.mkdir(exist_ok=True)
-    env = {"PATH": os.pathsep.join([str(PROJECT_DIR / ".tools" / "bin"), str(PROJECT_DIR / ".venv" / "bin"),
-                                    os.environ.get("PATH", "")]),
-           "PULUMI_BACKEND_URL": backend,
-           "PULUMI_HOME": os.environ.get("PULUMI_HOME") or str(state / "home"),
-           "PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true"}
+    """What scripts/pulumi sets up (hardened_lightsail/engine_env.py), for the Automation API's
+    CLI runs; a lab trial is a new stack, so it gets the lab passphrase unless one is set."""
+    env = engine_env.engine().env
     if lab:
-        env["PULUMI_CONFIG_PASSPHRASE"] = os.environ.get("PULUMI_CONFIG_PASSPHRASE", LAB_PASSPHRASE)
+        env["PULUMI_CONFIG_PASSPHRASE"] = os.environ.get("PULUMI_CONFIG_PASSPHRASE", engine_env.LAB_PASSPHRASE)
     return env
 
 
 def pulumi_root() -> Optional[str]:
-    """Like scripts/pulumi: the user's own CLI if installed, else the one scripts/install-pulumi built
-    (None: `pulumi` from PATH)."""
-    built = PROJECT_DIR / ".tools" / "bin" / "pulumi"
-    user = shutil.which("pulumi")
-    if not os.environ.get("HL_USE_BUILT_PULUMI") and user and Path(user).resolve() != built.resolve():
-        return None
-    if built.exists():
-        return str(built.parent.parent)
-    raise TrialInputError("no Pulumi CLI found: run scripts/install-pulumi (offline build) or install it "
-                          "the usual way (README)")
+    """The directory whose bin/pulumi scripts/pulumi would run."""
+    try:
+        return str(engine_env.find_cli(os.environ)[0].parent.parent)
+    except engine_env.EngineError as error:
+        raise TrialInputError(str(error)) from None
 
 
 class TrialCommand(PulumiCommand):
@@ -215,7 +202,7 @@ class TrialWorkspace(LocalWorkspace):
 
 def open_workspace(lab: bool) -> TrialWorkspace:
     env = engine_environment(lab)
-    return TrialWorkspace(work_dir=str(PROJECT_DIR), pulumi_home=env["PULUMI_HOME"], env_vars=env,
+    return TrialWorkspace(work_dir=str(PROJECT_DIR), pulumi_home=env.get("PULUMI_HOME"), env_vars=env,
                           pulumi_command=TrialCommand(pulumi_root()))
 
 

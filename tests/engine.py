@@ -1,4 +1,9 @@
-"""Runs the real Pulumi CLI (through scripts/pulumi) for engine tests, or says why it can't."""
+"""Runs the real Pulumi CLI (through scripts/pulumi) for engine tests, or says why it can't.
+
+The engine and lab tests run with the command provider this project builds, or with the binary
+HL_COMMAND_PROVIDER names (e.g. upstream pulumi-command v1.2.1 built from its source:
+`HL_COMMAND_PROVIDER=/path/to/pulumi-resource-command scripts/test -m engine`); scripts/pulumi
+puts it into each test's private plugin cache."""
 from __future__ import annotations
 
 import os
@@ -19,6 +24,11 @@ def engine_missing_reason() -> str | None:
         if not (BUILT_CLI.parent / plugin).exists() and not shutil.which(plugin):
             return f"engine tests skipped: {plugin} is not built (run scripts/install-pulumi)"
     return None
+
+
+def command_provider_under_test() -> str | None:
+    """The provider binary HL_COMMAND_PROVIDER names, None for this project's own build."""
+    return os.environ.get("HL_COMMAND_PROVIDER") or None
 
 
 def pulumi(args: list[str], backend: Path, cwd: Path | None = None, timeout: float = 600,

@@ -101,6 +101,7 @@ def test_lab_life_cycle_through_the_real_engine(lab_stack):
     assert refused.returncode != 0
     assert "lock-out" in refused.stdout + refused.stderr
     assert "is not in firewall.adminCidrs" in refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stdout + refused.stderr, "a refused policy must read as its reasons only"
 
     # Forced through: the host rolls back by itself, `up` fails with the clear message, SSH works.
     _write_stack(dict(locked, allowLockout=True))
@@ -109,6 +110,7 @@ def test_lab_life_cycle_through_the_real_engine(lab_stack):
     rollback_seconds = time.monotonic() - started
     assert forced.returncode != 0
     assert "rules were rolled back: new SSH connections failed within 10 s" in forced.stdout + forced.stderr
+    assert "Traceback" not in forced.stdout + forced.stderr, "a failed up must end with its error lines only"
     ssh = subprocess.run(["ssh", "-i", str(PROJECT_DIR / ".lab" / STACK / "ssh" / "id_ed25519"), "-o", "BatchMode=yes",
                           "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5",
                           f"root@{outputs['publicIp']}", "true"], capture_output=True, text=True, timeout=30)

@@ -170,18 +170,14 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 		return &pulumirpc.RunResponse{Error: err.Error()}, nil
 	}
 
-	// Interrupt the program only when the engine calls Cancel (Ctrl-C). When an update fails the
-	// engine also drops this RPC, but then the program must be left to notice the closed resource
-	// monitor and exit quietly, as the SDK does; a SIGINT there prints KeyboardInterrupt noise.
-	ctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	// Like upstream's host (sdk/python/cmd/pulumi-language-python, Run): the program is
+	// interrupted (SIGINT, then killed if it lingers) when the engine calls Cancel or drops this
+	// RPC, which it does when an update fails. The program itself must end quietly then: see
+	// components/engine_shutdown.py.
+	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	go func() {
-		select {
-		case <-h.cancelled.Done():
-			stop()
-		case <-ctx.Done():
-		}
-	}()
+	cancelledStop := context.AfterFunc(h.cancelled, stop)
+	defer cancelledStop()
 
 	cmd, err := tc.Command(ctx, append([]string{"-u", h.execPath}, h.execArgs(req)...)...)
 	if err != nil {
@@ -215,7 +211,7 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	// On cancellation, interrupt first so Python can unwind, and kill only if it does not exit.
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-	cmd.WaitDelay = 10 * time.Second
+	cmd.WaitDelay = 5 * time.Second
 	logging.V(5).Infof("language host launching process: %s", strings.Join(cmd.Args, " "))
 
 	err = cmd.Run()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 
@@ -14,185 +13,177 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 )
 
-// copySource is what a CopyToRemote (or CopyFile) uploads.
+// copySource is what a CopyToRemote uploads.
 type copySource struct {
 	localPath string  // a file or a directory
 	text      *string // a StringAsset's text
-	hash      string  // content hash (assets/archives); empty for CopyFile
 }
 
-func sourceOf(typ string, props resource.PropertyMap) (copySource, error) {
-	if typ == typeCopyFile {
-		p, ok, err := getString(props, "localPath")
-		if err != nil || !ok {
-			return copySource{}, fmt.Errorf("localPath: %v", orMissing(err))
-		}
-		return copySource{localPath: p}, nil
-	}
+func sourceOf(props resource.PropertyMap) (copySource, error) {
 	v, ok := present(props, "source")
 	if !ok {
-		return copySource{}, errors.New("missing required property 'source'")
+		return copySource{}, errNoSource
 	}
 	switch {
+	case v.IsAsset() && v.AssetValue().IsText():
+		text := v.AssetValue().Text
+		return copySource{text: &text}, nil
 	case v.IsAsset():
-		a := v.AssetValue()
-		_ = a.EnsureHash()
-		switch {
-		case a.IsPath():
-			return copySource{localPath: a.Path, hash: a.Hash}, nil
-		case a.IsText():
-			t := a.Text
-			return copySource{text: &t, hash: a.Hash}, nil
-		}
-		return copySource{}, errors.New("source asset must be a FileAsset or a StringAsset")
+		return copySource{localPath: v.AssetValue().Path}, nil
 	case v.IsArchive():
-		a := v.ArchiveValue()
-		_ = a.EnsureHash()
-		if a.IsPath() {
-			return copySource{localPath: a.Path, hash: a.Hash}, nil
-		}
-		return copySource{}, errors.New("source archive must be a FileArchive (a path to a file or directory)")
+		return copySource{localPath: v.ArchiveValue().Path}, nil
 	}
-	return copySource{}, errors.New("source must be an asset or an archive")
+	return copySource{}, errNoSource
 }
 
-func orMissing(err error) error {
-	if err == nil {
-		return errors.New("missing required property")
+// sourceHash is the content hash of a copy's source ("" when there is none).
+func sourceHash(props resource.PropertyMap) string {
+	v, ok := present(props, "source")
+	switch {
+	case !ok:
+		return ""
+	case v.IsAsset():
+		return v.AssetValue().Hash
+	case v.IsArchive():
+		return v.ArchiveValue().Hash
 	}
-	return err
+	return ""
 }
 
-// copyToRemote uploads src to remotePath over SFTP on a new SSH connection.
+// copyToRemote uploads src to remotePath over SFTP on a new SSH connection, as upstream
+// remote/copyController.go does:
 //
-// Like upstream:
+//	source | remote is a dir      | remote missing                | remote is a file
+//	dir    | remote/dir           | remote/dir (remote created)   | error
+//	dir/   | remote/<each entry>  | remote/<each entry>           | error
+//	file   | remote/file          | remote (parents created)      | remote (overwritten)
+//	text   | error                | remote (parents created)      | remote (overwritten)
 //
-//	source | remote is a dir      | remote missing            | remote is a file
-//	dir    | remote/dir           | remote/dir (both created) | error
-//	dir/   | remote/<each entry>  | remote/<each entry>       | error
-//	file   | remote/file          | remote                    | remote (overwritten)
-//
-// A StringAsset is written to remotePath, which must not be a directory. Archives
-// such as .tgz are copied as they are, not unpacked. File permission bits are kept.
+// Files are created by the SFTP server with its default mode (0644 under OpenSSH's usual
+// umask), whatever the local file's mode: a script that must be executable is run with `sh`.
+// Archives such as .tgz are copied as they are, not unpacked.
 func copyToRemote(ctx context.Context, conn *connSpec, src copySource, remotePath string,
 	log *engineLog, urn resource.URN,
 ) error {
+	if src.text != nil {
+		log.debug(urn, "Creating file: %s:%s from text asset", conn.host, remotePath)
+	} else {
+		log.debug(urn, "Creating file: %s:%s from local file %s", conn.host, remotePath, src.localPath)
+	}
 	client, err := dial(ctx, conn, log, urn)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
-	stop := context.AfterFunc(ctx, func() { _ = client.Close() })
-	defer stop()
-
-	sc, err := sftp.NewClient(client.Client)
-	if err != nil {
-		return fmt.Errorf("starting sftp on %s: %w", conn, err)
-	}
-	defer sc.Close()
-
-	dest := remotePath
-	destInfo, err := remoteStat(sc, dest)
+	sc, err := sftp.NewClient(client, sftp.UseConcurrentWrites(true))
 	if err != nil {
 		return err
 	}
-
+	defer sc.Close()
 	if src.text != nil {
-		if destInfo != nil && destInfo.IsDir() {
-			return fmt.Errorf("remote path %s is a directory; with a text asset remotePath must be a file path", dest)
-		}
-		f, err := sc.Create(dest)
-		if err != nil {
-			return fmt.Errorf("creating remote file %s: %w", dest, err)
-		}
-		if _, err := f.Write([]byte(*src.text)); err != nil {
-			_ = f.Close()
-			return fmt.Errorf("writing remote file %s: %w", dest, err)
-		}
-		return f.Close()
+		return copyText(sc, *src.text, remotePath)
 	}
-
-	info, err := os.Stat(src.localPath)
-	if err != nil {
-		return fmt.Errorf("source: %w", err)
-	}
-	if !info.IsDir() {
-		if destInfo != nil && destInfo.IsDir() {
-			dest = path.Join(dest, filepath.Base(src.localPath))
-		}
-		return uploadFile(sc, src.localPath, dest, info.Mode())
-	}
-
-	if destInfo != nil && !destInfo.IsDir() {
-		return fmt.Errorf("remote path %s exists but is not a directory", dest)
-	}
-	if destInfo == nil {
-		if err := sc.Mkdir(dest); err != nil {
-			return fmt.Errorf("creating remote directory %s: %w", dest, err)
-		}
-	}
-	if !strings.HasSuffix(src.localPath, "/") {
-		dest = path.Join(dest, filepath.Base(filepath.Clean(src.localPath)))
-	}
-	return uploadDir(sc, src.localPath, dest)
+	return copyPath(sc, src.localPath, remotePath)
 }
 
 func remoteStat(sc *sftp.Client, p string) (fs.FileInfo, error) {
 	info, err := sc.Stat(p)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("stat remote path %s: %w", p, err)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("stat of remote path %s: %w", p, err)
 	}
 	return info, nil
 }
 
-func uploadFile(sc *sftp.Client, local, remote string, mode fs.FileMode) error {
+func copyText(sc *sftp.Client, text, dest string) error {
+	info, err := remoteStat(sc, dest)
+	if err != nil {
+		return err
+	}
+	if info != nil && info.IsDir() {
+		return fmt.Errorf("remote path %s is a directory: with a text asset, remotePath must name a file", dest)
+	}
+	if err := sc.MkdirAll(filepath.Dir(dest)); err != nil {
+		return fmt.Errorf("creating the parent directories of %s: %w", dest, err)
+	}
+	f, err := sc.Create(dest)
+	if err != nil {
+		return fmt.Errorf("creating remote file %s: %w", dest, err)
+	}
+	defer f.Close()
+	if _, err := f.Write([]byte(text)); err != nil {
+		return fmt.Errorf("writing the text to remote path %s: %w", dest, err)
+	}
+	return nil
+}
+
+func copyPath(sc *sftp.Client, source, dest string) error {
+	info, err := os.Stat(source)
+	if err != nil {
+		return err
+	}
+	destInfo, err := remoteStat(sc, dest)
+	if err != nil {
+		return err
+	}
+	if !info.IsDir() {
+		switch {
+		case destInfo != nil && destInfo.IsDir():
+			dest = filepath.Join(dest, filepath.Base(source))
+		case destInfo == nil:
+			if err := sc.MkdirAll(filepath.Dir(dest)); err != nil {
+				return fmt.Errorf("creating the parent directories of %s: %w", dest, err)
+			}
+		}
+		return uploadFile(sc, source, dest)
+	}
+	if destInfo == nil {
+		if err := sc.MkdirAll(dest); err != nil {
+			return fmt.Errorf("creating remote directory %s: %w", dest, err)
+		}
+	}
+	if !strings.HasSuffix(source, "/") {
+		dest = filepath.Join(dest, filepath.Base(source))
+		existing, err := remoteStat(sc, dest)
+		if err != nil {
+			return err
+		}
+		if existing != nil && !existing.IsDir() {
+			return fmt.Errorf("remote path %s is not a directory", dest)
+		}
+		if existing == nil {
+			if err := sc.Mkdir(dest); err != nil {
+				return fmt.Errorf("creating remote directory %s: %w", dest, err)
+			}
+		}
+	}
+	return uploadDir(sc, source, dest)
+}
+
+func uploadFile(sc *sftp.Client, local, remote string) error {
 	in, err := os.Open(local)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	out, err := sc.OpenFile(remote, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	out, err := sc.Create(remote)
 	if err != nil {
 		return fmt.Errorf("creating remote file %s: %w", remote, err)
 	}
+	defer out.Close()
 	if _, err := out.ReadFrom(in); err != nil {
-		_ = out.Close()
 		return fmt.Errorf("copying %s to remote path %s: %w", local, remote, err)
-	}
-	if err := out.Close(); err != nil {
-		return fmt.Errorf("closing remote file %s: %w", remote, err)
-	}
-	if err := sc.Chmod(remote, mode.Perm()); err != nil {
-		return fmt.Errorf("chmod remote file %s: %w", remote, err)
 	}
 	return nil
 }
 
 func uploadDir(sc *sftp.Client, local, remote string) error {
-	return filepath.WalkDir(local, func(p string, d fs.DirEntry, err error) error {
+	return fs.WalkDir(os.DirFS(local), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel, err := filepath.Rel(local, p)
-		if err != nil {
-			return err
-		}
-		target := remote
-		if rel != "." {
-			target = path.Join(remote, filepath.ToSlash(rel))
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
+		target := filepath.Join(remote, p)
 		if !d.IsDir() {
-			if !info.Mode().IsRegular() {
-				return nil // sockets, devices, symlinks: skipped
-			}
-			return uploadFile(sc, p, target, info.Mode())
+			return uploadFile(sc, filepath.Join(local, p), target)
 		}
 		existing, err := remoteStat(sc, target)
 		if err != nil {
@@ -202,12 +193,36 @@ func uploadDir(sc *sftp.Client, local, remote string) error {
 			if err := sc.Mkdir(target); err != nil {
 				return fmt.Errorf("creating remote directory %s: %w", target, err)
 			}
-			if err := sc.Chmod(target, info.Mode().Perm()); err != nil {
-				return fmt.Errorf("chmod remote directory %s: %w", target, err)
-			}
 		} else if !existing.IsDir() {
-			return fmt.Errorf("remote path %s exists but is not a directory", target)
+			return fmt.Errorf("remote path %s is not a directory", target)
 		}
 		return nil
 	})
+}
+
+// copyFile is the deprecated CopyFile (upstream remote/copyfileController.go): one file to
+// exactly remotePath, no parent directories made.
+func copyFile(ctx context.Context, conn *connSpec, localPath, remotePath string, log *engineLog, urn resource.URN) error {
+	log.debug(urn, "Creating file: %s:%s from local file %s", conn.host, remotePath, localPath)
+	in, err := os.Open(localPath)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	client, err := dial(ctx, conn, log, urn)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	sc, err := sftp.NewClient(client)
+	if err != nil {
+		return err
+	}
+	defer sc.Close()
+	out, err := sc.Create(remotePath)
+	if err != nil {
+		return err
+	}
+	_, err = out.ReadFrom(in)
+	return err
 }

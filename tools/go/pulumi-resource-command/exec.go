@@ -3,15 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path"
+	"sort"
 	"strings"
-	"time"
 
+	"github.com/gobwas/glob"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/archive"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/asset"
 )
 
 const (
@@ -23,17 +27,16 @@ const (
 type runSpec struct {
 	urn        resource.URN
 	command    string
-	secretCmd  bool // the command text is secret: keep it out of error messages
 	env        map[string]string
 	stdin      string
-	prevStdout string // PULUMI_COMMAND_STDOUT, when addPrev
+	prevStdout string // the previous run's output, for PULUMI_COMMAND_STDOUT
 	prevStderr string
 	addPrev    bool
 	logging    string // "", stdout, stderr, stdoutAndStderr, none
 }
 
 // newRunSpec reads the run settings of a Command from its properties (new inputs on
-// create/update, old state on delete). prev is the previous stdout/stderr.
+// create/update, the recorded state on delete).
 func newRunSpec(urn resource.URN, props resource.PropertyMap, cmdKey resource.PropertyKey,
 	prevStdout, prevStderr string,
 ) (runSpec, bool, error) {
@@ -41,23 +44,22 @@ func newRunSpec(urn resource.URN, props resource.PropertyMap, cmdKey resource.Pr
 	if err != nil || !ok {
 		return runSpec{}, false, err
 	}
-	spec := runSpec{urn: urn, command: cmd, prevStdout: prevStdout, prevStderr: prevStderr}
-	spec.secretCmd = isSecret(props[cmdKey])
+	spec := runSpec{urn: urn, command: cmd, prevStdout: prevStdout, prevStderr: prevStderr, addPrev: true}
 	if spec.env, err = getStringMap(props, "environment"); err != nil {
 		return spec, false, err
 	}
 	if spec.stdin, _, err = getString(props, "stdin"); err != nil {
 		return spec, false, err
 	}
-	if spec.addPrev, err = getBool(props, "addPreviousOutputInEnv", true); err != nil {
-		return spec, false, err
+	if v, ok := present(props, "addPreviousOutputInEnv"); ok && v.IsBool() {
+		spec.addPrev = v.BoolValue()
 	}
-	if spec.logging, _, err = getString(props, "logging"); err != nil {
-		return spec, false, err
-	}
+	spec.logging = plainString(props, "logging")
 	return spec, true, nil
 }
 
+// Upstream local/logging.go and remote/logging.go: an unset or unknown value logs nothing only
+// for the one stream it doesn't name.
 func (s runSpec) logStdout() bool {
 	return s.logging == "" || s.logging == "stdout" || s.logging == "stdoutAndStderr"
 }
@@ -66,117 +68,177 @@ func (s runSpec) logStderr() bool {
 	return s.logging == "" || s.logging == "stderr" || s.logging == "stdoutAndStderr"
 }
 
-// prevEnv returns PULUMI_COMMAND_STDOUT/STDERR as upstream sets them: only when
-// addPreviousOutputInEnv is on and the previous value is not empty.
-func (s runSpec) prevEnv() map[string]string {
-	env := map[string]string{}
-	if s.addPrev {
-		if s.prevStdout != "" {
-			env[envPrevStdout] = s.prevStdout
-		}
-		if s.prevStderr != "" {
-			env[envPrevStderr] = s.prevStderr
-		}
-	}
-	return env
-}
-
-func (s runSpec) displayCommand() string {
-	if s.secretCmd {
-		return "[secret]"
-	}
-	return fmt.Sprintf("%q", s.command)
-}
-
-// capture collects a command's stdout and stderr, streams them line by line to the
-// engine log as the `logging` setting asks, and keeps a combined copy for errors.
+// capture collects a command's stdout and stderr separately and combined (for the error
+// message), and streams the lines that `logging` asks for to the engine as status messages.
 type capture struct {
 	stdout, stderr bytes.Buffer
 	combined       syncBuffer
-	outLog, errLog *lineWriter
+	logLines       *lineWriter // one stream for both, like upstream's single logging pipe
 }
 
 func newCapture(spec runSpec, log *engineLog) *capture {
-	c := &capture{}
-	if spec.logStdout() {
-		c.outLog = &lineWriter{out: func(l string) { log.status(spec.urn, "%s", l) }}
-	}
-	if spec.logStderr() {
-		c.errLog = &lineWriter{out: func(l string) { log.status(spec.urn, "%s", l) }}
-	}
-	return c
+	return &capture{logLines: &lineWriter{out: func(l string) { log.status(spec.urn, "%s", l) }}}
 }
 
-func (c *capture) writers() (io.Writer, io.Writer) {
+func (c *capture) writers(spec runSpec) (io.Writer, io.Writer) {
 	out := []io.Writer{&c.stdout, &c.combined}
-	if c.outLog != nil {
-		out = append(out, c.outLog)
+	if spec.logStdout() {
+		out = append(out, c.logLines)
 	}
 	errw := []io.Writer{&c.stderr, &c.combined}
-	if c.errLog != nil {
-		errw = append(errw, c.errLog)
+	if spec.logStderr() {
+		errw = append(errw, c.logLines)
 	}
 	return io.MultiWriter(out...), io.MultiWriter(errw...)
 }
 
-// finish flushes the log writers and returns stdout and stderr without one trailing
-// newline, like upstream.
+// finish flushes the log and returns stdout and stderr without one trailing newline.
 func (c *capture) finish() (string, string) {
-	if c.outLog != nil {
-		c.outLog.flush()
-	}
-	if c.errLog != nil {
-		c.errLog.flush()
-	}
+	c.logLines.flush()
 	return strings.TrimSuffix(c.stdout.String(), "\n"), strings.TrimSuffix(c.stderr.String(), "\n")
 }
 
-func (c *capture) failure(err error, spec runSpec) error {
-	return fmt.Errorf("%w: running %s:\n%s", err, spec.displayCommand(), c.combined.String())
+// failure is upstream's error text for a command that failed: the error, the command (quoted,
+// as given, even when it is a secret: upstream decodes inputs without their secretness) and
+// everything it printed.
+func (c *capture) failure(err error, command string) error {
+	return fmt.Errorf("%w: running %q:\n%s", err, command, c.combined.String())
 }
 
-// runLocal runs a local.Command's command with the interpreter (default /bin/sh -c)
-// in dir (default: the provider's working directory, which is the program's).
-func runLocal(ctx context.Context, spec runSpec, interpreter []string, dir string, log *engineLog) (string, string, error) {
+type localResult struct {
+	stdout, stderr string
+	assets         *resource.PropertyValue // assetPaths matches, when asked for
+	archive        *resource.PropertyValue // archivePaths matches as one archive, when asked for
+}
+
+// runLocal runs a local.Command's command like upstream local/run.go: with the interpreter
+// (default /bin/sh -c) in dir (default: the provider's working directory, the program's); the
+// environment is ours plus `environment` plus PULUMI_COMMAND_STDOUT/STDERR. A cancelled
+// command's process is killed (its children are not), and the output is read until every
+// process holding it has closed it.
+func runLocal(ctx context.Context, spec runSpec, props resource.PropertyMap, log *engineLog) (localResult, error) {
+	interpreter, _, err := getStringList(props, "interpreter")
+	if err != nil {
+		return localResult{}, err
+	}
 	args := append([]string{}, interpreter...)
 	if len(args) == 0 {
 		args = []string{"/bin/sh", "-c"}
 	}
 	args = append(args, spec.command)
 
-	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-	if dir != "" {
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...) //nolint:gosec // running the user's command is the job
+	c := newCapture(spec, log)
+	cmd.Stdout, cmd.Stderr = c.writers(spec)
+	if dir, ok, err := getString(props, "dir"); err != nil {
+		return localResult{}, err
+	} else if ok {
 		cmd.Dir = dir
-	} else if wd, err := os.Getwd(); err == nil {
-		cmd.Dir = wd
+	} else if cmd.Dir, err = os.Getwd(); err != nil {
+		return localResult{}, err
 	}
 	cmd.Env = os.Environ()
 	for _, k := range sortedKeys(spec.env) {
 		cmd.Env = append(cmd.Env, k+"="+spec.env[k])
 	}
-	prev := spec.prevEnv()
-	for _, k := range sortedKeys(prev) {
-		cmd.Env = append(cmd.Env, k+"="+prev[k])
+	if spec.addPrev {
+		if spec.prevStdout != "" {
+			cmd.Env = append(cmd.Env, envPrevStdout+"="+spec.prevStdout)
+		}
+		if spec.prevStderr != "" {
+			cmd.Env = append(cmd.Env, envPrevStderr+"="+spec.prevStderr)
+		}
 	}
 	if spec.stdin != "" {
 		cmd.Stdin = strings.NewReader(spec.stdin)
 	}
-	setProcessGroup(cmd)
-	// A background process left holding stdout/stderr must not hang the deployment.
-	cmd.WaitDelay = 10 * time.Second
-
-	c := newCapture(spec, log)
-	cmd.Stdout, cmd.Stderr = c.writers()
-	err := cmd.Run()
+	err = cmd.Run()
 	stdout, stderr := c.finish()
-	if errors.Is(err, exec.ErrWaitDelay) {
-		err = nil
-	}
 	if err != nil {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (%v)", err, ctx.Err())
-		}
-		return "", "", c.failure(err, spec)
+		return localResult{}, c.failure(err, spec.command)
 	}
-	return stdout, stderr, nil
+	result := localResult{stdout: stdout, stderr: stderr}
+	if globs, ok, err := getStringList(props, "assetPaths"); err != nil {
+		return localResult{}, err
+	} else if ok {
+		found, err := globAssets(cmd.Dir, globs)
+		if err != nil {
+			return localResult{}, err
+		}
+		assets := resource.PropertyMap{}
+		for p, a := range found {
+			assets[resource.PropertyKey(p)] = resource.NewProperty(a)
+		}
+		v := resource.NewProperty(assets)
+		result.assets = &v
+	}
+	if globs, ok, err := getStringList(props, "archivePaths"); err != nil {
+		return localResult{}, err
+	} else if ok {
+		found, err := globAssets(cmd.Dir, globs)
+		if err != nil {
+			return localResult{}, err
+		}
+		members := map[string]any{}
+		for p, a := range found {
+			members[p] = a
+		}
+		arch, err := archive.FromAssets(members)
+		if err != nil {
+			return localResult{}, err
+		}
+		v := resource.NewProperty(arch)
+		result.archive = &v
+	}
+	return result, nil
+}
+
+// globAssets finds the files under dir that the globs select, in order: `!pattern` excludes
+// what earlier patterns included; `*` stops at `/`, `**` does not (github.com/gobwas/glob, the
+// library upstream uses). Keys are paths relative to dir.
+func globAssets(dir string, globs []string) (map[string]*asset.Asset, error) {
+	type rule struct {
+		glob    glob.Glob
+		exclude bool
+	}
+	rules := make([]rule, len(globs))
+	for i, g := range globs {
+		exclude := strings.HasPrefix(g, "!")
+		compiled, err := glob.Compile(strings.TrimPrefix(g, "!"), '/')
+		if err != nil {
+			return nil, err
+		}
+		rules[i] = rule{compiled, exclude}
+	}
+	found := map[string]*asset.Asset{}
+	err := fs.WalkDir(os.DirFS(dir), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		for _, r := range rules {
+			if !r.glob.Match(p) {
+				continue
+			}
+			if r.exclude {
+				delete(found, p)
+				continue
+			}
+			a, err := asset.FromPath(path.Join(dir, p))
+			if err != nil {
+				return err
+			}
+			found[p] = a
+		}
+		return nil
+	})
+	return found, err
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

@@ -1,17 +1,20 @@
-// Compatible stand-in for the pulumi-command 1.2.1 resource provider plugin
-// (pulumi-resource-command). Upstream's provider module is not served by the Go
-// module proxy, so this module implements the same resource types on top of the
-// Pulumi Go SDK. Built by scripts/build-command-provider.
+// hardened-lightsail's build of the pulumi-command 1.2.1 resource provider plugin
+// (pulumi-resource-command): upstream's provider module is not served by the Go module
+// proxy, so this module implements the same resource types, behaving like upstream (its tests
+// pin that, and run against upstream's own build with HL_COMMAND_PROVIDER). Built by
+// scripts/build-command-provider.
 module hardened-lightsail/tools/pulumi-resource-command
 
 go 1.26.6
 
 require (
 	github.com/blang/semver v3.5.1+incompatible
+	github.com/gobwas/glob v0.2.3
 	github.com/pkg/sftp v1.13.12
 	github.com/pulumi/pulumi/sdk/v3 v3.274.1
 	golang.org/x/crypto v0.58.0
 	google.golang.org/grpc v1.83.2
+	google.golang.org/protobuf v1.36.11
 )
 
 require (
@@ -119,7 +122,6 @@ require (
 	golang.org/x/tools v0.49.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260803160001-6ac0973c030d // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260803160001-6ac0973c030d // indirect
-	google.golang.org/protobuf v1.36.11 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 	lukechampine.com/frand v1.4.2 // indirect
 )

@@ -71,6 +71,10 @@ func (l *engineLog) warn(urn resource.URN, format string, args ...any) {
 	l.send(pulumirpc.LogSeverity_WARNING, urn, fmt.Sprintf(format, args...), false)
 }
 
+func (l *engineLog) error(urn resource.URN, format string, args ...any) {
+	l.send(pulumirpc.LogSeverity_ERROR, urn, fmt.Sprintf(format, args...), false)
+}
+
 func (l *engineLog) debug(urn resource.URN, format string, args ...any) {
 	l.send(pulumirpc.LogSeverity_DEBUG, urn, fmt.Sprintf(format, args...), false)
 }

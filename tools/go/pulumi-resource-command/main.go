@@ -1,7 +1,13 @@
-// Command pulumi-resource-command is a compatible implementation of the
-// pulumi-command 1.2.1 resource provider plugin (local.Command, remote.Command,
-// remote.CopyToRemote, remote.CopyFile and the local.run function), for use with
-// the pulumi-command Python SDK where upstream's provider cannot be built.
+// Command pulumi-resource-command is hardened-lightsail's build of the pulumi-command 1.2.1
+// resource provider plugin (local.Command, remote.Command, remote.CopyToRemote, remote.CopyFile
+// and the local.run function), for machines where upstream's provider module can't be fetched.
+// It must behave exactly like upstream: the tests pin upstream's behaviour fact by fact and,
+// with HL_COMMAND_PROVIDER=/path/to/upstream/binary, run unchanged against upstream's build and
+// compare the two answer by answer (see harness_test.go).
+//
+// Files: main.go (plugin start-up), server.go (the gRPC service), inputs.go (Check: upstream's
+// input shapes), diff.go (Diff and preview outputs), exec.go (local commands), remote.go (SSH
+// connections and remote commands), copy.go (SFTP copies), logging.go (engine log), schema.go.
 package main
 
 import (
@@ -12,7 +18,6 @@ import (
 	"os/signal"
 	"time"
 
-	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/plugin"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
 	"google.golang.org/grpc"
@@ -53,7 +58,7 @@ func run() error {
 
 	log := &engineLog{}
 	if args := flag.Args(); len(args) > 0 {
-		// The engine passes its address; without it (attach mode) the address comes in Handshake.
+		// The engine passes its address; without it (attach mode) the address comes in Attach.
 		if err := log.connect(args[0]); err != nil {
 			return err
 		}
@@ -62,17 +67,17 @@ func run() error {
 		}
 	}
 
-	prov := newProvider(log)
+	srv := newServer(log)
 	stop := make(chan bool)
 	go func() {
 		<-ctx.Done()
-		prov.cancel()
+		srv.cancelAll()
 		close(stop)
 	}()
 	handle, err := rpcutil.ServeWithOptions(rpcutil.ServeOptions{
 		Cancel: stop,
-		Init: func(srv *grpc.Server) error {
-			pulumirpc.RegisterResourceProviderServer(srv, plugin.NewProviderServer(prov))
+		Init: func(grpcServer *grpc.Server) error {
+			pulumirpc.RegisterResourceProviderServer(grpcServer, srv)
 			return nil
 		},
 	})

@@ -2,64 +2,22 @@ package main
 
 import (
 	"fmt"
-	"sort"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 )
 
-// Property-map helpers. Inputs arrive with secret and computed markers kept
-// (the engine talks to us with acceptSecrets=true); these helpers read plain
-// values out of them without losing the markers in the maps we hand back.
+// Property-map readers. Inputs arrive with secret and unknown markers (the engine talks to us
+// with secrets accepted); these read the plain values through them.
 
-// plain strips secret and output wrappers, recursively.
-func plain(v resource.PropertyValue) resource.PropertyValue {
-	switch {
-	case v.IsSecret():
-		return plain(v.SecretValue().Element)
-	case v.IsOutput():
-		o := v.OutputValue()
-		if !o.Known {
-			return resource.MakeComputed(resource.NewProperty(""))
-		}
-		return plain(o.Element)
-	case v.IsObject():
-		out := resource.PropertyMap{}
-		for k, e := range v.ObjectValue() {
-			out[k] = plain(e)
-		}
-		return resource.NewProperty(out)
-	case v.IsArray():
-		arr := v.ArrayValue()
-		out := make([]resource.PropertyValue, len(arr))
-		for i, e := range arr {
-			out[i] = plain(e)
-		}
-		return resource.NewProperty(out)
-	}
-	return v
-}
-
-// isUnknown reports whether v (or anything inside it) is not known yet.
-func isUnknown(v resource.PropertyValue) bool {
-	return v.ContainsUnknowns()
-}
-
-// isSecret reports whether v is or contains a secret.
-func isSecret(v resource.PropertyValue) bool {
-	return v.ContainsSecrets()
-}
-
-// present returns the plain value of m[k] and whether it is set (not absent, not null).
+// present returns the value of m[k] without secret wrappers, and whether it is set (not absent,
+// not null).
 func present(m resource.PropertyMap, k resource.PropertyKey) (resource.PropertyValue, bool) {
 	v, ok := m[k]
 	if !ok {
 		return resource.PropertyValue{}, false
 	}
-	p := plain(v)
-	if p.IsNull() {
-		return p, false
-	}
-	return p, true
+	v = unwrapSecret(v)
+	return v, !v.IsNull()
 }
 
 func getString(m resource.PropertyMap, k resource.PropertyKey) (string, bool, error) {
@@ -73,15 +31,10 @@ func getString(m resource.PropertyMap, k resource.PropertyKey) (string, bool, er
 	return v.StringValue(), true, nil
 }
 
-func getBool(m resource.PropertyMap, k resource.PropertyKey, def bool) (bool, error) {
-	v, ok := present(m, k)
-	if !ok {
-		return def, nil
-	}
-	if !v.IsBool() {
-		return def, fmt.Errorf("property %q must be a boolean, got %s", k, v.TypeString())
-	}
-	return v.BoolValue(), nil
+// plainString is m[k] as a string, "" when it is absent or not a string.
+func plainString(m resource.PropertyMap, k resource.PropertyKey) string {
+	s, _, _ := getString(m, k)
+	return s
 }
 
 func getNumber(m resource.PropertyMap, k resource.PropertyKey, def float64) (float64, error) {
@@ -103,16 +56,17 @@ func getStringList(m resource.PropertyMap, k resource.PropertyKey) ([]string, bo
 	if !v.IsArray() {
 		return nil, false, fmt.Errorf("property %q must be a list of strings, got %s", k, v.TypeString())
 	}
-	var out []string
+	out := []string{}
 	for i, e := range v.ArrayValue() {
-		if !e.IsString() {
+		if e = unwrapSecret(e); !e.IsString() {
 			return nil, false, fmt.Errorf("property %q[%d] must be a string, got %s", k, i, e.TypeString())
 		}
-		out = append(out, e.StringValue())
+		out = append(out, unwrapSecret(e).StringValue())
 	}
 	return out, true, nil
 }
 
+// getStringMap returns m[k] as a map; entries that are null are left out.
 func getStringMap(m resource.PropertyMap, k resource.PropertyKey) (map[string]string, error) {
 	v, ok := present(m, k)
 	if !ok {
@@ -123,6 +77,7 @@ func getStringMap(m resource.PropertyMap, k resource.PropertyKey) (map[string]st
 	}
 	out := map[string]string{}
 	for mk, e := range v.ObjectValue() {
+		e = unwrapSecret(e)
 		if e.IsNull() {
 			continue
 		}
@@ -143,33 +98,4 @@ func getObject(m resource.PropertyMap, k resource.PropertyKey) (resource.Propert
 		return nil, false, fmt.Errorf("property %q must be an object, got %s", k, v.TypeString())
 	}
 	return v.ObjectValue(), true, nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-// setDefault sets m[k] = def when k is absent or null. A secret wrapper around the
-// containing object is kept by the caller (see withDefaultsInside).
-func setDefault(m resource.PropertyMap, k resource.PropertyKey, def resource.PropertyValue) {
-	if v, ok := m[k]; !ok || v.IsNull() {
-		m[k] = def
-	}
-}
-
-// mapInside applies f to the object wrapped by v (through secret wrappers), keeping
-// the wrappers. Unknown values and non-objects are returned unchanged.
-func mapInside(v resource.PropertyValue, f func(resource.PropertyMap) resource.PropertyMap) resource.PropertyValue {
-	switch {
-	case v.IsSecret():
-		return resource.MakeSecret(mapInside(v.SecretValue().Element, f))
-	case v.IsObject():
-		return resource.NewProperty(f(v.ObjectValue().Copy()))
-	}
-	return v
 }

@@ -4,6 +4,10 @@ import (
 	"encoding/json"
 )
 
+// ourBuild names this build; scripts/pulumi tells it from upstream's by the "hardened-lightsail"
+// in the binary (hardened_lightsail/engine_env.py, OUR_BUILD_MARKER).
+const ourBuild = "Run local and remote commands (hardened-lightsail's build of the pulumi-command provider)."
+
 // schemaJSON returns a compact Pulumi package schema for the types this provider
 // implements: property names, types, defaults, secrets and replaceOnChanges match
 // pulumi-command 1.2.1; documentation text is left out. The engine does not need it
@@ -72,14 +76,14 @@ func schemaJSON() []byte {
 	localIn := m{
 		"create": str, "update": str, "delete": str, "dir": str, "stdin": str,
 		"environment": strMap, "interpreter": strList, "triggers": triggers,
-		"addPreviousOutputInEnv": withDefault(boolean, true), "logging": ref("command:local:Logging"),
+		"addPreviousOutputInEnv": boolean, "logging": ref("command:local:Logging"),
 		"assetPaths": strList, "archivePaths": strList,
 	}
 	remoteIn := m{
 		"connection": secret(ref("command:remote:Connection")),
 		"create":     str, "update": str, "delete": str, "stdin": str,
 		"environment": strMap, "triggers": triggers,
-		"addPreviousOutputInEnv": withDefault(boolean, true), "logging": ref("command:remote:Logging"),
+		"addPreviousOutputInEnv": boolean, "logging": ref("command:remote:Logging"),
 	}
 	copyIn := m{
 		"connection": secret(ref("command:remote:Connection")),
@@ -93,7 +97,7 @@ func schemaJSON() []byte {
 	}
 	runIn := m{
 		"command": str, "dir": str, "stdin": str, "environment": strMap, "interpreter": strList,
-		"addPreviousOutputInEnv": withDefault(boolean, true), "logging": ref("command:local:Logging"),
+		"addPreviousOutputInEnv": boolean, "logging": ref("command:local:Logging"),
 		"assetPaths": strList, "archivePaths": strList,
 	}
 
@@ -101,7 +105,7 @@ func schemaJSON() []byte {
 		"name":        "command",
 		"displayName": "Command",
 		"version":     version,
-		"description": "Run local and remote commands (hardened-lightsail's compatible pulumi-command provider).",
+		"description": ourBuild,
 		"config":      m{},
 		"provider":    m{"type": "object"},
 		"types": m{

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -12,20 +13,23 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 )
 
-// testSSHServer is a minimal in-process SSH server on 127.0.0.1 for unit tests:
-// public-key auth, "env", "exec" (via /bin/sh -c) and the "sftp" subsystem.
+// testSSHServer is a minimal in-process SSH server on 127.0.0.1 for the tests: public-key auth,
+// "env" (accepted or refused like sshd without AcceptEnv), "exec" (via /bin/sh -c) and the "sftp"
+// subsystem (files created 0644, directories 0755 under the usual umask, as OpenSSH's sftp-server).
 type testSSHServer struct {
 	addr        string
 	port        int
 	clientKey   string // PEM private key accepted by the server
 	hostKey     ssh.PublicKey
 	acceptEnv   bool
-	connections atomic.Int32
+	connections atomic.Int32 // accepted so far
+	open        atomic.Int32 // still open
 
 	mu   sync.Mutex
 	envs [][]string // env requests per exec
@@ -49,9 +53,37 @@ func genKey(t *testing.T) (ssh.Signer, string) {
 	return signer, string(pem.EncodeToMemory(block))
 }
 
+// rsaHostSigner is an RSA host key offered only with SHA-2 signatures, as OpenSSH 8.8 and later do
+// (they refuse the SHA-1 "ssh-rsa" signature algorithm).
+func rsaHostSigner(t *testing.T) ssh.Signer {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	algorithmSigner, ok := signer.(ssh.AlgorithmSigner)
+	if !ok {
+		t.Fatal("RSA signer cannot choose its algorithm")
+	}
+	restricted, err := ssh.NewSignerWithAlgorithms(algorithmSigner, []string{ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return restricted
+}
+
 func startSSHServer(t *testing.T, acceptEnv bool) *testSSHServer {
 	t.Helper()
 	hostSigner, _ := genKey(t)
+	return startSSHServerWithHostKey(t, acceptEnv, hostSigner)
+}
+
+func startSSHServerWithHostKey(t *testing.T, acceptEnv bool, hostSigner ssh.Signer) *testSSHServer {
+	t.Helper()
 	clientSigner, clientPEM := genKey(t)
 	s := &testSSHServer{clientKey: clientPEM, hostKey: hostSigner.PublicKey(), acceptEnv: acceptEnv}
 	cfg := &ssh.ServerConfig{
@@ -78,7 +110,8 @@ func startSSHServer(t *testing.T, acceptEnv bool) *testSSHServer {
 				return
 			}
 			s.connections.Add(1)
-			go s.serveConn(c, cfg)
+			s.open.Add(1)
+			go func() { defer s.open.Add(-1); s.serveConn(c, cfg) }()
 		}
 	}()
 	return s
@@ -172,7 +205,40 @@ func (s *testSSHServer) lastEnv() []string {
 	return s.envs[len(s.envs)-1]
 }
 
-// conn returns connection properties for this server, as Check would produce them.
+// silentServer accepts TCP connections and says nothing for hold, then closes them: a host whose
+// sshd is not answering yet.
+func silentServer(t *testing.T, hold time.Duration) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { time.Sleep(hold); _ = c.Close() }()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// refusedPort is a local port nothing listens on: connections are refused.
+func refusedPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+	return port
+}
+
+// connMap returns connection inputs for this server.
 func (s *testSSHServer) connMap() map[string]any {
 	return map[string]any{
 		"host": s.addr, "port": float64(s.port), "user": "tester", "privateKey": s.clientKey,
