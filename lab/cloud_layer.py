@@ -144,6 +144,18 @@ def _describe(info: dict) -> str:
     return protocol if protocol == "all" else f"{protocol} {low}" + ("" if low == high else f"-{high}")
 
 
+def describe_open_ports(port_infos: list[dict]) -> str:
+    """One line saying what the layer lets in, e.g. "tcp 22 from 192.0.2.0/24, 2001:db8:a::/48;
+    tcp 80 from anyone" (for messages: what is open now)."""
+    parts = []
+    for info in port_infos:
+        sources = [*info["cidrs"], *info["ipv6Cidrs"]]
+        if "0.0.0.0/0" in sources and "::/0" in sources:
+            sources = ["anyone"] + [s for s in sources if s not in ("0.0.0.0/0", "::/0")]
+        parts.append(f"{_describe(info)} from {', '.join(sources) or 'nobody'}")
+    return "; ".join(parts) or "nothing (every port closed)"
+
+
 def render_edge_rules(lab: LabTopology, port_infos: list[dict], family: int, source: str) -> str:
     """The edge's whole filter table for one family, in iptables-restore format."""
     server_port = lab.segments["server"].edge.interface
