@@ -16,7 +16,9 @@ import pulumi_command as command
 
 from hardened_lightsail.policy import StackSettings
 from hardened_lightsail.release import Release
+from lab.edge_follower import return_note
 from lab.identity import LabIdentity, stack_lab
+from lab.layout import LabLayout
 from lab.lifecycle import machine_conflicts
 from lab.slots import check_slot
 
@@ -70,6 +72,9 @@ class LabServer(pulumi.ComponentResource):
             pulumi.log.error(problem)
         if problems:
             raise pulumi.RunError("the lab can't get its slot (see above); nothing was changed")
+        returned = return_note(LabLayout(identity.state_dir))
+        if returned:  # a drill's release was rolled back: say what the edge lets in now
+            pulumi.log.warn(f"lab {identity.name} ({returned['at']}): {returned['message']}")
         where = {"HL_LAB_NAME": identity.name, "HL_LAB_DIR": identity.relative_state_dir}
         requested = {} if settings.lab.slot is None else {"HL_LAB_SLOT": str(settings.lab.slot)}
         self.lab = command.local.Command(

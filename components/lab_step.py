@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from lab.cloud_layer import describe_open_ports, load_cloud_layer
+from lab.edge_follower import forget_return
 from lab.errors import LabError
 from lab.lifecycle import lab_down, lab_for, lab_up
 from lab.slots import SlotUnavailable
@@ -61,8 +62,10 @@ def up(env=os.environ) -> int:
 
 def cloud(env=os.environ) -> int:
     lab = lab_for(env["HL_LAB_NAME"], Path(env["HL_LAB_DIR"]))
-    print(f"lab edge {lab.name} now enforces {env['HL_CLOUD_PORTS']}: "
-          f"{describe_open_ports(load_cloud_layer(lab, env['HL_CLOUD_PORTS']))}")
+    open_ports = describe_open_ports(load_cloud_layer(lab, env["HL_CLOUD_PORTS"]))
+    forget_return(lab.layout)
+    print(f"lab edge {lab.name} enforces {env['HL_CLOUD_PORTS']}: {open_ports} (if the host rolls this "
+          "release back, the edge goes back to the host's layer)")
     return 0
 
 

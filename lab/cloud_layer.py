@@ -211,5 +211,9 @@ def load_cloud_layer(lab: LabTopology, path: Optional[Union[str, Path]] = None) 
     for family, text in rendered.items():
         in_namespace(edge_ns, [restore[family]], input=text)
         (lab.layout.edge_dir / f"rules.v{family}").write_text(text)
-    (lab.layout.edge_dir / "cloud-ports.json").write_text(json.dumps(port_infos, indent=2) + "\n")
+    in_force, content = lab.layout.edge_dir / "cloud-ports.json", json.dumps(port_infos, indent=2) + "\n"
+    if in_force.exists() and in_force.read_text() != content:
+        # The layer to go back to if the host rolls back a release it never confirmed (edge_follower).
+        in_force.replace(lab.layout.edge_dir / "previous-cloud-ports.json")
+    in_force.write_text(content)
     return port_infos

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from .cloud_layer import load_cloud_layer
+from .edge_follower import return_note
 from .errors import LabError
 from .keys import ensure_keys
 from .layout import RUNTIME_ENTRIES, LabLayout
@@ -163,6 +164,7 @@ def describe_running(lab: LabTopology) -> dict:
         **lab.describe(),
         "pids": service_pids(lab),
         "cloudPorts": json.loads(enforced.read_text()) if enforced.exists() else None,
+        "edgeReturned": return_note(lab.layout),  # set while the edge holds the host's layer after a rollback
         "edgeRules": {f"v{family}": str(lab.layout.edge_dir / f"rules.v{family}") for family in (4, 6)},
     }
 
