@@ -65,13 +65,13 @@ def _boot_id() -> str:
 class LabServer(pulumi.ComponentResource):
     def __init__(self, name: str, settings: StackSettings, release: Release,
                  opts: pulumi.ResourceOptions | None = None):
-        super().__init__("hardened-lightsail:lab:LabServer", name, None, opts)
         identity = this_stacks_lab()
-        problems = slot_problems(identity, settings)
+        problems = slot_problems(identity, settings)  # before anything is registered
         for problem in problems:
             pulumi.log.error(problem)
         if problems:
             raise pulumi.RunError("the lab can't get its slot (see above); nothing was changed")
+        super().__init__("hardened-lightsail:lab:LabServer", name, None, opts)
         returned = return_note(LabLayout(identity.state_dir))
         if returned:  # a drill's release was rolled back: say what the edge lets in now
             pulumi.log.warn(f"lab {identity.name} ({returned['at']}): {returned['message']}")
