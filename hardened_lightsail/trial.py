@@ -126,8 +126,9 @@ def engine_environment(lab: bool) -> dict[str, str]:
     backend = os.environ.get("PULUMI_BACKEND_URL") or f"file://{state}"
     if backend == f"file://{state}":
         state.mkdir(exist_ok=True)
-    env = {"PATH": os.pathsep.join([str(PROJECT_DIR / ".tools" / "bin"), str(PROJECT_DIR / ".venv" / "bin"),
-                                    os.environ.get("PATH", "")]),
+    # Not .tools/bin: a provider found on PATH wins over the plugin cache, with a warning per
+    # plugin load (four per trial), and a user's own CLI must get its own upstream plugins.
+    env = {"PATH": os.pathsep.join([str(PROJECT_DIR / ".venv" / "bin"), os.environ.get("PATH", "")]),
            "PULUMI_BACKEND_URL": backend,
            "PULUMI_HOME": os.environ.get("PULUMI_HOME") or str(state / "home"),
            "PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true"}
@@ -216,8 +217,17 @@ class TrialWorkspace(LocalWorkspace):
         pass
 
 
+def install_built_provider(env: dict[str, str]) -> None:
+    """With the built CLI, its command provider goes into the plugin cache as scripts/pulumi puts
+    it there (any scripts/pulumi run does; `version` is the cheapest)."""
+    if pulumi_root() is not None:
+        subprocess.run([str(PROJECT_DIR / "scripts" / "pulumi"), "version"], env={**os.environ, **env},
+                       capture_output=True, check=False, timeout=120)
+
+
 def open_workspace(lab: bool) -> TrialWorkspace:
     env = engine_environment(lab)
+    install_built_provider(env)
     return TrialWorkspace(work_dir=str(PROJECT_DIR), pulumi_home=env["PULUMI_HOME"], env_vars=env,
                           pulumi_command=TrialCommand(pulumi_root()))
 

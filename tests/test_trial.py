@@ -189,6 +189,7 @@ class TestRealTrial:
         assert re.search(r"^tcp/80 +IPv4 +anyone else +open +open +YES$", result.stdout, re.M)  # the policy's table
         assert re.search(r"^203\.0\.113\.\d+ +tcp/22 +yes +allowed +open +ok$", result.stdout, re.M)  # measured
         assert "PRIVATE KEY-----" not in result.stdout + result.stderr
+        assert "from $PATH" not in result.stdout + result.stderr  # the provider comes from the plugin cache
         assert_nothing_left(directory, {name})
 
     def test_failed_verification_still_destroys_the_trial_and_exits_1(self, base_stack, backend):
