@@ -62,7 +62,7 @@ def follow_rollback(lab: LabTopology, state: dict) -> Optional[dict]:
     in_force = lab.layout.edge_dir / "cloud-ports.json"
     if layer is None or (in_force.exists() and json.loads(in_force.read_text()) == json.loads(layer.read_text())):
         return None
-    infos = load_cloud_layer(lab, layer)
+    infos = load_cloud_layer(lab, layer, keep_previous=False)
     note = {"at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "rolledBack": state.get("release"),
             "release": state.get("active_release") or None,
             "message": f"release {state.get('release')} was rolled back on the host, so the lab edge went back to "
