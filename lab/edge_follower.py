@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -22,6 +21,7 @@ from typing import Optional
 from .cloud_layer import describe_open_ports, load_cloud_layer
 from .errors import LabError
 from .layout import LabLayout
+from .processes import detach
 from .topology import LabTopology
 
 POLL_SECONDS = 0.25
@@ -109,19 +109,8 @@ def main(argv=None) -> int:
     parser.add_argument("--log", required=True)
     args = parser.parse_args(argv)
     lab = LabTopology(args.name, args.slot, Path(args.dir))
-    child = os.fork()
-    if child:
-        with open(args.pid_file + ".tmp", "w") as handle:
-            handle.write(f"{child}\n")
-        os.replace(args.pid_file + ".tmp", args.pid_file)
-        return 0
-    os.setsid()
-    log = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    follow(lab)
+    if not detach(args.pid_file, args.log):
+        follow(lab)
     return 0
 
 
