@@ -19,8 +19,6 @@ from hardened_lightsail.release import Release
 from lab.edge_follower import return_note
 from lab.identity import LabIdentity, stack_lab
 from lab.layout import LabLayout
-from lab.lifecycle import machine_conflicts
-from lab.slots import check_slot
 
 from .connection import SshTarget
 from .lab_step import slot_fix
@@ -40,9 +38,7 @@ def this_stacks_lab() -> LabIdentity:
 
 def slot_problems(identity: LabIdentity, settings: StackSettings) -> list[str]:
     """Why `up` could not give this stack's lab a slot (checked at preview, changing nothing)."""
-    error = check_slot(identity.name, identity.state_dir, settings.lab.slot,
-                       machine_conflicts(identity.name, identity.state_dir),
-                       owner={"stack": identity.stack, "checkout": str(identity.checkout)}, may_move=True)
+    error = identity.slot_problem(settings.lab.slot, may_move=True)
     return [] if error is None else [slot_fix(error, identity.stack)]
 
 

@@ -18,6 +18,7 @@ from typing import Optional
 from lab.cloud_layer import describe_open_ports, load_cloud_layer
 from lab.edge_follower import forget_return
 from lab.errors import LabError
+from lab.identity import stack_lab
 from lab.lifecycle import lab_down, lab_for, lab_up
 from lab.slots import SlotUnavailable
 
@@ -47,7 +48,7 @@ def recorded_slot(previous_stdout: Optional[str]) -> Optional[int]:
 
 def up(env=os.environ) -> int:
     requested = int(env["HL_LAB_SLOT"]) if env.get("HL_LAB_SLOT") else None
-    owner = {"stack": env["HL_LAB_STACK"], "checkout": str(Path.cwd())}
+    owner = stack_lab(Path.cwd(), env["HL_LAB_STACK"]).owner  # run in the checkout, as the engine does
     try:
         lab = lab_up(env["HL_LAB_NAME"], Path(env["HL_LAB_DIR"]), requested,
                      preferred_slot=recorded_slot(env.get("PULUMI_COMMAND_STDOUT")), owner=owner,

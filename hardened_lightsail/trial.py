@@ -289,11 +289,7 @@ def trial_lab(name: str):
 
 def check_lab_slot_free(name: str) -> None:
     """Refuse before anything is made when `up` could not give the trial's lab a slot."""
-    from lab.lifecycle import machine_conflicts
-    from lab.slots import check_slot
-    identity = trial_lab(name)
-    problem = check_slot(identity.name, identity.state_dir, conflicts=machine_conflicts(identity.name, identity.state_dir),
-                         owner={"stack": name, "checkout": str(identity.checkout)})
+    problem = trial_lab(name).slot_problem()
     if problem is not None:
         raise TrialInputError(f"no lab slot for the trial: {problem}")
 

@@ -11,7 +11,9 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
+from .errors import LabError
 from .topology import NAME_MAX_LENGTH, validate_name
 
 HASH_LENGTH = 4  # hex digits; only labs whose readable part is the same can collide at all
@@ -26,14 +28,22 @@ class LabIdentity:
     checkout: Path
 
     @property
-    def owner(self) -> str:
-        """Who holds the lab, as the slot registry and its messages say it."""
-        return f"stack {self.stack} of {self.checkout}"
+    def owner(self) -> dict:
+        """Who holds the lab, as the slot registry records it (and its messages name it)."""
+        return {"stack": self.stack, "checkout": str(self.checkout)}
 
     @property
     def relative_state_dir(self) -> str:
         """The directory relative to the checkout (what the stack's commands are given)."""
         return str(self.state_dir.relative_to(self.checkout))
+
+    def slot_problem(self, requested: Optional[int] = None, may_move: bool = False) -> Optional[LabError]:
+        """Why `up` could not give this lab a slot now (None: it could); claims nothing.
+        `may_move`: the stack's lab is replaced to move it, so its present slot is no obstacle."""
+        from .lifecycle import machine_conflicts
+        from .slots import check_slot
+        return check_slot(self.name, self.state_dir, requested, machine_conflicts(self.name, self.state_dir),
+                          owner=self.owner, may_move=may_move)
 
 
 def lab_name(checkout: Path, stack: str) -> str:
