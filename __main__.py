@@ -5,15 +5,17 @@ import pulumi
 
 from components.engine_shutdown import end_quietly_when_the_engine_stops
 from components.host_firewall import HostFirewall, HostFirewallArgs
-from components.servers import make_servers, with_known_deployer
-from hardened_lightsail.exposure import exposure_table, format_table
+from components.servers import make_servers
+from hardened_lightsail.effective_settings import effective_settings
+from hardened_lightsail.exposure import exposure_map, exposure_table
 from hardened_lightsail.stack_config import checked_release, read_stack_settings
 
 # 0. A failed or cancelled `up` ends with the engine's error lines, not Python tracebacks.
 end_quietly_when_the_engine_stops()
 
 # 1. Config: validated before anything is registered; errors name the key and stop the run.
-settings = with_known_deployer(read_stack_settings())
+#    The target's additions (the lab's deployer addresses) are the same ones `fw check` sees.
+settings = effective_settings(read_stack_settings())
 
 # 2. Policy -> release (rules.v4, rules.v6, ipsets, cloud ports), refused on lock-out/mismatch.
 release = checked_release(settings)
@@ -35,7 +37,7 @@ pulumi.export("publicIp", servers[0].public_ip)
 pulumi.export("ipv6Addresses", servers[0].ipv6_addresses)
 pulumi.export("sshCommand", servers[0].ssh_command)
 pulumi.export("releaseHash", release.hash)
-pulumi.export("exposure", format_table(exposure_table(settings.firewall, release)))
+pulumi.export("exposure", exposure_map(exposure_table(settings.firewall, release)))
 pulumi.export("verifiedExposure", firewalls[0].exposure)
 pulumi.export("servers", [{"name": s.name, "publicIp": s.public_ip, "ipv6Addresses": s.ipv6_addresses,
                            "verifiedExposure": f.exposure} for s, f in zip(servers, firewalls)])

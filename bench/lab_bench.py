@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from engine import PROJECT_DIR, engine_missing_reason, pulumi  # noqa: E402
 from lab import ADMIN_CIDRS, LabTopology  # noqa: E402
+from lab.identity import stack_lab  # noqa: E402
 from lab.machine_addresses import machine_addresses, slot_conflicts  # noqa: E402
 from lab.netns import link_exists  # noqa: E402
 from lab.probe import probe  # noqa: E402
@@ -54,8 +55,8 @@ APPLY_STARTED = re.compile(r" apply: apply ([0-9a-f]+) \(timeout (\d+) s\)")
 
 
 def free_slot() -> int:
-    """The highest slot no lab holds and no address of this machine collides with (the tests
-    take the lowest free ones, tests/test_engine_lab.py slot 9)."""
+    """The highest slot no lab holds and no address of this machine collides with (the tests'
+    lab stacks take the lowest free ones)."""
     taken, machine = registered_labs(), machine_addresses()
     for slot in reversed(range(SLOT_COUNT)):
         if slot not in taken and not link_exists(None, uplink_interface_name(slot)) and \
@@ -109,7 +110,8 @@ class LabStack:
     def __init__(self, name: str, slot: int, backend: Path):
         self.name, self.slot, self.backend = name, slot, backend
         self.file = PROJECT_DIR / f"Pulumi.{name}.yaml"
-        self.lab_dir = PROJECT_DIR / ".lab" / name
+        self.lab = stack_lab(PROJECT_DIR, name)  # the lab this stack stands up (lab/identity.py)
+        self.lab_dir = self.lab.state_dir
 
     def write(self, firewall: dict) -> None:
         config = {"config": {"hardened-lightsail:target": "lab", "hardened-lightsail:lab": {"slot": self.slot},
@@ -139,7 +141,7 @@ class LabStack:
         self.file.unlink(missing_ok=True)
         # Whatever destroy left (or an `up` that died before the engine knew the lab): down is idempotent.
         subprocess.run([str(PROJECT_DIR / "scripts" / "hl-lab"), "down"], capture_output=True, check=False,
-                       env={**os.environ, "HL_LAB_NAME": self.name, "HL_LAB_DIR": str(self.lab_dir)})
+                       env={**os.environ, "HL_LAB_NAME": self.lab.name, "HL_LAB_DIR": str(self.lab_dir)})
         if self.lab_dir.exists():
             shutil.rmtree(self.lab_dir)
         return problems
@@ -175,7 +177,7 @@ def run(slot: int) -> int:
         change_up, _ = stack.timed_up(CHANGED)
         change_ok = reachable_from_internet(stack.outputs(), 8080) == ["open", "open"]
 
-        state_dir = LabTopology(name, slot, stack.lab_dir).layout.server_fs("/var/lib/hardened-lightsail")
+        state_dir = LabTopology(stack.lab.name, slot, stack.lab_dir).layout.server_fs("/var/lib/hardened-lightsail")
         with HostWatch(state_dir) as watch:
             forced_up, forced = stack.timed_up(LOCKED_OUT, check=False)
             deadline = time.monotonic() + CONFIRM_TIMEOUT_SECONDS + ROLLBACK_MARGIN

@@ -1,30 +1,72 @@
 """Deployer-side commands of LabServer, run by pulumi-command local.Command (`scripts/hl-lab`).
 
-up    stands the lab up (or refreshes it: the edge reloads the cloud layer) and prints its
-      description plus the deployer's private key as JSON (LabServer keeps stdout secret);
-down  removes everything the lab made. Both are idempotent."""
+up     stands the lab up (or completes it) and prints its description plus the deployer's
+       private key as JSON (LabServer keeps stdout secret). Its slot: `lab.slot` if the stack
+       sets one, else the one the stack's state recorded (PULUMI_COMMAND_STDOUT, on an update),
+       else the lowest free one; the edge keeps the cloud layer it has (a new lab starts with
+       Lightsail's default until `cloud` runs).
+cloud  loads the policy's cloud layer on the lab's edge and prints what it opens.
+down   removes everything the lab made. All three are idempotent."""
 from __future__ import annotations
 
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
+from typing import Optional
 
+from lab.cloud_layer import describe_open_ports, load_cloud_layer
+from lab.edge_follower import forget_return
 from lab.errors import LabError
-from lab.lifecycle import lab_down, lab_up
+from lab.identity import stack_lab
+from lab.lifecycle import lab_down, lab_for, lab_up
+from lab.slots import SlotUnavailable
+
+SLOT_KEY = "hardened-lightsail:lab.slot"
+
+
+def slot_fix(error: LabError, stack: str) -> str:
+    """A slot problem worded for a stack: the fix is its config key, never another lab's `down`."""
+    if not isinstance(error, SlotUnavailable):
+        return str(error)
+    if error.requested is None:
+        return f"{error.problem}; `python -m lab list` shows who holds them"
+    choose = (f"pick a free one: `scripts/pulumi config set --path {SLOT_KEY} {error.free[0]} -s {stack}` "
+              f"(free now: {', '.join(map(str, error.free))})" if error.free else "no slot is free now")
+    return (f"{SLOT_KEY}: {error.problem}; {choose}, or let `up` allocate one: "
+            f"`scripts/pulumi config rm --path {SLOT_KEY} -s {stack}`")
+
+
+def recorded_slot(previous_stdout: Optional[str]) -> Optional[int]:
+    """The slot in the stack's state: the last `up`'s output (only the slot is read from it)."""
+    try:
+        slot = json.loads(previous_stdout or "")["slot"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return slot if isinstance(slot, int) else None
 
 
 def up(env=os.environ) -> int:
-    # The edge keeps its own copy of the cloud layer in force; ours is only the hand-over.
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as cloud_ports:
-        cloud_ports.write(env["HL_CLOUD_PORTS"])
-        cloud_ports.flush()
-        lab = lab_up(env["HL_LAB_NAME"], Path(env["HL_LAB_DIR"]), int(env["HL_LAB_SLOT"]),
-                     cloud_ports=cloud_ports.name)
+    requested = int(env["HL_LAB_SLOT"]) if env.get("HL_LAB_SLOT") else None
+    owner = stack_lab(Path.cwd(), env["HL_LAB_STACK"]).owner  # run in the checkout, as the engine does
+    try:
+        lab = lab_up(env["HL_LAB_NAME"], Path(env["HL_LAB_DIR"]), requested,
+                     preferred_slot=recorded_slot(env.get("PULUMI_COMMAND_STDOUT")), owner=owner,
+                     keep_cloud_layer=True)
+    except LabError as error:
+        raise LabError(slot_fix(error, env["HL_LAB_STACK"])) from None
     description = lab.describe()
     description["privateKey"] = Path(description["ssh"]["privateKeyPath"]).read_text()
     print(json.dumps(description))
+    return 0
+
+
+def cloud(env=os.environ) -> int:
+    lab = lab_for(env["HL_LAB_NAME"], Path(env["HL_LAB_DIR"]))
+    open_ports = describe_open_ports(load_cloud_layer(lab, env["HL_CLOUD_PORTS"]))
+    forget_return(lab.layout)
+    print(f"lab edge {lab.name} enforces {env['HL_CLOUD_PORTS']}: {open_ports} (if the host rolls this "
+          "release back, the edge goes back to the host's layer)")
     return 0
 
 
@@ -35,7 +77,7 @@ def down(env=os.environ) -> int:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"up": up, "down": down}
+    commands = {"up": up, "cloud": cloud, "down": down}
     if len(argv) != 1 or argv[0] not in commands:
         print(f"usage: hl-lab {{{'|'.join(commands)}}}", file=sys.stderr)
         return 2

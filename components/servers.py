@@ -2,36 +2,12 @@
 for either: a name, an SSH target, a readiness resource, addresses and extra exports."""
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-
 import pulumi
 
 from hardened_lightsail.policy import StackSettings
 from hardened_lightsail.release import Release
 
-
-@dataclass
-class ServerHandle:
-    name: str
-    target: object  # components.connection.SshTarget
-    ready: pulumi.Resource  # later steps wait for it
-    identity: pulumi.Output  # changes when the server is replaced
-    public_ip: pulumi.Output
-    ipv6_addresses: pulumi.Output
-    probe_addresses: pulumi.Output  # every address the outside verification probes
-    ssh_command: pulumi.Output
-    extra_outputs: dict = field(default_factory=dict)
-
-
-def with_known_deployer(settings: StackSettings) -> StackSettings:
-    """In the lab the deployer's address is known, so the lock-out check can prove it keeps SSH."""
-    if settings.target != "lab":
-        return settings
-    from .lab_server import deployer_addresses
-    firewall = dataclasses.replace(settings.firewall, deployer_addresses=(
-        *settings.firewall.deployer_addresses, *deployer_addresses(settings)))
-    return dataclasses.replace(settings, firewall=firewall)
+from .server_handle import ServerHandle
 
 
 def make_servers(settings: StackSettings, release: Release) -> list[ServerHandle]:

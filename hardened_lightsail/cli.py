@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .analysis import ERROR, Finding, analyse, errors
 from .config import ConfigError, load_stack_file
+from .effective_settings import effective_settings
 from .exposure import exposure_table, format_table
 from .release import render_release
 
@@ -24,7 +25,8 @@ def _stack_file(args) -> Path:
 
 
 def _load(args):
-    settings = load_stack_file(_stack_file(args))
+    """The settings and release `pulumi up` would use for this stack file (target additions included)."""
+    settings = effective_settings(load_stack_file(_stack_file(args)))
     return settings, render_release(settings.firewall)
 
 
@@ -95,7 +97,9 @@ def _add_trial(commands) -> None:
     trial.add_argument("--stack", default="lab", help="the base stack whose config the trial copies (default: lab)")
     trial.add_argument("--ttl", default="2h", help="how long a kept (or abandoned) trial may live: 2h, 90m, 1d")
     trial.add_argument("--keep", action="store_true", help="leave the trial up, tagged with its expiry")
-    trial.add_argument("--reap", action="store_true", help="destroy every trial whose expiry has passed")
+    trial.add_argument("--reap", nargs="?", const="", metavar="NAME",
+                       help="destroy every trial whose expiry has passed (with NAME: that trial, expired or not)")
+    trial.add_argument("--now", action="store_true", help="with --reap: destroy every trial, expired or not")
     trial.add_argument("--in-lab", action="store_true",
                        help="try the base stack's firewall policy in the local lab (its lab twin: the lab's "
                             "admin CIDRs are added, SSH stays on 22); for a Lightsail stack's PR preview")

@@ -5,6 +5,7 @@ that a bad policy is refused before any resource or server is touched."""
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
@@ -23,6 +24,7 @@ MAX_CIDRS_PER_RULE = 60  # Lightsail's PutInstancePublicPorts limit, per address
 CONFIRM_TIMEOUT_RANGE = (10, 3600)  # shorter can't finish an SSH round trip; longer leaves a door open
 DEFAULT_SOURCES = ("0.0.0.0/0", "::/0")
 SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
+CLI = "scripts/pulumi"  # the project's Pulumi wrapper, in the commands hints suggest
 
 
 class ConfigError(Exception):
@@ -34,13 +36,62 @@ class ConfigError(Exception):
 
 
 class _Checker:
-    """Collects problems while walking the raw config, so the user sees all of them at once."""
+    """Collects problems while walking the raw config, so the user sees all of them at once.
+    `stack` (when known) goes into the commands that hints suggest."""
 
-    def __init__(self) -> None:
+    def __init__(self, stack: Optional[str] = None) -> None:
         self.problems: list[str] = []
+        self.stack = stack
+        self.unpathed: set[str] = set()  # top-level keys that had a "key.sub" set without --path
 
     def fail(self, path: str, message: str) -> None:
         self.problems.append(f"{path}: {message}")
+
+    def command(self, *words: str) -> str:
+        """A `scripts/pulumi` command line for this stack, quoted for a POSIX shell."""
+        stack = ["-s", self.stack] if self.stack else []
+        return "`" + " ".join(shlex.quote(word) for word in [CLI, *words, *stack]) + "`"
+
+    def set_commands(self, path: str, value: Any) -> list[str]:
+        """The `config set --path` commands that store `value` at `path` (lists and maps item by item)."""
+        if isinstance(value, list):
+            return [c for index, item in enumerate(value) for c in self.set_commands(f"{path}[{index}]", item)]
+        if isinstance(value, dict):
+            return [c for key, item in value.items() for c in self.set_commands(f"{path}.{key}", item)]
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        return [self.command("config", "set", "--path", f"{NAMESPACE}:{path}", text)]
+
+    def not_a_list(self, path: str, value: Any, what: str, example: Any, required: bool = False) -> None:
+        """A list that is something else. A string is how `config set` stores a list it was
+        given as text (with or without --path): say how to set the items instead."""
+        if not isinstance(value, str):
+            self.fail(path, f"{_show(value)} is not a list of {what}")
+            return
+        items = _json_list(value)
+        if items is None:  # one item given as the list: a CIDR is an item, a service name is not
+            items = [value] if isinstance(example, str) else []
+        drop = self.command("config", "rm", "--path", f"{NAMESPACE}:{path}")
+        sets = self.set_commands(path, items or [example])
+        none = "" if items or required else f"; for none, only {drop}"
+        self.fail(path, f"{_show(value)} is text, not a list of {what} (`config set` stores a list given on the "
+                        f"command line as text): set the items one index at a time: {drop} then "
+                        f"{' then '.join(sets)}{none}")
+
+    def unpathed_keys(self, values: Mapping[str, Any], known: Mapping[str, Any]) -> dict:
+        """Keys like "firewall.sshPort" are what `config set` stores without --path: one top-level
+        key that the program never reads. Each is reported with the commands that move it where
+        it belongs; the other keys are returned."""
+        rest = {}
+        for key, value in values.items():
+            head = re.split(r"[.\[]", str(key), maxsplit=1)[0]
+            if key == head or head not in known:
+                rest[key] = value
+                continue
+            self.unpathed.add(head)
+            commands = [self.command("config", "rm", f"{NAMESPACE}:{key}"), *self.set_commands(key, value)]
+            self.fail(key, f"is a top-level key named \"{key}\", not a path into {head}: it was set without "
+                           f"--path. Move it: {' then '.join(commands)}")
+        return rest
 
     def mapping(self, path: str, value: Any, allowed: Mapping[str, Any]) -> dict:
         """A mapping whose keys must all be known (a typo like `adminCidr` is an error)."""
@@ -95,7 +146,7 @@ class _Checker:
                 return ()  # one line is enough: don't also call the missing list "empty"
             value = list(default)
         if not isinstance(value, list):
-            self.fail(path, f"{_show(value)} is not a list of CIDRs")
+            self.not_a_list(path, value, "CIDRs", "203.0.113.7/32", required)
             return ()
         if required and not value:
             self.fail(path, "is empty: SSH would be closed to everyone; add the CIDR you "
@@ -128,6 +179,16 @@ class _Checker:
             self.fail(path, f"{_show(value)} is reversed; write \"{port_range.last}-{port_range.first}\"")
             return None
         return port_range
+
+
+def _json_list(text: str) -> Optional[list]:
+    """The list a string spells in JSON ('["203.0.113.7/32"]', '[]'), or None."""
+    import json
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, list) else None
 
 
 def _show(value: Any) -> str:
@@ -178,7 +239,7 @@ def _services(check: _Checker, raw: Any, ssh_port: int) -> tuple[Service, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        check.fail("firewall.services", f"{_show(raw)} is not a list of services")
+        check.not_a_list("firewall.services", raw, "services", {"name": "https", "protocol": "tcp", "ports": "443"})
         return ()
     services: list[tuple[int, Service]] = []
     for index, item in enumerate(raw):
@@ -204,7 +265,8 @@ def _services(check: _Checker, raw: Any, ssh_port: int) -> tuple[Service, ...]:
 def _firewall(check: _Checker, raw: Any) -> Optional[FirewallPolicy]:
     keys = _keys(FirewallPolicy)
     if raw is None:
-        check.fail("firewall", "is required: at least firewall.adminCidrs (see README, \"Config\")")
+        if "firewall" not in check.unpathed:  # else the hint to move firewall.* keys says it all
+            check.fail("firewall", "is required: at least firewall.adminCidrs (see README, \"Config\")")
         return None
     raw = check.mapping("firewall", raw, keys)
     ssh_port = check.integer("firewall.sshPort", raw.get("sshPort"), FirewallPolicy.ssh_port, 1, 65535)
@@ -234,7 +296,7 @@ def _blocklist(check: _Checker, raw: Any) -> tuple[Network, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        check.fail("firewall.blocklist", f"{_show(raw)} is not a list of CIDRs")
+        check.not_a_list("firewall.blocklist", raw, "CIDRs", "198.51.100.0/24")
         return ()
     networks = []
     for index, item in enumerate(raw):
@@ -312,10 +374,12 @@ def _lab(check: _Checker, raw: Any) -> LabSettings:
     return LabSettings(slot=None if slot is None else check.integer("lab.slot", slot, 0, 0, 15))
 
 
-def settings_from_values(values: Mapping[str, Any]) -> StackSettings:
-    """Validate the project's config values (keys without the namespace prefix)."""
-    check = _Checker()
-    check.mapping("", values, {"target": 0, "server": 0, "firewall": 0, "lab": 0})
+def settings_from_values(values: Mapping[str, Any], stack: Optional[str] = None) -> StackSettings:
+    """Validate the project's config values (keys without the namespace prefix). `stack` names
+    the stack in the commands that hints suggest."""
+    check = _Checker(stack)
+    top_level = {"target": 0, "server": 0, "firewall": 0, "lab": 0}
+    check.mapping("", check.unpathed_keys(values, top_level), top_level)
     target = check.string("target", values.get("target"), "lightsail", TARGETS)
     firewall = _firewall(check, values.get("firewall"))
     server = _server(check, values.get("server"))
@@ -342,11 +406,18 @@ def values_from_stack_file(path: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ConfigError([f"{path}: has no `config:` mapping (see Pulumi.dev.yaml for the format)"])
     prefix = NAMESPACE + ":"
-    return {key[len(prefix):]: value for key, value in config.items() if key.startswith(prefix)}
+    # parse_value as in the program, which gets every top-level value from the engine as text.
+    return {key[len(prefix):]: parse_value(value) for key, value in config.items() if key.startswith(prefix)}
+
+
+def stack_name_of(path: Path) -> Optional[str]:
+    """`dev` for Pulumi.dev.yaml; None for a file named otherwise."""
+    match = re.fullmatch(r"Pulumi\.(.+)\.yaml", Path(path).name)
+    return match.group(1) if match else None
 
 
 def load_stack_file(path: Path) -> StackSettings:
-    return settings_from_values(values_from_stack_file(path))
+    return settings_from_values(values_from_stack_file(path), stack_name_of(path))
 
 
 def parse_value(value: Any) -> Any:

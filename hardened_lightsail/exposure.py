@@ -76,6 +76,20 @@ def _mark(allowed: bool) -> str:
     return "open" if allowed else "closed"
 
 
+def exposure_map(rows: list[ExposureRow]) -> dict[str, str]:
+    """The table as {"tcp/22 IPv4 from 192.0.2.0/24": "open", ...}: the `exposure` stack output.
+
+    Pulumi shows a changed map key by key, so a preview names exactly the rows that open or
+    close (a text table is cut to its first lines, and one wider cell changes every line)."""
+    def state(row: ExposureRow) -> str:
+        if row.cloud == row.host:
+            return _mark(row.reachable)
+        return f"closed (cloud {_mark(row.cloud)}, host {_mark(row.host)})"
+    summary = {f"{r.port} IPv{r.family} from {r.source}": state(r) for r in rows}
+    summary["any other port"] = "closed"
+    return summary
+
+
 def format_table(rows: list[ExposureRow], markdown: bool = False) -> str:
     header = ("port", "family", "source", "cloud", "host", "reachable")
     body = [(r.port, f"IPv{r.family}", r.source, _mark(r.cloud), _mark(r.host),

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from .analysis import ERROR, Finding, analyse
 from .config import ConfigError, firewall_config_values, settings_from_values, values_from_stack_file
+from .effective_settings import effective_settings
 from .exposure import ExposureRow, exposure_table
 from .networks import split_families
 from .policy import FirewallPolicy, PortRange, Service
@@ -345,9 +346,10 @@ def stack_file_at(ref: str, stack_file: Path) -> tuple[str, Optional[bytes]]:
 
 
 def _validated(side: str, label: str, path: Path) -> FirewallPolicy:
-    """The firewall policy of a stack file; problems name the side and the file as the user knows it."""
+    """The firewall policy `pulumi up` would render from a stack file (target additions included);
+    problems name the side and the file as the user knows it."""
     try:
-        return settings_from_values(values_from_stack_file(path)).firewall
+        return effective_settings(settings_from_values(values_from_stack_file(path))).firewall
     except ConfigError as error:
         # File-level problems start with the path read (a temporary file for the base side).
         raise ConfigError([f"{side} {label}{problem[len(str(path)):]}" if problem.startswith(str(path))

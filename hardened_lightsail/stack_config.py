@@ -28,7 +28,7 @@ def _stop(problems: list[str], what: str) -> None:
 
 def read_stack_settings() -> StackSettings:
     try:
-        return settings_from_values(_config_values())
+        return settings_from_values(_config_values(), pulumi.get_stack())
     except ConfigError as error:
         _stop(error.problems, "invalid stack config")
         raise  # unreachable: _stop raises

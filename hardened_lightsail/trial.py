@@ -1,5 +1,6 @@
 """`scripts/fw trial`: a disposable copy of a stack (same config, own name) is stood up, verified,
-printed and destroyed, whatever happens on the way; `--keep` leaves it up until `--reap`.
+printed and destroyed, whatever happens on the way; `--keep` leaves it up until `--reap` finds it
+expired (`--reap --now`, or `--reap NAME`, destroys kept trials before their expiry).
 
 Exit codes: 0 verified; 1 the trial failed or its verification did (after the cleanup); 2 bad
 input, nothing created; 130 interrupted by Ctrl-C (after the cleanup; 143 for SIGTERM)."""
@@ -24,6 +25,8 @@ from pulumi.automation.errors import create_command_error
 from . import engine_env
 from .analysis import analyse, errors
 from .config import NAMESPACE, ConfigError, load_stack_file, settings_from_values
+from .effective_settings import effective_settings
+from .exposure import exposure_table, format_table
 from .release import render_release
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -31,7 +34,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 TRIAL_TAG, EXPIRES_TAG = f"{NAMESPACE}:trial", f"{NAMESPACE}:expires"
 BASE_TAG, TARGET_TAG = f"{NAMESPACE}:trialBase", f"{NAMESPACE}:trialTarget"
 PREFIX = "trial-"
-NAME_LENGTH = 16  # a lab name (and so its namespaces hl-NAME-*) is at most 16 characters
+NAME_LENGTH = 16  # short enough to read in `stack ls`, in lab names and their namespaces
 FAIL_VERIFY_HOOK = "HL_TRIAL_FAIL_VERIFY"  # tests only: verification fails after a real `up`
 
 
@@ -259,53 +262,28 @@ class Interrupts:
 
 # --- the lab's share: a free slot, and nothing of the lab left behind ------------------------------
 
-def lab_dir(name: str) -> Path:
-    return PROJECT_DIR / ".lab" / name  # where components/lab_server.py keeps lab `name`
+def trial_lab(name: str):
+    """The lab a trial stack stands up (components/lab_server.py names it the same way)."""
+    from lab.identity import stack_lab
+    return stack_lab(PROJECT_DIR, name)
 
 
-def _project_lab_slots() -> set[int]:
-    """Slots the project's own lab stacks will want: lab.slot, or the one their name gives."""
-    from components.lab_server import default_slot_for, lab_name_for
-    wanted = set()
-    for path in PROJECT_DIR.glob("Pulumi.*.yaml"):
-        try:
-            config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
-        except (yaml.YAMLError, OSError, AttributeError):
-            continue
-        if config.get(f"{NAMESPACE}:target") == "lab":
-            slot = (config.get(f"{NAMESPACE}:lab") or {}).get("slot")
-            name = lab_name_for(path.name[len("Pulumi."):-len(".yaml")])
-            wanted.add(slot if isinstance(slot, int) else default_slot_for(name))
-    return wanted
-
-
-def claim_lab_slot(name: str) -> int:
-    """Reserve a slot for the trial's lab under its name (the lab's own `up` then finds it), by
-    the lab's rules (free, not colliding with this machine's addresses), preferring slots that
-    no lab stack of this project would pick by itself."""
-    from lab.errors import LabError
-    from lab.machine_addresses import machine_addresses, slot_conflicts
-    from lab.slots import claim_slot
-    from lab.topology import SLOT_COUNT, LabTopology
-    machine = machine_addresses()
-    wanted = _project_lab_slots()
-    for slot in sorted(range(SLOT_COUNT), key=lambda s: (s in wanted, s)):
-        try:
-            return claim_slot(name, lab_dir(name), requested=slot, conflicts=lambda candidate: slot_conflicts(
-                LabTopology(name, candidate, lab_dir(name)), machine))
-        except LabError:
-            continue
-    raise TrialInputError("no lab slot is free for the trial: `python -m lab list` shows who holds them")
+def check_lab_slot_free(name: str) -> None:
+    """Refuse before anything is made when `up` could not give the trial's lab a slot."""
+    problem = trial_lab(name).slot_problem()
+    if problem is not None:
+        raise TrialInputError(f"no lab slot for the trial: {problem}")
 
 
 def sweep_lab(name: str) -> Optional[str]:
-    """Take down whatever is left of lab `name` (normally the destroy did): None, or the problem."""
+    """Take down whatever is left of trial `name`'s lab (normally the destroy did): None, or the problem."""
     from lab.errors import LabError
     from lab.lifecycle import lab_down
+    identity = trial_lab(name)
     try:
-        lab_down(name, lab_dir(name))
+        lab_down(identity.name, identity.state_dir)
     except (LabError, OSError) as error:
-        return f"lab {name} could not be taken down: {error}"
+        return f"lab {identity.name} could not be taken down: {error}"
     return None
 
 
@@ -326,8 +304,8 @@ def verification_problems(outputs: dict) -> list[str]:
     return problems
 
 
-def print_result(name: str, outputs: dict) -> None:
-    print(f"\n== trial {name}: the exposure the policy asks for ==\n{outputs.get('exposure', '(no exposure output)')}")
+def print_result(name: str, outputs: dict, asked_for: str) -> None:
+    print(f"\n== trial {name}: the exposure the policy asks for ==\n{asked_for}")
     for server in outputs.get("servers") or []:
         print(f"\n== {server['name']} ({server.get('publicIp')}): measured from outside ==\n"
               f"{server.get('verifiedExposure') or '(nothing measured)'}")
@@ -366,6 +344,7 @@ def _preflight(base: str, in_lab: bool = False):
     if in_lab:
         config = lab_twin(config)
         settings = settings_from_values({key[len(NAMESPACE) + 1:]: value for key, value in config.items()})
+    settings = effective_settings(settings)  # what the trial's `up` will check and render
     release = render_release(settings.firewall)
     findings = analyse(settings.firewall, release)  # `fw check`: a refused policy never goes up
     for finding in findings:
@@ -395,23 +374,20 @@ def _trial_config(base: str, config: dict, workspace: TrialWorkspace) -> dict:
     return config_entries(config, lambda key: decrypted[key])
 
 
-def _configure(stack: Stack, tags: dict, entries: dict, lab: bool) -> None:
+def _configure(stack: Stack, tags: dict, entries: dict) -> None:
     # Tagged first: a trial that dies before its cleanup is still found by --reap.
     for key, value in tags.items():
         stack.set_tag(key, value)
-    if lab:  # its own lab slot; the base's (if any) belongs to the base's lab
-        lab_config = {**json.loads(entries.get(f"{NAMESPACE}:lab", {}).get("value", "{}")),
-                      "slot": claim_lab_slot(stack.name)}
-        entries = {**entries, f"{NAMESPACE}:lab": {"value": json.dumps(lab_config), "objectValue": lab_config,
-                                                   "secret": False}}
-    stack.set_all_config_json(json.dumps(entries))
+    # The base's lab settings (its lab.slot) belong to the base's lab: the trial's gets a free slot at `up`.
+    stack.set_all_config_json(json.dumps({key: value for key, value in entries.items() if key != f"{NAMESPACE}:lab"}))
 
 
-def _up_and_verify(stack: Stack, name: str) -> tuple[list[str], dict]:
+def _up_and_verify(stack: Stack, name: str, settings) -> tuple[list[str], dict]:
     """(problems, outputs): no problems means verified."""
     result = stack.up(on_output=_echo(sys.stdout), on_error=_echo(sys.stderr), color="never")
     outputs = {key: item.value for key, item in result.outputs.items()}
-    print_result(name, outputs)
+    release = render_release(settings.firewall)  # what the trial's `up` shipped (its releaseHash)
+    print_result(name, outputs, format_table(exposure_table(settings.firewall, release)))
     return verification_problems(outputs), outputs
 
 
@@ -421,6 +397,8 @@ def run_trial(base: str, ttl: timedelta, keep: bool, in_lab: bool = False) -> in
     entries = _trial_config(base, config, workspace)
     taken = {summary.name for summary in workspace.list_stacks()}
     name = next(n for n in iter(lambda: trial_name(base), None) if n not in taken)
+    if lab:
+        check_lab_slot_free(name)
     expires = f"{(datetime.now(timezone.utc) + ttl):%Y-%m-%dT%H:%M:%SZ}"
     tags = {TRIAL_TAG: "true", EXPIRES_TAG: expires, BASE_TAG: base, TARGET_TAG: settings.target}
     print(f"trial {name}: a copy of stack {base} ({settings.target}), expires {expires}", flush=True)
@@ -429,9 +407,9 @@ def run_trial(base: str, ttl: timedelta, keep: bool, in_lab: bool = False) -> in
         try:
             stack = Stack.create(name, workspace)
             created = True  # from here on the cleanup has work: the stack, its lab slot, its lab
-            _configure(stack, tags, entries, lab)
+            _configure(stack, tags, entries)
             if not interrupts.received:
-                problems, outputs = _up_and_verify(stack, name)
+                problems, outputs = _up_and_verify(stack, name, settings)
         except (CommandError, TrialInputError) as error:
             problems = [engine_error(error) if isinstance(error, CommandError) else str(error)]
         finally:
@@ -462,32 +440,44 @@ def _verified_lines(outputs: dict) -> str:
 
 # --- reaping ------------------------------------------------------------------------------------------
 
-def reap(now: Optional[datetime] = None) -> int:
-    """Destroy every trial stack whose expiry has passed; list the live ones with their time left."""
-    now = now or datetime.now(timezone.utc)
-    workspace = open_workspace(lab=False)
-    trials = []
+def _trials(workspace: TrialWorkspace) -> dict[str, dict]:
+    """Every trial stack in the backend: {name: its tags}."""
+    trials = {}
     for summary in workspace.list_stacks():
         if summary.name.startswith(PREFIX):
             tags = workspace.list_tags(summary.name)
             if tags.get(TRIAL_TAG) == "true":
-                trials.append((summary.name, tags))
+                trials[summary.name] = tags
+    return trials
+
+
+def reap(now: Optional[datetime] = None, name: Optional[str] = None, everything: bool = False) -> int:
+    """Destroy every trial stack whose expiry has passed (`everything`: every trial, expired or
+    not; `name`: that trial only, whatever its expiry); list the live ones with their time left."""
+    now = now or datetime.now(timezone.utc)
+    trials = _trials(open_workspace(lab=False))
+    if name is not None:
+        if name not in trials:
+            raise TrialInputError(f"no trial {name!r} in this backend (trials: {', '.join(sorted(trials)) or 'none'})")
+        trials = {name: trials[name]}
     failed, live = 0, 0
-    for name, tags in sorted(trials):
+    for trial, tags in sorted(trials.items()):
         try:
             expires = datetime.strptime(tags.get(EXPIRES_TAG, ""), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
         except ValueError:
             expires = None  # a trial that died between its creation and its tags: reap it
-        if expires is not None and expires > now:
+        early = expires is not None and expires > now
+        if early and not (everything or name):
             live += 1
-            print(f"{name} (copy of {tags.get(BASE_TAG, '?')}, {tags.get(TARGET_TAG, '?')}): "
+            print(f"{trial} (copy of {tags.get(BASE_TAG, '?')}, {tags.get(TARGET_TAG, '?')}): "
                   f"live, expires in {format_remaining(expires - now)}")
             continue
         lab = tags.get(TARGET_TAG) == "lab"
-        print(f"{name}: expired, destroying", flush=True)
-        problems = destroy_trial(open_workspace(lab), name, lab)
+        why = f"destroying now, {format_remaining(expires - now)} before its expiry" if early else "expired, destroying"
+        print(f"{trial}: {why}", flush=True)
+        problems = destroy_trial(open_workspace(lab), trial, lab)
         failed += bool(problems)
-        print(f"{name}: " + ("; ".join(problems) if problems else "reaped (destroyed and removed)"),
+        print(f"{trial}: " + ("; ".join(problems) if problems else "reaped (destroyed and removed)"),
               file=sys.stderr if problems else sys.stdout)
     print(f"reap: {len(trials) - live - failed} reaped, {live} live, {failed} failed")
     return EXIT_FAILED if failed else EXIT_OK
@@ -495,10 +485,12 @@ def reap(now: Optional[datetime] = None) -> int:
 
 def cmd_trial(args) -> int:
     try:
-        if args.reap:
+        if args.now and args.reap is None:
+            raise TrialInputError("--now goes with --reap: `fw trial --reap --now` destroys every kept trial")
+        if args.reap is not None:
             if args.keep:
-                raise TrialInputError("--reap and --keep don't go together: --reap only destroys expired trials")
-            return reap()
+                raise TrialInputError("--reap and --keep don't go together: --reap only destroys trials")
+            return reap(name=args.reap or None, everything=args.now)
         return run_trial(args.stack, parse_ttl(args.ttl), args.keep, getattr(args, "in_lab", False))
     except TrialInputError as error:
         print(f"error: {error}", file=sys.stderr)

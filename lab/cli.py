@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
     up = commands.add_parser("up", help="create the lab, or complete it if it exists (idempotent)")
-    up.add_argument("--name", required=True, help="lab name: 1-16 of a-z 0-9 -")
+    up.add_argument("--name", required=True, help="lab name: 1-24 of a-z 0-9 -")
     up.add_argument("--dir", required=True, help="lab state directory (keys, configs, pid files, logs)")
     up.add_argument("--slot", type=int, help="address slot 0-15 (default: the lowest free one)")
     up.add_argument("--cloud-ports", help=CLOUD_PORTS_HELP)

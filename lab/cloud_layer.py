@@ -144,6 +144,18 @@ def _describe(info: dict) -> str:
     return protocol if protocol == "all" else f"{protocol} {low}" + ("" if low == high else f"-{high}")
 
 
+def describe_open_ports(port_infos: list[dict]) -> str:
+    """One line saying what the layer lets in, e.g. "tcp 22 from 192.0.2.0/24, 2001:db8:a::/48;
+    tcp 80 from anyone" (for messages: what is open now)."""
+    parts = []
+    for info in port_infos:
+        sources = [*info["cidrs"], *info["ipv6Cidrs"]]
+        if "0.0.0.0/0" in sources and "::/0" in sources:
+            sources = ["anyone"] + [s for s in sources if s not in ("0.0.0.0/0", "::/0")]
+        parts.append(f"{_describe(info)} from {', '.join(sources) or 'nobody'}")
+    return "; ".join(parts) or "nothing (every port closed)"
+
+
 def render_edge_rules(lab: LabTopology, port_infos: list[dict], family: int, source: str) -> str:
     """The edge's whole filter table for one family, in iptables-restore format."""
     server_port = lab.segments["server"].edge.interface
@@ -183,11 +195,14 @@ def render_edge_rules(lab: LabTopology, port_infos: list[dict], family: int, sou
     return "\n".join(lines)
 
 
-def load_cloud_layer(lab: LabTopology, path: Optional[Union[str, Path]] = None) -> list[dict]:
+def load_cloud_layer(lab: LabTopology, path: Optional[Union[str, Path]] = None,
+                     keep_previous: bool = True) -> list[dict]:
     """Replace the edge's rules with the ones for `path` (None: Lightsail's default).
 
     Each family is one `iptables-restore` (atomic); both are tested before either is loaded, so
-    a bad file leaves the old rules in place. Returns the port infos now enforced."""
+    a bad file leaves the old rules in place. The layer replaced is kept as the one to go back to
+    (edge_follower), unless `keep_previous` is false (the follower's own returns). Returns the
+    port infos now enforced."""
     port_infos = read_port_infos(path)
     source = "Lightsail's default (tcp 22 and 80 open to all)" if _file_text(path) is None else str(path)
     edge_ns = lab.namespace(EDGE)
@@ -199,5 +214,9 @@ def load_cloud_layer(lab: LabTopology, path: Optional[Union[str, Path]] = None) 
     for family, text in rendered.items():
         in_namespace(edge_ns, [restore[family]], input=text)
         (lab.layout.edge_dir / f"rules.v{family}").write_text(text)
-    (lab.layout.edge_dir / "cloud-ports.json").write_text(json.dumps(port_infos, indent=2) + "\n")
+    in_force, content = lab.layout.edge_dir / "cloud-ports.json", json.dumps(port_infos, indent=2) + "\n"
+    if keep_previous and in_force.exists() and in_force.read_text() != content:
+        # The layer to go back to if the host rolls back a release it never confirmed (edge_follower).
+        in_force.replace(lab.layout.edge_dir / "previous-cloud-ports.json")
+    in_force.write_text(content)
     return port_infos

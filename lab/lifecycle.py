@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from .cloud_layer import load_cloud_layer
+from .edge_follower import return_note
 from .errors import LabError
 from .keys import ensure_keys
 from .layout import RUNTIME_ENTRIES, LabLayout
@@ -40,26 +41,38 @@ def _check_directory_owner(name: str, state_dir: Path) -> Optional[dict]:
     return recorded
 
 
+def machine_conflicts(name: str, state_dir: PathLike):
+    """conflicts(slot) for claim_slot/check_slot: why this machine can't give lab `name` a slot."""
+    machine = machine_addresses()
+    return lambda candidate: slot_conflicts(LabTopology(name, candidate, state_dir), machine)
+
+
 def lab_up(name: str, state_dir: PathLike, slot: Optional[int] = None,
-           cloud_ports: Optional[PathLike] = None) -> LabTopology:
+           cloud_ports: Optional[PathLike] = None, *, preferred_slot: Optional[int] = None,
+           owner: Optional[dict] = None, keep_cloud_layer: bool = False) -> LabTopology:
     """Create lab `name` (or complete/refresh it if it exists) and return its topology.
 
-    `cloud_ports` is the cloud-layer file for the edge; None means Lightsail's default. A new
-    lab never takes a slot whose root-namespace subnets hold one of this machine's own addresses
-    or gateways (see machine_addresses). It returns once every lab client reaches its router
-    over IPv4 and IPv6. If this call created the lab and fails half-way, it removes what it made."""
+    A given `slot` is that or nothing (refused if taken); else `preferred_slot` if usable (the
+    slot a stack's state recorded), else the lowest usable one. `owner` is recorded with the slot
+    (who to ask about it). `cloud_ports` is the cloud-layer file for the edge; None means
+    Lightsail's default; with `keep_cloud_layer` a lab that has a layer keeps (reloads) it.
+    A new lab never takes a slot whose root-namespace subnets hold one of this machine's own
+    addresses or gateways (see machine_addresses). It returns once every lab client reaches its
+    router over IPv4 and IPv6. If this call created the lab and fails half-way, it removes what
+    it made."""
     validate_name(name)
     state_dir = Path(state_dir).absolute()
     existed = _check_directory_owner(name, state_dir) is not None or \
         any(namespace_exists(namespace_name(name, role)) for role in NAMESPACE_SUFFIX)
-    machine = machine_addresses()
-    lab = LabTopology(name, claim_slot(name, state_dir, slot, conflicts=lambda candidate: slot_conflicts(
-        LabTopology(name, candidate, state_dir), machine)), state_dir)
+    lab = LabTopology(name, claim_slot(name, state_dir, slot, machine_conflicts(name, state_dir),
+                                       preferred=preferred_slot, owner=owner), state_dir)
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         lab.layout.lab_json.write_text(json.dumps({"name": name, "slot": lab.slot}) + "\n")
         build_network(lab)
-        load_cloud_layer(lab, cloud_ports)
+        in_force = lab.layout.edge_dir / "cloud-ports.json"
+        # Loaded again even when kept: a rebuilt edge namespace starts with no rules at all.
+        load_cloud_layer(lab, in_force if keep_cloud_layer and in_force.exists() else cloud_ports)
         ensure_keys(lab)
         start_services(lab)
         wait_until_routers_answer(lab)
@@ -151,6 +164,7 @@ def describe_running(lab: LabTopology) -> dict:
         **lab.describe(),
         "pids": service_pids(lab),
         "cloudPorts": json.loads(enforced.read_text()) if enforced.exists() else None,
+        "edgeReturned": return_note(lab.layout),  # set while the edge holds the host's layer after a rollback
         "edgeRules": {f"v{family}": str(lab.layout.edge_dir / f"rules.v{family}") for family in (4, 6)},
     }
 

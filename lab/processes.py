@@ -74,3 +74,22 @@ def stop_pids(pids: Iterable[int], grace_seconds: float = 3.0) -> list[int]:
     while time.monotonic() < deadline and any(is_alive(pid) for pid in pids):
         time.sleep(0.02)
     return [pid for pid in pids if is_alive(pid)]
+
+
+def detach(pid_file: str, log: Optional[str] = None) -> bool:
+    """Fork a lab daemon off: True in the parent, once the child's pid is in `pid_file` (the
+    parent then exits, which is what the starter waits for); False in the child, which is in its
+    own session with stdin closed and stdout/stderr going to `log` (or nowhere)."""
+    child = os.fork()
+    if child:
+        with open(pid_file + ".tmp", "w") as handle:
+            handle.write(f"{child}\n")
+        os.replace(pid_file + ".tmp", pid_file)
+        return True
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    output = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600) if log else devnull
+    os.dup2(devnull, 0)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    return False

@@ -1,4 +1,5 @@
-"""The lab server's daemons: sshd (in a private mount namespace), nginx and the UDP echo.
+"""The lab's daemons: the server's sshd (in a private mount namespace), nginx and the UDP echo,
+and the edge's follower (lab/edge_follower.py).
 
 sshd, and so every SSH session and everything a session runs, sees lab-owned directories at
 /etc/iptables and /var/lib/hardened-lightsail: firewall files the payload persists land in the
@@ -16,7 +17,7 @@ from .errors import LabError
 from .layout import SERVER_BIND_MOUNTS
 from .processes import running_pid, stop_pids, wait_for_pid_file
 from .server_configs import nginx_config, sshd_config
-from .topology import HIDDEN_UDP_PORTS, SERVER, LabTopology
+from .topology import EDGE, HIDDEN_UDP_PORTS, SERVER, LabTopology
 
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # sshd's privilege-separation directory; Debian's tmpfiles.d makes it at boot on a real server.
@@ -78,6 +79,14 @@ def _udp_echo_starter(port: int) -> Callable[[LabTopology], None]:
     return start
 
 
+def _start_edge_follower(lab: LabTopology) -> None:
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    _start(["ip", "netns", "exec", lab.namespace(EDGE), sys.executable, "-P", "-m", "lab.edge_follower",
+            "--name", lab.name, "--slot", str(lab.slot), "--dir", str(lab.state_dir),
+            "--pid-file", str(lab.layout.pid_file("edge-follower")), "--log", str(lab.layout.log_file("edge-follower"))],
+           "the edge follower", extra_env={"PYTHONPATH": package_parent})
+
+
 @dataclass(frozen=True)
 class Service:
     name: str  # also the pid file's name
@@ -88,6 +97,8 @@ SERVICES = (
     Service("sshd", _start_sshd),
     Service("nginx", _start_nginx),
     *(Service(f"udp-echo-{port}", _udp_echo_starter(port)) for port in HIDDEN_UDP_PORTS),
+    # Not a server daemon: the edge's return to the host's cloud layer after a rollback.
+    Service("edge-follower", _start_edge_follower),
 )
 
 

@@ -2,13 +2,15 @@
 command or open SSH from any of its hosts. Nothing here creates anything; see network.py.
 
 Slot k (0..15) gives every lab its own addresses and interface names, so labs sit side by side:
-  admin     edge <-> adm   192.0.2.16k/29      2001:db8:a:<16k>::/64    edge .1/::1, adm .2/::2
-  uplink    edge <-> root  192.0.2.16k+8/29    2001:db8:a:<16k+1>::/64  edge .9/::1, root .10/::2
+  admin     edge <-> adm   192.0.2.8k/29        2001:db8:a:<k>::/64       edge .1/::1, adm .2/::2
+  uplink    edge <-> root  192.0.2.128+8k/29    2001:db8:a:<100+k>::/64   edge .1/::1, root .2/::2
   internet  edge <-> inet, inet2
-                           198.51.100.16k/28   2001:db8:b:<16k>::/64    edge .1/::1, inet .2/::2,
-                                                                        inet2 .3/::3
-  server    edge <-> srv   203.0.113.16k/28    2001:db8:c:<16k>::/64    edge .1/::1, srv .10/::10
-(<16k> in hex; host numbers are offsets from the segment's first address.)"""
+                           198.51.100.16k/28    2001:db8:b:<16k>::/64     edge .1/::1, inet .2/::2,
+                                                                          inet2 .3/::3
+  server    edge <-> srv   203.0.113.16k/28     2001:db8:c:<16k>::/64     edge .1/::1, srv .10/::10
+(<> in hex; host numbers are offsets from the segment's first address.) Every slot's admin link
+lies in 192.0.2.0/25 and 2001:db8:a::/60, every uplink in 192.0.2.128/25 and 2001:db8:a:100::/60:
+the deployer's side of any lab is DEPLOYER_CIDRS, whatever slot the lab was given."""
 from __future__ import annotations
 
 import ipaddress
@@ -25,7 +27,8 @@ from .errors import LabError
 from .layout import SERVER_BIND_MOUNTS, LabLayout
 
 SLOT_COUNT = 16
-NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,14}[a-z0-9])?$")
+NAME_MAX_LENGTH = 24  # namespaces are hl-NAME-inet2 (interface names use the slot, not the name)
+NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,%d}[a-z0-9])?$" % (NAME_MAX_LENGTH - 2))
 
 # Roles of the hosts in a lab; "root" is the machine's own namespace (the deployer's uplink).
 SERVER, EDGE, INTERNET, INTERNET2, ADMIN, ROOT = "server", "edge", "internet", "internet2", "admin", "root"
@@ -41,6 +44,10 @@ ROOT_FORBIDDEN_TOOLS = frozenset({
 
 # Covers every slot's admin client and deployer uplink: what a lab policy's adminCidrs should be.
 ADMIN_CIDRS = ("192.0.2.0/24", "2001:db8:a::/48")
+# This machine's end of every slot's uplink: where the deployer connects from, in any lab. Known
+# without the slot, so the lock-out check and the release are the same before and after a slot
+# is allocated (and for `fw check`, which never sees one).
+DEPLOYER_CIDRS = ("192.0.2.128/25", "2001:db8:a:100::/60")
 
 SSH_PORT, HTTP_PORT, HTTPS_PORT = 22, 80, 443
 # Listening on the server but meant to stay invisible unless a policy opens them.
@@ -66,7 +73,7 @@ def namespace_name(name: str, role: str) -> str:
 def validate_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise LabError(
-            f"lab name {name!r} is not valid: use 1-16 characters of a-z, 0-9 and '-', "
+            f"lab name {name!r} is not valid: use 1-{NAME_MAX_LENGTH} characters of a-z, 0-9 and '-', "
             "not starting or ending with '-' (it becomes part of namespace names)"
         )
     return name
@@ -143,9 +150,10 @@ class LabTopology:
     @cached_property
     def segments(self) -> dict[str, Segment]:
         base, k = 16 * self.slot, self.slot
-        admin4, uplink4 = f"192.0.2.{base}/29", f"192.0.2.{base + 8}/29"
+        # Admin links and uplinks in separate halves, so DEPLOYER_CIDRS covers every uplink only.
+        admin4, uplink4 = f"192.0.2.{8 * k}/29", f"192.0.2.{128 + 8 * k}/29"
         inet4, srv4 = f"198.51.100.{base}/28", f"203.0.113.{base}/28"
-        admin6, uplink6 = f"2001:db8:a:{base:x}::/64", f"2001:db8:a:{base + 1:x}::/64"
+        admin6, uplink6 = f"2001:db8:a:{k:x}::/64", f"2001:db8:a:{0x100 + k:x}::/64"
         inet6, srv6 = f"2001:db8:b:{base:x}::/64", f"2001:db8:c:{base:x}::/64"
 
         # Interface names are hl<slot><what>: at most 11 characters (Linux allows 15).

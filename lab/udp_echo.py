@@ -5,9 +5,10 @@ binds first (so a busy port fails the start), then detaches and writes its pid f
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import sys
+
+from .processes import detach
 
 
 def serve(sock: socket.socket) -> None:
@@ -32,17 +33,8 @@ def main(argv=None) -> int:
     except OSError as error:
         print(f"udp echo: cannot bind port {args.port}: {error.strerror}", file=sys.stderr)
         return 1
-    child = os.fork()
-    if child:
-        with open(args.pid_file + ".tmp", "w") as handle:
-            handle.write(f"{child}\n")
-        os.replace(args.pid_file + ".tmp", args.pid_file)
-        return 0
-    os.setsid()
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    serve(sock)
+    if not detach(args.pid_file):
+        serve(sock)
     return 0
 
 

@@ -49,7 +49,14 @@ def ipv6_address(index: int) -> str:
     return f"2001:db8:{50 + index}::1"
 
 
+MOCK_LAB_SLOT = 3
+
+
 def command_stdout(name: str) -> str:
+    if name == "lab-lab":  # `hl-lab up`: the lab's description and the deployer key
+        from lab.topology import LabTopology
+        return json.dumps({**LabTopology("mock-lab", MOCK_LAB_SLOT, "/tmp/mock-lab").describe(),
+                           "privateKey": fake_private_key(name)})
     if name.endswith("-ready"):
         return "ready"
     if name.endswith("-deploy"):

@@ -145,19 +145,34 @@ ONE_PROBLEM = [
      ['firewall: is required: at least firewall.adminCidrs (see README, "Config")']),
     ("admin-cidrs-as-a-string",
      {"firewall": {"adminCidrs": ADMIN}},
-     ['firewall.adminCidrs: "203.0.113.7/32" is not a list of CIDRs']),
+     ['firewall.adminCidrs: "203.0.113.7/32" is text, not a list of CIDRs (`config set` stores a list given on '
+      "the command line as text): set the items one index at a time: `scripts/pulumi config rm --path "
+      "hardened-lightsail:firewall.adminCidrs` then `scripts/pulumi config set --path "
+      "'hardened-lightsail:firewall.adminCidrs[0]' 203.0.113.7/32`"]),
     ("services-as-a-string",
      with_firewall(services="http"),
-     ['firewall.services: "http" is not a list of services']),
+     ['firewall.services: "http" is text, not a list of services (`config set` stores a list given on the '
+      "command line as text): set the items one index at a time: `scripts/pulumi config rm --path "
+      "hardened-lightsail:firewall.services` then `scripts/pulumi config set --path "
+      "'hardened-lightsail:firewall.services[0].name' https` then `scripts/pulumi config set --path "
+      "'hardened-lightsail:firewall.services[0].protocol' tcp` then `scripts/pulumi config set --path "
+      "'hardened-lightsail:firewall.services[0].ports' 443`; for none, only `scripts/pulumi config rm --path "
+      "hardened-lightsail:firewall.services`"]),
     ("service-as-a-string",
      with_firewall(services=["http"]),
      ['firewall.services[0]: "http" is not a mapping (expected keys: name, protocol, ports, sources)']),
     ("sources-as-a-string",
      with_services(service("http", "80", sources="0.0.0.0/0")),
-     ['firewall.services[0].sources: "0.0.0.0/0" is not a list of CIDRs']),
+     ['firewall.services[0].sources: "0.0.0.0/0" is text, not a list of CIDRs (`config set` stores a list given '
+      "on the command line as text): set the items one index at a time: `scripts/pulumi config rm --path "
+      "'hardened-lightsail:firewall.services[0].sources'` then `scripts/pulumi config set --path "
+      "'hardened-lightsail:firewall.services[0].sources[0]' 0.0.0.0/0`"]),
     ("blocklist-as-a-string",
      with_firewall(blocklist="198.51.100.0/24"),
-     ['firewall.blocklist: "198.51.100.0/24" is not a list of CIDRs']),
+     ['firewall.blocklist: "198.51.100.0/24" is text, not a list of CIDRs (`config set` stores a list given on '
+      "the command line as text): set the items one index at a time: `scripts/pulumi config rm --path "
+      "hardened-lightsail:firewall.blocklist` then `scripts/pulumi config set --path "
+      "'hardened-lightsail:firewall.blocklist[0]' 198.51.100.0/24`"]),
     ("bool-as-a-string",
      with_firewall(ping="yes"),
      ['firewall.ping: "yes" is not true or false']),

@@ -1,7 +1,9 @@
-"""The whole life cycle of a lab stack through the real Pulumi engine: up, measure, change,
-refuse a lock-out at preview, roll back a forced lock-out on the host, destroy leaves nothing."""
+"""The whole life cycle of a lab stack through the real Pulumi engine: up, measure, change (a
+compact preview), refuse a lock-out at preview, roll back a forced lock-out on the host (and the
+edge with it), `fw check` agrees with `up`, destroy leaves nothing."""
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -9,17 +11,17 @@ import pytest
 import yaml
 
 from engine import PROJECT_DIR, engine_missing_reason, pulumi
+from lab.identity import stack_lab
 
 STACK = "labtest"
-SLOT = 9  # fixed so it can't collide with a developer's `lab` stack (slot from its name)
+LAB = stack_lab(PROJECT_DIR, STACK)  # its own lab name: a `labtest` of another checkout can run alongside
 pytestmark = [pytest.mark.engine, pytest.mark.netfilter,
               pytest.mark.skipif(engine_missing_reason() is not None, reason=engine_missing_reason() or ""),
               pytest.mark.skipif(os.geteuid() != 0, reason="the lab makes network namespaces: needs root")]
 
 
 def _write_stack(firewall: dict) -> None:
-    config = {"config": {"hardened-lightsail:target": "lab", "hardened-lightsail:lab": {"slot": SLOT},
-                         "hardened-lightsail:firewall": firewall}}
+    config = {"config": {"hardened-lightsail:target": "lab", "hardened-lightsail:firewall": firewall}}
     (PROJECT_DIR / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(config))
 
 
@@ -50,7 +52,7 @@ def lab_stack(tmp_path_factory):
     finally:
         (PROJECT_DIR / f"Pulumi.{STACK}.yaml").unlink(missing_ok=True)
         subprocess.run([str(PROJECT_DIR / "scripts" / "hl-lab"), "down"], check=False, capture_output=True,
-                       env={**os.environ, "HL_LAB_NAME": STACK, "HL_LAB_DIR": str(PROJECT_DIR / ".lab" / STACK)})
+                       env={**os.environ, "HL_LAB_NAME": LAB.name, "HL_LAB_DIR": str(LAB.state_dir)})
 
 
 def _outputs(backend) -> dict:
@@ -81,13 +83,25 @@ def test_lab_life_cycle_through_the_real_engine(lab_stack):
 
     # Unchanged policy: nothing runs.
     again = pulumi(["up", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"], backend)
-    assert "8 unchanged" in again.stdout, again.stdout
+    assert re.search(r"^Resources:\n +\d+ unchanged\n", again.stdout, re.M), again.stdout
 
-    # A service added: preview shows it, up applies and verifies it.
+    # `fw check` renders what `up` shipped: the same release hash, lab deployer addresses included.
+    check = subprocess.run([str(PROJECT_DIR / "scripts" / "fw"), "check", "--stack", STACK], capture_output=True,
+                           text=True, timeout=60)
+    assert re.search(rf"^release {outputs['releaseHash']}: 0 error\(s\)", check.stdout, re.M), check.stdout
+
+    # A service added: the preview names the rows that open, and the lab's own part is one short
+    # line (a new cloud-ports file); the server's address stays known.
     changed = dict(BASE, services=BASE["services"] + [{"name": "alt-http", "protocol": "tcp", "ports": "8080"}])
     _write_stack(changed)
-    preview = pulumi(["preview", "-s", STACK, "--diff", "--non-interactive"], backend)
-    assert "tcp/8080" in preview.stdout
+    preview = pulumi(["preview", "-s", STACK, "--diff", "--non-interactive"], backend).stdout
+    assert re.search(r'^ +\+ tcp/8080 IPv4 from anyone else *: "open"$', preview, re.M), preview
+    assert re.search(r'^ +\+ tcp/8080 IPv6 from anyone else *: "open"$', preview, re.M), preview
+    assert re.search(r'^ +~ HL_CLOUD_PORTS: "\.build/lab/cloud-ports-[0-9a-f]{16}\.json" => '
+                     r'"\.build/lab/cloud-ports-[0-9a-f]{16}\.json"$', preview, re.M), preview
+    assert '"fromPort"' not in preview and "lab-lab]" not in preview  # no JSON blob; the lab itself unchanged
+    assert outputs["publicIp"] in preview
+    assert not re.search(r"(HL_SSH_HOST|publicIp) *: .*\[unknown\]", preview), preview
     started = time.monotonic()
     pulumi(["up", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"], backend)
     change_seconds = time.monotonic() - started
@@ -103,7 +117,8 @@ def test_lab_life_cycle_through_the_real_engine(lab_stack):
     assert "is not in firewall.adminCidrs" in refused.stdout + refused.stderr
     assert "Traceback" not in refused.stdout + refused.stderr, "a refused policy must read as its reasons only"
 
-    # Forced through: the host rolls back by itself, `up` fails with the clear message, SSH works.
+    # Forced through: the host rolls back by itself, `up` fails with the clear message, SSH works,
+    # also from the admin client: the lab edge went back to the cloud layer of the host's rules.
     _write_stack(dict(locked, allowLockout=True))
     started = time.monotonic()
     forced = pulumi(["up", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"], backend, check=False)
@@ -111,10 +126,19 @@ def test_lab_life_cycle_through_the_real_engine(lab_stack):
     assert forced.returncode != 0
     assert "rules were rolled back: new SSH connections failed within 10 s" in forced.stdout + forced.stderr
     assert "Traceback" not in forced.stdout + forced.stderr, "a failed up must end with its error lines only"
-    ssh = subprocess.run(["ssh", "-i", str(PROJECT_DIR / ".lab" / STACK / "ssh" / "id_ed25519"), "-o", "BatchMode=yes",
-                          "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5",
-                          f"root@{outputs['publicIp']}", "true"], capture_output=True, text=True, timeout=30)
-    assert ssh.returncode == 0, ssh.stderr
+    for origin in (None, outputs["labAdminNamespace"]):
+        ssh = subprocess.run([*(["ip", "netns", "exec", origin] if origin else []),
+                              "ssh", "-i", str(LAB.state_dir / "ssh" / "id_ed25519"), "-o", "BatchMode=yes",
+                              "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                              "-o", "ConnectTimeout=5", f"root@{outputs['publicIp']}", "true"],
+                             capture_output=True, text=True, timeout=30)
+        assert ssh.returncode == 0, (origin, ssh.stderr)
+    assert _from_internet(outputs, 22) == "filtered"  # the drill's SSH source is closed again at the edge
+    after = pulumi(["preview", "-s", STACK, "--non-interactive"], backend, check=False).stdout
+    assert re.search(r"warning: lab \S+ \([0-9TZ:-]+\): release [0-9a-f]{16} was rolled back on the host, so the lab "
+                     r"edge went back to the cloud layer of release [0-9a-f]{16}, which the host runs again: open now: "
+                     r"tcp 22 from 192\.0\.2\.0/24, 2001:db8:a::/48; tcp 80 from anyone; tcp 443 from anyone; tcp 8080 "
+                     "from anyone", after), after
     print(f"\nlab timings: first up {first_up:.1f} s, change verified {change_seconds:.1f} s, "
           f"forced lock-out up (incl. rollback) {rollback_seconds:.1f} s")
 
@@ -123,7 +147,7 @@ def test_lab_life_cycle_through_the_real_engine(lab_stack):
     pulumi(["up", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"], backend)
     pulumi(["destroy", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"], backend)
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert f"hl-{STACK}-" not in namespaces
-    assert not (PROJECT_DIR / ".lab" / STACK).exists(), "destroy left the lab's files behind"
+    assert f"hl-{LAB.name}-" not in namespaces
+    assert not LAB.state_dir.exists(), "destroy left the lab's files behind"
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    assert f"hl{SLOT}up" not in links, "destroy left the deployer uplink behind"
+    assert re.search(rf"\bhl{outputs['labSlot']}up\b", links) is None, "destroy left the deployer uplink behind"

@@ -18,9 +18,10 @@ def test_slot_3_addresses_follow_the_plan():
     lab = LabTopology("demo", 3, "/tmp/demo")
     described = lab.describe()["addresses"]
     assert (lab.server_ipv4, lab.server_ipv6) == ("203.0.113.58", "2001:db8:c:30::10")
-    assert described["admin"]["ipv4Cidr"] == "192.0.2.48/29" and described["admin"]["ipv4"] == "192.0.2.50"
-    assert described["deployer"] == {"ipv4": "192.0.2.58", "ipv6": "2001:db8:a:31::2", "ipv4Cidr": "192.0.2.56/29",
-                                     "ipv6Cidr": "2001:db8:a:31::/64", "interface": "hl3up"}
+    assert described["admin"]["ipv4Cidr"] == "192.0.2.24/29" and described["admin"]["ipv4"] == "192.0.2.26"
+    assert described["admin"]["ipv6Cidr"] == "2001:db8:a:3::/64"
+    assert described["deployer"] == {"ipv4": "192.0.2.154", "ipv6": "2001:db8:a:103::2", "ipv4Cidr": "192.0.2.152/29",
+                                     "ipv6Cidr": "2001:db8:a:103::/64", "interface": "hl3up"}
     assert (described["internet"]["ipv4"], described["internet2"]["ipv6"]) == ("198.51.100.50", "2001:db8:b:30::3")
     assert described["edge"]["server"]["ipv6"] == "2001:db8:c:30::1"
     assert lab.namespaces == {"server": "hl-demo-srv", "edge": "hl-demo-edge", "internet": "hl-demo-inet",
@@ -52,13 +53,13 @@ def test_a_runner_numbered_from_192_0_2_0_24_can_use_every_slot():
 
 
 @pytest.mark.parametrize("address, what, slot, message", [
-    ("192.0.2.10", "configured as 192.0.2.10/24", 0,
-     "192.0.2.8/29 (deployer uplink) holds 192.0.2.10, configured as 192.0.2.10/24 on eth0"),
-    ("192.0.2.25", "gateway of the default route", 1,
-     "192.0.2.24/29 (deployer uplink) holds 192.0.2.25, gateway of the default route on eth0"),
+    ("192.0.2.130", "configured as 192.0.2.130/24", 0,
+     "192.0.2.128/29 (deployer uplink) holds 192.0.2.130, configured as 192.0.2.130/24 on eth0"),
+    ("192.0.2.137", "gateway of the default route", 1,
+     "192.0.2.136/29 (deployer uplink) holds 192.0.2.137, gateway of the default route on eth0"),
     ("203.0.113.40", "configured as 203.0.113.40/32", 2, "203.0.113.32/28 (server subnet) holds 203.0.113.40"),
-    ("2001:db8:a:31::99", "configured as 2001:db8:a:31::99/128", 3,
-     "2001:db8:a:31::/64 (deployer uplink (IPv6)) holds 2001:db8:a:31::99"),
+    ("2001:db8:a:103::99", "configured as 2001:db8:a:103::99/128", 3,
+     "2001:db8:a:103::/64 (deployer uplink (IPv6)) holds 2001:db8:a:103::99"),
 ])
 def test_a_slot_whose_root_subnets_hold_a_machine_address_is_unusable(address, what, slot, message):
     found = machine((address, "eth0", what))
@@ -67,9 +68,9 @@ def test_a_slot_whose_root_subnets_hold_a_machine_address_is_unusable(address, w
     assert message in slot_conflicts(LabTopology("demo", slot, "/tmp/x"), found)[0]
 
 
-@pytest.mark.parametrize("name", ["", "Lab", "lab_1", "-lab", "lab-", "a" * 17, "lab.x"])
+@pytest.mark.parametrize("name", ["", "Lab", "lab_1", "-lab", "lab-", "a" * 25, "lab.x"])
 def test_bad_lab_names_are_refused_with_the_rule(name):
-    with pytest.raises(LabError, match="use 1-16 characters of a-z, 0-9 and '-'"):
+    with pytest.raises(LabError, match="use 1-24 characters of a-z, 0-9 and '-'"):
         LabTopology(name, 0, "/tmp/x")
 
 

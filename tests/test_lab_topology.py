@@ -290,3 +290,58 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path):
         assert result.returncode == 2 and result.stdout == "", (args, result)
         assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr, result.stderr
     assert not namespace_exists("hl-ok-srv")
+
+
+def _host_rolled_back(lab, changed_at: str, active: str, layers: dict) -> None:
+    """What the payload leaves on the server after a rollback: its state file, and its copies of
+    the releases it applied (each with its cloud-ports.json), written as the payload does."""
+    state_dir = lab.layout.server_fs("/var/lib/hardened-lightsail")
+    for release, infos in layers.items():
+        (state_dir / "releases" / release).mkdir(parents=True, exist_ok=True)
+        (state_dir / "releases" / release / "cloud-ports.json").write_text(json.dumps(infos))
+    (state_dir / ".state.tmp").write_text(f"state=rolled-back\nrelease=bbbbbbbbbbbbbbbb\nreason=deadline\n"
+                                          f"changed_at={changed_at}\nactive_release={active}\n")
+    (state_dir / ".state.tmp").replace(state_dir / "state")
+
+
+def _wait_for_return(lab, timeout: float = 5.0) -> dict:
+    """The follower's note, as `status` shows it, once it has returned the edge."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        note = lab_status(lab.name, lab.state_dir)["lab"]["edgeReturned"]
+        if note:
+            return note
+        time.sleep(0.1)
+    raise AssertionError(f"the edge did not return within {timeout} s; follower log: "
+                         f"{lab.layout.log_file('edge-follower').read_text()}")
+
+
+def test_after_a_rollback_on_the_host_the_edge_returns_to_the_cloud_layer_of_the_hosts_rules(
+        lab_factory, cloud_ports_file, tmp_path):
+    lab = lab_factory.up(cloud_ports=cloud_ports_file(WEB_AND_ADMIN_SSH))
+    # A lock-out drill's layer: SSH only for the internet range and the deployers.
+    drill = [port_info(22, ["198.51.100.0/24", "192.0.2.128/25"], ["2001:db8:a:100::/60"]), *WEB_AND_ADMIN_SSH[1:]]
+    drill_file = tmp_path / "drill.json"
+    drill_file.write_text(json.dumps(drill))
+    lab.load_cloud_layer(drill_file)
+    assert exposure(lab, "admin", tcp_ports=[22], udp_ports=())[0] == {(4, "tcp", 22): "filtered",
+                                                                       (6, "tcp", 22): "filtered"}
+
+    # The host rolled the drill back and runs release aaaa... again: the edge follows.
+    _host_rolled_back(lab, "1000", "aaaaaaaaaaaaaaaa", {"aaaaaaaaaaaaaaaa": WEB_AND_ADMIN_SSH})
+    note = _wait_for_return(lab)
+    assert json.loads((lab.layout.edge_dir / "cloud-ports.json").read_text()) == WEB_AND_ADMIN_SSH
+    assert note["message"] == (
+        "release bbbbbbbbbbbbbbbb was rolled back on the host, so the lab edge went back to the cloud layer of "
+        "release aaaaaaaaaaaaaaaa, which the host runs again: open now: tcp 22 from 192.0.2.0/24, 2001:db8:a::/48; "
+        "tcp 80 from anyone; tcp 443 from anyone")
+    assert exposure(lab, "admin", tcp_ports=[22], udp_ports=())[0] == {(4, "tcp", 22): "open", (6, "tcp", 22): "open"}
+
+    # A new layer from the stack supersedes the note; a host with no confirmed release left sends
+    # the edge back to the layer it had before the stack's last one (not to the follower's own).
+    lab.load_cloud_layer(drill_file)
+    from lab.edge_follower import forget_return
+    forget_return(lab.layout)
+    _host_rolled_back(lab, "2000", "", {})
+    _wait_for_return(lab)
+    assert json.loads((lab.layout.edge_dir / "cloud-ports.json").read_text()) == WEB_AND_ADMIN_SSH

@@ -20,7 +20,7 @@ import pytest
 
 from hardened_lightsail.cloud_layer import cloud_port_infos, to_provider_args
 from hardened_lightsail.config import NAMESPACE, settings_from_values, values_from_stack_file
-from hardened_lightsail.exposure import exposure_table, format_table
+from hardened_lightsail.exposure import exposure_map, exposure_table
 from hardened_lightsail.release import render_release
 from program_mocks_runner import (ARCHIVE, HOST_STATE, SECRET, UNKNOWN, fake_private_key, ipv6_address,
                                  static_ip)
@@ -464,7 +464,7 @@ def test_exports_name_the_first_server_the_release_and_the_exposure(name):
     assert exports["ipv6Addresses"] == (["2001:db8:50::1"] if dual_stack else [])
     assert exports["sshCommand"] == f"ssh {port}{scenario.login_user}@203.0.113.50"
     assert exports["releaseHash"] == release.hash  # render_release(policy), rendered as the program ran
-    assert exports["exposure"] == format_table(exposure_table(policy, release))
+    assert exports["exposure"] == exposure_map(exposure_table(policy, release))
     assert exports["verifiedExposure"] == "verified exposure of web-0-firewall-deploy"
     assert exports["servers"] == [
         {"name": server, "publicIp": static_ip(index),
@@ -475,34 +475,32 @@ def test_exports_name_the_first_server_the_release_and_the_exposure(name):
                             "verifiedExposure", "servers"}
 
 
-def test_exposure_export_is_a_readable_table_of_the_dev_policy():
+def test_exposure_export_names_every_row_of_the_dev_policy_so_diffs_show_each_one():
     report = report_of("dev-yaml")
     report.assert_fully_resolved()
-    lines = report.raw["exports"]["exposure"].splitlines()
-    assert lines[0].split() == ["port", "family", "source", "cloud", "host", "reachable"]
-    assert [line.split() for line in lines[1:]] == [
-        ["tcp/22", "IPv4", "203.0.113.7/32", "open", "open", "YES"],
-        ["tcp/22", "IPv4", "anyone", "else", "closed", "closed", "no"],
-        ["tcp/22", "IPv6", "2001:db8:7::/64", "open", "open", "YES"],
-        ["tcp/22", "IPv6", "anyone", "else", "closed", "closed", "no"],
-        ["tcp/80", "IPv4", "anyone", "else", "open", "open", "YES"],
-        ["tcp/80", "IPv6", "anyone", "else", "open", "open", "YES"],
-        ["tcp/443", "IPv4", "anyone", "else", "open", "open", "YES"],
-        ["tcp/443", "IPv6", "anyone", "else", "open", "open", "YES"],
-        ["ping", "IPv4", "anyone", "else", "open", "open", "YES"],
-        ["ping", "IPv6", "anyone", "else", "open", "open", "YES"],
-        ["any", "other", "port", "both", "anyone", "closed", "closed", "no"],
-    ]
+    assert report.raw["exports"]["exposure"] == {
+        "tcp/22 IPv4 from 203.0.113.7/32": "open",
+        "tcp/22 IPv4 from anyone else": "closed",
+        "tcp/22 IPv6 from 2001:db8:7::/64": "open",
+        "tcp/22 IPv6 from anyone else": "closed",
+        "tcp/80 IPv4 from anyone else": "open",
+        "tcp/80 IPv6 from anyone else": "open",
+        "tcp/443 IPv4 from anyone else": "open",
+        "tcp/443 IPv6 from anyone else": "open",
+        "ping IPv4 from anyone else": "open",
+        "ping IPv6 from anyone else": "open",
+        "any other port": "closed",
+    }
 
 
 def test_exposure_export_of_the_fleet_shows_the_udp_range_to_its_sources_only():
     report = report_of("two-server-fleet")
     report.assert_fully_resolved()
-    rows = [line.split() for line in report.raw["exports"]["exposure"].splitlines()]
-    assert ["udp/27015-27030", "IPv4", "198.51.100.0/24", "open", "open", "YES"] in rows
-    assert ["udp/27015-27030", "IPv6", "2001:db8:100::/48", "open", "open", "YES"] in rows
-    assert ["udp/27015-27030", "IPv4", "anyone", "else", "closed", "closed", "no"] in rows
-    assert not any(row[0] == "ping" and row[-1] == "YES" for row in rows)
+    rows = report.raw["exports"]["exposure"]
+    assert rows["udp/27015-27030 IPv4 from 198.51.100.0/24"] == "open"
+    assert rows["udp/27015-27030 IPv6 from 2001:db8:100::/48"] == "open"
+    assert rows["udp/27015-27030 IPv4 from anyone else"] == "closed"
+    assert rows["ping IPv4 from anyone else"] == "closed" and rows["ping IPv6 from anyone else"] == "closed"
 
 
 # --- fleets and variants

@@ -80,6 +80,48 @@ def assert_nothing_left(directory, names: set[str]) -> None:
 
 # --- unit: names, durations, config -----------------------------------------------------------
 
+class FakeTrials:
+    """The backend's trial stacks for reap(), without the engine: destroy only records the name."""
+
+    def __init__(self, monkeypatch, expiries: dict[str, str]):
+        self.destroyed: list[str] = []
+        trials = {name: {trial.TRIAL_TAG: "true", trial.EXPIRES_TAG: expires, trial.BASE_TAG: "lab",
+                         trial.TARGET_TAG: "lab"} for name, expires in expiries.items()}
+        monkeypatch.setattr(trial, "open_workspace", lambda lab: None)
+        monkeypatch.setattr(trial, "_trials", lambda workspace: dict(trials))
+        monkeypatch.setattr(trial, "destroy_trial", lambda workspace, name, lab: self.destroyed.append(name) or [])
+
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+EXPIRIES = {"trial-lab-aaaaaa": "2026-01-01T11:00:00Z", "trial-lab-bbbbbb": "2026-01-01T14:00:00Z",
+            "trial-dev-cccccc": "2026-01-01T13:00:00Z"}
+
+
+def test_reap_destroys_expired_trials_and_lists_the_live_ones(monkeypatch, capsys):
+    fake = FakeTrials(monkeypatch, EXPIRIES)
+    assert trial.reap(now=NOW) == 0
+    assert fake.destroyed == ["trial-lab-aaaaaa"]
+    assert "reap: 1 reaped, 2 live, 0 failed" in capsys.readouterr().out
+
+
+def test_reap_now_destroys_every_trial_and_says_how_early(monkeypatch, capsys):
+    fake = FakeTrials(monkeypatch, EXPIRIES)
+    assert trial.reap(now=NOW, everything=True) == 0
+    assert fake.destroyed == sorted(EXPIRIES)
+    output = capsys.readouterr().out
+    assert "trial-lab-bbbbbb: destroying now, 2h00m before its expiry" in output
+    assert "trial-lab-aaaaaa: expired, destroying" in output and "reap: 3 reaped, 0 live, 0 failed" in output
+
+
+def test_reap_by_name_destroys_only_that_trial_and_refuses_an_unknown_one(monkeypatch, capsys):
+    fake = FakeTrials(monkeypatch, EXPIRIES)
+    assert trial.reap(now=NOW, name="trial-dev-cccccc") == 0
+    assert fake.destroyed == ["trial-dev-cccccc"]
+    with pytest.raises(trial.TrialInputError, match="no trial 'trial-x' in this backend \\(trials: trial-dev-cccccc, "
+                                                   "trial-lab-aaaaaa, trial-lab-bbbbbb\\)"):
+        trial.reap(now=NOW, name="trial-x")
+
+
 def test_trial_names_are_valid_lab_names_and_keep_a_readable_base():
     assert trial.trial_name("lab", "a1b2c3") == "trial-lab-a1b2c3"
     assert trial.trial_name("Staging_EU", "a1b2c3") == "trial-sta-a1b2c3"
@@ -120,6 +162,7 @@ def test_remaining_time_reads_like_a_duration():
     (["--stack", "no-such-stack"], "error: unknown base stack 'no-such-stack': no Pulumi.no-such-stack.yaml in"),
     (["--ttl", "2x"], "error: --ttl '2x' is not a duration: use a number with s, m, h or d (2h, 90m, 1d)"),
     (["--reap", "--keep"], "error: --reap and --keep don't go together"),
+    (["--now"], "error: --now goes with --reap: `fw trial --reap --now` destroys every kept trial"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     env = {**os.environ, "PULUMI_BACKEND_URL": f"file://{tmp_path}", "PULUMI_HOME": str(tmp_path / "home")}
@@ -146,6 +189,7 @@ class TestRealTrial:
         assert re.search(r"^tcp/80 +IPv4 +anyone else +open +open +YES$", result.stdout, re.M)  # the policy's table
         assert re.search(r"^203\.0\.113\.\d+ +tcp/22 +yes +allowed +open +ok$", result.stdout, re.M)  # measured
         assert "PRIVATE KEY-----" not in result.stdout + result.stderr
+        assert "from $PATH" not in result.stdout + result.stderr  # the provider comes from the plugin cache
         assert_nothing_left(directory, {name})
 
     def test_failed_verification_still_destroys_the_trial_and_exits_1(self, base_stack, backend):
@@ -191,10 +235,11 @@ class TestRealTrial:
         assert "^C received; cancelling" in output  # the engine got exactly one interrupt: a graceful cancel
         assert_nothing_left(directory, {name})
 
-    def test_kept_trial_stays_tagged_until_reap_finds_it_expired(self, base_stack, backend, monkeypatch, capsys):
+    def test_kept_trial_stays_tagged_and_live_until_reaped_by_name_before_its_expiry(self, base_stack, backend,
+                                                                                        monkeypatch, capsys):
         directory, env = backend
         started = datetime.now(timezone.utc)
-        kept = fw_trial(env, "--stack", base_stack, "--keep", "--ttl", "1s")
+        kept = fw_trial(env, "--stack", base_stack, "--keep", "--ttl", "2h")
         assert kept.returncode == 0, kept.stdout[-3000:] + kept.stderr[-3000:]
         name = trial_names(kept.stdout).pop()
         try:
@@ -202,23 +247,26 @@ class TestRealTrial:
             tags = json.loads(pulumi(["stack", "tag", "ls", "--json", "-s", name], directory).stdout)
             assert tags["hardened-lightsail:trial"] == "true"
             expires = datetime.strptime(tags["hardened-lightsail:expires"], "%Y-%m-%dT%H:%M:%SZ")
-            assert abs(expires.replace(tzinfo=timezone.utc) - started) < timedelta(seconds=5)
-            assert f"hl-{name}-srv" in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+            assert abs(expires.replace(tzinfo=timezone.utc) - started - timedelta(hours=2)) < timedelta(seconds=5)
+            assert f"hl-{trial.trial_lab(name).name}-srv" in subprocess.run(
+                ["ip", "netns", "list"], capture_output=True, text=True).stdout
 
             # Before its expiry a reap only reports it, with the time it has left.
             for key in ("PULUMI_BACKEND_URL", "PULUMI_HOME", "HL_USE_BUILT_PULUMI"):
                 monkeypatch.setenv(key, env[key])
-            assert trial.reap(now=started - timedelta(hours=1)) == 0
+            assert trial.reap(now=started) == 0
             report = capsys.readouterr().out
-            assert re.search(rf"^{name} \(copy of {base_stack}, lab\): live, expires in 1h00m$", report, re.M), report
+            assert re.search(rf"^{name} \(copy of {base_stack}, lab\): live, expires in 2h00m$", report, re.M), report
             assert "reap: 0 reaped, 1 live, 0 failed" in report
 
-            reaped = fw_trial(env, "--reap")
+            # By name it goes now, whatever its expiry.
+            reaped = fw_trial(env, "--reap", name)
             assert reaped.returncode == 0, reaped.stdout[-3000:] + reaped.stderr[-3000:]
+            assert re.search(rf"^{name}: destroying now, 1h5\dm before its expiry$", reaped.stdout, re.M), reaped.stdout
             assert f"{name}: reaped (destroyed and removed)" in reaped.stdout
             assert "reap: 1 reaped, 0 live, 0 failed" in reaped.stdout
         finally:
-            fw_trial(env, "--reap")  # a failed assertion above must not leave the lab up
+            fw_trial(env, "--reap", "--now")  # a failed assertion above must not leave the lab up
         assert_nothing_left(directory, {name})
 
 

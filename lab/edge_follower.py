@@ -1,0 +1,118 @@
+"""The lab edge follows the host back after a rollback: when the server rolls a release back
+(a lock-out drill, a confirm that never came), the edge returns to the cloud layer of the
+release the host is back on, so the lab after a drill is what the policy in force says and the
+admin client gets in again. (Lightsail's own firewall has no rollback: it keeps the drill's
+layer, SSH open to the drill's admin CIDRs and the deployer, until the next `up`.)
+
+Started by `lab up` as a daemon in the edge namespace (`python -m lab.edge_follower`). It polls
+the host's state file, which the lab sees through the server's bind mount (`state` key=value
+lines, and `releases/HASH/cloud-ports.json`, as payload/hlfw documents them), and notes what it
+did in DIR/edge/returned.json until the stack hands the edge a new layer."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+from .cloud_layer import describe_open_ports, load_cloud_layer
+from .errors import LabError
+from .layout import LabLayout
+from .processes import detach
+from .topology import LabTopology
+
+POLL_SECONDS = 0.25
+HOST_STATE_DIR = "/var/lib/hardened-lightsail"  # the payload's state directory, as the server sees it
+NOTE = "returned.json"
+
+
+def host_state(layout: LabLayout) -> dict[str, str]:
+    """The payload's state file (empty when the host never ran it)."""
+    try:
+        text = (layout.server_fs(HOST_STATE_DIR) / "state").read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def _rollback_key(state: dict) -> Optional[tuple[str, str]]:
+    """Identifies one rollback (release and when), or None when the host is not rolled back."""
+    return (state.get("release", ""), state.get("changed_at", "")) if state.get("state") == "rolled-back" else None
+
+
+def _layer_in_force_on_the_host(layout: LabLayout, state: dict) -> tuple[Optional[Path], str]:
+    """The cloud layer of the release the host runs now, or else the edge's layer before the last one."""
+    active = state.get("active_release", "")
+    release_layer = layout.server_fs(HOST_STATE_DIR) / "releases" / active / "cloud-ports.json"
+    if active and release_layer.exists():
+        return release_layer, f"the cloud layer of release {active}, which the host runs again"
+    previous = layout.edge_dir / "previous-cloud-ports.json"
+    if previous.exists():
+        return previous, "the cloud layer it had before (the host has no confirmed release)"
+    return None, ""
+
+
+def follow_rollback(lab: LabTopology, state: dict) -> Optional[dict]:
+    """Return the edge after the rollback `state` describes; the note written, or None if the
+    edge already matched."""
+    layer, what = _layer_in_force_on_the_host(lab.layout, state)
+    in_force = lab.layout.edge_dir / "cloud-ports.json"
+    if layer is None or (in_force.exists() and json.loads(in_force.read_text()) == json.loads(layer.read_text())):
+        return None
+    infos = load_cloud_layer(lab, layer, keep_previous=False)
+    note = {"at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "rolledBack": state.get("release"),
+            "release": state.get("active_release") or None,
+            "message": f"release {state.get('release')} was rolled back on the host, so the lab edge went back to "
+                       f"{what}: open now: {describe_open_ports(infos)}"}
+    (lab.layout.edge_dir / NOTE).write_text(json.dumps(note, indent=2) + "\n")
+    return note
+
+
+def return_note(layout: LabLayout) -> Optional[dict]:
+    """What the follower last did, while it still explains the layer in force."""
+    try:
+        return json.loads((layout.edge_dir / NOTE).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def forget_return(layout: LabLayout) -> None:
+    """The stack handed the edge a new layer: the note no longer explains what is in force."""
+    (layout.edge_dir / NOTE).unlink(missing_ok=True)
+
+
+def follow(lab: LabTopology) -> None:
+    seen = _rollback_key(host_state(lab.layout))  # rollbacks from before we started are not ours
+    while True:
+        state = host_state(lab.layout)
+        key = _rollback_key(state)
+        if key is not None and key != seen:
+            try:
+                note = follow_rollback(lab, state)
+                print(note["message"] if note else f"release {key[0]} was rolled back; the edge already matched",
+                      flush=True)
+            except (LabError, OSError, ValueError) as error:
+                print(f"could not return the edge after the rollback of {key[0]}: {error}", flush=True)
+        seen = key
+        time.sleep(POLL_SECONDS)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab.edge_follower", description=__doc__)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--slot", type=int, required=True)
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--pid-file", required=True)
+    parser.add_argument("--log", required=True)
+    args = parser.parse_args(argv)
+    lab = LabTopology(args.name, args.slot, Path(args.dir))
+    if not detach(args.pid_file, args.log):
+        follow(lab)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The lab target's resource graph under Pulumi mocks (tests/program_mocks_runner.py): the lab and
+its edge as two commands, the edge's cloud layer handed over as a short content-named path, the
+host chain behind the edge, the release `fw check` and `fw diff` compute, and a lab.slot that is
+taken refused before anything is registered. No root: the lab's commands are mocked."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from hardened_lightsail.config import settings_from_values
+from hardened_lightsail.effective_settings import effective_settings
+from hardened_lightsail.release import render_release
+from lab.identity import stack_lab
+from program_mocks_runner import MOCK_LAB_SLOT
+from test_program_mocks import PROJECT_DIR, Report, run_program, unsecret
+
+FW = str(PROJECT_DIR / "scripts" / "fw")
+STACK = "labmock"
+FIREWALL = {"adminCidrs": ["192.0.2.0/24", "2001:db8:a::/48"], "confirmTimeoutSeconds": 20,
+            "services": [{"name": "http", "protocol": "tcp", "ports": "80"}]}
+VALUES = {"target": "lab", "firewall": FIREWALL}
+
+
+@pytest.fixture(autouse=True)
+def registry(tmp_path, monkeypatch):
+    """A private slot registry: what other labs on this machine hold doesn't decide these tests."""
+    path = tmp_path / "lab-slots.json"
+    monkeypatch.setenv("HL_LAB_REGISTRY", str(path))
+    return path
+
+
+def test_the_lab_and_its_edge_are_two_commands_and_the_host_chain_waits_for_the_edge():
+    report = Report(run_program(STACK, VALUES))
+    report.assert_fully_resolved()
+    lab, edge = report.inputs("lab-lab"), report.inputs("lab-cloud-firewall")
+    identity = stack_lab(PROJECT_DIR, STACK)
+    assert lab["environment"] == {"HL_LAB_NAME": identity.name, "HL_LAB_DIR": f".lab/{identity.name}",
+                                  "HL_LAB_STACK": STACK}  # no HL_LAB_SLOT: `up` allocates a free one
+    assert lab["triggers"][:2] == [identity.name, "None"]
+    assert report.wire["lab-lab"]["deleteBeforeReplace"] is True
+    assert report.wire["lab-lab"]["additionalSecretOutputs"] == ["stdout"]
+    assert (lab["create"], lab["delete"], edge["create"]) == ("scripts/hl-lab up", "scripts/hl-lab down",
+                                                              "scripts/hl-lab cloud")
+    assert "lab-lab" in report.dependencies("lab-cloud-firewall")
+    assert report.options("lab-firewall-copy")["depends_on"] == ["lab-cloud-firewall"]
+    exports = report.raw["exports"]
+    assert exports["labSlot"] == MOCK_LAB_SLOT and exports["publicIp"] == "203.0.113.58"
+    assert exports["labServerNamespace"] == "hl-mock-lab-srv"
+
+
+def test_the_edge_gets_the_cloud_layer_as_a_short_path_named_by_its_content():
+    report = Report(run_program(STACK, VALUES))
+    report.assert_fully_resolved()
+    environment = report.inputs("lab-cloud-firewall")["environment"]
+    path = environment["HL_CLOUD_PORTS"]
+    assert re.fullmatch(r"\.build/lab/cloud-ports-[0-9a-f]{16}\.json", path), path
+    release = render_release(effective_settings(settings_from_values(VALUES)).firewall)
+    assert json.loads((PROJECT_DIR / path).read_text()) == release.port_infos
+    assert len(json.dumps(environment)) < 200  # the JSON is in the file, not in the diffed inputs
+    # The same layer, the same path; another layer, another path.
+    assert Report(run_program(STACK, VALUES)).inputs("lab-cloud-firewall")["environment"]["HL_CLOUD_PORTS"] == path
+    wider = {**VALUES, "firewall": {**FIREWALL, "services": [*FIREWALL["services"],
+                                                           {"name": "alt", "protocol": "tcp", "ports": "8080"}]}}
+    assert Report(run_program(STACK, wider)).inputs("lab-cloud-firewall")["environment"]["HL_CLOUD_PORTS"] != path
+
+
+def test_the_ssh_target_is_the_labs_server_with_its_key_kept_secret():
+    report = Report(run_program(STACK, VALUES))
+    report.assert_fully_resolved()
+    deploy = report.inputs("lab-firewall-deploy")["environment"]
+    assert deploy["HL_SSH_HOST"] == "203.0.113.58"
+    assert "FAKE KEY" in unsecret(deploy["HL_SSH_KEY"])
+    state = report.inputs("lab-firewall-host-state")
+    assert state["host"] == "203.0.113.58" and "FAKE KEY" in unsecret(state["privateKey"])
+
+
+def _release_hash_from_fw(tmp_path, values: dict) -> tuple[str, str]:
+    """(`fw check` release hash, `fw diff` head hash) for a stack file with these values."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    stack_file = repo / f"Pulumi.{STACK}.yaml"
+    stack_file.write_text(yaml.safe_dump({"config": {f"hardened-lightsail:{k}": v for k, v in values.items()}}))
+    check = subprocess.run([FW, "check", "--config", str(stack_file)], capture_output=True, text=True, timeout=60)
+    checked = re.search(r"^release ([0-9a-f]{16}): 0 error", check.stdout, re.M)
+    assert checked, check.stdout + check.stderr
+    for command in (["init", "-q"], ["-c", "user.email=t@example.org", "-c", "user.name=t", "commit", "-q",
+                                     "--allow-empty", "-m", "empty"]):
+        subprocess.run(["git", *command], cwd=repo, check=True, capture_output=True)
+    diff = subprocess.run([FW, "diff", "--config", str(stack_file), "--base", "HEAD"], capture_output=True,
+                          text=True, timeout=60)
+    diffed = re.search(r"Release: none → `([0-9a-f]{16})`", diff.stdout)
+    assert diffed, diff.stdout + diff.stderr
+    return checked.group(1), diffed.group(1)
+
+
+@pytest.mark.parametrize("values", [VALUES, {**VALUES, "target": "lightsail", "firewall": {
+    **FIREWALL, "adminCidrs": ["203.0.113.7/32"], "deployerAddresses": ["203.0.113.7/32"]}}],
+    ids=["lab", "lightsail"])
+def test_fw_check_and_fw_diff_render_the_release_up_ships(tmp_path, values):
+    report = Report(run_program(STACK, values, (("aws:region", "ap-northeast-1"),)))
+    report.assert_fully_resolved()
+    shipped = report.raw["exports"]["releaseHash"]
+    assert _release_hash_from_fw(tmp_path, values) == (shipped, shipped)
+    if values["target"] == "lab":  # the lab's deployer addresses are part of it
+        assert shipped != render_release(settings_from_values(values).firewall).hash
+
+
+def test_a_lab_slot_held_by_another_checkout_is_refused_before_anything_is_registered(registry):
+    registry.write_text(json.dumps({"slots": {"6": {
+        "name": "lab-0a0a", "dir": "/elsewhere/.lab/lab-0a0a", "since": time.time(),
+        "owner": {"stack": "lab", "checkout": "/elsewhere"}}}}))
+    report = Report(run_program(STACK, {**VALUES, "lab": {"slot": 6}}))
+    assert report.raw["registrations"] == [] and report.raw["wire"] == []
+    assert report.raw["error"] == {"type": "RunError",
+                                   "message": "the lab can't get its slot (see above); nothing was changed"}
+    [error] = [log["message"] for log in report.raw["logs"] if log["level"] == "error"]
+    # (Which slots are free also depends on this machine's running labs: any number will do.)
+    assert re.fullmatch(rf"hardened-lightsail:lab\.slot: slot 6 is taken by lab lab-0a0a \(stack lab of /elsewhere\); "
+                        rf"pick a free one: `scripts/pulumi config set --path hardened-lightsail:lab\.slot \d+ -s {STACK}` "
+                        rf"\(free now: [\d, ]+\), or let `up` allocate one: `scripts/pulumi config rm --path "
+                        rf"hardened-lightsail:lab\.slot -s {STACK}`", error), error
+    assert "down" not in error
+    # A free one is honoured: handed to `hl-lab up`, and a new slot means a new lab.
+    honoured = Report(run_program(STACK, {**VALUES, "lab": {"slot": 7}}))
+    honoured.assert_fully_resolved()
+    assert honoured.inputs("lab-lab")["environment"]["HL_LAB_SLOT"] == "7"
+    assert honoured.inputs("lab-lab")["triggers"][1] == "7"
