@@ -48,6 +48,10 @@ def _lines(ruleset: SavedRuleset, rules) -> str:
     return f"line {numbers[0]}" if len(numbers) == 1 else f"lines {', '.join(map(str, numbers))}"
 
 
+def _at_rules(ruleset: SavedRuleset, rules) -> str:
+    return f"{ruleset.label} {_lines(ruleset, rules)}" if ruleset.line_numbers else ruleset.label
+
+
 # --- per-line findings --------------------------------------------------------------------------
 
 def note_findings(ruleset: SavedRuleset) -> list[Finding]:
@@ -63,8 +67,7 @@ def rule_findings(ruleset: SavedRuleset) -> list[tuple[int, Finding]]:
     found = []
     old_state = [rule for rule in ruleset.rules if "state" in rule.modules]
     if old_state:
-        where = f"{ruleset.label} {_lines(ruleset, old_state)}" if ruleset.line_numbers else ruleset.label
-        found.append((old_state[0].line, Finding(WARNING, f"{where}: `-m state` is the old interface; use "
+        found.append((old_state[0].line, Finding(WARNING, f"{_at_rules(ruleset, old_state)}: `-m state` is the old interface; use "
                                                           "`-m conntrack --ctstate`")))
     for rule in ruleset.rules:
         where = ruleset.where(rule)
@@ -116,13 +119,13 @@ def other_table_findings(ruleset: SavedRuleset) -> list[tuple[int, Finding]]:
         dropping = [r for r in rules if r.target in ("DROP", "REJECT")]
         if forwarded:
             found.append((forwarded[0].line, Finding(WARNING, (
-                f"{ruleset.label}: the {table} table forwards ports elsewhere ({_lines(ruleset, forwarded)}: DNAT, "
-                "e.g. Docker-published ports): those connections go through FORWARD, not INPUT, so the exposure "
+                f"{_at_rules(ruleset, forwarded)}: the {table} table forwards ports elsewhere (DNAT, e.g. "
+                "Docker-published ports): those connections go through FORWARD, not INPUT, so the exposure "
                 "below does not show them"))))
         if dropping:
             found.append((dropping[0].line, Finding(WARNING, (
-                f"{ruleset.label}: the {table} table drops packets too ({_lines(ruleset, dropping)}); the analysis "
-                "reads the filter table only"))))
+                f"{_at_rules(ruleset, dropping)}: the {table} table drops packets too; the analysis reads the filter "
+                "table only"))))
     return found
 
 
