@@ -6,6 +6,7 @@ rule's rate limit was reached (then lines are missing and the counts are lower b
 It reads the text `journalctl -k -o short-unix`, `dmesg` or /var/log/kern.log print. Pure."""
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from typing import Optional
 from .rule_conditions import SteadyState
 
 SUPPRESSED = re.compile(r"(\d+) (?:callbacks|messages) suppressed")
+# What syslog and the journal put before the kernel's own text: "web kernel: [  12.345678] ".
+SYSLOG_HEAD = re.compile(r"^\s*(?:\S+ )?kernel: (?:\[\s*\d+\.\d+\] )?")
 DMESG_TIME = re.compile(r"^\[\s*(\d+\.\d+)\]")
 RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
               "d": 86400, "day": 86400}
@@ -134,7 +137,11 @@ def parse_drop_line(text: str, prefix: str, time: float) -> Optional[DropLine]:
         return None
     port = int(fields["DPT"]) if fields.get("DPT", "").isdigit() else None
     icmp = int(fields["TYPE"]) if fields.get("TYPE", "").isdigit() else None
-    return DropLine(time, 6 if ":" in fields["SRC"] else 4, fields["SRC"], fields["PROTO"], port, icmp)
+    try:  # the kernel writes IPv6 addresses in full (2001:0db8:000b:...): show them as people write them
+        source = ipaddress.ip_address(fields["SRC"])
+    except ValueError:
+        return None
+    return DropLine(time, source.version, str(source), fields["PROTO"], port, icmp)
 
 
 def summarize(log: LogText, prefix: str, minutes: int, limits: Optional[dict[int, LogLimit]] = None) -> DropSummary:
@@ -145,9 +152,8 @@ def summarize(log: LogText, prefix: str, minutes: int, limits: Optional[dict[int
         time, rest = _line_time(raw, log)
         if time is None or time < since:
             continue
-        suppressed = SUPPRESSED.search(rest)
-        if suppressed:
-            summary.suppressed.append(rest.strip())
+        if SUPPRESSED.search(rest):
+            summary.suppressed.append(SYSLOG_HEAD.sub("", rest).strip())
             continue
         line = parse_drop_line(rest, prefix, time)
         if line is not None:
@@ -161,13 +167,14 @@ def summarize(log: LogText, prefix: str, minutes: int, limits: Optional[dict[int
 
 
 def limit_reached(lines: list[DropLine], limit: LogLimit) -> Optional[float]:
-    """When the token bucket ran dry: some run of lines i..j came as fast as the limit allows
-    (j - i + 1 >= burst + rate * (t_j - t_i)). Lines dropped after that were not logged."""
+    """When the LOG rule's token bucket ran dry: after some run of lines i..j, fewer than one
+    token was left even if the bucket was full at i (burst + rate * (t_j - t_i) - (j - i + 1) < 1).
+    A packet dropped right after that was not logged."""
     lowest = None
     for index, line in enumerate(lines):
-        value = index - limit.per_second * (line.time - lines[0].time)
+        value = index - limit.per_second * (line.time - lines[0].time)  # relative times keep precision
         lowest = value if lowest is None else min(lowest, value)
-        if value - lowest + 1 >= limit.burst - 1e-6:
+        if limit.burst - (value - lowest + 1) < 1:
             return line.time
     return None
 
