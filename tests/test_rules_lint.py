@@ -9,7 +9,7 @@ import pytest
 
 from golden_cases import case_names, load_case
 from hardened_lightsail.evaluate import CLOSED, OPEN, PARTLY, host_verdict
-from hardened_lightsail.exposure import exposure_table, format_table, ruleset_exposure
+from hardened_lightsail.exposure import exposure_table, format_table
 from hardened_lightsail.networks import parse_cidr
 from hardened_lightsail.rule_conditions import (ALL, NONE, SOME, AddressIs, Fixed, HostFacts, IcmpTypeIs, InSet,
                                                 InterfaceIs, Intervals, KindIn, NotUnderstood, PacketDetail, PortsIn,
