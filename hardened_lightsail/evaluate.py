@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Optional, Union
 
 from .iptables_rules import Ruleset
-from .networks import Network, covers, parse_cidr
+from .networks import Network, parse_cidr
 from .rule_conditions import ALL, NONE, HostFacts, IpSet, Probe, conditions_match
 from .saved_rules import BUILTIN_CHAINS, CONTINUING, SavedRule, SavedRuleset, parse_saved_ruleset
 
@@ -149,17 +149,20 @@ def host_allows(ruleset: Union[Ruleset, SavedRuleset], protocol: str, port: Opti
 
 
 @lru_cache(maxsize=65536)
-def _cidr(text: str) -> Network:
-    """port_infos hold CIDR strings; tables ask about thousands of rows, so parse each once."""
-    return parse_cidr(text)
+def _span(text: str) -> tuple[int, int]:
+    """port_infos hold CIDR strings; tables ask about thousands of rows, so parse each once into
+    its first and last address as numbers."""
+    network = parse_cidr(text)
+    return int(network.network_address), int(network.broadcast_address)
 
 
 def cloud_allows(port_infos: list[dict], protocol: str, port: Optional[int], source: Network,
                  icmp_echo: bool = False) -> bool:
     """Does the Lightsail allow-list let `source` reach `protocol/port` (or ping)?"""
+    first, last = int(source.network_address), int(source.broadcast_address)
     for info in port_infos:
         cidrs = info.get("cidrs", []) if source.version == 4 else info.get("ipv6Cidrs", [])
-        if not any(covers(_cidr(cidr), source) for cidr in cidrs):
+        if not any(a <= first and last <= b for a, b in map(_span, cidrs)):
             continue
         if info["protocol"] == "all":
             return True

@@ -37,9 +37,9 @@ class ExposureRow:
         return self.host if self.cloud is None else self.cloud and self.host
 
     @property
-    def exposed(self) -> bool:
-        """Open to at least some new connections of this row (through the layers known)."""
-        return (self.host or bool(self.host_partly)) and self.cloud is not False
+    def host_state(self) -> str:
+        """"open", "partly open" or "closed": what the host layer does with this row."""
+        return "partly open" if self.host_partly else "open" if self.host else "closed"
 
 
 @dataclass(frozen=True)

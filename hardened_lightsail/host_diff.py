@@ -15,10 +15,6 @@ RANK = {"closed": 0, "partly open": 1, "open": 2}
 COLUMNS = ("change", "port", "family", "source", "host now", "host after", "cloud after", "reachable after")
 
 
-def _now_state(row: ExposureRow) -> str:
-    return "partly open" if row.host_partly else "open" if row.host else "closed"
-
-
 def _after_state(row: ExposureRow) -> str:
     if row.reachable:
         return "open"
@@ -34,7 +30,7 @@ class HostRowChange:
 
     @property
     def change(self) -> str:
-        before, after = RANK[_now_state(self.now)], RANK[_after_state(self.after)]
+        before, after = RANK[self.now.host_state], RANK[_after_state(self.after)]
         return OPENS if after > before else CLOSES if after < before else ""
 
     def cells(self) -> list[str]:

@@ -177,16 +177,12 @@ def sensitive_port_findings(rulesets: list[SavedRuleset]) -> list[Finding]:
     return findings
 
 
-def _state(row: ExposureRow) -> str:
-    return "partly open" if row.host_partly else "open" if row.host else "closed"
-
-
 # Ports that mean something in one family only: DHCPv4 client/server, DHCPv6 client/server.
 ONE_FAMILY_PORTS = ("udp/67", "udp/68", "udp/546", "udp/547")
 
 
 def _described(row: ExposureRow) -> str:
-    return _state(row) + (f" ({', '.join(row.host_partly)})" if row.host_partly else "")
+    return row.host_state + (f" ({', '.join(row.host_partly)})" if row.host_partly else "")
 
 
 def ipv6_findings(v4: SavedRuleset, v6: Optional[SavedRuleset], rows: list[ExposureRow]) -> list[Finding]:
@@ -199,7 +195,7 @@ def ipv6_findings(v4: SavedRuleset, v6: Optional[SavedRuleset], rows: list[Expos
     by_key = {(row.port, row.family): row for row in rows if row.source == ANYONE_ELSE}
     for (port, family), row4 in by_key.items():
         row6 = by_key.get((port, 6))
-        if family != 4 or row6 is None or port in ONE_FAMILY_PORTS or _state(row4) == _state(row6):
+        if family != 4 or row6 is None or port in ONE_FAMILY_PORTS or row4.host_state == row6.host_state:
             continue
         findings.append(Finding(WARNING, f"{port} from anyone is {_described(row4)} over IPv4 but {_described(row6)} "
                                          "over IPv6: the IPv6 rules don't match the IPv4 ones"))

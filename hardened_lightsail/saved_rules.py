@@ -754,7 +754,8 @@ def _check_targets(ruleset: SavedRuleset) -> None:
                                                  "iptables-restore refuses this file", fatal=True))
         else:
             ruleset.notes.append(Note(rule.line, f"-j {target} not understood (neither a target the analysis knows "
-                                                 f"nor a chain of this table); {UNDERSTOOD_NOTE}"))
+                                                 f"nor a chain of this table: a typo? iptables-restore refuses a "
+                                                 f"target it has no extension for); {UNDERSTOOD_NOTE}"))
 
 
 # --- ipset save -------------------------------------------------------------------------------

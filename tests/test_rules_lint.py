@@ -134,7 +134,8 @@ def test_targets_keep_their_options_and_a_goto_is_told_apart_from_a_jump():
     ("-A INPUT -p tcp -m tcp --flux 3 -j ACCEPT",
      "line 5: --flux of -m tcp not understood; the analysis below may miss what it does"),
     ("-A INPUT -j TARPIT", "line 5: -j TARPIT not understood (neither a target the analysis knows nor a chain of this "
-                           "table); the analysis below may miss what it does"),
+                           "table: a typo? iptables-restore refuses a target it has no extension for); the analysis "
+                           "below may miss what it does"),
     ("-A INPUT -j NFQUEUE --queue-num 1", "line 5: -j NFQUEUE: the verdict is decided elsewhere; the analysis below "
                                           "may miss what it does"),
 ])
