@@ -30,7 +30,6 @@ class HostVerdict:
     outcome: str  # OPEN, CLOSED or PARTLY
     because: tuple[SavedRule, ...] = ()  # for PARTLY: the rules that split the probe's packets
     accepted_by: tuple[SavedRule, ...] = ()  # ACCEPT rules some of the probe's packets end at
-    by_policy: bool = False  # some packets fall through to the chain's policy
 
 
 def evaluable(ruleset: Union[Ruleset, SavedRuleset]) -> SavedRuleset:
@@ -55,7 +54,7 @@ _READ_BACK: dict[int, tuple] = {}  # id(ruleset) -> (weak reference, fingerprint
 
 @lru_cache(maxsize=32)
 def _read_back(text: str, family: int, sets: tuple) -> SavedRuleset:
-    ipsets = {name: IpSet(name, "hash:net", family, members, len(members)) for name, members in sets}
+    ipsets = {name: IpSet(name, "hash:net", members) for name, members in sets}
     return parse_saved_ruleset(text, family, label=f"rules.v{family}", facts=HostFacts(sets=ipsets),
                                line_numbers=False)
 
@@ -68,10 +67,8 @@ class _Walk:
         self.memo: dict[tuple, frozenset] = {}
         self.because: dict[int, SavedRule] = {}
         self.accepted_by: dict[int, SavedRule] = {}
-        self.by_policy = False
 
     def policy(self) -> frozenset:
-        self.by_policy = True
         return frozenset({_ACCEPT if self.ruleset.policies.get(self.start, "ACCEPT") == "ACCEPT" else _DROP})
 
     def from_rule(self, chain: str, position: int, stack: tuple) -> frozenset:
@@ -136,10 +133,10 @@ def host_verdict(ruleset: Union[Ruleset, SavedRuleset], protocol: str, port: Opt
     outcomes = walk.from_rule(chain, 0, ())
     accepted = tuple(rule for _, rule in sorted(walk.accepted_by.items()))
     if outcomes == {_ACCEPT}:
-        return HostVerdict(OPEN, accepted_by=accepted, by_policy=walk.by_policy)
+        return HostVerdict(OPEN, accepted_by=accepted)
     if outcomes == {_DROP}:
-        return HostVerdict(CLOSED, by_policy=walk.by_policy)
-    return HostVerdict(PARTLY, tuple(rule for _, rule in sorted(walk.because.items())), accepted, walk.by_policy)
+        return HostVerdict(CLOSED)
+    return HostVerdict(PARTLY, tuple(rule for _, rule in sorted(walk.because.items())), accepted)
 
 
 def host_allows(ruleset: Union[Ruleset, SavedRuleset], protocol: str, port: Optional[int], source: Network,

@@ -284,13 +284,13 @@ def _exposure_tables(changes: list[RowChange], budget: int) -> list[str]:
     tables = []
     if changed:
         tables.append(bounded(table_lines(("change", *COLUMNS), [[c.change, *_row_cells(c)] for c in changed]),
-                               budget, "changed rows (not shown to keep this short; raise `--max-chars` to see them)"))
+                              budget, "changed rows (not shown to keep this short; raise `--max-chars` to see them)"))
         budget -= len(tables[-1])
     opening = f"<details><summary>{'Unchanged' if changed else 'Exposure (unchanged)'}: {len(unchanged):,} rows</summary>\n\n"
     closing = "\n\n</details>"
     if unchanged and budget > len(opening) + len(closing) + 200:
         table = bounded(table_lines(COLUMNS, [_row_cells(c) for c in unchanged]),
-                         budget - len(opening) - len(closing), "unchanged rows (`scripts/fw check` lists them all)")
+                        budget - len(opening) - len(closing), "unchanged rows (`scripts/fw check` lists them all)")
         tables.append(opening + table + closing)
     return tables
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 from .networks import Network, covers
 
@@ -448,9 +448,7 @@ class IpSet:
 
     name: str
     kind: str  # hash:net, hash:ip, hash:ip,port, list:set, ...
-    family: Optional[int]
     networks: Optional[tuple[Network, ...]]  # None for types the analysis can't evaluate
-    entries: int = 0
 
 
 def conditions_match(conditions, probe: Probe, facts: HostFacts) -> str:
@@ -484,5 +482,3 @@ def conditions_cover(earlier, later: dict[str, tuple[Condition, ...]]) -> bool:
             return False
     return True
 
-
-Matcher = Callable[[Probe, HostFacts], str]

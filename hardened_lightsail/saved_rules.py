@@ -82,7 +82,6 @@ class SavedRuleset:
     notes: list[Note] = field(default_factory=list)
     facts: HostFacts = field(default_factory=HostFacts)
     other_tables: dict[str, list[SavedRule]] = field(default_factory=dict)
-    tables: tuple[str, ...] = ()  # every *table the text holds
     line_numbers: bool = True
     _order: dict[str, list[SavedRule]] = field(default_factory=dict, repr=False)  # chain -> rules in order
 
@@ -121,7 +120,6 @@ class _Option:
 @dataclass
 class _Module:
     name: str
-    implicit: bool
     options: list[_Option] = field(default_factory=list)
 
 
@@ -570,7 +568,7 @@ class _RuleReader:
             elif option == "--match":
                 name = self._values(1, word)[0][0]
                 if MODULE_ALIASES.get(name, name) in MATCHES:
-                    self.modules.append(_Module(MODULE_ALIASES.get(name, name), implicit=False))
+                    self.modules.append(_Module(MODULE_ALIASES.get(name, name)))
                 else:
                     self._not_understood(f"-m {name}", ("-m", name, *self._unknown_module_words()))
             elif option == "--set-counters":
@@ -620,7 +618,7 @@ class _RuleReader:
                 return
         implicit = IMPLICIT_MODULE.get(self.protocol or "")
         if implicit and MATCHES[implicit].canonical(word):
-            self.modules.append(_Module(implicit, implicit=True))
+            self.modules.append(_Module(implicit))
             self._option(word, negated)
             return
         owner = f" of -m {self.modules[-1].name}" if self.modules else ""
@@ -651,7 +649,6 @@ def parse_saved_ruleset(text: str, family: int = 4, label: Optional[str] = None,
     """The filter table (and the rules of the other tables) of an iptables-save file."""
     ruleset = SavedRuleset(family=family, label=label or f"rules.v{family}", facts=facts, line_numbers=line_numbers)
     table: Optional[str] = None
-    tables: list[str] = []
     inserted: dict[str, list[SavedRule]] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -659,7 +656,6 @@ def parse_saved_ruleset(text: str, family: int = 4, label: Optional[str] = None,
             continue
         if line.startswith("*"):
             table = line[1:].strip()
-            tables.append(table)
             if table == "filter":
                 ruleset.policies = {name: "ACCEPT" for name in BUILTIN_CHAINS["filter"]}
             continue
@@ -679,7 +675,6 @@ def parse_saved_ruleset(text: str, family: int = 4, label: Optional[str] = None,
             _declared(ruleset, table, parts[0], number, parts[1] if len(parts) > 1 else "-")
             continue
         _read_command(ruleset, table, line, number, inserted)
-    ruleset.tables = tuple(tables)
     _check_targets(ruleset)
     return ruleset
 
@@ -765,23 +760,22 @@ ADDRESS_ONLY_SETS = ("hash:ip", "hash:net", "bitmap:ip")
 
 def parse_ipset_save(text: str) -> dict[str, IpSet]:
     """Sets from `ipset save` / `ipset restore` text: name -> IpSet (members for address sets)."""
-    kinds: dict[str, tuple[str, Optional[int]]] = {}
+    kinds: dict[str, str] = {}
     members: dict[str, list] = {}
     for raw in text.splitlines():
         words = raw.split()
         if len(words) >= 3 and words[0] in ("create", "-N"):
-            family = 6 if "inet6" in words else 4 if "inet" in words else None
-            kinds[words[1]], members[words[1]] = (words[2], family), []
+            kinds[words[1]], members[words[1]] = words[2], []
         elif len(words) >= 3 and words[0] in ("add", "-A") and words[1] in members:
             members[words[1]].append(words[2])
     sets = {}
-    for name, (kind, family) in kinds.items():
+    for name, kind in kinds.items():
         networks = None
         if kind in ADDRESS_ONLY_SETS:
             try:
                 networks = tuple(ipaddress.ip_network(m, strict=False) for m in members[name])
             except ValueError:
                 networks = None  # ranges (a-b) and other forms: contents not evaluated
-        sets[name] = IpSet(name, kind, family, networks, len(members[name]))
+        sets[name] = IpSet(name, kind, networks)
     return sets
 
