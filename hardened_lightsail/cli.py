@@ -47,6 +47,10 @@ def cmd_check(args) -> int:
         from .server_commands import cmd_check_host  # ssh only when a host is read
         return cmd_check_host(args)
     if args.rules or args.rules6:
+        if args.stack or args.config:
+            print("error: check lints either a policy (--stack/--config) or an existing ruleset (--rules), "
+                  "not both: run it twice", file=sys.stderr)
+            return EXIT_USAGE
         return cmd_lint_rules(args)
     if not (args.stack or args.config):
         print("error: check needs --stack NAME, --config FILE, --rules FILE (an existing ruleset) or "

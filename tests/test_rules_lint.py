@@ -344,6 +344,7 @@ def test_cli_reads_the_ipsets_the_rules_name():
     (["--rules", "/nonexistent/rules.v4"], "error: --rules /nonexistent/rules.v4: can't read it"),
     (["--rules6", str(RULESETS / "centos7.v6")], "error: --rules6 needs --rules (the IPv4 rules) too"),
     (["--host", "no-at-sign"], "error: --host 'no-at-sign': give the login as USER@ADDRESS"),
+    (["--stack", "dev", "--rules", str(RULESETS / "article.v4")], "error: check lints either a policy"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(args, message):
     result = run_fw("check", *args)
