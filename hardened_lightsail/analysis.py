@@ -2,25 +2,19 @@
 disagree, SSH open to the world. Errors stop `pulumi preview`/`up` and `fw check` (exit 2)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Union
 
-from .evaluate import cloud_allows, host_allows
+from .evaluate import cloud_allows, evaluable, host_allows
 from .exposure import ANYONE_ELSE, exposure_table
-from .iptables_rules import NEVER, TERMINAL, Rule, Ruleset
+from .findings import ERROR, WARNING, Finding, errors, errors_first
+from .iptables_rules import Ruleset
 from .networks import any_network, covers, parse_cidr
 from .policy import FirewallPolicy
 from .release import Release
+from .rule_conditions import conditions_cover
+from .saved_rules import BUILTIN_CHAINS, TERMINAL, SavedRule, SavedRuleset
 
-ERROR, WARNING = "error", "warning"
-
-
-@dataclass(frozen=True)
-class Finding:
-    level: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.level}: {self.message}"
+__all__ = ["ERROR", "WARNING", "Finding", "analyse", "errors", "shadow_finding", "shadow_findings", "shadowed_rules"]
 
 
 def lockout_findings(policy: FirewallPolicy, release: Release) -> list[Finding]:
@@ -51,38 +45,40 @@ def lockout_findings(policy: FirewallPolicy, release: Release) -> list[Finding]:
                            "firewall.allowLockout: true for a rollback drill") for p in problems]
 
 
-def shadowed_rules(ruleset: Ruleset) -> list[tuple[Rule, Rule]]:
-    """(earlier, later) pairs where the earlier rule decides every packet the later one matches."""
+def shadowed_rules(ruleset: Union[Ruleset, SavedRuleset]) -> list[tuple]:
+    """(earlier, later) pairs of one chain where the earlier rule decides every packet the later
+    one matches, so the later one can never match. Rules of a policy's Ruleset come back as its
+    own Rule objects; a ruleset read from a file gives its SavedRules."""
+    saved = evaluable(ruleset)
     pairs = []
-    for chain in ["INPUT", "FORWARD", "OUTPUT", *ruleset.chains]:
-        rules = ruleset.chain_rules(chain)
-        for position, later in enumerate(rules):
-            if not later.new_connections:
-                continue
-            for earlier in rules[:position]:
-                if _decides_everything_of(earlier, later):
-                    pairs.append((earlier, later))
-                    break
-    return pairs
+    for chain in [*BUILTIN_CHAINS["filter"], *saved.chains]:
+        rules = saved.chain_rules(chain)
+        deciders: list[SavedRule] = []  # earlier rules that could hide a later one
+        for later in rules:
+            earlier = next((rule for rule in deciders if conditions_cover(rule.conditions, later.by_dimension)), None)
+            if earlier is not None:
+                pairs.append((earlier, later))
+            if later.target in TERMINAL and later.understood and all(c.pure for c in later.conditions):
+                deciders.append(later)
+    pairs.sort(key=lambda pair: pair[1].index)
+    if isinstance(ruleset, SavedRuleset):
+        return pairs
+    return [(ruleset.rules[earlier.index], ruleset.rules[later.index]) for earlier, later in pairs]
 
 
-def _decides_everything_of(earlier: Rule, later: Rule) -> bool:
-    unconditional = all(token in ("-m", "conntrack", "--ctstate", "NEW", "state", "--state")
-                        for token in earlier.matches)
-    return (earlier.target in TERMINAL and earlier.new_connections and earlier.steady_state != NEVER
-            and unconditional and earlier.source_set is None
-            and earlier.in_interface is None and earlier.not_in_interface is None
-            and earlier.in_interface == later.in_interface
-            and (earlier.protocol is None or earlier.protocol == later.protocol)
-            and (earlier.dports is None or (later.dports is not None and earlier.dports.contains(later.dports)))
-            and (earlier.source is None or (later.source is not None and covers(earlier.source, later.source))))
+def shadow_finding(saved: SavedRuleset, earlier: SavedRule, later: SavedRule) -> Finding:
+    """A rule that can never match: an error when it was meant to decide the other way (an
+    accept hidden by a drop, or a drop hidden by an accept), else a warning."""
+    verb = {"ACCEPT": "accepts", "DROP": "drops", "REJECT": "rejects"}[earlier.target]
+    flips = (earlier.target == "ACCEPT") != (later.target == "ACCEPT") and later.target in TERMINAL
+    above = f"line {earlier.line} " if saved.line_numbers else ""
+    return Finding(ERROR if flips else WARNING, f"{saved.where(later)}: `{later.text}` can never match: "
+                                                f"{above}`{earlier.text}` above it already {verb} every packet it would")
 
 
 def shadow_findings(rulesets) -> list[Finding]:
-    return [Finding(WARNING if later.target == earlier.target else ERROR,
-                    f"rules.v{rs.family}: `{later.line()}` can never match: `{earlier.line()}` above it "
-                    f"already {'accepts' if earlier.target == 'ACCEPT' else 'drops'} every packet it would")
-            for rs in rulesets for earlier, later in shadowed_rules(rs)]
+    return [shadow_finding(saved, earlier, later)
+            for saved in map(evaluable, rulesets) for earlier, later in shadowed_rules(saved)]
 
 
 def layer_findings(policy: FirewallPolicy, release: Release) -> list[Finding]:
@@ -115,8 +111,4 @@ def analyse(policy: FirewallPolicy, release: Release) -> list[Finding]:
     """All findings, errors first. Run on every render."""
     findings = (lockout_findings(policy, release) + shadow_findings(release.rulesets)
                 + layer_findings(policy, release) + world_ssh_findings(policy))
-    return sorted(findings, key=lambda f: f.level != ERROR)
-
-
-def errors(findings: list[Finding]) -> list[Finding]:
-    return [f for f in findings if f.level == ERROR]
+    return errors_first(findings)

@@ -1,4 +1,4 @@
-"""`scripts/fw`: the operator's command line (render, check; more as issues ask).
+"""`scripts/fw`: the operator's command line (render, check, diff, logs, trial).
 
 Exit codes: 0 fine; 2 for anything the user must fix (bad config, lock-out, layers disagree),
 printed one problem per line without a traceback."""
@@ -12,6 +12,7 @@ from .analysis import ERROR, Finding, analyse, errors
 from .config import ConfigError, load_stack_file
 from .effective_settings import effective_settings
 from .exposure import exposure_table, format_table
+from .live_host import HostError
 from .release import render_release
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -44,10 +45,18 @@ def cmd_render(args) -> int:
 
 
 def cmd_check(args) -> int:
+    if args.host:
+        from .server_commands import cmd_check_host  # ssh only when a host is read
+        return cmd_check_host(args)
     if args.rules or args.rules6:
+        if args.stack or args.config:
+            print("error: check lints either a policy (--stack/--config) or an existing ruleset (--rules), "
+                  "not both: run it twice", file=sys.stderr)
+            return EXIT_USAGE
         return cmd_lint_rules(args)
     if not (args.stack or args.config):
-        print("error: check needs --stack NAME, --config FILE, or --rules FILE (an existing ruleset)", file=sys.stderr)
+        print("error: check needs --stack NAME, --config FILE, --rules FILE (an existing ruleset) or "
+              "--host USER@ADDRESS (a running server)", file=sys.stderr)
         return EXIT_USAGE
     settings, release = _load(args)
     findings = analyse(settings.firewall, release)
@@ -60,26 +69,42 @@ def cmd_check(args) -> int:
     return EXIT_USAGE if counts[ERROR] else EXIT_OK
 
 
+def print_lint(findings: list[Finding], rows) -> int:
+    """Print the lint of a server's rules (rules_lint.format_lint); exit 2 when there are errors."""
+    from .rules_lint import format_lint
+    print(format_lint(findings, rows), end="")
+    return EXIT_USAGE if errors(findings) else EXIT_OK
+
+
 def cmd_lint_rules(args) -> int:
-    """Lint a hand-written ruleset (what runs on a server today) for the classic mistakes."""
-    from .rules_lint import RulesFileError, lint_ruleset, parse_filter_table
-    findings = []
-    for path, family in ((args.rules, 4), (args.rules6, 6)):
-        if not path:
-            continue
-        try:
-            findings += lint_ruleset(parse_filter_table(Path(path).read_text(), family))
-        except (OSError, RulesFileError) as error:
-            print(f"error: {path}: {error}", file=sys.stderr)
-            return EXIT_USAGE
-    if not args.rules6:
-        findings.append(Finding("warning", "no IPv6 rules given (--rules6): on a dual-stack host every port "
-                                           "ip6tables doesn't filter is open over IPv6"))
-    for finding in findings:
-        print(finding)
-    errors_found = sum(f.level == ERROR for f in findings)
-    print(f"{errors_found} error(s), {len(findings) - errors_found} warning(s)")
-    return EXIT_USAGE if errors_found else EXIT_OK
+    """Lint saved rulesets (what runs on a server today) for the classic mistakes."""
+    from .rules_lint import lint_rulesets
+    from .rule_conditions import HostFacts
+    from .saved_rules import parse_ipset_save, parse_saved_ruleset
+    if not args.rules:
+        print("error: --rules6 needs --rules (the IPv4 rules) too", file=sys.stderr)
+        return EXIT_USAGE
+    texts = {}
+    for option, path in (("--rules", args.rules), ("--rules6", args.rules6), ("--ipsets", args.ipsets)):
+        if path:
+            try:
+                texts[option] = Path(path).read_text()
+            except (OSError, UnicodeDecodeError) as error:
+                print(f"error: {option} {path}: can't read it ({error})", file=sys.stderr)
+                return EXIT_USAGE
+    facts = HostFacts(sets=parse_ipset_save(texts["--ipsets"]) if args.ipsets else None)
+    v4 = parse_saved_ruleset(texts["--rules"], 4, label=args.rules, facts=facts)
+    v6 = parse_saved_ruleset(texts["--rules6"], 6, label=args.rules6, facts=facts) if args.rules6 else None
+    findings, rows = lint_rulesets(v4, v6)
+    return print_lint(findings, rows)
+
+
+def _add_ssh_options(parser: argparse.ArgumentParser) -> None:
+    ssh = parser.add_argument_group("reading a server over SSH (read-only; sudo -n when not root)")
+    ssh.add_argument("--identity", metavar="FILE", help="private key for SSH (default: your ssh config and agent)")
+    ssh.add_argument("--known-hosts", metavar="FILE", help="check the host key against this known_hosts file "
+                                                           "(default: your own; an unknown key is refused)")
+    ssh.add_argument("--ssh-port", type=int, metavar="N", help="SSH port (default: your ssh config, or 22)")
 
 
 def _add_source(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -107,10 +132,14 @@ def _add_trial(commands) -> None:
 
 
 def _add_diff(commands) -> None:
-    """`fw diff`: markdown for a PR comment, base ref vs working tree (hardened_lightsail/policy_diff.py)."""
+    """`fw diff`: markdown for a PR comment, base ref vs working tree (hardened_lightsail/policy_diff.py),
+    or a running server's live rules vs the stack's policy (--from-host, host_diff.py)."""
     from . import policy_diff
 
     def run(args) -> int:
+        if args.from_host:
+            from .server_commands import cmd_diff_from_host
+            return cmd_diff_from_host(args, _stack_file(args))
         return policy_diff.cmd_diff(args, _stack_file(args))
 
     def max_chars(text: str) -> int:
@@ -121,12 +150,46 @@ def _add_diff(commands) -> None:
     diff = commands.add_parser("diff", help="markdown for a PR: what a policy change opens and closes, per layer",
                                description=policy_diff.HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_source(diff)
-    diff.add_argument("--base", required=True, metavar="REF",
-                      help="git ref to compare with (e.g. origin/main), in the repository of the stack file")
+    compared = diff.add_mutually_exclusive_group(required=True)
+    compared.add_argument("--base", metavar="REF",
+                          help="git ref to compare with (e.g. origin/main), in the repository of the stack file")
+    compared.add_argument("--from-host", metavar="USER@ADDRESS",
+                          help="compare with the rules a running server has now (read over SSH, read-only)")
     diff.add_argument("--max-chars", type=max_chars, default=policy_diff.DEFAULT_MAX_CHARS,
                       help=f"longest output, in characters (default {policy_diff.DEFAULT_MAX_CHARS:,}; "
                            "a GitHub comment holds 65,536)")
+    _add_ssh_options(diff)
     diff.set_defaults(run=run)
+
+
+def _add_logs(commands) -> None:
+    """`fw logs`: the host's dropped-packet log lines, summarized (drop_log.py, server_commands.py)."""
+    def run(args) -> int:
+        from .server_commands import cmd_logs
+        return cmd_logs(args, _stack_file(args) if args.stack or args.config else None)
+
+    def minutes(text: str) -> int:
+        value = int(text)
+        if not 1 <= value <= 10080:
+            raise argparse.ArgumentTypeError("from 1 to 10080 (a week)")
+        return value
+    logs = commands.add_parser("logs", help="summarize the dropped-packet log lines of a stack's server or a host",
+                               description="Reads the kernel log of dropped packets (the LOG rule's prefix, "
+                                           "e.g. firewall.dropLog.prefix) over SSH, read-only: journalctl -k, "
+                                           "else dmesg, else /var/log/kern.log, and prints the top sources, ports "
+                                           "and protocols, IPv4 and IPv6, and whether the LOG rate limit was reached.")
+    policy = logs.add_mutually_exclusive_group()
+    policy.add_argument("--stack", help="the stack's first server (its outputs publicIp/sshCommand, through "
+                                        "scripts/pulumi) and its dropLog.prefix (Pulumi.STACK.yaml)")
+    policy.add_argument("--config", help="the dropLog.prefix of a stack file elsewhere (with --host)")
+    logs.add_argument("--host", metavar="USER@ADDRESS", help="read this server (default with --stack: the "
+                                                             "stack's; alone: every prefix its LOG rules use)")
+    logs.add_argument("--minutes", type=minutes, default=60, help="how far back to look (default 60)")
+    logs.add_argument("--prefix", help="the log prefix to count (default: the stack's dropLog.prefix, or every "
+                                       "prefix the host's LOG rules use)")
+    logs.add_argument("--top", type=int, default=10, help="rows per table (default 10)")
+    _add_ssh_options(logs)
+    logs.set_defaults(run=run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,13 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", required=True, help="directory to write the release into")
     render.set_defaults(run=cmd_render)
     check = commands.add_parser("check", help="lint the policy and print its exposure table, or lint an "
-                                               "existing ruleset with --rules/--rules6")
+                                               "existing ruleset with --rules/--rules6 or a server's live rules "
+                                               "with --host")
     _add_source(check, required=False)
     check.add_argument("--rules", help="an iptables-save / rules.v4 file to lint instead of a policy")
     check.add_argument("--rules6", help="the matching ip6tables-save / rules.v6 file")
+    check.add_argument("--ipsets", help="the matching `ipset save` output (the sets the rules name)")
+    check.add_argument("--host", metavar="USER@ADDRESS", help="lint the live rules of a running server, read "
+                                                              "over SSH (read-only)")
+    _add_ssh_options(check)
     check.set_defaults(run=cmd_check)
     _add_trial(commands)
     _add_diff(commands)
+    _add_logs(commands)
     return parser
 
 
@@ -154,6 +223,9 @@ def main(argv=None) -> int:
     except ConfigError as error:
         for problem in error.problems:
             print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except HostError as error:
+        print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -1,75 +1,165 @@
-"""Answers "may source S open protocol/port P?" for each layer, from the rendered artifacts.
+"""Answers "may source S open protocol/port P?" for each layer, from the rendered artifacts or
+from a ruleset read off a server.
 
-Semantics: a source network is allowed when the first rule that matches *every* address in it
-accepts. Rules that match only part of it (a narrower carve-out) describe other sources and are
-skipped; the lock-out check looks for partial overlaps separately. Conditional rules are taken in
-their steady state: nobody is banned, rate limits are not exceeded."""
+Host layer: the rules are walked as the kernel would (INPUT, jumps, gotos, RETURN, the chain's
+policy) for one probe: a new connection from `source` (see rule_conditions.Probe). A rule that
+matches only some of the probe's packets (an interface, a source port, a condition the analysis
+doesn't model) splits the walk; when the branches end differently the answer is PARTLY, naming
+those rules. Conditional rules are taken in their steady state: nobody is banned, rate limits are
+not exceeded. A policy's own rules are read back from their rendered text, so what is checked
+is exactly what is shipped."""
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional
+from typing import Optional, Union
 
-from .iptables_rules import NEVER, TERMINAL, Rule, Ruleset
-from .networks import Network, covers, parse_cidr
+from .iptables_rules import Ruleset
+from .networks import Network, parse_cidr
+from .rule_conditions import ALL, NONE, HostFacts, IpSet, Probe, conditions_match
+from .saved_rules import BUILTIN_CHAINS, CONTINUING, SavedRule, SavedRuleset, parse_saved_ruleset
 
-
-def _matches(rule: Rule, ruleset: Ruleset, protocol: str, port: Optional[int], source: Network,
-             icmp_echo: bool = False) -> bool:
-    if not rule.new_connections or rule.steady_state == NEVER or rule.in_interface:
-        return False
-    if rule.protocol is not None and rule.protocol != protocol:
-        return False
-    if rule.dports is not None and (port is None or not rule.dports.first <= port <= rule.dports.last):
-        return False
-    if rule.source is not None and not covers(rule.source, source):
-        return False
-    if rule.source_set is not None and not any(covers(member, source) for member in ruleset.sets.get(rule.source_set, ())):
-        return False
-    if rule.protocol in ("icmp", "ipv6-icmp") and ("echo-request" in rule.matches) != icmp_echo:
-        return False
-    return True
+OPEN, CLOSED, PARTLY = "open", "closed", "partly"
+_ACCEPT, _DROP, _UNKNOWN = "accept", "drop", "unknown"
+MAX_JUMP_DEPTH = 16  # deeper than any real ruleset nests; deeper means a loop
 
 
-def _walk(ruleset: Ruleset, chain: str, probe: tuple, depth: int = 0) -> Optional[bool]:
-    """True/False when a rule decides, None when the chain returns without deciding."""
-    if depth > 8:
-        raise ValueError(f"chain {chain}: jumps nest deeper than 8 (a loop?)")
-    for rule in ruleset.chain_rules(chain):
-        if not _matches(rule, ruleset, *probe):
-            continue
-        if rule.target == "ACCEPT":
-            return True
-        if rule.target in TERMINAL:
-            return False
-        if rule.target == "RETURN":
+@dataclass(frozen=True)
+class HostVerdict:
+    outcome: str  # OPEN, CLOSED or PARTLY
+    because: tuple[SavedRule, ...] = ()  # for PARTLY: the rules that split the probe's packets
+    accepted_by: tuple[SavedRule, ...] = ()  # ACCEPT rules some of the probe's packets end at
+
+
+def evaluable(ruleset: Union[Ruleset, SavedRuleset]) -> SavedRuleset:
+    """The rules as the analysis reads them: a policy's Ruleset is read back from its text
+    (once per ruleset and content: tables ask thousands of questions of the same one)."""
+    if isinstance(ruleset, SavedRuleset):
+        return ruleset
+    fingerprint = (tuple(map(id, ruleset.rules)), tuple(ruleset.policies.items()), tuple(ruleset.chains),
+                   tuple((name, len(members)) for name, members in ruleset.sets.items()))
+    cached = _READ_BACK.get(id(ruleset))
+    if cached is not None and cached[0]() is ruleset and cached[1] == fingerprint:
+        return cached[2]
+    saved = _read_back(ruleset.render(), ruleset.family, tuple(sorted(ruleset.sets.items())))
+    if len(_READ_BACK) > 64:
+        _READ_BACK.clear()
+    _READ_BACK[id(ruleset)] = (weakref.ref(ruleset), fingerprint, saved)
+    return saved
+
+
+_READ_BACK: dict[int, tuple] = {}  # id(ruleset) -> (weak reference, fingerprint, SavedRuleset)
+
+
+@lru_cache(maxsize=32)
+def _read_back(text: str, family: int, sets: tuple) -> SavedRuleset:
+    ipsets = {name: IpSet(name, "hash:net", members) for name, members in sets}
+    return parse_saved_ruleset(text, family, label=f"rules.v{family}", facts=HostFacts(sets=ipsets),
+                               line_numbers=False)
+
+
+class _Walk:
+    """One probe through one ruleset; each (chain, position, call stack) is explored once."""
+
+    def __init__(self, ruleset: SavedRuleset, probe: Probe, start: str):
+        self.ruleset, self.probe, self.start = ruleset, probe, start
+        self.memo: dict[tuple, frozenset] = {}
+        self.because: dict[int, SavedRule] = {}
+        self.accepted_by: dict[int, SavedRule] = {}
+
+    def policy(self) -> frozenset:
+        return frozenset({_ACCEPT if self.ruleset.policies.get(self.start, "ACCEPT") == "ACCEPT" else _DROP})
+
+    def from_rule(self, chain: str, position: int, stack: tuple) -> frozenset:
+        key = (chain, position, stack)
+        if key not in self.memo:
+            self.memo[key] = frozenset({_UNKNOWN})  # a loop back here decides nothing
+            self.memo[key] = self._from_rule(chain, position, stack)
+        return self.memo[key]
+
+    def _from_rule(self, chain: str, position: int, stack: tuple) -> frozenset:
+        rules = self.ruleset.chain_rules(chain)
+        for index in range(position, len(rules)):
+            rule = rules[index]
+            matched = conditions_match(rule.conditions, self.probe, self.ruleset.facts)
+            if matched == NONE:
+                continue
+            taken = self.taken(rule, chain, index, stack)
+            if taken is None:
+                continue  # LOG and the like: the packet goes on either way
+            if _UNKNOWN in taken and matched == ALL and rule.target not in self.ruleset.chains:
+                self.because[rule.index] = rule
+            if matched == ALL:
+                return taken
+            rest = self.from_rule(chain, index + 1, stack)
+            if taken != rest:
+                self.because[rule.index] = rule
+            return taken | rest
+        return self.chain_end(chain, stack)
+
+    def taken(self, rule: SavedRule, chain: str, index: int, stack: tuple) -> Optional[frozenset]:
+        target = rule.target
+        if target is None or target in CONTINUING:
             return None
-        if rule.target == "LOG":
-            continue
-        decision = _walk(ruleset, rule.target, probe, depth + 1)
-        if decision is not None:
-            return decision
-    return None
+        if target == "ACCEPT":
+            self.accepted_by[rule.index] = rule
+            return frozenset({_ACCEPT})
+        if target in ("DROP", "REJECT"):
+            return frozenset({_DROP})
+        if target == "RETURN":
+            return self.chain_end(chain, stack)
+        if target in self.ruleset.chains:
+            if rule.goto:
+                return self.from_rule(target, 0, stack)
+            if len(stack) >= MAX_JUMP_DEPTH:
+                return frozenset({_UNKNOWN})
+            return self.from_rule(target, 0, stack + ((chain, index + 1),))
+        return frozenset({_UNKNOWN})
+
+    def chain_end(self, chain: str, stack: tuple) -> frozenset:
+        if chain in BUILTIN_CHAINS["filter"] or not stack:
+            return self.policy()
+        caller, resume = stack[-1]
+        return self.from_rule(caller, resume, stack[:-1])
 
 
-def host_allows(ruleset: Ruleset, protocol: str, port: Optional[int], source: Network,
+def host_verdict(ruleset: Union[Ruleset, SavedRuleset], protocol: str, port: Optional[int], source: Network,
+                 icmp_echo: bool = False, chain: str = "INPUT") -> HostVerdict:
+    """What the host's INPUT chain (or FORWARD) does with a new connection (or a ping) from
+    `source`."""
+    saved = evaluable(ruleset)
+    walk = _Walk(saved, Probe(protocol, port, source, icmp_echo), chain)
+    outcomes = walk.from_rule(chain, 0, ())
+    accepted = tuple(rule for _, rule in sorted(walk.accepted_by.items()))
+    if outcomes == {_ACCEPT}:
+        return HostVerdict(OPEN, accepted_by=accepted)
+    if outcomes == {_DROP}:
+        return HostVerdict(CLOSED)
+    return HostVerdict(PARTLY, tuple(rule for _, rule in sorted(walk.because.items())), accepted)
+
+
+def host_allows(ruleset: Union[Ruleset, SavedRuleset], protocol: str, port: Optional[int], source: Network,
                 icmp_echo: bool = False) -> bool:
-    """Does the host ruleset accept a new connection (or a ping) from `source`?"""
-    decision = _walk(ruleset, "INPUT", (protocol, port, source, icmp_echo))
-    return decision if decision is not None else ruleset.policies.get("INPUT") == "ACCEPT"
+    """Does the host ruleset accept every new connection (or ping) from `source`?"""
+    return host_verdict(ruleset, protocol, port, source, icmp_echo).outcome == OPEN
 
 
 @lru_cache(maxsize=65536)
-def _cidr(text: str) -> Network:
-    """port_infos hold CIDR strings; tables ask about thousands of rows, so parse each once."""
-    return parse_cidr(text)
+def _span(text: str) -> tuple[int, int]:
+    """port_infos hold CIDR strings; tables ask about thousands of rows, so parse each once into
+    its first and last address as numbers."""
+    network = parse_cidr(text)
+    return int(network.network_address), int(network.broadcast_address)
 
 
 def cloud_allows(port_infos: list[dict], protocol: str, port: Optional[int], source: Network,
                  icmp_echo: bool = False) -> bool:
     """Does the Lightsail allow-list let `source` reach `protocol/port` (or ping)?"""
+    first, last = int(source.network_address), int(source.broadcast_address)
     for info in port_infos:
         cidrs = info.get("cidrs", []) if source.version == 4 else info.get("ipv6Cidrs", [])
-        if not any(covers(_cidr(cidr), source) for cidr in cidrs):
+        if not any(a <= first and last <= b for a, b in map(_span, cidrs)):
             continue
         if info["protocol"] == "all":
             return True

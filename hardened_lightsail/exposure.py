@@ -1,79 +1,270 @@
-"""The exposure table: for every port the policy names (or a layer opens), which sources each
-layer lets in.
+"""The exposure table: for every port the policy (or a ruleset) names, which sources each layer
+lets in, per family.
 
 It is computed from the rendered artifacts (not from the policy), so it shows what would really
-be shipped; `fw check` prints it, `fw diff` compares two of them, verification measures it."""
+be shipped; `fw check` prints it, `fw diff` compares two of them, verification measures it. The
+same table is built for a ruleset read off a server (`fw check --rules/--host`), where the
+cloud layer is unknown (None) and a port may be open to some packets only ("partly")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional, Sequence
 
-from .evaluate import cloud_allows, host_allows
+from .evaluate import CLOSED, OPEN, cloud_allows, evaluable, host_verdict
 from .networks import any_network, parse_cidr, split_families
 from .policy import PROTOCOLS, PortRange
 from .release import Release
+from .rule_conditions import AddressIs, InSet, Intervals
+from .saved_rules import BUILTIN_CHAINS, SavedRuleset
 
 ANYONE_ELSE = "anyone else"
+OTHER_PORTS = "(other ports)"
+# An allow-list ipset's members get rows of their own up to this many; a blocklist never does.
+SET_MEMBER_ROWS = 32
 
 
 @dataclass(frozen=True, order=True)
 class ExposureRow:
-    port: str  # "tcp/22", "udp/5000-5010", "ping"
+    port: str  # "tcp/22", "udp/5000-5010", "ping", "tcp (other ports)"
     family: int
-    source: str  # a CIDR named in the policy, or ANYONE_ELSE
-    cloud: bool
-    host: bool
+    source: str  # a CIDR named in the policy or the rules, or ANYONE_ELSE
+    cloud: Optional[bool]  # None: not known (a ruleset read off a server has no cloud layer)
+    host: bool  # every new connection of this row is accepted
+    host_partly: tuple[str, ...] = ()  # some are and some aren't: the rules that split them
 
     @property
     def reachable(self) -> bool:
-        return self.cloud and self.host
+        return self.host if self.cloud is None else self.cloud and self.host
+
+    @property
+    def host_state(self) -> str:
+        """"open", "partly open" or "closed": what the host layer does with this row."""
+        return "partly open" if self.host_partly else "open" if self.host else "closed"
 
 
-def _probes(policy, release: Release):
-    """(label, protocol, first port, last port, named sources) for every port the policy names,
-    then for every tcp/udp port either layer opens although the policy does not name it (a
-    hand-edited or drifted artifact): without those rows a port opened in one layer only would
-    never reach the layer check."""
-    named = [(f"tcp/{policy.ssh_port}", "tcp", policy.ssh_port, policy.ssh_port, policy.admin_cidrs)]
-    named += [(f"{s.protocol}/{s.ports}", s.protocol, s.ports.first, s.ports.last, s.sources)
+@dataclass(frozen=True)
+class PortProbe:
+    """One row group of the table: a port (range) or ping, and the sources it names."""
+
+    label: str
+    protocol: str  # tcp, udp or icmp (ping)
+    first: Optional[int]
+    last: Optional[int]
+    sources: tuple = ()
+
+
+def policy_probes(policy, release: Release) -> list[PortProbe]:
+    """Every port the policy names, then every tcp/udp port either layer opens although the
+    policy does not name it (a hand-edited or drifted artifact): without those rows a port
+    opened in one layer only would never reach the layer check."""
+    named = [PortProbe(f"tcp/{policy.ssh_port}", "tcp", policy.ssh_port, policy.ssh_port, policy.admin_cidrs)]
+    named += [PortProbe(f"{s.protocol}/{s.ports}", s.protocol, s.ports.first, s.ports.last, s.sources)
               for s in policy.services]
-    yield from named
     unnamed: dict[tuple[str, int, int], set] = {}
     for info in release.port_infos:
         if info["protocol"] in PROTOCOLS:
             unnamed.setdefault((info["protocol"], info["fromPort"], info["toPort"]), set()).update(
                 parse_cidr(cidr) for cidr in [*info.get("cidrs", []), *info.get("ipv6Cidrs", [])])
     for ruleset in release.rulesets:
-        for rule in ruleset.rules:
-            if rule.target == "ACCEPT" and rule.protocol in PROTOCOLS and rule.dports is not None:
-                unnamed.setdefault((rule.protocol, rule.dports.first, rule.dports.last), set()).update(
-                    [rule.source] if rule.source is not None else [])
+        for (protocol, first, last), sources in _accepted_ports(evaluable(ruleset)).items():
+            unnamed.setdefault((protocol, first, last), set()).update(sources)
     for known in named:
-        unnamed.pop(known[1:4], None)
-    for (protocol, first, last), sources in sorted(unnamed.items()):
-        yield f"{protocol}/{PortRange(first, last)}", protocol, first, last, tuple(sources)
-    yield "ping", "icmp", None, None, ()
+        unnamed.pop((known.protocol, known.first, known.last), None)
+    extra = [PortProbe(f"{protocol}/{PortRange(first, last)}", protocol, first, last, tuple(sources))
+             for (protocol, first, last), sources in sorted(unnamed.items())]
+    return named + extra + [PortProbe("ping", "icmp", None, None)]
 
 
-def exposure_table(policy, release: Release) -> list[ExposureRow]:
+def _accepted_ports(ruleset: SavedRuleset) -> dict[tuple[str, int, int], set]:
+    """(protocol, first, last) -> sources, for every rule that accepts named destination ports."""
+    found: dict[tuple[str, int, int], set] = {}
+    for rule in ruleset.rules:
+        if rule.target != "ACCEPT":
+            continue
+        for protocol, first, last in _named_ports(rule):
+            found.setdefault((protocol, first, last), set()).update(
+                n for c in rule.by_dimension.get("address-src", ()) if not c.negated for n in c.networks)
+    return found
+
+
+def _protocols(rule) -> list[str]:
+    named = [c for c in rule.by_dimension.get("protocol", ()) if not c.negated]
+    return sorted(named[0].names & set(PROTOCOLS)) if named else []
+
+
+def _named_ports(rule) -> list[tuple[str, int, int]]:
+    """(protocol, first, last) for each port range the rule names as a destination (as written,
+    without negation)."""
+    ports = [c for kind in ("ports-dport", "ports-either") for c in rule.by_dimension.get(kind, ())]
+    return [(protocol, first, last) for protocol in _protocols(rule)
+            for condition in ports if not condition.negated for first, last in condition.written.ranges]
+
+
+def ruleset_probes(rulesets: Sequence[Optional[SavedRuleset]]) -> list[PortProbe]:
+    """Rows for a ruleset read off a server: every destination port a rule names (tcp/udp),
+    ping, and one row per protocol for every port no rule names. Each row's sources are the
+    networks named by the rules that can apply to it (and the members of small allow-list sets)."""
+    rulesets = [r for r in rulesets if r is not None]
+    ranges = sorted({key for ruleset in rulesets for rule in ruleset.rules for key in _named_ports(rule)})
+    probes = []
+    for protocol, first, last in ranges:
+        probes.append(PortProbe(f"{protocol}/{PortRange(first, last)}", protocol, first, last,
+                                _sources(rulesets, protocol, first, last)))
+    probes.append(PortProbe("ping", "icmp", None, None, _sources(rulesets, "icmp", None, None)))
+    for protocol in PROTOCOLS:
+        port = unnamed_port(rulesets, protocol)
+        probes.append(PortProbe(f"{protocol} {OTHER_PORTS}", protocol, port, port,
+                                _sources(rulesets, protocol, port, port)))
+    return probes
+
+
+def unnamed_port(rulesets, protocol: str) -> int:
+    """The lowest port above 0 that no rule names as a destination: it stands for them all."""
+    ranges = {key for ruleset in rulesets for rule in ruleset.rules for key in _named_ports(rule)
+              if key[0] == protocol}
+    port = 1
+    for _, first, last in sorted(ranges, key=lambda key: key[1]):
+        if first <= port <= last:
+            port = last + 1
+    return port
+
+
+def _rule_protocols(rule) -> Optional[frozenset]:
+    named = [c for c in rule.by_dimension.get("protocol", ()) if not c.negated]
+    return frozenset(named[0].names) if named else None
+
+
+def _rule_ports(rule) -> Optional[Intervals]:
+    ports = None
+    for condition in rule.by_dimension.get("ports-dport", ()):
+        ports = condition.ports if ports is None else ports.intersect(condition.ports)
+    return ports
+
+
+MAX_REACH_ENTRIES = 32
+
+
+def chain_reach(ruleset: SavedRuleset) -> dict[str, list]:
+    """chain -> [(protocols or None, destination ports or None)]: what a packet must be to get
+    into the chain at all (through the jumps that lead there). Built-in chains: anything."""
+    reach: dict[str, list] = {chain: [(None, None)] for chain in BUILTIN_CHAINS["filter"]}
+    for _ in range(8):  # jumps nest a few levels; a loop just stops growing
+        grown = False
+        for rule in ruleset.rules:
+            if rule.target not in ruleset.chains or rule.chain not in reach:
+                continue
+            protocols, ports = _rule_protocols(rule), _rule_ports(rule)
+            known = reach.setdefault(rule.target, [])
+            for caller_protocols, caller_ports in list(reach[rule.chain]):
+                if protocols is not None and caller_protocols is not None and not protocols & caller_protocols:
+                    continue
+                entry = (caller_protocols if protocols is None else protocols if caller_protocols is None
+                         else protocols & caller_protocols,
+                         caller_ports if ports is None else ports if caller_ports is None
+                         else ports.intersect(caller_ports))
+                if entry not in known:
+                    known.append(entry)
+                    grown = True
+            if len(known) > MAX_REACH_ENTRIES:
+                reach[rule.target] = [(None, None)]
+        if not grown:
+            break
+    return reach
+
+
+def _can_apply(protocols, ports, protocol: str, first: Optional[int], last: Optional[int]) -> bool:
+    if protocols is not None and not ({protocol, "ipv6-icmp" if protocol == "icmp" else protocol} & protocols):
+        return False
+    if ports is None:
+        return True
+    return first is not None and any(a <= last and first <= b for a, b in ports.ranges)
+
+
+def _sources(rulesets, protocol: str, first: Optional[int], last: Optional[int]) -> tuple:
+    """The networks named by the rules a packet of this row can meet (its chain reached by
+    jumps that let such packets through), and the members of small allow-list sets."""
+    sources = set()
+    for ruleset in rulesets:
+        reach = chain_reach(ruleset)
+        for rule in ruleset.rules:
+            if not _can_apply(_rule_protocols(rule), _rule_ports(rule), protocol, first, last) or not any(
+                    _can_apply(p, ports, protocol, first, last) for p, ports in reach.get(rule.chain, ())):
+                continue
+            for condition in rule.conditions:
+                if isinstance(condition, AddressIs) and condition.direction == "src":
+                    sources.update(condition.networks)
+                elif isinstance(condition, InSet) and rule.target not in ("DROP", "REJECT"):
+                    ipset = (ruleset.facts.sets or {}).get(condition.name)
+                    if ipset and ipset.networks and len(ipset.networks) <= SET_MEMBER_ROWS:
+                        sources.update(ipset.networks)
+    # Loopback, link-local and multicast sources never come from the internet: no rows for them.
+    return tuple(sorted((n for n in sources if not (n.is_loopback or n.is_link_local or n.is_multicast)),
+                        key=lambda n: (n.version, n)))
+
+
+def _checked_ports(probe: PortProbe, ruleset: SavedRuleset) -> list[Optional[int]]:
+    """Ports that stand for every port of the probe's range: its first port and each port
+    where a rule's port range starts or ends inside it."""
+    if probe.first is None:
+        return [None]
+    points = {probe.first}
+    for rule in ruleset.rules:
+        for condition in rule.by_dimension.get("ports-dport", ()):
+            for first, last in condition.written.ranges:
+                points.update(p for p in (first, last + 1) if probe.first < p <= probe.last)
+    if probe.last != probe.first:
+        points.add(probe.last)  # both ends, as the cloud layer is checked
+    return sorted(points)
+
+
+def exposure_rows(probes: list[PortProbe], rulesets: Sequence, port_infos: Optional[list[dict]] = None
+                  ) -> list[ExposureRow]:
+    """One row per probe, family and source (the named networks, then "anyone else").
+    `rulesets` is (IPv4, IPv6); a family given as None gets no rows; `port_infos` None: no
+    cloud layer is known."""
     rows = []
-    for label, protocol, first, last, named in _probes(policy, release):
-        for family, ruleset in ((4, release.rulesets[0]), (6, release.rulesets[1])):
-            sources = [n for n in split_families(named)[0 if family == 4 else 1]
-                       if n != any_network(family)]
-            for source, name in [(s, str(s)) for s in sources] + [(any_network(family), ANYONE_ELSE)]:
-                host_protocol = protocol if protocol != "icmp" else ("icmp" if family == 4 else "ipv6-icmp")
-                echo = protocol == "icmp"
-                # A range is open only if both ends are: catches a layer that opened part of it.
-                ports = [None] if echo else sorted({first, last})
-                rows.append(ExposureRow(
-                    port=label, family=family, source=name,
-                    cloud=all(cloud_allows(release.port_infos, protocol, p, source, echo) for p in ports),
-                    host=all(host_allows(ruleset, host_protocol, p, source, echo) for p in ports)))
+    for probe in probes:
+        for family, ruleset in zip((4, 6), rulesets):
+            if ruleset is None:
+                continue
+            ruleset = evaluable(ruleset)
+            named = [n for n in split_families(probe.sources)[0 if family == 4 else 1] if n != any_network(family)]
+            echo = probe.protocol == "icmp"
+            host_protocol = probe.protocol if not echo else ("icmp" if family == 4 else "ipv6-icmp")
+            ports = _checked_ports(probe, ruleset)
+            for source, name in [(n, str(n)) for n in named] + [(any_network(family), ANYONE_ELSE)]:
+                verdicts = [host_verdict(ruleset, host_protocol, port, source, echo) for port in ports]
+                outcomes = {v.outcome for v in verdicts}
+                partly = ()
+                if outcomes != {OPEN} and outcomes != {CLOSED}:
+                    partly = tuple(dict.fromkeys(ruleset.where(rule, short=True) for v in verdicts for rule in v.because)) \
+                        or ("not every port",)
+                cloud = None if port_infos is None else all(
+                    cloud_allows(port_infos, probe.protocol, port, source, echo)
+                    for port in ([None] if echo else sorted({probe.first, probe.last})))
+                rows.append(ExposureRow(port=probe.label, family=family, source=name, cloud=cloud,
+                                        host=outcomes == {OPEN}, host_partly=partly))
     return rows
 
 
-def _mark(allowed: bool) -> str:
+def exposure_table(policy, release: Release) -> list[ExposureRow]:
+    """What a policy's release exposes, cloud and host layer."""
+    return exposure_rows(policy_probes(policy, release), release.rulesets, release.port_infos)
+
+
+def ruleset_exposure(rulesets: Sequence[Optional[SavedRuleset]]) -> list[ExposureRow]:
+    """What a ruleset read off a server exposes through its host layer."""
+    return exposure_rows(ruleset_probes(rulesets), rulesets)
+
+
+def _mark(allowed: Optional[bool]) -> str:
     return "open" if allowed else "closed"
+
+
+def host_cell(row: ExposureRow) -> str:
+    if row.host_partly:
+        return f"partly ({', '.join(row.host_partly)})"
+    return _mark(row.host)
 
 
 def exposure_map(rows: list[ExposureRow]) -> dict[str, str]:
@@ -82,19 +273,29 @@ def exposure_map(rows: list[ExposureRow]) -> dict[str, str]:
     Pulumi shows a changed map key by key, so a preview names exactly the rows that open or
     close (a text table is cut to its first lines, and one wider cell changes every line)."""
     def state(row: ExposureRow) -> str:
-        if row.cloud == row.host:
-            return _mark(row.reachable)
-        return f"closed (cloud {_mark(row.cloud)}, host {_mark(row.host)})"
+        host = host_cell(row)
+        if row.cloud is None:  # a ruleset read off a server: the host layer is all there is
+            return host
+        if not row.cloud:
+            return "closed" if host == "closed" else f"closed (cloud closed, host {host})"
+        return host if host != "closed" else "closed (cloud open, host closed)"
     summary = {f"{r.port} IPv{r.family} from {r.source}": state(r) for r in rows}
     summary["any other port"] = "closed"
     return summary
 
 
 def format_table(rows: list[ExposureRow], markdown: bool = False) -> str:
-    header = ("port", "family", "source", "cloud", "host", "reachable")
-    body = [(r.port, f"IPv{r.family}", r.source, _mark(r.cloud), _mark(r.host),
-             "YES" if r.reachable else "no") for r in rows]
-    body.append(("any other port", "both", "anyone", "closed", "closed", "no"))
+    """The table as text (or markdown). Rows of a ruleset with no known cloud layer show the
+    host column only; a policy's table ends with the ports nobody names."""
+    layered = any(row.cloud is not None for row in rows)
+    if layered:
+        header = ("port", "family", "source", "cloud", "host", "reachable")
+        body = [(r.port, f"IPv{r.family}", r.source, _mark(r.cloud), host_cell(r), "YES" if r.reachable else "no")
+                for r in rows]
+        body.append(("any other port", "both", "anyone", "closed", "closed", "no"))
+    else:
+        header = ("port", "family", "source", "host")
+        body = [(r.port, f"IPv{r.family}", r.source, host_cell(r)) for r in rows]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]

@@ -178,12 +178,12 @@ def _row_cells(change: RowChange) -> list[str]:
     return [row.port, _family(row.family), row.source, *(_cell(change, column) for column in COLUMNS[3:])]
 
 
-def _table_lines(header: tuple, rows: list[list[str]]) -> list[str]:
+def table_lines(header: tuple, rows: list[list[str]]) -> list[str]:
     return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             + ["| " + " | ".join(cells) + " |" for cells in rows])
 
 
-def _bounded(lines: list[str], budget: int, more: str) -> str:
+def bounded(lines: list[str], budget: int, more: str) -> str:
     """The lines that fit in `budget` characters (the first two, a table header, always), then
     one "… N more" line for the rest."""
     kept = lines[:2]
@@ -237,7 +237,7 @@ def _settings_section(base: FirewallPolicy, head: FirewallPolicy) -> str:
     return "\n".join(["**Other settings**", *(f"- `{key}`: {show(old)} → {show(new)}" for key, old, new in changes)])
 
 
-def _findings_section(findings: list[Finding], budget: int) -> str:
+def findings_section(findings: list[Finding], budget: int) -> str:
     errors = sum(f.level == ERROR for f in findings)
     warnings = len(findings) - errors
     if not findings:
@@ -248,7 +248,7 @@ def _findings_section(findings: list[Finding], budget: int) -> str:
         icon = "❌" if finding.level == ERROR else "⚠️"
         message = finding.message if len(finding.message) <= FINDING_CHARS else finding.message[:FINDING_CHARS] + " …"
         lines.append(f"- {icon} {finding.level}: {message}")
-    return _bounded(lines, budget, "findings (`scripts/fw check` lists them all)")
+    return bounded(lines, budget, "findings (`scripts/fw check` lists them all)")
 
 
 def _heading(stack: str, base_ref: str, base: Side, head: Side, changes: list[RowChange]) -> str:
@@ -284,14 +284,14 @@ def _exposure_tables(changes: list[RowChange], budget: int) -> list[str]:
     unchanged = [c for c in changes if not c.change]
     tables = []
     if changed:
-        tables.append(_bounded(_table_lines(("change", *COLUMNS), [[c.change, *_row_cells(c)] for c in changed]),
-                               budget, "changed rows (not shown to keep this short; raise `--max-chars` to see them)"))
+        tables.append(bounded(table_lines(("change", *COLUMNS), [[c.change, *_row_cells(c)] for c in changed]),
+                              budget, "changed rows (not shown to keep this short; raise `--max-chars` to see them)"))
         budget -= len(tables[-1])
     opening = f"<details><summary>{'Unchanged' if changed else 'Exposure (unchanged)'}: {len(unchanged):,} rows</summary>\n\n"
     closing = "\n\n</details>"
     if unchanged and budget > len(opening) + len(closing) + 200:
-        table = _bounded(_table_lines(COLUMNS, [_row_cells(c) for c in unchanged]),
-                         budget - len(opening) - len(closing), "unchanged rows (`scripts/fw check` lists them all)")
+        table = bounded(table_lines(COLUMNS, [_row_cells(c) for c in unchanged]),
+                        budget - len(opening) - len(closing), "unchanged rows (`scripts/fw check` lists them all)")
         tables.append(opening + table + closing)
     return tables
 
@@ -302,7 +302,7 @@ def diff_markdown(stack: str, base_ref: str, base: Side, head: Side, max_chars: 
     the rest: changed rows first, unchanged rows (collapsed) last."""
     changes = compare_exposure(base, head)
     heading = _heading(stack, base_ref, base, head, changes)
-    tail = [*_what_else_changes(base, head), _findings_section(analyse(head.policy, head.release), max_chars // 4)]
+    tail = [*_what_else_changes(base, head), findings_section(analyse(head.policy, head.release), max_chars // 4)]
     tail_text = "\n\n".join(part for part in tail if part)
     tables = _exposure_tables(changes, max_chars - len(heading) - len(tail_text) - 200)  # 200: separators
     text = "\n\n".join([heading, *tables, tail_text]) + "\n"
