@@ -58,7 +58,11 @@ class HostFirewall(pulumi.ComponentResource):
 
         copy = command.remote.CopyToRemote(
             f"{name}-copy", connection=connection, source=pulumi.FileArchive(str(local_dir)),  # relative: no checkout path in the state
-            remote_path=target.home_dir(), triggers=keyed, opts=child(args.ready))
+            remote_path=target.home_dir(), triggers=keyed,
+            # pulumi-command updates a CopyToRemote in place when only its triggers change, and an
+            # update copies nothing unless source or path changed: a replaced server with the same
+            # release would get no files. A replacement copies.
+            opts=pulumi.ResourceOptions.merge(child(args.ready), pulumi.ResourceOptions(replace_on_changes=["triggers"])))
         # Persistence packages (iptables-persistent / iptables-services); a no-op when present.
         packages = command.remote.Command(
             f"{name}-packages", connection=connection, triggers=keyed, opts=child(copy),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import secrets
 import shlex
 import sys
@@ -24,6 +25,7 @@ EXIT_RELEASE_MISSING = 66  # our own pre-check: the release directory is not on 
 STATE_DIR = "/var/lib/hardened-lightsail"  # hlfw's default state directory (its stored releases)
 ROLLBACK_GRACE_SECONDS = 5
 IN_SYNC = "in sync"
+PAUSE_BEFORE_CONFIRM = "HL_TEST_PAUSE_BEFORE_CONFIRM"  # seconds; tests only (see deploy)
 
 
 class DeployError(Exception):
@@ -139,6 +141,8 @@ def deploy(target: RemoteRelease, local_dir: Path, timeout_seconds: int, say: Pr
     applied_at = time.monotonic()
     state = apply(target, local_dir, timeout_seconds, nonce, say)
     say(f"apply: {state or 'release loaded, rollback armed'}")
+    # Fault injection for tests: a pause in which a test can cut the network, as a blip would.
+    time.sleep(float(os.environ.get(PAUSE_BEFORE_CONFIRM, "0")))
     confirm(target, timeout_seconds, nonce, applied_at, say)
     return verify_on_host(target)
 
