@@ -1,10 +1,12 @@
 """LabServer, the lab twin of LightsailServer: a server made of network namespaces on this
 machine (see lab/), whose edge enforces the same cloud layer Lightsail would.
 
-Two commands, like an instance and its InstancePublicPorts: `lab` stands the lab up (named for
-this checkout and stack; its slot allocated at the first `up` and kept in the stack's state)
-and `cloud-firewall` loads the policy's cloud layer on the lab's edge. A port change runs only
-the second, so the server's address and key stay known in a preview."""
+Two commands, like an instance and its InstancePublicPorts: `lab` stands the lab up with
+`server.count` servers (named for this checkout and stack; its slot allocated at the first `up`
+and kept in the stack's state) and `cloud-firewall` loads the policy's cloud layer on the lab's
+edge, which serves every server. A port change runs only the second, so the servers' addresses
+and key stay known in a preview; a changed count updates the lab in place (servers added or
+removed, the others untouched)."""
 from __future__ import annotations
 
 import hashlib
@@ -73,9 +75,11 @@ class LabServer(pulumi.ComponentResource):
             pulumi.log.warn(f"lab {identity.name} ({returned['at']}): {returned['message']}")
         where = {"HL_LAB_NAME": identity.name, "HL_LAB_DIR": identity.relative_state_dir}
         requested = {} if settings.lab.slot is None else {"HL_LAB_SLOT": str(settings.lab.slot)}
+        # Only a fleet says how many: a one-server lab's inputs stay what they always were.
+        servers = {} if settings.server.count == 1 else {"HL_LAB_SERVERS": str(settings.server.count)}
         self.lab = command.local.Command(
             f"{name}-lab", create=f"{LAB} up", update=f"{LAB} up", delete=f"{LAB} down",
-            environment={**where, **requested, "HL_LAB_STACK": identity.stack},
+            environment={**where, **requested, **servers, "HL_LAB_STACK": identity.stack},
             # Another name or slot is another lab; a reboot took the lab away, so it is made again.
             triggers=[identity.name, str(settings.lab.slot), _boot_id()],
             # stdout carries the private key: keep it out of the update's log (stderr still shows).
@@ -93,25 +97,49 @@ class LabServer(pulumi.ComponentResource):
         def public(key_path):
             return pulumi.Output.unsecret(info.apply(key_path))
 
-        self.public_ip = public(lambda i: i["ssh"]["host"])
-        self.ipv6_addresses = public(lambda i: [i["ssh"]["hostIpv6"]])
         self.slot = public(lambda i: i["slot"])
         self.namespaces = public(lambda i: i["namespaces"])
+        self.private_key = info.apply(lambda i: i["privateKey"])
+        self.servers = [_LabHost(public, index) for index in range(settings.server.count)]
+        self.register_outputs({"publicIp": self.servers[0].public_ip, "ipv6Addresses": self.servers[0].ipv6_addresses})
+
+
+class _LabHost:
+    """One server of the lab, as `hl-lab up` described it (its entry in `servers`)."""
+
+    def __init__(self, public, index: int):
+        def server(key_path):
+            return public(lambda i: key_path(i["servers"][index]))
+
+        self.public_ip = server(lambda s: s["ipv4"])
+        self.ipv6_addresses = server(lambda s: [s["ipv6"]])
+        self.namespace = server(lambda s: s["namespace"])
         self.ssh_command = public(lambda i: f"ssh -i {i['ssh']['privateKeyPath']} -o StrictHostKeyChecking=no "
-                                            f"-o UserKnownHostsFile=/dev/null root@{i['ssh']['host']}")
-        self.target = SshTarget(host=self.public_ip, user="root", private_key=info.apply(lambda i: i["privateKey"]))
-        self.register_outputs({"publicIp": self.public_ip, "ipv6Addresses": self.ipv6_addresses})
+                                            f"-o UserKnownHostsFile=/dev/null root@{i['servers'][index]['ipv4']}")
 
 
-def make_lab_server(settings: StackSettings, release: Release) -> ServerHandle:
-    server = LabServer("lab", settings, release)
-    return ServerHandle(
-        # The host chain starts once the edge enforces the policy's cloud layer.
-        name="lab", target=server.target, ready=server.cloud_firewall, identity=server.lab.id,
-        public_ip=server.public_ip, ipv6_addresses=server.ipv6_addresses,
-        probe_addresses=pulumi.Output.all(server.public_ip, server.ipv6_addresses).apply(lambda v: [v[0], *v[1]]),
-        ssh_command=server.ssh_command,
-        extra_outputs={"labServerNamespace": server.namespaces.apply(lambda n: n["server"]),
-                       "labInternetNamespace": server.namespaces.apply(lambda n: n["internet"]),
-                       "labAdminNamespace": server.namespaces.apply(lambda n: n["admin"]),
-                       "labSlot": server.slot})
+def lab_server_name(index: int) -> str:
+    """`lab` for the first server (what a one-server lab always called it, so a lab that grows
+    keeps its resources), then `lab-1`, `lab-2`, ..."""
+    return "lab" if index == 0 else f"lab-{index}"
+
+
+def make_lab_servers(settings: StackSettings, release: Release) -> list[ServerHandle]:
+    lab = LabServer("lab", settings, release)
+    handles = []
+    for index, host in enumerate(lab.servers):
+        handles.append(ServerHandle(
+            # The host chain starts once the edge enforces the policy's cloud layer.
+            name=lab_server_name(index), target=SshTarget(host=host.public_ip, user="root", private_key=lab.private_key),
+            ready=lab.cloud_firewall,
+            # The lab made again (another slot, a reboot) is a new server; so is one added to the lab.
+            identity=lab.lab.id if index == 0 else pulumi.Output.concat(lab.lab.id, f"/server{index}"),
+            public_ip=host.public_ip, ipv6_addresses=host.ipv6_addresses,
+            probe_addresses=pulumi.Output.all(host.public_ip, host.ipv6_addresses).apply(lambda v: [v[0], *v[1]]),
+            ssh_command=host.ssh_command, details={"labServerNamespace": host.namespace}))
+    handles[0].extra_outputs = {
+        "labServerNamespace": lab.namespaces.apply(lambda n: n["server"]),
+        "labInternetNamespace": lab.namespaces.apply(lambda n: n["internet"]),
+        "labAdminNamespace": lab.namespaces.apply(lambda n: n["admin"]),
+        "labSlot": lab.slot}
+    return handles

@@ -1,9 +1,10 @@
 """Deployer-side commands of LabServer, run by pulumi-command local.Command (`scripts/hl-lab`).
 
-up     stands the lab up (or completes it) and prints its description plus the deployer's
-       private key as JSON (LabServer keeps stdout secret). Its slot: `lab.slot` if the stack
-       sets one, else the one the stack's state recorded (PULUMI_COMMAND_STDOUT, on an update),
-       else the lowest free one; the edge keeps the cloud layer it has (a new lab starts with
+up     stands the lab up with HL_LAB_SERVERS servers (default 1), or completes it, adding or
+       removing servers to match, and prints its description plus the deployer's private key
+       as JSON (LabServer keeps stdout secret). Its slot: `lab.slot` if the stack sets one,
+       else the one the stack's state recorded (PULUMI_COMMAND_STDOUT, on an update), else the
+       lowest free one; the edge keeps the cloud layer it has (a new lab starts with
        Lightsail's default until `cloud` runs).
 cloud  loads the policy's cloud layer on the lab's edge and prints what it opens.
 down   removes everything the lab made. All three are idempotent."""
@@ -52,7 +53,7 @@ def up(env=os.environ) -> int:
     try:
         lab = lab_up(env["HL_LAB_NAME"], Path(env["HL_LAB_DIR"]), requested,
                      preferred_slot=recorded_slot(env.get("PULUMI_COMMAND_STDOUT")), owner=owner,
-                     keep_cloud_layer=True)
+                     keep_cloud_layer=True, servers=int(env.get("HL_LAB_SERVERS") or 1))
     except LabError as error:
         raise LabError(slot_fix(error, env["HL_LAB_STACK"])) from None
     description = lab.describe()

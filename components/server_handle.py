@@ -17,4 +17,5 @@ class ServerHandle:
     ipv6_addresses: pulumi.Output
     probe_addresses: pulumi.Output  # every address the outside verification probes
     ssh_command: pulumi.Output
-    extra_outputs: dict = field(default_factory=dict)
+    extra_outputs: dict = field(default_factory=dict)  # stack outputs of the first server (the lab's namespaces)
+    details: dict = field(default_factory=dict)  # more of this server for its `servers` entry

@@ -387,6 +387,11 @@ def settings_from_values(values: Mapping[str, Any], stack: Optional[str] = None)
     if target == "lab" and firewall is not None and firewall.ssh_port != 22:
         check.fail("firewall.sshPort", f"{firewall.ssh_port}: the lab's sshd listens on 22 only; use 22 in "
                                        "lab stacks (a custom port is moved by first-boot user data on Lightsail)")
+    if target == "lab":
+        from lab.topology import MAX_SERVERS  # pure address arithmetic, nothing that touches the machine
+        if server.count > MAX_SERVERS:
+            check.fail("server.count", f"{server.count}: a lab holds at most {MAX_SERVERS} servers (they share its "
+                                       f"slot's /28 of 203.0.113.0/24); use 1-{MAX_SERVERS} in lab stacks")
     if check.problems or firewall is None:
         raise ConfigError(check.problems)
     return StackSettings(target=target, firewall=firewall, server=server, lab=lab)

@@ -5,7 +5,8 @@
   firewall changed, or if a namespace or link the tests made is left behind (under CI: any new
   one; elsewhere, where other people's runs may be busy, those named after this session's labs).
 - `lab` (module): one running lab for a test module, torn down however the module ends.
-- `lab_factory` (function): more labs in one test (`lab_factory.up(slot=None, cloud_ports=None)`).
+- `lab_factory` (function): more labs in one test (`lab_factory.up(slot=None, cloud_ports=None,
+  servers=1)`).
 Tests that need root and network namespaces carry `@pytest.mark.netfilter`; where those are not
 available they are skipped, with the reason."""
 from __future__ import annotations
@@ -25,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab import lab_down, lab_up  # noqa: E402  (after the path is set)
 from lab.slots import registered_labs  # noqa: E402
-from lab.topology import NAMESPACE_SUFFIX, namespace_name, uplink_interface_name  # noqa: E402
+from lab.topology import (MAX_SERVERS, NAMESPACE_SUFFIX, namespace_name, server_role,  # noqa: E402
+                          uplink_interface_name)
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Every lab this test session makes is named SESSION_LAB_PREFIX + something.
@@ -104,6 +106,7 @@ def _other_peoples_labs() -> set[str]:
         if not entry["name"].startswith(SESSION_LAB_PREFIX):
             names.add(uplink_interface_name(slot))
             names.update(namespace_name(entry["name"], role) for role in NAMESPACE_SUFFIX)
+            names.update(namespace_name(entry["name"], server_role(index)) for index in range(MAX_SERVERS))
     return names
 
 
@@ -164,11 +167,11 @@ class LabFactory:
         self._prefix = f"{SESSION_LAB_PREFIX}{next(_fixture_uses)}-"
         self._tmp, self._made = tmp_path_factory, []
 
-    def up(self, slot: int | None = None, cloud_ports=None):
+    def up(self, slot: int | None = None, cloud_ports=None, servers: int = 1):
         name = f"{self._prefix}{len(self._made)}"
         state_dir = self._tmp.mktemp(f"lab-{name}")
         self._made.append((name, state_dir))  # before up: a half-built lab is torn down too
-        return lab_up(name, state_dir, slot=slot, cloud_ports=cloud_ports)
+        return lab_up(name, state_dir, slot=slot, cloud_ports=cloud_ports, servers=servers)
 
     def down_all(self) -> None:
         errors = []
@@ -199,5 +202,5 @@ def lab(tmp_path_factory, request):
 
 @pytest.fixture
 def lab_factory(tmp_path_factory, request):
-    """Make more labs in one test: `lab_factory.up(slot=None, cloud_ports=None)`."""
+    """Make more labs in one test: `lab_factory.up(slot=None, cloud_ports=None, servers=1)`."""
     return _factory(tmp_path_factory, request)

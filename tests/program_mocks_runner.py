@@ -52,10 +52,11 @@ def ipv6_address(index: int) -> str:
 MOCK_LAB_SLOT = 3
 
 
-def command_stdout(name: str) -> str:
-    if name == "lab-lab":  # `hl-lab up`: the lab's description and the deployer key
+def command_stdout(name: str, inputs: dict) -> str:
+    if name == "lab-lab":  # `hl-lab up`: the lab's description (HL_LAB_SERVERS servers) and the deployer key
         from lab.topology import LabTopology
-        return json.dumps({**LabTopology("mock-lab", MOCK_LAB_SLOT, "/tmp/mock-lab").describe(),
+        servers = int((inputs.get("environment") or {}).get("HL_LAB_SERVERS", 1))
+        return json.dumps({**LabTopology("mock-lab", MOCK_LAB_SLOT, "/tmp/mock-lab", servers).describe(),
                            "privateKey": fake_private_key(name)})
     if name.endswith("-ready"):
         return "ready"
@@ -107,7 +108,7 @@ def run_scenario(scenario: dict) -> dict:
             if args.typ == "aws:lightsail/staticIpAttachment:StaticIpAttachment":
                 return f"{name}-id", {**inputs, "ipAddress": static_ip(server_index(name))}
             if args.typ in ("command:remote:Command", "command:local:Command"):
-                return f"{name}-id", {**inputs, "stdout": command_stdout(name), "stderr": ""}
+                return f"{name}-id", {**inputs, "stdout": command_stdout(name, inputs), "stderr": ""}
             if args.typ == HOST_STATE:
                 return f"{name}-id", {**inputs, "deployment": f"{name}-deployment"}
             return f"{name}-id", inputs

@@ -130,3 +130,35 @@ def test_a_lab_slot_held_by_another_checkout_is_refused_before_anything_is_regis
     honoured.assert_fully_resolved()
     assert honoured.inputs("lab-lab")["environment"]["HL_LAB_SLOT"] == "7"
     assert honoured.inputs("lab-lab")["triggers"][1] == "7"
+
+
+def test_a_lab_fleet_is_one_lab_whose_servers_each_get_the_whole_host_chain():
+    report = Report(run_program(STACK, {**VALUES, "server": {"count": 3}}))
+    report.assert_fully_resolved()
+    assert report.inputs("lab-lab")["environment"]["HL_LAB_SERVERS"] == "3"
+    names = ["lab", "lab-1", "lab-2"]  # the first keeps a one-server lab's name: a lab that grows keeps it
+    hosts = [report.inputs(f"{name}-firewall-deploy")["environment"]["HL_SSH_HOST"] for name in names]
+    assert hosts == ["203.0.113.58", "203.0.113.59", "203.0.113.60"]
+    for name, host in zip(names, hosts):
+        deploy = report.inputs(f"{name}-firewall-deploy")["environment"]
+        assert json.loads(deploy["HL_ADDRESSES"])[0] == host  # each server verified from outside on its own
+        assert report.inputs(f"{name}-firewall-host-state")["host"] == host
+        assert report.options(f"{name}-firewall-copy")["depends_on"] == ["lab-cloud-firewall"]
+    identities = {report.inputs(f"{name}-firewall-host-state")["serverIdentity"] for name in names}
+    assert len(identities) == 3
+    servers = report.raw["exports"]["servers"]
+    assert [(s["name"], s["publicIp"], s["labServerNamespace"]) for s in servers] == [
+        ("lab", "203.0.113.58", "hl-mock-lab-srv"), ("lab-1", "203.0.113.59", "hl-mock-lab-srv1"),
+        ("lab-2", "203.0.113.60", "hl-mock-lab-srv2")]
+    assert [s["ipv6Addresses"] for s in servers] == [["2001:db8:c:30::10"], ["2001:db8:c:30::11"], ["2001:db8:c:30::12"]]
+    assert report.raw["exports"]["publicIp"] == "203.0.113.58"
+    labs = [entry["name"] for entry in report.raw["wire"] if entry["type"] == "hardened-lightsail:lab:LabServer"]
+    assert labs == ["lab"]  # one lab (one edge) for the fleet, not one per server
+
+
+def test_a_lab_fleet_larger_than_a_slot_is_refused_naming_the_key():
+    report = Report(run_program(STACK, {**VALUES, "server": {"count": 14}}))
+    assert report.raw["registrations"] == []
+    errors = [log["message"] for log in report.raw["logs"] if log["level"] == "error"]
+    assert errors == ["server.count: 14: a lab holds at most 13 servers (they share its slot's /28 of "
+                      "203.0.113.0/24); use 1-13 in lab stacks"]
