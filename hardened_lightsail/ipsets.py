@@ -3,6 +3,7 @@ one hash lookup whether the list holds 10 or 100,000 networks (one rule per CIDR
 from __future__ import annotations
 
 from .iptables_rules import Ruleset
+from .networks import cidr_text
 
 
 def ipset_restore_file(rulesets: list[Ruleset]) -> str:
@@ -14,5 +15,5 @@ def ipset_restore_file(rulesets: list[Ruleset]) -> str:
             # maxelem must hold the list; hashsize is only the starting bucket count.
             maxelem = max(65536, 1 << (len(members) - 1).bit_length())
             lines.append(f"create {name} hash:net family {family} hashsize 1024 maxelem {maxelem}")
-            lines += [f"add {name} {member}" for member in members]
+            lines += [f"add {name} {cidr_text(member)}" for member in members]
     return "\n".join(lines) + "\n" if lines else ""

@@ -18,7 +18,7 @@ FW = PROJECT_DIR / "scripts" / "fw"
 ADMIN = "203.0.113.7/32"
 EXAMPLE_CIDRS = '(e.g. "203.0.113.7/32" or "2001:db8::/64")'
 FIREWALL_KEYS = ("adminCidrs, services, sshPort, ping, pingPerSecond, confirmTimeoutSeconds, blocklist, "
-                 "allowLockout, sshRateLimit, portScan, dropLog, deployerAddresses")
+                 "blocklistFiles, allowLockout, sshRateLimit, portScan, dropLog, deployerAddresses")
 
 
 def net(text: str):
