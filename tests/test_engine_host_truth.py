@@ -19,10 +19,11 @@ import yaml
 from engine import PROJECT_DIR, engine_missing_reason, pulumi
 from hardened_lightsail.commit_confirm import PAUSE_BEFORE_CONFIRM
 from hardened_lightsail.ssh_session import SshEndpoint, run_remote
+from lab.identity import stack_lab
 from lab.layout import LabLayout
 
 STACK = "hosttruth"
-SLOT = 11
+LAB = stack_lab(PROJECT_DIR, STACK)  # the lab this checkout's stack stands up
 CONFIRM_SECONDS = 10
 ROLLBACK_GRACE_SECONDS = 5
 pytestmark = [pytest.mark.engine, pytest.mark.netfilter,
@@ -38,13 +39,12 @@ UP = ["up", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"]
 
 
 def _write_stack(firewall: dict) -> None:
-    config = {"config": {"hardened-lightsail:target": "lab", "hardened-lightsail:lab": {"slot": SLOT},
-                         "hardened-lightsail:firewall": firewall}}
+    config = {"config": {"hardened-lightsail:target": "lab", "hardened-lightsail:firewall": firewall}}
     (PROJECT_DIR / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(config))
 
 
 def _lab_layout() -> LabLayout:
-    return LabLayout(PROJECT_DIR / ".lab" / STACK)
+    return LabLayout(LAB.state_dir)
 
 
 def _host_state() -> dict[str, str]:
@@ -91,7 +91,7 @@ def stack(tmp_path_factory):
     finally:
         (PROJECT_DIR / f"Pulumi.{STACK}.yaml").unlink(missing_ok=True)
         subprocess.run([str(PROJECT_DIR / "scripts" / "hl-lab"), "down"], check=False, capture_output=True,
-                       env={**os.environ, "HL_LAB_NAME": STACK, "HL_LAB_DIR": str(PROJECT_DIR / ".lab" / STACK)})
+                       env={**os.environ, "HL_LAB_NAME": LAB.name, "HL_LAB_DIR": str(LAB.state_dir)})
 
 
 def test_a_failed_lockout_drill_then_the_good_policy_leaves_the_host_confirmed(stack):
