@@ -170,6 +170,12 @@ def _ipv6_control(rs: Ruleset, icmp: str) -> None:
         rs.add(Rule("INPUT", "ACCEPT", f"multicast listener discovery (type {kind}) from link-local only",
                     protocol=icmp, source=_net("fe80::/10"),
                     matches=("--icmpv6-type", kind, "-m", "hl", "--hl-eq", "1"), new_connections=False))
+    # The client asks ff02::1:2 and the server answers from its link-local address: conntrack
+    # never pairs the two, so without this the reply is NEW, dropped, and counted as a scan.
+    # Link-local on both ends: nothing beyond the link can send it (not an exposed port).
+    rs.add(Rule("INPUT", "ACCEPT", "DHCPv6 server replies to this host (its lease and renewals)",
+                protocol="udp", source=_net("fe80::/10"),
+                matches=("-d", "fe80::/10", "--sport", "547", "--dport", "546"), new_connections=False))
 
 
 def _port_scan_trap(rs: Ruleset, policy: FirewallPolicy, admins, family: int) -> None:
