@@ -20,6 +20,7 @@ from .policy import (PROTOCOLS, DropLog, FirewallPolicy, LabSettings, PortRange,
 NAMESPACE = "hardened-lightsail"
 TARGETS = ("lightsail", "lab")
 IP_ADDRESS_TYPES = ("dualstack", "ipv4", "ipv6")
+DOCKER_MODES = ("auto", "on", "off")  # firewall.docker, see FirewallPolicy.docker
 MAX_CIDRS_PER_RULE = 60  # Lightsail's PutInstancePublicPorts limit, per address family
 CONFIRM_TIMEOUT_RANGE = (10, 3600)  # shorter can't finish an SSH round trip; longer leaves a door open
 DEFAULT_SOURCES = ("0.0.0.0/0", "::/0")
@@ -287,6 +288,7 @@ def _firewall(check: _Checker, raw: Any) -> Optional[FirewallPolicy]:
         ssh_rate_limit=_ssh_rate_limit(check, raw.get("sshRateLimit")),
         port_scan=_port_scan(check, raw.get("portScan")),
         drop_log=_drop_log(check, raw.get("dropLog")),
+        docker=check.string("firewall.docker", raw.get("docker"), FirewallPolicy.docker, DOCKER_MODES),
         deployer_addresses=check.cidr_list("firewall.deployerAddresses", raw.get("deployerAddresses")),
     )
 

@@ -93,6 +93,10 @@ class FirewallPolicy:
     ssh_rate_limit: SshRateLimit = field(default_factory=SshRateLimit)
     port_scan: PortScanTrap = field(default_factory=PortScanTrap)
     drop_log: DropLog = field(default_factory=DropLog)
+    # Docker-published ports bypass INPUT (nat PREROUTING -> FORWARD): the policy reaches them
+    # through DOCKER-USER. auto: when Docker's chains are on the host at apply; on: always
+    # (DOCKER-USER is made if missing); off: never.
+    docker: str = "auto"
     # Addresses the deployer connects from; the lock-out check proves they keep SSH. The lab
     # fills this in itself; on Lightsail set it when your address is known.
     deployer_addresses: tuple[Network, ...] = ()

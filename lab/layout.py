@@ -9,6 +9,9 @@ from pathlib import Path
 
 # The host paths the server sees as lab-owned bind mounts (its private mount namespace).
 SERVER_BIND_MOUNTS = ("/etc/iptables", "/var/lib/hardened-lightsail")
+# Single files the payload edits, mounted over with a lab copy when this machine has them
+# (hlfw only edits this one where it exists: the netfilter-persistent boot settings).
+SERVER_FILE_BIND_MOUNTS = ("/etc/default/netfilter-persistent",)
 
 # Top-level names under the state directory that the lab creates and `down` removes (only
 # from a directory whose lab.json names that lab).

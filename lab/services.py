@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 from .commands import run_command
 from .errors import LabError
-from .layout import SERVER_BIND_MOUNTS
+from .layout import SERVER_BIND_MOUNTS, SERVER_FILE_BIND_MOUNTS
 from .processes import running_pid, stop_pids, wait_for_pid_file
 from .server_configs import nginx_config, sshd_config
 from .topology import EDGE, HIDDEN_UDP_PORTS, SERVER, LabTopology
@@ -53,6 +53,14 @@ def _start_sshd(lab: LabTopology) -> None:
         Path(host_path).mkdir(mode=0o755, parents=True, exist_ok=True)
         layout.server_fs(host_path).mkdir(mode=0o755, parents=True, exist_ok=True)
         args += [str(layout.server_fs(host_path)), host_path]
+        mounts.append(f'mount --bind "${{{len(args) - 1}}}" "${{{len(args)}}}"')
+    for host_path in SERVER_FILE_BIND_MOUNTS:
+        if not Path(host_path).is_file():
+            continue  # nothing the payload would edit, nothing to cover
+        copy = layout.server_fs(host_path)
+        copy.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        shutil.copy2(host_path, copy)  # the lab starts from this machine's package defaults
+        args += [str(copy), host_path]
         mounts.append(f'mount --bind "${{{len(args) - 1}}}" "${{{len(args)}}}"')
     script = "set -eu; " + "; ".join(mounts) + '; exec "$1" -f "$2" -E "$3"'
     _start(["ip", "netns", "exec", lab.namespace(SERVER),

@@ -18,7 +18,7 @@ FW = PROJECT_DIR / "scripts" / "fw"
 ADMIN = "203.0.113.7/32"
 EXAMPLE_CIDRS = '(e.g. "203.0.113.7/32" or "2001:db8::/64")'
 FIREWALL_KEYS = ("adminCidrs, services, sshPort, ping, pingPerSecond, confirmTimeoutSeconds, blocklist, "
-                 "allowLockout, sshRateLimit, portScan, dropLog, deployerAddresses")
+                 "allowLockout, sshRateLimit, portScan, dropLog, docker, deployerAddresses")
 
 
 def net(text: str):
@@ -227,6 +227,9 @@ ONE_PROBLEM = [
     ("bad-ip-address-type",
      {"server": {"ipAddressType": "ipv5"}, **with_firewall()},
      ['server.ipAddressType: "ipv5" is not one of: dualstack, ipv4, ipv6']),
+    ("docker-mode-unknown",
+     with_firewall(docker="yes"),
+     ['firewall.docker: "yes" is not one of: auto, on, off']),
     ("server-count-zero",
      {"server": {"count": 0}, **with_firewall()},
      ["server.count: 0 is out of range (1-20)"]),
