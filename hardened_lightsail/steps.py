@@ -48,11 +48,14 @@ def deploy_step(env: Mapping[str, str] = os.environ) -> int:
     say("verify on the host: live rules, ipsets and boot files match the release")
     addresses = [a for a in json.loads(env["HL_ADDRESSES"]) if a]
     outside = verify_from_here(release, policy, addresses, parse_host_report(report))
+    warnings = [line for line in report.splitlines() if line.startswith("warning:")]
+    for warning in warnings:
+        say(f"verify on the host: {warning}")
     if outside.mismatches:
         print(outside.table)
         header, *rows = outside.table.splitlines()
         print(f"exposure differs from the policy on {outside.mismatches} port(s):\n" +
-              "\n".join([header, *(row for row in rows if row.endswith("MISMATCH"))]), file=sys.stderr)
+              "\n".join([header, *(row for row in rows if row.endswith("MISMATCH")), *warnings]), file=sys.stderr)
         return 1
     say(f"verify from outside: {outside.table.splitlines()[-1]}")
     print(f"{EXPOSURE_MARKER}\n{outside.table}")

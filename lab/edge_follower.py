@@ -1,8 +1,11 @@
-"""The lab edge follows the host back after a rollback: when the server rolls a release back
-(a lock-out drill, a confirm that never came), the edge returns to the cloud layer of the
+"""The lab edge follows the host back after a lock-out drill: when the server rolls back a
+release whose policy set `allowLockout` (a drill), the edge returns to the cloud layer of the
 release the host is back on, so the lab after a drill is what the policy in force says and the
 admin client gets in again. (Lightsail's own firewall has no rollback: it keeps the drill's
-layer, SSH open to the drill's admin CIDRs and the deployer, until the next `up`.)
+layer, SSH open to the drill's admin CIDRs and the deployer, until the next `up`.) Any other
+rollback (a confirm that never came through, a network blip) leaves the edge as the stack set
+it, as Lightsail would: the stack's state says that layer is in force, and the next `up`
+verifies against it.
 
 Started by `lab up` as a daemon in the edge namespace (`python -m lab.edge_follower`). It polls
 the host's state file, which the lab sees through the server's bind mount (`state` key=value
@@ -55,6 +58,15 @@ def _layer_in_force_on_the_host(layout: LabLayout, state: dict) -> tuple[Optiona
     return None, ""
 
 
+def was_a_drill(layout: LabLayout, release: str) -> bool:
+    """Did the rolled-back release's policy allow a lock-out (firewall.allowLockout)?"""
+    policy = layout.server_fs(HOST_STATE_DIR) / "releases" / release / "policy.json"
+    try:
+        return json.loads(policy.read_text()).get("allowLockout") is True
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return False
+
+
 def follow_rollback(lab: LabTopology, state: dict) -> Optional[dict]:
     """Return the edge after the rollback `state` describes; the note written, or None if the
     edge already matched."""
@@ -89,7 +101,10 @@ def follow(lab: LabTopology) -> None:
     while True:
         state = host_state(lab.layout)
         key = _rollback_key(state)
-        if key is not None and key != seen:
+        if key is not None and key != seen and not was_a_drill(lab.layout, key[0]):
+            print(f"release {key[0]} was rolled back, not in a drill: the edge keeps the layer the stack gave it",
+                  flush=True)
+        elif key is not None and key != seen:
             try:
                 note = follow_rollback(lab, state)
                 print(note["message"] if note else f"release {key[0]} was rolled back; the edge already matched",
