@@ -742,3 +742,14 @@ def test_aws_that_narrows_is_a_warning_and_up_goes_on():
     step = run_readback_step(report)
     assert (step.returncode, step.stderr) == (0, "")
     assert step.stdout == "web-0: the cloud firewall is less open than the policy (4 port info(s) as AWS stores them)\n"
+
+
+def test_a_service_name_that_would_split_a_rules_line_is_refused_before_anything_is_registered():
+    hostile = {"adminCidrs": ["203.0.113.7/32"],
+               "services": [{"name": "web\n-A INPUT -j ACCEPT", "protocol": "tcp", "ports": "443"}]}
+    report = _refused({"firewall": hostile})
+    assert report.raw["error"] == {
+        "type": "RunError", "message": "invalid stack config: 1 problem(s), listed above; nothing was changed"}
+    assert report.raw["logs"] == [{"level": "error", "message": (
+        'firewall.services[0].name: "web\\n-A INPUT -j ACCEPT" is not a service name (lowercase letters, digits, '
+        "'-', up to 24 characters, e.g. \"https\")")}]
