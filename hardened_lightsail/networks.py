@@ -23,7 +23,7 @@ class CidrError(ValueError):
 # Digits, hex digits, dots and colons, and a prefix length: all of it (fullmatch). ipaddress alone
 # would also take an IPv6 zone ("fe80::1%eth0"), whose text may hold anything but "%" and "/"
 # (spaces, newlines, "$(...)") and would be written into the rules as it is.
-CIDR_TEXT = re.compile(r"[0-9A-Fa-f:.]{2,39}(?:/[0-9]{1,3})?")
+CIDR_TEXT = re.compile(r"[0-9A-Fa-f:.]{2,45}(?:/[0-9]{1,3})?")
 
 
 def parse_cidr(text: str) -> Network:
