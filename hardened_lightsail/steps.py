@@ -10,7 +10,7 @@ deploy   the host firewall as one unit: apply the release (rollback armed), conf
 cloud-readback
          the verdict of comparing each server's cloud firewall as AWS stores it with the policy
          (HL_CLOUD_READBACK, computed by the program): fails, naming the rows, when AWS lets in
-         more than the policy; stdout: one line per server."""
+         more than the policy; stdout: one line for each other server."""
 from __future__ import annotations
 
 import json
@@ -66,8 +66,9 @@ def deploy_step(env: Mapping[str, str] = os.environ) -> int:
 
 def cloud_readback_step(env: Mapping[str, str] = os.environ) -> int:
     readbacks = [CloudReadback.from_json(item) for item in json.loads(env["HL_CLOUD_READBACK"])]
-    print(describe(readbacks))
     too_open = [readback for readback in readbacks if readback.more_open]
+    if len(too_open) < len(readbacks):
+        print(describe(readback for readback in readbacks if not readback.more_open))
     if too_open:
         print("\n".join(readback.more_open_report() for readback in too_open), file=sys.stderr)
         print("The host firewall was deployed and still filters what gets through. To close these rows, give "

@@ -153,3 +153,17 @@ def test_rendered_layer_read_back_through_the_provider_names_matches_itself():
     rendered = cloud_port_infos(policy.firewall)
     assert from_provider_outputs(to_provider_args(rendered)) == rendered
     assert read_back("web-0", rendered, from_provider_outputs(to_provider_args(rendered))).matches
+
+
+def test_the_step_fails_naming_only_the_servers_whose_cloud_firewall_is_too_open(capsys):
+    import json
+
+    from hardened_lightsail.steps import cloud_readback_step
+    verdicts = [read_back("web-0", POLICY, POLICY), read_back("web-1", POLICY, [*POLICY, info("udp", 53, 53, ["0.0.0.0/0"])])]
+    assert cloud_readback_step({"HL_CLOUD_READBACK": json.dumps([v.to_json() for v in verdicts])}) == 1
+    out, err = capsys.readouterr()
+    assert out == "web-0: the cloud firewall matches the policy (5 port info(s) as AWS stores them)\n"
+    assert err.splitlines()[:2] == [
+        "web-1: the cloud firewall is MORE open than the policy (6 port info(s) as AWS stores them); "
+        "AWS lets in what the policy does not:", "  udp 53: cidrs +0.0.0.0/0"]
+    assert cloud_readback_step({"HL_CLOUD_READBACK": json.dumps([verdicts[0].to_json()])}) == 0

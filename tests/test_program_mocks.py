@@ -706,7 +706,7 @@ def test_aws_that_widens_ipv6_fails_up_naming_each_server_and_the_rows():
     verdicts = readback_verdicts(report)
     assert [(v["server"], len(v["more_open"]), v["less_open"]) for v in verdicts] == [("web-0", 1, []), ("web-1", 1, [])]
     step = run_readback_step(report)
-    assert step.returncode == 1
+    assert (step.returncode, step.stdout) == (1, "")
     assert step.stderr.splitlines() == [
         line for server in ("web-0", "web-1") for line in (
             f"{server}: the cloud firewall is MORE open than the policy (3 port info(s) as AWS stores them); "
