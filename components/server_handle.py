@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import pulumi
 
@@ -18,3 +19,6 @@ class ServerHandle:
     probe_addresses: pulumi.Output  # every address the outside verification probes
     ssh_command: pulumi.Output
     extra_outputs: dict = field(default_factory=dict)
+    # The cloud firewall whose stored port infos are read back (Lightsail's InstancePublicPorts);
+    # None where the program enforces the layer itself (the lab edge loads cloud-ports.json).
+    cloud_firewall: Optional[pulumi.CustomResource] = None

@@ -16,6 +16,7 @@ from .blueprints import LOGIN_USERS, login_user
 from .networks import CidrError, Network, parse_cidr, split_families
 from .policy import (PROTOCOLS, DropLog, FirewallPolicy, LabSettings, PortRange, PortScanTrap,
                      ServerSettings, Service, SshRateLimit, StackSettings)
+from .user_text import key_path, printable, show
 
 NAMESPACE = "hardened-lightsail"
 TARGETS = ("lightsail", "lab")
@@ -24,7 +25,13 @@ DOCKER_MODES = ("auto", "on", "off")  # firewall.docker, see FirewallPolicy.dock
 MAX_CIDRS_PER_RULE = 60  # Lightsail's PutInstancePublicPorts limit, per address family
 CONFIRM_TIMEOUT_RANGE = (10, 3600)  # shorter can't finish an SSH round trip; longer leaves a door open
 DEFAULT_SOURCES = ("0.0.0.0/0", "::/0")
-SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
+# Every pattern is used with fullmatch: `match` with `$` lets a trailing newline through, and a
+# name like "web\n" would split a line of rules.v4.
+SERVICE_NAME = re.compile(r"[a-z][a-z0-9-]{0,23}")
+PORTS = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
+AVAILABILITY_ZONE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}[a-z]")
+LIGHTSAIL_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # blueprint and bundle ids: ubuntu_24_04, nano_3_0
+LOG_PREFIX = re.compile(r"[A-Za-z0-9 _.:\-\[\]]{0,29}")  # the kernel keeps 29 characters
 CLI = "scripts/pulumi"  # the project's Pulumi wrapper, in the commands hints suggest
 
 
@@ -53,8 +60,12 @@ class _Checker:
         stack = ["-s", self.stack] if self.stack else []
         return "`" + " ".join(shlex.quote(word) for word in [CLI, *words, *stack]) + "`"
 
-    def set_commands(self, path: str, value: Any) -> list[str]:
-        """The `config set --path` commands that store `value` at `path` (lists and maps item by item)."""
+    def set_commands(self, path: str, value: Any) -> Optional[list[str]]:
+        """The `config set --path` commands that store `value` at `path` (lists and maps item by item);
+        None when a key or value holds control characters (no command line could carry it as typed)."""
+        texts = [path, *_texts(value)]
+        if not all(printable(text) for text in texts):
+            return None
         if isinstance(value, list):
             return [c for index, item in enumerate(value) for c in self.set_commands(f"{path}[{index}]", item)]
         if isinstance(value, dict):
@@ -66,15 +77,15 @@ class _Checker:
         """A list that is something else. A string is how `config set` stores a list it was
         given as text (with or without --path): say how to set the items instead."""
         if not isinstance(value, str):
-            self.fail(path, f"{_show(value)} is not a list of {what}")
+            self.fail(path, f"{show(value)} is not a list of {what}")
             return
         items = _json_list(value)
         if items is None:  # one item given as the list: a CIDR is an item, a service name is not
             items = [value] if isinstance(example, str) else []
         drop = self.command("config", "rm", "--path", f"{NAMESPACE}:{path}")
-        sets = self.set_commands(path, items or [example])
+        sets = self.set_commands(path, items or [example]) or [f"`{CLI} config set --path` for each item"]
         none = "" if items or required else f"; for none, only {drop}"
-        self.fail(path, f"{_show(value)} is text, not a list of {what} (`config set` stores a list given on the "
+        self.fail(path, f"{show(value)} is text, not a list of {what} (`config set` stores a list given on the "
                         f"command line as text): set the items one index at a time: {drop} then "
                         f"{' then '.join(sets)}{none}")
 
@@ -85,12 +96,13 @@ class _Checker:
         rest = {}
         for key, value in values.items():
             head = re.split(r"[.\[]", str(key), maxsplit=1)[0]
-            if key == head or head not in known:
+            moves = self.set_commands(str(key), value)
+            if key == head or head not in known or moves is None:  # the last: reported as an unknown key
                 rest[key] = value
                 continue
             self.unpathed.add(head)
-            commands = [self.command("config", "rm", f"{NAMESPACE}:{key}"), *self.set_commands(key, value)]
-            self.fail(key, f"is a top-level key named \"{key}\", not a path into {head}: it was set without "
+            commands = [self.command("config", "rm", f"{NAMESPACE}:{key}"), *moves]
+            self.fail(key, f"is a top-level key named {show(str(key))}, not a path into {head}: it was set without "
                            f"--path. Move it: {' then '.join(commands)}")
         return rest
 
@@ -99,21 +111,20 @@ class _Checker:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.fail(path, f"{_show(value)} is not a mapping (expected keys: {', '.join(allowed)})")
+            self.fail(path, f"{show(value)} is not a mapping (expected keys: {', '.join(allowed)})")
             return {}
         for key in value:
             if key not in allowed:
                 hint = _closest(key, allowed)
-                self.fail(f"{path}.{key}" if path else key,
-                          f"unknown key{f'; did you mean {hint!r}?' if hint else ''} "
-                          f"(known: {', '.join(allowed)})")
+                self.fail(key_path(path, key), f"unknown key{f'; did you mean {hint!r}?' if hint else ''} "
+                                               f"(known: {', '.join(allowed)})")
         return value
 
     def boolean(self, path: str, value: Any, default: bool) -> bool:
         if value is None:
             return default
         if not isinstance(value, bool):
-            self.fail(path, f"{_show(value)} is not true or false")
+            self.fail(path, f"{show(value)} is not true or false")
             return default
         return value
 
@@ -121,21 +132,26 @@ class _Checker:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(path, f"{_show(value)} is not a whole number ({low}-{high}{why})")
+            self.fail(path, f"{show(value)} is not a whole number ({low}-{high}{why})")
             return default
         if not low <= value <= high:
             self.fail(path, f"{value} is out of range ({low}-{high}{why})")
             return default
         return value
 
-    def string(self, path: str, value: Any, default: str, choices: Optional[tuple] = None) -> str:
+    def string(self, path: str, value: Any, default: str, choices: Optional[tuple] = None,
+               pattern: Optional[re.Pattern] = None, what: str = "") -> str:
+        """A string that is one of `choices`, or all of it matches `pattern` (`what` says what it is)."""
         if value is None:
             return default
         if not isinstance(value, str):
-            self.fail(path, f"{_show(value)} is not a string")
+            self.fail(path, f"{show(value)} is not a string")
             return default
         if choices and value not in choices:
-            self.fail(path, f"{_show(value)} is not one of: {', '.join(choices)}")
+            self.fail(path, f"{show(value)} is not one of: {', '.join(choices)}")
+            return default
+        if pattern and not pattern.fullmatch(value):
+            self.fail(path, f"{show(value)} is not {what}")
             return default
         return value
 
@@ -167,17 +183,18 @@ class _Checker:
 
     def ports(self, path: str, value: Any) -> Optional[PortRange]:
         text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-        if not isinstance(text, str) or not re.fullmatch(r"\d+(-\d+)?", text.strip()):
-            self.fail(path, f"{_show(value)} is not a port or range (\"443\" or \"8000-8010\")")
+        match = PORTS.fullmatch(text) if isinstance(text, str) else None
+        if not match:
+            self.fail(path, f"{show(value)} is not a port or range (\"443\" or \"8000-8010\")")
             return None
-        first, _, last = text.strip().partition("-")
+        first, last = match.groups()
         port_range = PortRange(int(first), int(last or first))
         for port in (port_range.first, port_range.last):
             if not 1 <= port <= 65535:
-                self.fail(path, f"{_show(value)} is not a port (1-65535)")
+                self.fail(path, f"{show(value)} is not a port (1-65535)")
                 return None
         if port_range.first > port_range.last:
-            self.fail(path, f"{_show(value)} is reversed; write \"{port_range.last}-{port_range.first}\"")
+            self.fail(path, f"{show(value)} is reversed; write \"{port_range.last}-{port_range.first}\"")
             return None
         return port_range
 
@@ -192,8 +209,13 @@ def _json_list(text: str) -> Optional[list]:
     return value if isinstance(value, list) else None
 
 
-def _show(value: Any) -> str:
-    return f"\"{value}\"" if isinstance(value, str) else repr(value)
+def _texts(value: Any) -> list[str]:
+    """Every key and scalar in a config value, as text (what a `config set` command would carry)."""
+    if isinstance(value, dict):
+        return [text for key, item in value.items() for text in (str(key), *_texts(item))]
+    if isinstance(value, list):
+        return [text for item in value for text in _texts(item)]
+    return [str(value)]
 
 
 def _closest(key: str, allowed: Mapping[str, Any]) -> Optional[str]:
@@ -202,7 +224,7 @@ def _closest(key: str, allowed: Mapping[str, Any]) -> Optional[str]:
     return matches[0] if matches else None
 
 
-def _keys(model, **renames: str) -> dict[str, str]:
+def config_keys(model, **renames: str) -> dict[str, str]:
     """camelCase config key -> dataclass field, derived from the model so they can't drift."""
     def camel(name: str) -> str:
         head, *rest = name.split("_")
@@ -219,8 +241,8 @@ def _service(check: _Checker, path: str, raw: Any) -> Optional[Service]:
             check.fail(path, "is empty; a service needs name, protocol and ports")
         return None
     name = raw.get("name")
-    if not isinstance(name, str) or not SERVICE_NAME.match(name):
-        check.fail(f"{path}.name", f"{_show(name)} is not a service name (lowercase letters, digits, "
+    if not isinstance(name, str) or not SERVICE_NAME.fullmatch(name):
+        check.fail(f"{path}.name", f"{show(name)} is not a service name (lowercase letters, digits, "
                                    "'-', up to 24 characters, e.g. \"https\")")
     protocol = check.string(f"{path}.protocol", raw.get("protocol"), "", PROTOCOLS)
     if raw.get("protocol") is None:
@@ -264,7 +286,7 @@ def _services(check: _Checker, raw: Any, ssh_port: int) -> tuple[Service, ...]:
 
 
 def _firewall(check: _Checker, raw: Any) -> Optional[FirewallPolicy]:
-    keys = _keys(FirewallPolicy)
+    keys = config_keys(FirewallPolicy)
     if raw is None:
         if "firewall" not in check.unpathed:  # else the hint to move firewall.* keys says it all
             check.fail("firewall", "is required: at least firewall.adminCidrs (see README, \"Config\")")
@@ -316,7 +338,7 @@ def _blocklist(check: _Checker, raw: Any) -> tuple[Network, ...]:
 
 
 def _ssh_rate_limit(check: _Checker, raw: Any) -> SshRateLimit:
-    raw = check.mapping("firewall.sshRateLimit", raw, _keys(SshRateLimit))
+    raw = check.mapping("firewall.sshRateLimit", raw, config_keys(SshRateLimit))
     return SshRateLimit(
         per_minute=check.integer("firewall.sshRateLimit.perMinute", raw.get("perMinute"),
                                  SshRateLimit.per_minute, 1, 10000),
@@ -324,7 +346,7 @@ def _ssh_rate_limit(check: _Checker, raw: Any) -> SshRateLimit:
 
 
 def _port_scan(check: _Checker, raw: Any) -> PortScanTrap:
-    raw = check.mapping("firewall.portScan", raw, _keys(PortScanTrap))
+    raw = check.mapping("firewall.portScan", raw, config_keys(PortScanTrap))
     return PortScanTrap(
         enabled=check.boolean("firewall.portScan.enabled", raw.get("enabled"), PortScanTrap.enabled),
         # xt_recent remembers at most 20 packets per source (ip_pkt_list_tot), hence the cap.
@@ -337,13 +359,10 @@ def _port_scan(check: _Checker, raw: Any) -> PortScanTrap:
 
 
 def _drop_log(check: _Checker, raw: Any) -> DropLog:
-    raw = check.mapping("firewall.dropLog", raw, _keys(DropLog))
-    prefix = check.string("firewall.dropLog.prefix", raw.get("prefix"), DropLog.prefix)
+    raw = check.mapping("firewall.dropLog", raw, config_keys(DropLog))
     # The kernel truncates LOG prefixes at 29 characters; quotes would break the rules file.
-    if len(prefix) > 29 or not re.fullmatch(r"[A-Za-z0-9 _.:\-\[\]]*", prefix):
-        check.fail("firewall.dropLog.prefix", f"{_show(prefix)} must be at most 29 characters of "
-                                              "letters, digits, space and _ . : - [ ]")
-        prefix = DropLog.prefix
+    prefix = check.string("firewall.dropLog.prefix", raw.get("prefix"), DropLog.prefix, pattern=LOG_PREFIX,
+                          what="a log prefix: at most 29 characters of letters, digits, space and _ . : - [ ]")
     return DropLog(
         prefix=prefix,
         per_minute=check.integer("firewall.dropLog.perMinute", raw.get("perMinute"), DropLog.per_minute, 1, 10000),
@@ -351,19 +370,22 @@ def _drop_log(check: _Checker, raw: Any) -> DropLog:
 
 
 def _server(check: _Checker, raw: Any) -> ServerSettings:
-    raw = check.mapping("server", raw, _keys(ServerSettings))
+    raw = check.mapping("server", raw, config_keys(ServerSettings))
     return ServerSettings(
         availability_zone=check.string("server.availabilityZone", raw.get("availabilityZone"),
-                                       ServerSettings.availability_zone),
+                                       ServerSettings.availability_zone, pattern=AVAILABILITY_ZONE,
+                                       what="a Lightsail availability zone (e.g. \"ap-northeast-1a\")"),
         blueprint_id=_blueprint(check, raw.get("blueprintId")),
-        bundle_id=check.string("server.bundleId", raw.get("bundleId"), ServerSettings.bundle_id),
+        bundle_id=check.string("server.bundleId", raw.get("bundleId"), ServerSettings.bundle_id,
+                               pattern=LIGHTSAIL_ID, what="a Lightsail bundle id (e.g. \"nano_3_0\")"),
         ip_address_type=check.string("server.ipAddressType", raw.get("ipAddressType"),
                                      ServerSettings.ip_address_type, IP_ADDRESS_TYPES),
         count=check.integer("server.count", raw.get("count"), ServerSettings.count, 1, 20))
 
 
 def _blueprint(check: _Checker, raw: Any) -> str:
-    blueprint = check.string("server.blueprintId", raw, ServerSettings.blueprint_id)
+    blueprint = check.string("server.blueprintId", raw, ServerSettings.blueprint_id, pattern=LIGHTSAIL_ID,
+                             what="a Lightsail blueprint id (e.g. \"ubuntu_24_04\")")
     if login_user(blueprint) is None:
         check.fail("server.blueprintId", f"\"{blueprint}\" is not a Linux image we can harden; use one of "
                                          f"{', '.join(prefix + '_*' for prefix in LOGIN_USERS)} (e.g. \"ubuntu_24_04\")")
@@ -371,7 +393,7 @@ def _blueprint(check: _Checker, raw: Any) -> str:
 
 
 def _lab(check: _Checker, raw: Any) -> LabSettings:
-    raw = check.mapping("lab", raw, _keys(LabSettings))
+    raw = check.mapping("lab", raw, config_keys(LabSettings))
     slot = raw.get("slot")
     return LabSettings(slot=None if slot is None else check.integer("lab.slot", slot, 0, 0, 15))
 
@@ -438,6 +460,11 @@ def firewall_config_values(policy: FirewallPolicy) -> dict[str, Any]:
 
     Shipped in each release as policy.json, so a deployer-side step (or an operator reading the
     server) sees exactly the policy the rules were rendered from."""
+    return config_values(policy)
+
+
+def config_values(settings: Any) -> Any:
+    """Validated settings (StackSettings or any part of it) back in config form."""
     def plain(value: Any) -> Any:
         if isinstance(value, tuple):
             items = [plain(item) for item in value]
@@ -448,9 +475,9 @@ def firewall_config_values(policy: FirewallPolicy) -> dict[str, Any]:
         if isinstance(value, PortRange):
             return str(value)
         if hasattr(value, "__dataclass_fields__"):
-            return {camel: plain(getattr(value, name)) for camel, name in _keys(type(value)).items()}
+            return {camel: plain(getattr(value, name)) for camel, name in config_keys(type(value)).items()}
         return value if isinstance(value, (bool, int, str)) or value is None else str(value)
-    return plain(policy)
+    return plain(settings)
 
 
 def load_policy_file(path: Path) -> FirewallPolicy:

@@ -6,7 +6,11 @@ deploy   the host firewall as one unit: apply the release (rollback armed), conf
          stdout: progress lines, then EXPOSURE_MARKER and the measured exposure (the stack's
          verifiedExposure); stderr: only why it failed, so the error `up` ends with is that.
          Any step that fails fails the whole step, so `up` never ends well over a host that is
-         pending, rolled back or different from the release."""
+         pending, rolled back or different from the release.
+cloud-readback
+         the verdict of comparing each server's cloud firewall as AWS stores it with the policy
+         (HL_CLOUD_READBACK, computed by the program): fails, naming the rows, when AWS lets in
+         more than the policy; stdout: one line for each other server."""
 from __future__ import annotations
 
 import json
@@ -15,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
+from .cloud_readback import CloudReadback, describe
 from .commit_confirm import DeployError, RemoteRelease, deploy, timed_progress
 from .config import load_policy_file
 from .outside_verification import parse_host_report, verify_from_here
@@ -62,9 +67,24 @@ def deploy_step(env: Mapping[str, str] = os.environ) -> int:
     return 0
 
 
+def cloud_readback_step(env: Mapping[str, str] = os.environ) -> int:
+    readbacks = [CloudReadback.from_json(item) for item in json.loads(env["HL_CLOUD_READBACK"])]
+    too_open = [readback for readback in readbacks if readback.more_open]
+    if len(too_open) < len(readbacks):
+        print(describe(readback for readback in readbacks if not readback.more_open))
+    if too_open:
+        print("\n".join(readback.more_open_report() for readback in too_open), file=sys.stderr)
+        print("The host firewall was deployed and still filters what gets through. To close these rows, give "
+              "a rule the policy leaves empty in a family sources of its own there (e.g. an IPv6 admin CIDR); "
+              "anything else the cloud firewall holds beyond the policy goes back with `pulumi up --refresh`.",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    steps = {"deploy": deploy_step}
+    steps = {"deploy": deploy_step, "cloud-readback": cloud_readback_step}
     if len(argv) != 1 or argv[0] not in steps:
         print(f"usage: hl-step {{{'|'.join(steps)}}}", file=sys.stderr)
         return 2

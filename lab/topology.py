@@ -28,7 +28,8 @@ from .layout import SERVER_BIND_MOUNTS, LabLayout
 
 SLOT_COUNT = 16
 NAME_MAX_LENGTH = 24  # namespaces are hl-NAME-inet2 (interface names use the slot, not the name)
-NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,%d}[a-z0-9])?$" % (NAME_MAX_LENGTH - 2))
+# Used with fullmatch: `match` with `$` would let "lab\n" through into namespace names.
+NAME_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,%d}[a-z0-9])?" % (NAME_MAX_LENGTH - 2))
 
 # Roles of the hosts in a lab; "root" is the machine's own namespace (the deployer's uplink).
 SERVER, EDGE, INTERNET, INTERNET2, ADMIN, ROOT = "server", "edge", "internet", "internet2", "admin", "root"
@@ -71,7 +72,7 @@ def namespace_name(name: str, role: str) -> str:
 
 
 def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise LabError(
             f"lab name {name!r} is not valid: use 1-{NAME_MAX_LENGTH} characters of a-z, 0-9 and '-', "
             "not starting or ending with '-' (it becomes part of namespace names)"

@@ -3,7 +3,8 @@
 One scenario per process (`python tests/program_mocks_runner.py < scenario.json`), so every run
 starts from a fresh Pulumi runtime (settings, config, root stack); tests/test_program_mocks.py
 asserts on the report. Scenario: {"stack": "dev", "config": {"hardened-lightsail:firewall": "<json>",
-...}, "preview": false}. The report holds, per registration, both what the program passed
+...}, "preview": false, "cloud": "as-sent"} ("cloud": what the fake AWS stores of the cloud
+firewall, see aws_stores). The report holds, per registration, both what the program passed
 (`registrations`: inputs resolved through `Output.apply`, and the ResourceOptions mocks never see)
 and what the engine would have received (`wire`: the serialized request, secrets still wrapped)."""
 from __future__ import annotations
@@ -50,6 +51,40 @@ def ipv6_address(index: int) -> str:
 
 
 MOCK_LAB_SLOT = 3
+PUBLIC_PORTS = "aws:lightsail/instancePublicPorts:InstancePublicPorts"
+
+
+def aws_stores(port_infos: list[dict], behaviour: str) -> list[dict]:
+    """What the fake AWS keeps of the port infos it was sent: the resource's outputs, as the
+    provider reads them back after a create or a refresh. `behaviour`:
+    as-sent   exactly the list sent;
+    widens    pulumi-aws leaves an empty list out of the request and AWS fills in its default
+              (0.0.0.0/0, ::/0) for that family; entries come back in AWS's own order;
+    narrows   the https rule (443) is gone and SSH lost its IPv6 sources;
+    quirks    the same rules, written differently: another order, a port range stored as two,
+              the ping rules with code -1, a /32 without its prefix, the other family's default
+              on the icmp rules (which can't carry it)."""
+    sent = [dict(info) for info in port_infos]
+    if behaviour == "widens":
+        return [{**info, "cidrs": info["cidrs"] or ["0.0.0.0/0"], "ipv6Cidrs": info["ipv6Cidrs"] or ["::/0"]}
+                for info in reversed(sent)]
+    if behaviour == "narrows":
+        return [{**info, "ipv6Cidrs": []} if info["fromPort"] == 22 else info
+                for info in sent if info["fromPort"] != 443]
+    if behaviour == "quirks":
+        stored = []
+        for info in reversed(sent):
+            if info["protocol"] in ("icmp", "icmpv6"):
+                stored.append({**info, "toPort": -1, "cidrs": info["cidrs"] or ["0.0.0.0/0"],
+                               "ipv6Cidrs": info["ipv6Cidrs"] or ["::/0"]})
+            elif info["toPort"] - info["fromPort"] >= 2:
+                middle = (info["fromPort"] + info["toPort"]) // 2
+                stored += [{**info, "toPort": middle}, {**info, "fromPort": middle + 1}]
+            else:
+                stored.append({**info, "cidrs": [c.removesuffix("/32") for c in info["cidrs"]]})
+        return stored
+    assert behaviour == "as-sent", behaviour
+    return sent
 
 
 def command_stdout(name: str) -> str:
@@ -89,6 +124,10 @@ def run_scenario(scenario: dict) -> dict:
         def new_resource(self, args: pulumi.runtime.MockResourceArgs):
             counters["new_resource"] += 1
             name, inputs = args.name, dict(args.inputs)
+            if args.typ == PUBLIC_PORTS:
+                # After a create, or (in a preview) as a refresh left an unchanged resource's state.
+                return f"{name}-id", {**inputs, "portInfos": aws_stores(inputs["portInfos"],
+                                                                         scenario.get("cloud", "as-sent"))}
             if scenario.get("preview"):
                 # As the engine previews a create: inputs come back, computed outputs are unknown.
                 return f"{name}-id", inputs

@@ -235,8 +235,8 @@ ONE_PROBLEM = [
      ["server.count: 0 is out of range (1-20)"]),
     ("drop-log-prefix-with-a-quote",
      with_firewall(dropLog={"prefix": 'say "hi" '}),
-     ['firewall.dropLog.prefix: "say "hi" " must be at most 29 characters of letters, digits, space '
-      "and _ . : - [ ]"]),
+     ['firewall.dropLog.prefix: "say "hi" " is not a log prefix: at most 29 characters of letters, digits, '
+      "space and _ . : - [ ]"]),
     ("unknown-top-level-key",
      {"firewal": {}, **with_firewall()},
      ["firewal: unknown key; did you mean 'firewall'? (known: target, server, firewall, lab)"]),

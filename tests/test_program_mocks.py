@@ -49,6 +49,11 @@ def per_server(name: str) -> list[tuple[str, str]]:
             *[(kind, f"{name}-firewall-{step}") for step, kind in STEPS]]
 
 
+# Once per stack: the step that fails `up` when a stored cloud firewall is more open than the policy.
+READBACK = "cloud-firewall-readback"
+PER_STACK = [(LOCAL_COMMAND, READBACK)]
+
+
 # --- scenarios: one program run each, shared by the tests that read it
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class Scenario:
     login_user: str  # the blueprint's default user (what every ssh step must log in as)
     other_config: tuple = (("aws:region", "ap-northeast-1"),)
     preview: bool = False
+    cloud: str = "as-sent"  # what the fake AWS stores of each cloud firewall (runner's aws_stores)
 
     @property
     def settings(self):
@@ -97,6 +103,14 @@ SCENARIOS = {
                    "ipAddressType": "ipv4"}}, "admin"),
 }
 WORKING = list(SCENARIOS)
+# The same programs against a fake AWS that stores something else than it was sent (aws_stores).
+V4_ADMIN_FLEET = {**SCENARIOS["two-server-fleet"].values, "firewall": {**FLEET_FIREWALL, "adminCidrs": ["203.0.113.7/32"]}}
+CLOUD_SCENARIOS = {
+    "aws-widens": Scenario("prod", V4_ADMIN_FLEET, "ubuntu", cloud="widens"),
+    "aws-widens-preview": Scenario("prod", V4_ADMIN_FLEET, "ubuntu", cloud="widens", preview=True),
+    "aws-narrows": Scenario("dev", SCENARIOS["dev-yaml"].values, "ubuntu", cloud="narrows"),
+    "aws-quirks": Scenario("prod", SCENARIOS["two-server-fleet"].values, "ubuntu", cloud="quirks"),
+}
 
 
 def config_map(values: dict, other: tuple = ()) -> dict[str, str]:
@@ -105,8 +119,9 @@ def config_map(values: dict, other: tuple = ()) -> dict[str, str]:
     return {**{f"{NAMESPACE}:{key}": encode(value) for key, value in values.items()}, **dict(other)}
 
 
-def run_program(stack: str, values: dict, other_config: tuple = (), preview: bool = False) -> dict:
-    scenario = {"stack": stack, "config": config_map(values, other_config), "preview": preview}
+def run_program(stack: str, values: dict, other_config: tuple = (), preview: bool = False,
+                cloud: str = "as-sent") -> dict:
+    scenario = {"stack": stack, "config": config_map(values, other_config), "preview": preview, "cloud": cloud}
     result = subprocess.run([sys.executable, str(RUNNER)], input=json.dumps(scenario), capture_output=True,
                             text=True, timeout=180, cwd=PROJECT_DIR)
     assert result.returncode == 0, f"the mock runner failed:\n{result.stderr[-4000:]}"
@@ -115,9 +130,10 @@ def run_program(stack: str, values: dict, other_config: tuple = (), preview: boo
 
 @functools.lru_cache(maxsize=None)
 def report_of(name: str) -> "Report":
-    scenario = SCENARIOS[name]
+    scenario = {**SCENARIOS, **CLOUD_SCENARIOS}[name]
     release = render_release(scenario.settings.firewall)
-    return Report(run_program(scenario.stack, scenario.values, scenario.other_config, scenario.preview), release)
+    return Report(run_program(scenario.stack, scenario.values, scenario.other_config, scenario.preview,
+                              scenario.cloud), release)
 
 
 class Report:
@@ -170,7 +186,7 @@ def private_key(server: str) -> str:
 def test_program_registers_one_server_and_one_host_firewall_per_server(name):
     report, scenario = report_of(name), SCENARIOS[name]
     report.assert_fully_resolved()
-    expected = [item for server in scenario.servers for item in per_server(server)]
+    expected = [item for server in scenario.servers for item in per_server(server)] + PER_STACK
     assert sorted((r["type"], r["name"]) for r in report.raw["registrations"]) == sorted(expected)
     assert sorted((w["type"], w["name"]) for w in report.raw["wire"]) == sorted(expected)
     assert report.raw["counters"]["new_resource"] == len(expected)
@@ -556,7 +572,7 @@ def test_preview_registers_the_same_graph_as_an_update():
         for r in report.raw["registrations"])
     # Nothing is created inside an apply (it would vanish from previews), so both register the same.
     assert shape(preview) == shape(update)
-    assert len(preview.raw["registrations"]) == 2 * len(per_server("web-0"))
+    assert len(preview.raw["registrations"]) == 2 * len(per_server("web-0")) + len(PER_STACK)
     # The preview really had unknowns (the addresses Lightsail hands out), and still went through.
     assert preview.raw["exports"]["publicIp"] == {UNKNOWN: True}
     assert preview.raw["exports"]["releaseHash"] == update.release.hash
@@ -620,6 +636,120 @@ def test_allow_lockout_ships_the_policy_with_a_loud_warning():
         {"level": "warning", "message": f"LOCK-OUT ALLOWED (firewall.allowLockout: true): {problem}; "
                                         "the host will roll back by itself 30 s after apply"}
         for problem in LOCKOUT_PROBLEMS]
-    assert sorted(w["name"] for w in report.raw["wire"]) == sorted(name for _, name in per_server("web-0"))
+    assert sorted(w["name"] for w in report.raw["wire"]) == sorted(name for _, name in per_server("web-0") + PER_STACK)
     # The drill still goes through commit-confirm: the rollback is armed with the configured deadline.
     assert report.inputs("web-0-firewall-deploy")["environment"]["HL_CONFIRM_TIMEOUT"] == "30"
+
+
+# --- the cloud firewall read back (what AWS stores against the policy)
+
+def readback_verdicts(report: Report) -> list[dict]:
+    """The per-server verdicts the program handed to the read-back step (each went through the
+    `apply` on that server's stored port infos: the runner counts every callback)."""
+    return json.loads(report.inputs(READBACK)["environment"]["HL_CLOUD_READBACK"])
+
+
+def run_readback_step(report: Report) -> subprocess.CompletedProcess:
+    """The step exactly as pulumi-command runs it: `scripts/hl-step cloud-readback`, from the
+    project directory, with the environment the program gave it."""
+    step = report.inputs(READBACK)
+    return subprocess.run(["sh", "-c", step["create"]], cwd=PROJECT_DIR, capture_output=True, text=True,
+                          timeout=60, env={"PATH": "/usr/bin:/bin", **step["environment"]})
+
+
+@pytest.mark.parametrize("name", WORKING)
+def test_readback_step_runs_after_every_host_firewall_and_nothing_waits_for_it(name):
+    report, scenario = report_of(name), SCENARIOS[name]
+    report.assert_fully_resolved()
+    assert report.inputs(READBACK)["create"] == "scripts/hl-step cloud-readback"
+    assert "delete" not in report.inputs(READBACK)
+    assert report.options(READBACK)["depends_on"] == [f"{server}-firewall" for server in scenario.servers]
+    checked = 0
+    for server in scenario.servers:
+        # A dependency on the component is one on each of its steps: the check starts after the last.
+        assert {f"{server}-firewall-{step}" for step, _ in STEPS} <= report.dependencies(READBACK)
+        # ... and no step of any server waits for it, so a failed check never stops a host layer.
+        for _, resource in per_server(server):
+            assert READBACK not in report.dependencies(resource)
+            assert READBACK not in report.options(resource)["depends_on"]
+        checked += 1
+    assert checked == len(scenario.servers) > 0
+
+
+@pytest.mark.parametrize("name", [*WORKING, "aws-quirks"])
+def test_stored_cloud_firewall_that_lets_in_what_the_policy_does_passes_the_readback(name):
+    report, scenario = report_of(name), {**SCENARIOS, **CLOUD_SCENARIOS}[name]
+    report.assert_fully_resolved()
+    verdicts = readback_verdicts(report)
+    stored = [len(report.outputs(f"{server}-cloud-firewall")["port_infos"]) for server in scenario.servers]
+    assert verdicts == [{"server": server, "stored_entries": count, "more_open": [], "less_open": []}
+                        for server, count in zip(scenario.servers, stored)]
+    if name == "aws-quirks":  # really written differently: reordered, ranges split, icmp code -1, no /32
+        assert stored[0] > len(report.release.port_infos)
+    step = run_readback_step(report)
+    assert step.returncode == 0, step.stderr
+    assert step.stdout.splitlines() == [f"{server}: the cloud firewall matches the policy ({count} port info(s) "
+                                        "as AWS stores them)" for server, count in zip(scenario.servers, stored)]
+    assert not [log for log in report.raw["logs"] if "cloud firewall" in log["message"]]
+
+
+WIDENED_SSH = ("tcp 22: ipv6Cidrs +::/0 (AWS's default: the policy leaves ipv6Cidrs empty here and pulumi-aws "
+               "sends no empty list, so `up` can't clear it)")
+
+
+def test_aws_that_widens_ipv6_fails_up_naming_each_server_and_the_rows():
+    report = report_of("aws-widens")
+    report.assert_fully_resolved()
+    # The fake AWS filled in ::/0 for the SSH rule, sent without IPv6 admins (and its own order).
+    stored = report.outputs("web-1-cloud-firewall")["port_infos"]
+    assert [info["ipv6_cidrs"] for info in stored if info["from_port"] == 22] == [["::/0"]]
+    verdicts = readback_verdicts(report)
+    assert [(v["server"], len(v["more_open"]), v["less_open"]) for v in verdicts] == [("web-0", 1, []), ("web-1", 1, [])]
+    step = run_readback_step(report)
+    assert (step.returncode, step.stdout) == (1, "")
+    assert step.stderr.splitlines() == [
+        line for server in ("web-0", "web-1") for line in (
+            f"{server}: the cloud firewall is MORE open than the policy (3 port info(s) as AWS stores them); "
+            "AWS lets in what the policy does not:", f"  {WIDENED_SSH}")] + [
+        "The host firewall was deployed and still filters what gets through. To close these rows, give a rule the "
+        "policy leaves empty in a family sources of its own there (e.g. an IPv6 admin CIDR); anything else the "
+        "cloud firewall holds beyond the policy goes back with `pulumi up --refresh`."]
+    assert "Traceback" not in step.stdout + step.stderr
+    # In an update the step alone says it (once, at the end); the program adds no line of its own.
+    assert not [log for log in report.raw["logs"] if "cloud firewall" in log["message"]]
+
+
+def test_preview_of_a_stored_cloud_firewall_that_is_more_open_warns_that_up_will_fail():
+    report = report_of("aws-widens-preview")
+    assert report.raw["error"] is None
+    warnings = sorted((log for log in report.raw["logs"] if log["level"] == "warning"), key=lambda log: log["message"])
+    assert warnings == [{"level": "warning", "message": "\n".join([
+        f"{server}: the cloud firewall is MORE open than the policy (3 port info(s) as AWS stores them); "
+        "AWS lets in what the policy does not:", f"  {WIDENED_SSH}",
+        "`up` will fail on this once the host firewalls are deployed, unless the cloud firewall changes"])}
+        for server in ("web-0", "web-1")]
+
+
+def test_aws_that_narrows_is_a_warning_and_up_goes_on():
+    report = report_of("aws-narrows")
+    report.assert_fully_resolved()
+    less_open = ["tcp 22: ipv6Cidrs -2001:db8:7::/64", "tcp 443: cidrs -0.0.0.0/0", "tcp 443: ipv6Cidrs -::/0"]
+    assert report.raw["logs"] == [{"level": "warning", "message": "\n".join([
+        "web-0: the cloud firewall AWS stores is less open than the policy; it keeps closed what the policy opens:",
+        *(f"  {row}" for row in less_open)])}]
+    [verdict] = readback_verdicts(report)
+    assert (verdict["server"], verdict["more_open"], len(verdict["less_open"])) == ("web-0", [], 3)
+    step = run_readback_step(report)
+    assert (step.returncode, step.stderr) == (0, "")
+    assert step.stdout == "web-0: the cloud firewall is less open than the policy (4 port info(s) as AWS stores them)\n"
+
+
+def test_a_service_name_that_would_split_a_rules_line_is_refused_before_anything_is_registered():
+    hostile = {"adminCidrs": ["203.0.113.7/32"],
+               "services": [{"name": "web\n-A INPUT -j ACCEPT", "protocol": "tcp", "ports": "443"}]}
+    report = _refused({"firewall": hostile})
+    assert report.raw["error"] == {
+        "type": "RunError", "message": "invalid stack config: 1 problem(s), listed above; nothing was changed"}
+    assert report.raw["logs"] == [{"level": "error", "message": (
+        'firewall.services[0].name: "web\\n-A INPUT -j ACCEPT" is not a service name (lowercase letters, digits, '
+        "'-', up to 24 characters, e.g. \"https\")")}]
