@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .ssh_session import EXIT_SSH_FAILED, SshEndpoint, run_remote
+from .ssh_session import EXIT_SSH_FAILED, HostKeyMismatch, SshEndpoint, run_remote
 
 # hlfw's exit codes (payload/hlfw): the deployer reacts to each differently.
 EXIT_ROLLED_BACK, EXIT_REFUSED = 3, 5
@@ -139,12 +139,22 @@ def deploy(target: RemoteRelease, local_dir: Path, timeout_seconds: int, say: Pr
     host's report for the outside check; raises DeployError at the first step that fails."""
     nonce = secrets.token_hex(16)
     applied_at = time.monotonic()
-    state = apply(target, local_dir, timeout_seconds, nonce, say)
+    try:
+        state = apply(target, local_dir, timeout_seconds, nonce, say)
+    except HostKeyMismatch as error:  # never retried: another key is not a network blip
+        raise DeployError(str(error)) from None
     say(f"apply: {state or 'release loaded, rollback armed'}")
     # Fault injection for tests: a pause in which a test can cut the network, as a blip would.
     time.sleep(float(os.environ.get(PAUSE_BEFORE_CONFIRM, "0")))
-    confirm(target, timeout_seconds, nonce, applied_at, say)
-    return verify_on_host(target)
+    try:
+        confirm(target, timeout_seconds, nonce, applied_at, say)
+    except HostKeyMismatch as error:
+        raise DeployError(f"{error}\nrelease {target.release} was applied just before; unconfirmed, the host rolls "
+                          f"it back by itself within {timeout_seconds} s of the apply") from None
+    try:
+        return verify_on_host(target)
+    except HostKeyMismatch as error:
+        raise DeployError(str(error)) from None
 
 
 def read_host_state(target: RemoteRelease) -> str:
@@ -157,7 +167,10 @@ def read_host_state(target: RemoteRelease) -> str:
     command = (f"if [ -f {home} ]; then sh {home} {drift}; "
                f"elif [ \"$(id -u)\" = 0 ]; then [ -f {stored} ] && sh {stored} {drift} || echo 'drift: release {target.release} is not on this host'; "
                f"else sudo -n sh {stored} {drift} 2>/dev/null || echo 'drift: release {target.release} is not on this host'; fi")
-    result = run_remote(target.endpoint, command, connect_timeout=10, timeout=120)
+    try:
+        result = run_remote(target.endpoint, command, connect_timeout=10, timeout=120)
+    except HostKeyMismatch as error:
+        return f"unreachable: {error}"
     if result.returncode == EXIT_SSH_FAILED:
         return f"unreachable: {result.stderr.strip() or 'no answer'}"
     reasons = [line[len("drift:"):].strip() for line in result.stdout.splitlines() if line.startswith("drift:")]

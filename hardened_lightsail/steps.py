@@ -1,5 +1,7 @@
-"""Deployer-side step of HostFirewall, run by pulumi-command local.Command (`scripts/hl-step`).
+"""Deployer-side steps of HostFirewall, run by pulumi-command local.Command (`scripts/hl-step`).
 
+ready    before anything is pushed: the server answers SSH with its pinned host key, cloud-init
+         is done and the package lock is free (hardened_lightsail/server_readiness.py).
 deploy   the host firewall as one unit: apply the release (rollback armed), confirm it over a
          NEW ssh connection with this apply's nonce, verify it on the host, then probe the
          server from here and fail unless what answers is exactly what the policy allows.
@@ -19,6 +21,7 @@ from .commit_confirm import DeployError, RemoteRelease, deploy, timed_progress
 from .config import load_policy_file
 from .outside_verification import parse_host_report, verify_from_here
 from .release import render_release
+from .server_readiness import ready_step
 from .ssh_session import SshEndpoint
 
 EXPOSURE_MARKER = "--- measured from outside ---"
@@ -61,11 +64,12 @@ def deploy_step(env: Mapping[str, str] = os.environ) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    steps = {"deploy": deploy_step}
-    if len(argv) != 1 or argv[0] not in steps:
-        print(f"usage: hl-step {{{'|'.join(steps)}}}", file=sys.stderr)
-        return 2
-    return steps[argv[0]]()
+    if argv[:1] == ["deploy"] and len(argv) == 1:
+        return deploy_step()
+    if argv[:1] == ["ready"] and argv[1:] in ([], ["--first-contact"]):
+        return ready_step(argv[1:])
+    print("usage: hl-step deploy | hl-step ready [--first-contact]", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
