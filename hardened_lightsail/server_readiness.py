@@ -113,7 +113,10 @@ def wait_for_pinned_key(endpoint: SshEndpoint, clock: Clock, grace_until: Option
     contact before `grace_until` (monotonic time), where the image's key is expected for a while."""
     pinned = endpoint.pinned
     while True:
-        offered = keyscan(endpoint.host, endpoint.port, timeout=max(1, min(5, int(clock.left))))
+        timeout = max(1, min(5, int(clock.left)))
+        # The pinned key's type first (one connection); every type only to say what is there instead.
+        offered = keyscan(endpoint.host, endpoint.port, timeout, pinned.key_type) or \
+            keyscan(endpoint.host, endpoint.port, timeout)
         if pinned in offered:
             clock.say(f"ready: {endpoint.where} offers the pinned host key {pinned}")
             return

@@ -72,10 +72,14 @@ def ssh_options(pinned: PublicHostKey, known_hosts: str, connect_timeout: int) -
             "-o", "LogLevel=ERROR", "-o", f"ConnectTimeout={connect_timeout}", "-o", "ServerAliveInterval=5"]
 
 
-def keyscan(host: str, port: int, timeout: int = 5) -> list[PublicHostKey]:
-    """The host keys a server offers (one key exchange per type, no login, nothing sent)."""
+def keyscan(host: str, port: int, timeout: int = 5, key_type: str | None = None) -> list[PublicHostKey]:
+    """The host keys a server offers (no login, nothing sent): one key exchange per key type, so
+    ask for one type where that is enough (the server counts every new SSH connection against
+    its per-source rate limit, admins included)."""
+    scan_type = "ecdsa" if (key_type or "").startswith("ecdsa") else (key_type or "").removeprefix("ssh-")
+    types = ["-t", scan_type] if key_type else []
     try:
-        result = subprocess.run(["ssh-keyscan", "-T", str(timeout), "-p", str(port), host],
+        result = subprocess.run(["ssh-keyscan", "-T", str(timeout), *types, "-p", str(port), host],
                                 capture_output=True, text=True, timeout=timeout * 4 + 5, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return []
