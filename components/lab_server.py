@@ -21,6 +21,7 @@ from lab.identity import LabIdentity, stack_lab
 from lab.layout import LabLayout
 
 from .connection import SshTarget
+from .host_key import HostKey
 from .lab_step import slot_fix
 from .server_handle import ServerHandle
 
@@ -30,6 +31,8 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 CLOUD_PORTS_DIR = Path(".build") / "lab"
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 LAB = "scripts/hl-lab"
+# A lab server is on this machine: it is up within seconds, or something is wrong.
+LAB_GRACE_SECONDS, LAB_READY_SECONDS = 15, 60
 
 
 def this_stacks_lab() -> LabIdentity:
@@ -73,12 +76,20 @@ class LabServer(pulumi.ComponentResource):
             pulumi.log.warn(f"lab {identity.name} ({returned['at']}): {returned['message']}")
         where = {"HL_LAB_NAME": identity.name, "HL_LAB_DIR": identity.relative_state_dir}
         requested = {} if settings.lab.slot is None else {"HL_LAB_SLOT": str(settings.lab.slot)}
+        # Another name or slot is another lab; a reboot took the lab away, so it is made again.
+        new_server = [identity.name, str(settings.lab.slot), _boot_id()]
+        # The server's host key, made here and pinned like a Lightsail instance's: a new lab
+        # server (any of the triggers above) gets a new one.
+        host_key = HostKey(f"{name}-host-key", server=identity.name,
+                           opts=pulumi.ResourceOptions(parent=self, replacement_trigger=new_server))
+        booting = {"HL_LAB_BOOT_SECONDS": str(settings.lab.boot_seconds)} if settings.lab.boot_seconds else {}
         self.lab = command.local.Command(
             f"{name}-lab", create=f"{LAB} up", update=f"{LAB} up", delete=f"{LAB} down",
-            environment={**where, **requested, "HL_LAB_STACK": identity.stack},
-            # Another name or slot is another lab; a reboot took the lab away, so it is made again.
-            triggers=[identity.name, str(settings.lab.slot), _boot_id()],
+            environment={**where, **requested, **booting, "HL_LAB_STACK": identity.stack,
+                         "HL_LAB_HOST_KEY": pulumi.Output.secret(host_key.privateKey), "HL_LAB_HOST_PUBLIC_KEY": host_key.publicKey},
+            triggers=new_server,
             # stdout carries the private key: keep it out of the update's log (stderr still shows).
+            # (The host key in the environment is a secret input: the engine shows it as [secret].)
             logging=command.local.Logging.STDERR,
             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stdout"],
                                         # one lab name can't be up twice, so the old one goes first
@@ -97,9 +108,13 @@ class LabServer(pulumi.ComponentResource):
         self.ipv6_addresses = public(lambda i: [i["ssh"]["hostIpv6"]])
         self.slot = public(lambda i: i["slot"])
         self.namespaces = public(lambda i: i["namespaces"])
-        self.ssh_command = public(lambda i: f"ssh -i {i['ssh']['privateKeyPath']} -o StrictHostKeyChecking=no "
-                                            f"-o UserKnownHostsFile=/dev/null root@{i['ssh']['host']}")
-        self.target = SshTarget(host=self.public_ip, user="root", private_key=info.apply(lambda i: i["privateKey"]))
+        self.ssh_command = public(lambda i: f"ssh -i {i['ssh']['privateKeyPath']} -o StrictHostKeyChecking=yes "
+                                            f"-o UserKnownHostsFile={i['ssh']['knownHostsPath']} root@{i['ssh']['host']}")
+        # A booting lab server takes settings.lab.boot_seconds; give it the margin a real one gets.
+        self.target = SshTarget(host=self.public_ip, user="root", private_key=info.apply(lambda i: i["privateKey"]),
+                                host_key=host_key.publicKey,
+                                first_boot_key_grace_seconds=settings.lab.boot_seconds + LAB_GRACE_SECONDS,
+                                ready_timeout_seconds=settings.lab.boot_seconds + LAB_READY_SECONDS)
         self.register_outputs({"publicIp": self.public_ip, "ipv6Addresses": self.ipv6_addresses})
 
 

@@ -4,7 +4,8 @@ up     stands the lab up (or completes it) and prints its description plus the d
        private key as JSON (LabServer keeps stdout secret). Its slot: `lab.slot` if the stack
        sets one, else the one the stack's state recorded (PULUMI_COMMAND_STDOUT, on an update),
        else the lowest free one; the edge keeps the cloud layer it has (a new lab starts with
-       Lightsail's default until `cloud` runs).
+       Lightsail's default until `cloud` runs). The server's host key is the stack's
+       (HL_LAB_HOST_KEY, HL_LAB_HOST_PUBLIC_KEY); with HL_LAB_BOOT_SECONDS a new server boots.
 cloud  loads the policy's cloud layer on the lab's edge and prints what it opens.
 down   removes everything the lab made. All three are idempotent."""
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from lab.boot import BootPlan
 from lab.cloud_layer import describe_open_ports, load_cloud_layer
 from lab.edge_follower import forget_return
 from lab.errors import LabError
@@ -49,10 +51,13 @@ def recorded_slot(previous_stdout: Optional[str]) -> Optional[int]:
 def up(env=os.environ) -> int:
     requested = int(env["HL_LAB_SLOT"]) if env.get("HL_LAB_SLOT") else None
     owner = stack_lab(Path.cwd(), env["HL_LAB_STACK"]).owner  # run in the checkout, as the engine does
+    host_key = (env["HL_LAB_HOST_KEY"], env["HL_LAB_HOST_PUBLIC_KEY"]) if env.get("HL_LAB_HOST_KEY") else None
+    boot_seconds = float(env.get("HL_LAB_BOOT_SECONDS") or 0)
     try:
         lab = lab_up(env["HL_LAB_NAME"], Path(env["HL_LAB_DIR"]), requested,
                      preferred_slot=recorded_slot(env.get("PULUMI_COMMAND_STDOUT")), owner=owner,
-                     keep_cloud_layer=True)
+                     keep_cloud_layer=True, host_key=host_key,
+                     boot=BootPlan(boot_seconds) if boot_seconds > 0 else None)
     except LabError as error:
         raise LabError(slot_fix(error, env["HL_LAB_STACK"])) from None
     description = lab.describe()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from .foreign_rules import exposure_changes
-from .ssh_session import EXIT_SSH_FAILED, SshEndpoint, run_remote
+from .ssh_session import EXIT_SSH_FAILED, HostKeyMismatch, SshEndpoint, run_remote
 
 # hlfw's exit codes (payload/hlfw): the deployer reacts to each differently.
 EXIT_ROLLED_BACK, EXIT_REFUSED = 3, 5
@@ -143,12 +143,22 @@ def deploy(target: RemoteRelease, local_dir: Path, timeout_seconds: int, say: Pr
     host's report for the outside check; raises DeployError at the first step that fails."""
     nonce = secrets.token_hex(16)
     applied_at = time.monotonic()
-    state = apply(target, local_dir, timeout_seconds, nonce, say)
+    try:
+        state = apply(target, local_dir, timeout_seconds, nonce, say)
+    except HostKeyMismatch as error:  # never retried: another key is not a network blip
+        raise DeployError(str(error)) from None
     say(f"apply: {state or 'release loaded, rollback armed'}")
     # Fault injection for tests: a pause in which a test can cut the network, as a blip would.
     time.sleep(float(os.environ.get(PAUSE_BEFORE_CONFIRM, "0")))
-    confirm(target, timeout_seconds, nonce, applied_at, say)
-    return verify_on_host(target)
+    try:
+        confirm(target, timeout_seconds, nonce, applied_at, say)
+    except HostKeyMismatch as error:
+        raise DeployError(f"{error}\nrelease {target.release} was applied just before; unconfirmed, the host rolls "
+                          f"it back by itself within {timeout_seconds} s of the apply") from None
+    try:
+        return verify_on_host(target)
+    except HostKeyMismatch as error:
+        raise DeployError(str(error)) from None
 
 
 # `hlfw drift`'s warning about another tool's rule in front of the project's jump in INPUT.
@@ -168,7 +178,10 @@ def read_host_state(target: RemoteRelease) -> str:
                f"else d={stored}; s='sudo -n'; fi; "
                f"$s sh \"$d/hlfw\" drift --release {target.release} 2>/dev/null; echo \"--- exit $?\"; "
                f"for f in rules.v4 rules.v6; do echo \"--- $f\"; $s cat \"$d/$f\" 2>/dev/null; done")
-    result = run_remote(target.endpoint, command, connect_timeout=10, timeout=120)
+    try:
+        result = run_remote(target.endpoint, command, connect_timeout=10, timeout=120)
+    except HostKeyMismatch as error:
+        return f"unreachable: {error}"
     if result.returncode == EXIT_SSH_FAILED:
         return f"unreachable: {result.stderr.strip() or 'no answer'}"
     report, _, files = result.stdout.partition("--- exit ")

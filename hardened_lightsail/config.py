@@ -395,7 +395,9 @@ def _blueprint(check: _Checker, raw: Any) -> str:
 def _lab(check: _Checker, raw: Any) -> LabSettings:
     raw = check.mapping("lab", raw, config_keys(LabSettings))
     slot = raw.get("slot")
-    return LabSettings(slot=None if slot is None else check.integer("lab.slot", slot, 0, 0, 15))
+    return LabSettings(slot=None if slot is None else check.integer("lab.slot", slot, 0, 0, 15),
+                       boot_seconds=check.integer("lab.bootSeconds", raw.get("bootSeconds"), LabSettings.boot_seconds,
+                                                  0, 600, " seconds"))
 
 
 def settings_from_values(values: Mapping[str, Any], stack: Optional[str] = None) -> StackSettings:

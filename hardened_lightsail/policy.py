@@ -134,6 +134,9 @@ class LabSettings:
     """Config key `lab`: where the lab lives on this machine (lab target only)."""
 
     slot: Optional[int] = None  # 0-15; picks address blocks so labs can coexist (None = auto)
+    # A new lab server boots like a Lightsail instance over this many seconds (sshd late, on 22
+    # with the image's key, then the first-boot step, cloud-init and the package lock); 0: ready at once.
+    boot_seconds: int = 0
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
-"""Deployer-side step of HostFirewall, run by pulumi-command local.Command (`scripts/hl-step`).
+"""Deployer-side steps of HostFirewall, run by pulumi-command local.Command (`scripts/hl-step`).
 
+ready    before anything is pushed: the server answers SSH with its pinned host key, cloud-init
+         is done and the package lock is free (hardened_lightsail/server_readiness.py).
 deploy   the host firewall as one unit: apply the release (rollback armed), confirm it over a
          NEW ssh connection with this apply's nonce, verify it on the host, then probe the
          server from here and fail unless what answers is exactly what the policy allows.
@@ -24,6 +26,7 @@ from .commit_confirm import DeployError, RemoteRelease, deploy, timed_progress
 from .config import load_policy_file
 from .outside_verification import parse_host_report, verify_from_here
 from .release import render_release
+from .server_readiness import ready_step
 from .ssh_session import SshEndpoint
 
 EXPOSURE_MARKER = "--- measured from outside ---"
@@ -84,11 +87,14 @@ def cloud_readback_step(env: Mapping[str, str] = os.environ) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    steps = {"deploy": deploy_step, "cloud-readback": cloud_readback_step}
-    if len(argv) != 1 or argv[0] not in steps:
-        print(f"usage: hl-step {{{'|'.join(steps)}}}", file=sys.stderr)
+    # Each step takes no arguments but `ready`, which takes --first-contact at most.
+    steps = {"deploy": lambda args: deploy_step(), "cloud-readback": lambda args: cloud_readback_step(),
+             "ready": ready_step}
+    allowed = {"ready": ([], ["--first-contact"])}
+    if not argv or argv[0] not in steps or argv[1:] not in allowed.get(argv[0], ([],)):
+        print("usage: hl-step deploy | hl-step cloud-readback | hl-step ready [--first-contact]", file=sys.stderr)
         return 2
-    return steps[argv[0]]()
+    return steps[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":

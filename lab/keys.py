@@ -1,10 +1,15 @@
 """Key material made at run time for one lab: the deployer's SSH key, the server's host key,
 its authorized_keys, and a self-signed TLS certificate for nginx. All private files are 0600
-and live in the lab directory; existing ones are kept, so `up` twice keeps the same keys."""
+and live in the lab directory; existing ones are kept, so `up` twice keeps the same keys.
+
+The server's host key is the one a stack made and pins, when `up` is given it (LabServer), as a
+Lightsail instance gets it at its first boot; a bare lab makes its own. A booting server also
+has an "image" key, served until its first-boot step (lab/boot.py)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 from .commands import run_command
 from .topology import LabTopology
@@ -18,14 +23,39 @@ def _ssh_keypair(private: Path, comment: str) -> None:
     os.chmod(private, 0o600)
 
 
-def ensure_keys(lab: LabTopology) -> None:
+def _install_host_key(private: Path, key: tuple[str, str]) -> bool:
+    """Write the given (private, public) host key; True when it replaced another one."""
+    private_text = key[0].strip() + "\n"
+    public = private.with_name(private.name + ".pub")
+    if private.exists() and private.read_text() == private_text and public.exists():
+        return False
+    replaced = private.exists()
+    descriptor = os.open(f"{private}.new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(private_text)
+    os.replace(f"{private}.new", private)
+    public.write_text(key[1].strip() + "\n")
+    return replaced
+
+
+def ensure_keys(lab: LabTopology, host_key: Optional[tuple[str, str]] = None, image_key: bool = False) -> bool:
+    """Every key the lab needs; `host_key` (private, public) is the server's, made by a stack.
+    True when the server's host key changed (a running sshd must read it again)."""
     layout = lab.layout
     layout.ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     _ssh_keypair(layout.client_key, f"hardened-lightsail-lab-{lab.name}-deployer")
-    _ssh_keypair(layout.host_key, f"hardened-lightsail-lab-{lab.name}-host")
+    if host_key is not None:
+        changed = _install_host_key(layout.host_key, host_key)
+    else:
+        changed = False
+        _ssh_keypair(layout.host_key, f"hardened-lightsail-lab-{lab.name}-host")
+    if image_key:
+        _ssh_keypair(layout.image_host_key, f"hardened-lightsail-lab-{lab.name}-image")
     public = layout.client_key.with_name(layout.client_key.name + ".pub").read_text()
     layout.authorized_keys.write_text(public)
     os.chmod(layout.authorized_keys, 0o600)
+    host_public = Path(str(layout.host_key) + ".pub").read_text().split()
+    layout.known_hosts.write_text(f"{lab.server_ipv4},{lab.server_ipv6} {host_public[0]} {host_public[1]}\n")
 
     if not (layout.tls_cert.exists() and layout.tls_key.exists()):
         layout.tls_cert.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -34,3 +64,4 @@ def ensure_keys(lab: LabTopology) -> None:
                "-nodes", "-days", "30", "-subj", f"/CN=hardened-lightsail-lab-{lab.name}",
                "-addext", names, "-keyout", str(layout.tls_key), "-out", str(layout.tls_cert)], timeout=60)
         os.chmod(layout.tls_key, 0o600)
+    return changed

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Optional, Union
 
+from .boot import BootPlan
 from .cloud_layer import load_cloud_layer
 from .edge_follower import return_note
 from .errors import LabError
@@ -18,7 +19,7 @@ from .netns import delete_namespace, ip, namespace_exists, namespace_pids
 from .network import build_network, network_state, teardown_network
 from .processes import stop_pids
 from .readiness import wait_until_routers_answer
-from .services import service_pids, start_services, stop_services
+from .services import reload_sshd, service_pids, start_services, stop_services
 from .slots import claim_slot, find_slot, registered_labs, release_slot
 from .topology import EDGE, NAMESPACE_SUFFIX, LabTopology, namespace_name, validate_name
 
@@ -49,13 +50,16 @@ def machine_conflicts(name: str, state_dir: PathLike):
 
 def lab_up(name: str, state_dir: PathLike, slot: Optional[int] = None,
            cloud_ports: Optional[PathLike] = None, *, preferred_slot: Optional[int] = None,
-           owner: Optional[dict] = None, keep_cloud_layer: bool = False) -> LabTopology:
+           owner: Optional[dict] = None, keep_cloud_layer: bool = False,
+           host_key: Optional[tuple[str, str]] = None, boot: Optional[BootPlan] = None) -> LabTopology:
     """Create lab `name` (or complete/refresh it if it exists) and return its topology.
 
     A given `slot` is that or nothing (refused if taken); else `preferred_slot` if usable (the
     slot a stack's state recorded), else the lowest usable one. `owner` is recorded with the slot
     (who to ask about it). `cloud_ports` is the cloud-layer file for the edge; None means
     Lightsail's default; with `keep_cloud_layer` a lab that has a layer keeps (reloads) it.
+    `host_key` (private, public) is the server's SSH host key (a stack's, pinned); a new lab with a
+    `boot` plan starts its server booting (lab/boot.py) and returns before sshd answers.
     A new lab never takes a slot whose root-namespace subnets hold one of this machine's own
     addresses or gateways (see machine_addresses). It returns once every lab client reaches its
     router over IPv4 and IPv6. If this call created the lab and fails half-way, it removes what
@@ -73,8 +77,10 @@ def lab_up(name: str, state_dir: PathLike, slot: Optional[int] = None,
         in_force = lab.layout.edge_dir / "cloud-ports.json"
         # Loaded again even when kept: a rebuilt edge namespace starts with no rules at all.
         load_cloud_layer(lab, in_force if keep_cloud_layer and in_force.exists() else cloud_ports)
-        ensure_keys(lab)
-        start_services(lab)
+        host_key_changed = ensure_keys(lab, host_key, image_key=boot is not None)
+        start_services(lab, boot if not existed else None)
+        if host_key_changed:
+            reload_sshd(lab)
         wait_until_routers_answer(lab)
     except BaseException:
         if not existed:

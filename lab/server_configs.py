@@ -2,18 +2,22 @@
 the lab directory, so nothing reads or writes /etc/ssh, /etc/nginx or /var/log."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 from .topology import HIDDEN_TCP_PORTS, HTTP_PORT, HTTPS_PORT, SSH_PORT, LabTopology
 
 
-def sshd_config(lab: LabTopology) -> str:
+def sshd_config(lab: LabTopology, port: int = SSH_PORT, host_key: Optional[Path] = None) -> str:
+    """The server's sshd: its host key (the pinned one unless told), on `port`."""
     layout = lab.layout
     return f"""\
 # sshd for hardened-lightsail lab {lab.name}: its own keys, pid file and authorized_keys.
-Port {SSH_PORT}
+Port {port}
 AddressFamily any
 ListenAddress 0.0.0.0
 ListenAddress ::
-HostKey {layout.host_key}
+HostKey {host_key or layout.host_key}
 PidFile {layout.pid_file("sshd")}
 AuthorizedKeysFile {layout.authorized_keys}
 PermitRootLogin prohibit-password

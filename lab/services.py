@@ -6,7 +6,9 @@ sshd, and so every SSH session and everything a session runs, sees lab-owned dir
 lab directory, never in the machine's own boot-time firewall files."""
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +16,14 @@ from typing import Callable, Optional
 
 from .commands import run_command
 from .errors import LabError
-from .layout import SERVER_BIND_MOUNTS, SERVER_FILE_BIND_MOUNTS
+from .boot import DONE, RUNNING, BootPlan, cloud_init_stand_in
+from .layout import SERVER_BIND_MOUNTS, SERVER_FILE_BIND_MOUNTS, SERVER_FILE_MOUNTS
 from .processes import running_pid, stop_pids, wait_for_pid_file
 from .server_configs import nginx_config, sshd_config
-from .topology import EDGE, HIDDEN_UDP_PORTS, SERVER, LabTopology
+from .topology import EDGE, HIDDEN_UDP_PORTS, SERVER, SSH_PORT, LabTopology
 
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+BOOT = "boot"  # the booting server's timeline daemon (its pid file); gone once the boot is over
 # sshd's privilege-separation directory; Debian's tmpfiles.d makes it at boot on a real server.
 SSHD_PRIVSEP_DIR = Path("/run/sshd")
 START_TIMEOUT_SECONDS = 10
@@ -41,13 +45,11 @@ def _start(argv: list[str], what: str, extra_env: Optional[dict] = None) -> None
                 what=f"starting {what}")
 
 
-def _start_sshd(lab: LabTopology) -> None:
+def _in_server_mounts(lab: LabTopology, argv: list[str], what: str, extra_env: Optional[dict] = None) -> None:
+    """Start `argv` in the server's network namespace and in a private mount namespace where the
+    lab-owned directories and files are bind-mounted over SERVER_BIND_MOUNTS and SERVER_FILE_MOUNTS."""
     layout = lab.layout
-    layout.sshd_config.write_text(sshd_config(lab))
-    SSHD_PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
-    # Paths go in as positional parameters ($1...), never spliced into the script text.
-    args = [_program("sshd"), str(layout.sshd_config), str(layout.log_file("sshd"))]
-    mounts = []
+    args, mounts = [], []
     for host_path in SERVER_BIND_MOUNTS:
         # The mountpoint must exist on the host; it stays empty there (nothing is written to it).
         Path(host_path).mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -62,10 +64,51 @@ def _start_sshd(lab: LabTopology) -> None:
         shutil.copy2(host_path, copy)  # the lab starts from this machine's package defaults
         args += [str(copy), host_path]
         mounts.append(f'mount --bind "${{{len(args) - 1}}}" "${{{len(args)}}}"')
-    script = "set -eu; " + "; ".join(mounts) + '; exec "$1" -f "$2" -E "$3"'
-    _start(["ip", "netns", "exec", lab.namespace(SERVER),
-            "unshare", "--mount", "--propagation", "private", "--",
-            "/bin/sh", "-c", script, "lab-sshd", *args], "sshd")
+    for host_path in SERVER_FILE_MOUNTS:
+        if not Path(host_path).is_file():
+            continue  # never created on the host: a server without it just has none
+        layout.server_fs(host_path).parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        layout.server_fs(host_path).touch(mode=0o640)
+        args += [str(layout.server_fs(host_path)), host_path]
+        mounts.append(f'mount --bind "${{{len(args) - 1}}}" "${{{len(args)}}}"')
+    # Paths go in as positional parameters ($1...), never spliced into the script text.
+    script = "set -eu; " + "; ".join(mounts) + f'; shift {len(args)}; exec "$@"'
+    _start(["ip", "netns", "exec", lab.namespace(SERVER), "unshare", "--mount", "--propagation", "private", "--",
+            "/bin/sh", "-c", script, "lab-server", *args, *argv], what, extra_env=extra_env)
+
+
+def _write_server_files(lab: LabTopology, boot: Optional[BootPlan]) -> None:
+    """sshd's configs and the server's `cloud-init` stand-in, saying running or done."""
+    layout = lab.layout
+    layout.sshd_config.write_text(sshd_config(lab, port=SSH_PORT if boot is None else boot.ssh_port))
+    if boot is not None:
+        layout.image_sshd_config.write_text(sshd_config(lab, port=SSH_PORT, host_key=layout.image_host_key))
+    layout.boot_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    if boot is None or not layout.cloud_init_status.exists():
+        layout.cloud_init_status.write_text((RUNNING if boot else DONE) + "\n")
+    stand_in = layout.server_fs("/usr/local/sbin") / "cloud-init"
+    stand_in.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    stand_in.write_text(cloud_init_stand_in(layout.cloud_init_status))
+    stand_in.chmod(0o755)
+    SSHD_PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
+
+
+def _start_sshd(lab: LabTopology) -> None:
+    layout = lab.layout
+    _in_server_mounts(lab, [_program("sshd"), "-f", str(layout.sshd_config), "-E", str(layout.log_file("sshd"))],
+                      "sshd")
+
+
+def _start_boot(lab: LabTopology, boot: BootPlan) -> None:
+    """The booting server's timeline (lab/boot.py): it starts sshd itself, late."""
+    layout = lab.layout
+    _in_server_mounts(lab, [
+        sys.executable, "-P", "-m", "lab.boot", "--sshd", _program("sshd"), "--config", str(layout.sshd_config),
+        "--image-config", str(layout.image_sshd_config), "--log", str(layout.log_file("sshd")),
+        "--boot-log", str(layout.log_file("boot")), "--sshd-pid-file", str(layout.pid_file("sshd")),
+        "--status-file", str(layout.cloud_init_status), "--pid-file", str(layout.pid_file(BOOT)),
+        "--seconds", str(boot.seconds), "--sshd-at", str(boot.sshd_at), "--first-boot-at", str(boot.first_boot_at)],
+        "the booting server", extra_env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
 
 
 def _start_nginx(lab: LabTopology) -> None:
@@ -116,29 +159,55 @@ def service_pids(lab: LabTopology) -> dict[str, Optional[int]]:
     return {service.name: running_pid(lab.layout.pid_file(service.name), marker) for service in SERVICES}
 
 
-def start_services(lab: LabTopology) -> dict[str, int]:
-    """Start every service that isn't running (a running one is left alone); returns pids."""
+def booting(lab: LabTopology) -> Optional[int]:
+    """The pid of the boot timeline while a booting server is still on its way."""
+    return running_pid(lab.layout.pid_file(BOOT), str(lab.state_dir))
+
+
+def start_services(lab: LabTopology, boot: Optional[BootPlan] = None) -> dict[str, int]:
+    """Start every service that isn't running (a running one is left alone); returns pids. With
+    `boot` a new server boots (lab/boot.py): sshd comes later, by itself."""
     layout = lab.layout
     layout.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     layout.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     marker, pids = str(lab.state_dir), {}
+    sshd_runs = running_pid(layout.pid_file("sshd"), marker) is not None
+    boot = boot if boot is not None and not sshd_runs and booting(lab) is None else None
+    if not sshd_runs and booting(lab) is None:
+        _write_server_files(lab, boot)
     for service in SERVICES:
         pid_file = layout.pid_file(service.name)
         pid = running_pid(pid_file, marker)
+        if pid is None and service.name == "sshd" and (boot is not None or booting(lab) is not None):
+            if boot is not None:
+                _start_boot(lab, boot)
+                pids[BOOT] = _wait_for(layout.pid_file(BOOT), marker, BOOT, layout)
+            continue
         if pid is None:
             pid_file.unlink(missing_ok=True)
             service.start(lab)
-            pid = wait_for_pid_file(pid_file, marker, START_TIMEOUT_SECONDS)
-            if pid is None:
-                raise LabError(f"{service.name} did not write {pid_file} within {START_TIMEOUT_SECONDS} s;"
-                               f" see {layout.log_dir}")
+            pid = _wait_for(pid_file, marker, service.name, layout)
         pids[service.name] = pid
     return pids
 
 
+def _wait_for(pid_file: Path, marker: str, name: str, layout) -> int:
+    pid = wait_for_pid_file(pid_file, marker, START_TIMEOUT_SECONDS)
+    if pid is None:
+        raise LabError(f"{name} did not write {pid_file} within {START_TIMEOUT_SECONDS} s; see {layout.log_dir}")
+    return pid
+
+
+def reload_sshd(lab: LabTopology) -> None:
+    """Make a running sshd read its config and host key again (SIGHUP: it re-executes itself)."""
+    pid = running_pid(lab.layout.pid_file("sshd"), str(lab.state_dir))
+    if pid is not None:
+        os.kill(pid, signal.SIGHUP)
+
+
 def stop_services(lab: LabTopology) -> list[int]:
-    """Stop the services by their pid files; returns the pids that were stopped."""
-    pids = [pid for pid in service_pids(lab).values() if pid is not None]
+    """Stop the services (and a boot still on its way) by their pid files; returns the pids stopped."""
+    pids = [pid for pid in [booting(lab), *service_pids(lab).values()] if pid is not None]
     left = stop_pids(pids)
     if left:
         raise LabError(f"processes {left} of lab {lab.name} survived SIGKILL")

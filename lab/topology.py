@@ -289,6 +289,7 @@ class LabTopology:
                 "hostIpv6": self.server_ipv6,
                 "port": SSH_PORT,
                 "privateKeyPath": str(self.layout.client_key),
+                "knownHostsPath": str(self.layout.known_hosts),  # the server's host key, for ssh
                 "publicKeyPath": str(self.layout.client_key) + ".pub",
             },
             "ports": {

@@ -5,7 +5,8 @@
   firewall changed, or if a namespace or link the tests made is left behind (under CI: any new
   one; elsewhere, where other people's runs may be busy, those named after this session's labs).
 - `lab` (module): one running lab for a test module, torn down however the module ends.
-- `lab_factory` (function): more labs in one test (`lab_factory.up(slot=None, cloud_ports=None)`).
+- `lab_factory` (function): more labs in one test (`lab_factory.up(slot=None, cloud_ports=None,
+  host_key=None, boot=None)`).
 Tests that need root and network namespaces carry `@pytest.mark.netfilter`; where those are not
 available they are skipped, with the reason."""
 from __future__ import annotations
@@ -164,11 +165,12 @@ class LabFactory:
         self._prefix = f"{SESSION_LAB_PREFIX}{next(_fixture_uses)}-"
         self._tmp, self._made = tmp_path_factory, []
 
-    def up(self, slot: int | None = None, cloud_ports=None):
+    def up(self, slot: int | None = None, cloud_ports=None, **options):
+        """A new lab; `options` go to lab_up (host_key, boot)."""
         name = f"{self._prefix}{len(self._made)}"
         state_dir = self._tmp.mktemp(f"lab-{name}")
         self._made.append((name, state_dir))  # before up: a half-built lab is torn down too
-        return lab_up(name, state_dir, slot=slot, cloud_ports=cloud_ports)
+        return lab_up(name, state_dir, slot=slot, cloud_ports=cloud_ports, **options)
 
     def down_all(self) -> None:
         errors = []

@@ -40,6 +40,13 @@ def server_index(resource_name: str) -> int:
 
 
 HOST_STATE = "pulumi-python:dynamic/hardened-lightsail:HostState"
+HOST_KEY = "pulumi-python:dynamic/hardened-lightsail:HostKey"
+FAKE_HOST_KEY_BLOB = "AAAAC3NzaC1lZDI1NTE5AAAAIAvIofaJdTmhMB6/V5NLfz+IAK4um5r76VMCXt+qvudP"
+
+
+def fake_host_key(name: str) -> tuple[str, str]:
+    """(private, public) host key of HostKey `name` under mocks (a valid public key line)."""
+    return fake_private_key(name), f"ssh-ed25519 {FAKE_HOST_KEY_BLOB} hardened-lightsail {name}"
 
 
 def static_ip(index: int) -> str:
@@ -147,6 +154,9 @@ def run_scenario(scenario: dict) -> dict:
                 return f"{name}-id", {**inputs, "ipAddress": static_ip(server_index(name))}
             if args.typ in ("command:remote:Command", "command:local:Command"):
                 return f"{name}-id", {**inputs, "stdout": command_stdout(name), "stderr": ""}
+            if args.typ == HOST_KEY:
+                private, public = fake_host_key(name)
+                return f"{name}-id", {**inputs, "privateKey": private, "publicKey": public, "fingerprint": "SHA256:fake"}
             if args.typ == HOST_STATE:
                 return f"{name}-id", {**inputs, "deployment": f"{name}-deployment"}
             return f"{name}-id", inputs
@@ -217,7 +227,7 @@ def run_scenario(scenario: dict) -> dict:
             program_inputs[resource_name] = kwargs
             return _original(self, resource_name, opts, *args, **kwargs)
         cls._internal_init = recording_internal_init
-    # Dynamic resources (HostState) get their props as one dict: record it before the SDK adds
+    # Dynamic resources (HostState, HostKey) get their props as one dict: record it before the SDK adds
     # the serialized provider.
     import pulumi.dynamic
     original_dynamic_init = pulumi.dynamic.Resource.__init__
@@ -273,7 +283,8 @@ def run_scenario(scenario: dict) -> dict:
                 "additional_secret_outputs": list(opts.additional_secret_outputs or []),
                 "protect": opts.protect, "retain_on_delete": opts.retain_on_delete,
                 "ignore_changes": list(opts.ignore_changes or []),
-                "replace_on_changes": list(opts.replace_on_changes or [])}
+                "replace_on_changes": list(opts.replace_on_changes or []),
+                "replacement_trigger": opts.replacement_trigger}
 
     report: dict = {"error": None}
 

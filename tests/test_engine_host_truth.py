@@ -57,7 +57,9 @@ def _host_state() -> dict[str, str]:
 
 def _on_host(outputs: dict, command: str) -> subprocess.CompletedProcess:
     """A shell command on the lab server, as its root login, over a fresh SSH connection."""
-    endpoint = SshEndpoint(outputs["publicIp"], 22, "root", _lab_layout().client_key.read_text())
+    layout = _lab_layout()
+    endpoint = SshEndpoint(outputs["publicIp"], 22, "root", layout.client_key.read_text(),
+                           Path(str(layout.host_key) + ".pub").read_text())  # the stack's pinned key
     result = run_remote(endpoint, command, connect_timeout=5, timeout=60)
     assert result.returncode == 0, f"{command}: {result.stderr}"
     return result

@@ -22,8 +22,8 @@ from hardened_lightsail.cloud_layer import cloud_port_infos, to_provider_args
 from hardened_lightsail.config import NAMESPACE, settings_from_values, values_from_stack_file
 from hardened_lightsail.exposure import exposure_map, exposure_table
 from hardened_lightsail.release import render_release
-from program_mocks_runner import (ARCHIVE, HOST_STATE, SECRET, UNKNOWN, fake_private_key, ipv6_address,
-                                 static_ip)
+from program_mocks_runner import (ARCHIVE, HOST_KEY, HOST_STATE, SECRET, UNKNOWN, fake_host_key, fake_private_key,
+                                 ipv6_address, static_ip)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RUNNER = Path(__file__).resolve().parent / "program_mocks_runner.py"
@@ -32,7 +32,8 @@ LIGHTSAIL = "aws:lightsail/"
 REMOTE_COMMAND, LOCAL_COMMAND = "command:remote:Command", "command:local:Command"
 COPY = "command:remote:CopyToRemote"
 # The HostFirewall chain, in order; `kind` is what each step is and whether it opens its own ssh.
-STEPS = (("copy", COPY), ("packages", REMOTE_COMMAND), ("host-state", HOST_STATE), ("deploy", LOCAL_COMMAND))
+STEPS = (("ready", LOCAL_COMMAND), ("copy", COPY), ("packages", REMOTE_COMMAND), ("host-state", HOST_STATE),
+         ("deploy", LOCAL_COMMAND))
 REMOTE_STEPS = [step for step, kind in STEPS if kind in (COPY, REMOTE_COMMAND)]
 
 
@@ -40,11 +41,11 @@ def per_server(name: str) -> list[tuple[str, str]]:
     """(type, name) of everything one Lightsail server and its host firewall register."""
     return [("hardened-lightsail:server:LightsailServer", name),
             (f"{LIGHTSAIL}keyPair:KeyPair", f"{name}-key"),
+            (HOST_KEY, f"{name}-host-key"),
             (f"{LIGHTSAIL}instance:Instance", f"{name}-instance"),
             (f"{LIGHTSAIL}staticIp:StaticIp", f"{name}-ip"),
             (f"{LIGHTSAIL}staticIpAttachment:StaticIpAttachment", f"{name}-ip-attachment"),
             (f"{LIGHTSAIL}instancePublicPorts:InstancePublicPorts", f"{name}-cloud-firewall"),
-            (REMOTE_COMMAND, f"{name}-ready"),
             ("hardened-lightsail:host:HostFirewall", f"{name}-firewall"),
             *[(kind, f"{name}-firewall-{step}") for step, kind in STEPS]]
 
@@ -212,13 +213,13 @@ def test_instance_is_built_from_the_server_config_with_its_own_key_pair(name):
             "bundle_id": server_settings.bundle_id, "ip_address_type": server_settings.ip_address_type,
             "key_pair_name": f"{server}-key-generated",
             "tags": {"project": "hardened-lightsail", "stack": scenario.stack},
-            # A custom SSH port also carries first-boot user data (checked in its own test).
-            **({"user_data": instance["user_data"]} if scenario.settings.firewall.ssh_port != 22 else {})}
+            # First-boot user data: the pinned host key (its own test below).
+            "user_data": instance["user_data"]}
         wire = report.wire[f"{server}-instance"]["object"]
         assert (wire["availabilityZone"], wire["blueprintId"], wire["bundleId"], wire["ipAddressType"]) == (
             server_settings.availability_zone, server_settings.blueprint_id, server_settings.bundle_id,
             server_settings.ip_address_type)
-        assert report.dependencies(f"{server}-instance") == {f"{server}-key"}
+        assert report.dependencies(f"{server}-instance") == {f"{server}-key", f"{server}-host-key"}
         assert report.inputs(f"{server}-key") == {} and report.inputs(f"{server}-ip") == {}
         assert report.inputs(f"{server}-ip-attachment") == {
             "static_ip_name": f"{server}-ip-generated", "instance_name": f"{server}-instance-generated"}
@@ -287,21 +288,26 @@ def test_every_ssh_step_connects_to_the_static_ip_as_the_blueprint_login_user(na
     checked = 0
     for index, server in enumerate(scenario.servers):
         assert report.outputs(f"{server}-ip")["ip_address"] == static_ip(index)
-        for step in ["ready", *(f"firewall-{s}" for s in REMOTE_STEPS)]:
+        pinned = fake_host_key(f"{server}-host-key")[1]
+        for step in (f"firewall-{s}" for s in REMOTE_STEPS):
             connection = report.inputs(f"{server}-{step}")["connection"]
-            assert (connection["host"], connection["user"], connection["port"]) == (
-                static_ip(index), scenario.login_user, ssh_port), step
+            assert (connection["host"], connection["user"], connection["port"], connection["host_key"]) == (
+                static_ip(index), scenario.login_user, ssh_port, pinned), step
             wire = unsecret(report.wire[f"{server}-{step}"]["object"]["connection"])
-            assert (wire["host"], wire["user"], wire["port"]) == (static_ip(index), scenario.login_user, ssh_port)
+            assert (wire["host"], wire["user"], wire["port"], wire["hostKey"]) == (
+                static_ip(index), scenario.login_user, ssh_port, pinned)
             checked += 1
-        # The deploy step dials on its own (new ssh processes): same host, user and port; so does
-        # the host state's read-back.
-        environment = report.inputs(f"{server}-firewall-deploy")["environment"]
-        assert (environment["HL_SSH_HOST"], environment["HL_SSH_USER"], environment["HL_SSH_PORT"]) == (
-            static_ip(index), scenario.login_user, str(ssh_port))
+        # The readiness and deploy steps dial on their own (new ssh processes): same host, user,
+        # port and pinned key; so does the host state's read-back.
+        for step in ("ready", "deploy"):
+            environment = report.inputs(f"{server}-firewall-{step}")["environment"]
+            assert (environment["HL_SSH_HOST"], environment["HL_SSH_USER"], environment["HL_SSH_PORT"],
+                    environment["HL_SSH_HOST_KEY"]) == (static_ip(index), scenario.login_user, str(ssh_port), pinned)
+            checked += 1
         state = report.inputs(f"{server}-firewall-host-state")
-        assert (state["host"], state["user"], state["port"]) == (static_ip(index), scenario.login_user, ssh_port)
-        checked += 2
+        assert (state["host"], state["user"], state["port"], state["hostKey"]) == (
+            static_ip(index), scenario.login_user, ssh_port, pinned)
+        checked += 1
     assert checked == len(scenario.servers) * (3 + len(REMOTE_STEPS))
 
 
@@ -329,15 +335,14 @@ def test_host_firewall_steps_run_in_order_through_depends_on(name):
     report.assert_fully_resolved()
     checked = 0
     for server in scenario.servers:
-        # The chain starts only on a ready server (a recorded dependency of its first step), and
-        # `ready` waits for the cloud firewall and the static IP.
-        assert set(report.options(f"{server}-ready")["depends_on"]) == {
-            f"{server}-cloud-firewall", f"{server}-ip-attachment"}
-        assert {f"{server}-cloud-firewall", f"{server}-ip-attachment"} <= report.dependencies(f"{server}-ready")
+        # The chain starts once the static IP points at the instance, which waits for the policy's
+        # cloud firewall (recorded dependencies of the first step, the readiness wait).
+        assert report.options(f"{server}-ip-attachment")["depends_on"] == [f"{server}-cloud-firewall"]
+        assert f"{server}-cloud-firewall" in report.dependencies(f"{server}-ip-attachment")
         previous = None
         for step, _ in STEPS:
             step_name = f"{server}-firewall-{step}"
-            first = previous or f"{server}-ready"
+            first = previous or f"{server}-ip-attachment"
             assert report.options(step_name)["depends_on"] == [first], step
             assert first in report.dependencies(step_name), step
             previous = step_name
@@ -352,6 +357,14 @@ def test_every_step_is_keyed_on_the_release_hash_and_none_can_flush_the_firewall
     release_hash = report.release.hash
     checked = 0
     for server in scenario.servers:
+        # The readiness wait: created once per instance (its first contact, with the grace for
+        # the image's key), updated (no grace) for every release, before anything is pushed.
+        ready = report.inputs(f"{server}-firewall-ready")
+        assert ready["triggers"] == [f"{server}-instance-id"]
+        assert (ready["create"], ready["update"]) == ("scripts/hl-step ready --first-contact", "scripts/hl-step ready")
+        assert ready["environment"]["HL_RELEASE"] == release_hash
+        assert (ready["environment"]["HL_READY_TIMEOUT"], ready["environment"]["HL_FIRST_BOOT_KEY_GRACE"]) == (
+            "900", "600")
         # Copy and packages: the release, and the instance (a replaced instance, same static IP,
         # gets the release again).
         for step in ("copy", "packages"):
@@ -448,23 +461,32 @@ def test_private_key_is_a_secret_everywhere_it_flows(name):
         kept_secret = {"privateKey", "encryptedPrivateKey"}
         assert kept_secret <= set(report.options(f"{server}-key")["additional_secret_outputs"])
         assert kept_secret <= set(report.wire[f"{server}-key"]["additionalSecretOutputs"])
-        for step in ["ready", *(f"firewall-{s}" for s in REMOTE_STEPS)]:
+        for step in (f"firewall-{s}" for s in REMOTE_STEPS):
             assert unsecret(report.inputs(f"{server}-{step}")["connection"]["private_key"]) == key, step
             checked += 1
-        environment = report.inputs(f"{server}-firewall-deploy")["environment"]
-        assert unsecret(environment["HL_SSH_KEY"]) == key
-        assert unsecret(report.wire[f"{server}-firewall-deploy"]["object"]["environment"]["HL_SSH_KEY"]) == key
+        for step in ("ready", "deploy"):
+            environment = report.inputs(f"{server}-firewall-{step}")["environment"]
+            assert unsecret(environment["HL_SSH_KEY"]) == key
+            assert unsecret(report.wire[f"{server}-firewall-{step}"]["object"]["environment"]["HL_SSH_KEY"]) == key
         assert unsecret(report.inputs(f"{server}-firewall-host-state")["privateKey"]) == key
         assert "privateKey" in report.wire[f"{server}-firewall-host-state"]["additionalSecretOutputs"]
         checked += 2
         # On the wire (what the engine would store and show), every copy of the key is wrapped.
         places = [inside for wire in report.raw["wire"] for inside in _key_occurrences(wire["object"], key)]
         assert places and all(places), f"{server}'s key reaches the engine unwrapped"
-        # ready, the remote steps, the host state's read-back, the deploy step's environment
-        assert len(places) == 1 + len(REMOTE_STEPS) + 2
+        # the remote steps, the host state's read-back, the readiness and deploy steps' environments
+        assert len(places) == len(REMOTE_STEPS) + 3
         checked += len(places)
+        # The server's private host key: a secret output of HostKey, and secret in the user data
+        # that installs it (the only place it goes).
+        host_key = fake_host_key(f"{server}-host-key")[0]
+        assert "privateKey" in report.wire[f"{server}-host-key"]["additionalSecretOutputs"]
+        assert host_key.strip() in unsecret(report.inputs(f"{server}-instance")["user_data"])
+        places = [inside for wire in report.raw["wire"] for inside in _key_occurrences(wire["object"], host_key.strip())]
+        assert places == [True], f"{server}'s host key reaches the engine unwrapped or twice"
+        checked += 1
         assert not list(_key_occurrences(report.raw["exports"], "BEGIN FAKE KEY"))
-    assert checked == len(scenario.servers) * 2 * (len(REMOTE_STEPS) + 3)
+    assert checked == len(scenario.servers) * (2 * (len(REMOTE_STEPS) + 2) + 2)
 
 
 # --- exports
@@ -552,13 +574,37 @@ def test_ipv4_only_instance_has_no_ipv6_address_to_probe_and_ssh_on_the_custom_p
     assert [info for info in port_infos if info["protocol"] == "tcp" and info["fromPort"] != 80] == [
         {"protocol": "tcp", "fromPort": 2222, "toPort": 2222, "cidrs": ["198.51.100.23/32"], "ipv6Cidrs": [],
          "cidrListAliases": []}]
-    assert report.inputs("web-0-ready")["connection"]["port"] == 2222
+    assert report.inputs("web-0-firewall-ready")["environment"]["HL_SSH_PORT"] == "2222"
     assert report.raw["exports"]["sshCommand"] == "ssh -p 2222 admin@203.0.113.50"
     # sshd on a fresh image listens on 22: first-boot user data moves it to the policy's port.
-    user_data = report.inputs("web-0-instance")["user_data"]
+    user_data = unsecret(report.inputs("web-0-instance")["user_data"])
     assert "printf 'Port 2222\\n' > /etc/ssh/sshd_config.d/10-hardened-lightsail-port.conf" in user_data
-    dev = report_of("dev-yaml")
-    assert "user_data" not in dev.inputs("web-0-instance"), "default port: the image is left untouched"
+    dev = unsecret(report_of("dev-yaml").inputs("web-0-instance")["user_data"])
+    assert "Port" not in dev, "default port: sshd stays on 22"
+
+
+@pytest.mark.parametrize("name", WORKING)
+def test_first_boot_installs_the_pinned_host_key_and_serves_only_it(name):
+    report, scenario = report_of(name), SCENARIOS[name]
+    report.assert_fully_resolved()
+    checked = 0
+    for server in scenario.servers:
+        private, public = fake_host_key(f"{server}-host-key")
+        user_data = unsecret(report.inputs(f"{server}-instance")["user_data"])
+        assert user_data.startswith("#!/bin/sh\n") and "set -eu" in user_data
+        assert f"<<'HARDENED_LIGHTSAIL_HOST_KEY'\n{private.strip()}\nHARDENED_LIGHTSAIL_HOST_KEY\n" in user_data
+        assert f"printf '%s\\n' '{public}' > /etc/ssh/ssh_host_ed25519_key.pub" in user_data
+        assert "printf 'HostKey /etc/ssh/ssh_host_ed25519_key\\n' > " \
+               "/etc/ssh/sshd_config.d/05-hardened-lightsail-host-key.conf" in user_data
+        assert "rm -f /etc/ssh/ssh_host_rsa_key" in user_data
+        # A new instance (other zone, image or size) gets a new key: the key is replaced with it.
+        key = report.registrations[f"{server}-host-key"]
+        assert report.inputs(f"{server}-host-key")["server"] == server
+        settings = scenario.settings.server
+        assert key["options"]["replacement_trigger"] == [settings.availability_zone, settings.blueprint_id,
+                                                         settings.bundle_id]
+        checked += 1
+    assert checked == len(scenario.servers) > 0
 
 
 def test_preview_registers_the_same_graph_as_an_update():
