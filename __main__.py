@@ -3,6 +3,7 @@
 Reads like a table of contents: config -> policy/release -> servers -> host firewalls -> exports."""
 import pulumi
 
+from components.cloud_readback import read_back_cloud_firewalls
 from components.engine_shutdown import end_quietly_when_the_engine_stops
 from components.host_firewall import HostFirewall, HostFirewallArgs
 from components.servers import make_servers
@@ -32,7 +33,11 @@ firewalls = [
     for server in servers
 ]
 
-# 5. Exports: the first server's addresses at the top level, every server under `servers`.
+# 5. Cloud layer read back: what AWS stores for each cloud firewall must not let in more than the
+#    policy (checked after every host layer is deployed; none of them waits for it).
+read_back_cloud_firewalls(servers, firewalls, release.port_infos)
+
+# 6. Exports: the first server's addresses at the top level, every server under `servers`.
 pulumi.export("publicIp", servers[0].public_ip)
 pulumi.export("ipv6Addresses", servers[0].ipv6_addresses)
 pulumi.export("sshCommand", servers[0].ssh_command)

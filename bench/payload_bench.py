@@ -103,7 +103,9 @@ def one_run(work: Path, payload_dir: Path, big: tuple, changed: tuple) -> dict[s
         seconds["apply (first, empty host)"] = host.timed(*apply, str(big_dir), "--timeout", str(CONFIRM_TIMEOUT),
                                                           connection=APPLY_CONNECTION)
         seconds["confirm"] = host.timed("confirm", "--release", big_hash, connection=CONFIRM_CONNECTION)
-        seconds["verify"] = host.timed("verify", "--release", big_hash)
+        # An older payload may call the release's big set different (its hashsize grew while
+        # loading): it still did the whole comparison, which is what is timed.
+        seconds["verify"] = host.timed("verify", "--release", big_hash, ok=(0, 1))
         if has_drift:
             seconds["drift (in sync)"] = host.timed("drift", "--release", big_hash)
         seconds["apply (unchanged: no-op)"] = host.timed(*apply, str(big_dir), "--timeout", str(CONFIRM_TIMEOUT),

@@ -1,6 +1,8 @@
 """HostFirewall: pushes a release to one server and runs the commit-confirm protocol on it.
 
-copy -> packages -> deploy, where deploy is ONE step: apply (rollback armed) -> confirm over a
+ready -> copy -> packages -> deploy. `ready` waits (with its own deadline) until the server
+answers SSH with its pinned host key, cloud-init is done and the package lock is free, before
+anything is pushed; another host key stops `up` there. deploy is ONE step: apply (rollback armed) -> confirm over a
 NEW ssh connection -> verify on the host -> verify from outside. Because it is one step, an `up`
 that applies also confirms and verifies, or fails; a failed deploy is not recorded, so the next
 `up` runs it again in full. HostState reads the host back on `refresh`: drift, a rolled-back or
@@ -27,6 +29,7 @@ BUILD_DIR = PROJECT_DIR / ".build" / "releases"
 # Deployer-side step, run from the project directory (the engine starts plugins there). No
 # absolute path in any input, so a stack deployed from one checkout shows no diff from another.
 DEPLOY_STEP = "scripts/hl-step deploy"
+READY_STEP = "scripts/hl-step ready"
 
 
 @dataclass
@@ -36,7 +39,7 @@ class HostFirewallArgs:
     confirm_timeout_seconds: int
     public_addresses: pulumi.Input[list]  # the server's addresses to probe from outside (v4 and v6)
     server_identity: pulumi.Input[str]  # changes when the server is replaced: its new disk needs the rules
-    ready: pulumi.Resource  # the server answers SSH and its package manager is idle
+    ready: pulumi.Resource  # the server exists and can be dialled (its cloud firewall and address are in place)
 
 
 class HostFirewall(pulumi.ComponentResource):
@@ -56,20 +59,30 @@ class HostFirewall(pulumi.ComponentResource):
         def child(*after: pulumi.Resource) -> pulumi.ResourceOptions:
             return pulumi.ResourceOptions(parent=self, depends_on=list(after))
 
+        # Created once per server (its first contact, where the image's host key may still be
+        # served for a while), updated for every new release: whatever is pushed next is pushed
+        # to the server with the pinned key, or `up` stops here with the mismatch.
+        ready = command.local.Command(
+            f"{name}-ready", create=f"{READY_STEP} --first-contact", update=READY_STEP,
+            environment={**_ssh_environment(target), "HL_RELEASE": release.hash,
+                         "HL_READY_TIMEOUT": str(target.ready_timeout_seconds),
+                         "HL_FIRST_BOOT_KEY_GRACE": str(target.first_boot_key_grace_seconds)},
+            triggers=[args.server_identity], opts=child(args.ready))
         copy = command.remote.CopyToRemote(
             f"{name}-copy", connection=connection, source=pulumi.FileArchive(str(local_dir)),  # relative: no checkout path in the state
             remote_path=target.home_dir(), triggers=keyed,
             # pulumi-command updates a CopyToRemote in place when only its triggers change, and an
             # update copies nothing unless source or path changed: a replaced server with the same
             # release would get no files. A replacement copies.
-            opts=pulumi.ResourceOptions.merge(child(args.ready), pulumi.ResourceOptions(replace_on_changes=["triggers"])))
+            opts=pulumi.ResourceOptions.merge(child(ready), pulumi.ResourceOptions(replace_on_changes=["triggers"])))
         # Persistence packages (iptables-persistent / iptables-services); a no-op when present.
         packages = command.remote.Command(
             f"{name}-packages", connection=connection, triggers=keyed, opts=child(copy),
             create=remote_dir.apply(lambda d: f"sh {d}/hlfw install-deps"))
         self.host_state = HostState(f"{name}-host-state", HostStateArgs(
             release=release.hash, server_identity=args.server_identity, host=target.host, port=target.port,
-            user=target.user, private_key=target.private_key, remote_dir=remote_dir), opts=child(packages))
+            user=target.user, private_key=target.private_key, host_key=target.host_key, remote_dir=remote_dir),
+            opts=child(packages))
         # The unit that changes the firewall. Keyed on the host state's deployment token, which is
         # new whenever the release, the server or what the host runs (after a refresh) changed.
         deploy = command.local.Command(
@@ -84,7 +97,7 @@ class HostFirewall(pulumi.ComponentResource):
         # The measured table holds no secret (the key only travels in the environment); some
         # command providers mark all of stdout secret when any input is.
         self.exposure = pulumi.Output.unsecret(deploy.stdout).apply(measured_exposure)
-        self.steps = (copy, packages, self.host_state, deploy)
+        self.steps = (ready, copy, packages, self.host_state, deploy)
         self.register_outputs({"releaseHash": self.release_hash, "exposure": self.exposure,
                                "hostState": self.host_state.hostState})
 
@@ -92,4 +105,5 @@ class HostFirewall(pulumi.ComponentResource):
 def _ssh_environment(target: SshTarget) -> dict:
     """What the deploy step needs to open its own ssh sessions (the key stays a secret)."""
     return {"HL_SSH_HOST": target.host, "HL_SSH_PORT": pulumi.Output.from_input(target.port).apply(str),
-            "HL_SSH_USER": target.user, "HL_SSH_KEY": pulumi.Output.secret(target.private_key)}
+            "HL_SSH_USER": target.user, "HL_SSH_KEY": pulumi.Output.secret(target.private_key),
+            "HL_SSH_HOST_KEY": target.host_key}

@@ -21,7 +21,7 @@ from hardened_lightsail.commit_confirm import IN_SYNC, RemoteRelease, read_host_
 from hardened_lightsail.ssh_session import SshEndpoint
 
 PROVIDER_KEY = "__provider"
-INPUT_KEYS = ("release", "serverIdentity", "host", "port", "user", "privateKey", "remoteDir", "hostState")
+INPUT_KEYS = ("release", "serverIdentity", "host", "port", "user", "privateKey", "hostKey", "remoteDir", "hostState")
 
 
 class HostStateProvider(ResourceProvider):
@@ -38,7 +38,7 @@ class HostStateProvider(ResourceProvider):
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         target = RemoteRelease(SshEndpoint(host=props["host"], port=int(props["port"]), user=props["user"],
-                                           private_key=props["privateKey"]),
+                                           private_key=props["privateKey"], host_key=props["hostKey"]),
                                props["remoteDir"], props["release"])
         found = read_host_state(target)
         outs = {**props, "hostState": found}
@@ -57,6 +57,7 @@ class HostStateArgs:
     port: pulumi.Input[int]
     user: pulumi.Input[str]
     private_key: pulumi.Input[str]  # a secret
+    host_key: pulumi.Input[str]  # the server's pinned public host key: the read-back checks it
     remote_dir: pulumi.Input[str]
 
 
@@ -68,6 +69,6 @@ class HostState(Resource, module="hardened-lightsail", name="HostState"):
     def __init__(self, name: str, args: HostStateArgs, opts: pulumi.ResourceOptions | None = None):
         props = {"release": args.release, "serverIdentity": args.server_identity, "host": args.host,
                  "port": args.port, "user": args.user, "privateKey": pulumi.Output.secret(args.private_key),
-                 "remoteDir": args.remote_dir, "hostState": IN_SYNC, "deployment": None}
+                 "hostKey": args.host_key, "remoteDir": args.remote_dir, "hostState": IN_SYNC, "deployment": None}
         super().__init__(HostStateProvider(), name, props, pulumi.ResourceOptions.merge(
             opts, pulumi.ResourceOptions(additional_secret_outputs=["privateKey"])))

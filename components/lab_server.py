@@ -23,6 +23,7 @@ from lab.identity import LabIdentity, stack_lab
 from lab.layout import LabLayout
 
 from .connection import SshTarget
+from .host_key import HostKey
 from .lab_step import slot_fix
 from .server_handle import ServerHandle
 
@@ -32,6 +33,8 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 CLOUD_PORTS_DIR = Path(".build") / "lab"
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 LAB = "scripts/hl-lab"
+# A lab server is on this machine: it is up within seconds, or something is wrong.
+LAB_GRACE_SECONDS, LAB_READY_SECONDS = 15, 60
 
 
 def this_stacks_lab() -> LabIdentity:
@@ -75,14 +78,23 @@ class LabServer(pulumi.ComponentResource):
             pulumi.log.warn(f"lab {identity.name} ({returned['at']}): {returned['message']}")
         where = {"HL_LAB_NAME": identity.name, "HL_LAB_DIR": identity.relative_state_dir}
         requested = {} if settings.lab.slot is None else {"HL_LAB_SLOT": str(settings.lab.slot)}
-        # Only a fleet says how many: a one-server lab's inputs stay what they always were.
-        servers = {} if settings.server.count == 1 else {"HL_LAB_SERVERS": str(settings.server.count)}
+        # Another name or slot is another lab; a reboot took the lab away, so it is made again.
+        new_lab = [identity.name, str(settings.lab.slot), _boot_id()]
+        # Each server's host key, made here and pinned like a Lightsail instance's (one per
+        # server, as separate instances have): a new lab (any of the triggers above) gets new
+        # ones; a server added to the lab gets its own.
+        self.host_keys = [HostKey(f"{lab_server_name(index)}-host-key",
+                                  server=identity.name if index == 0 else f"{identity.name}-server{index}",
+                                  opts=pulumi.ResourceOptions(parent=self, replacement_trigger=new_lab))
+                          for index in range(settings.server.count)]
+        booting = {"HL_LAB_BOOT_SECONDS": str(settings.lab.boot_seconds)} if settings.lab.boot_seconds else {}
         self.lab = command.local.Command(
             f"{name}-lab", create=f"{LAB} up", update=f"{LAB} up", delete=f"{LAB} down",
-            environment={**where, **requested, **servers, "HL_LAB_STACK": identity.stack},
-            # Another name or slot is another lab; a reboot took the lab away, so it is made again.
-            triggers=[identity.name, str(settings.lab.slot), _boot_id()],
+            environment={**where, **requested, **booting, **_fleet_inputs(settings.server.count, self.host_keys),
+                         "HL_LAB_STACK": identity.stack},
+            triggers=new_lab,
             # stdout carries the private key: keep it out of the update's log (stderr still shows).
+            # (The host keys in the environment are secret inputs: the engine shows them as [secret].)
             logging=command.local.Logging.STDERR,
             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stdout"],
                                         # one lab name can't be up twice, so the old one goes first
@@ -104,6 +116,18 @@ class LabServer(pulumi.ComponentResource):
         self.register_outputs({"publicIp": self.servers[0].public_ip, "ipv6Addresses": self.servers[0].ipv6_addresses})
 
 
+def _fleet_inputs(count: int, host_keys: list[HostKey]) -> dict:
+    """How many servers and their host keys, for `hl-lab up`. A one-server lab's inputs stay what
+    they always were (no count; HL_LAB_HOST_KEY, HL_LAB_HOST_PUBLIC_KEY), so its stacks show no
+    change; a fleet's keys go as one secret JSON list of [private, public], in server order."""
+    if count == 1:
+        return {"HL_LAB_HOST_KEY": pulumi.Output.secret(host_keys[0].privateKey),
+                "HL_LAB_HOST_PUBLIC_KEY": host_keys[0].publicKey}
+    pairs = [pulumi.Output.all(key.privateKey, key.publicKey) for key in host_keys]
+    return {"HL_LAB_SERVERS": str(count),
+            "HL_LAB_HOST_KEYS": pulumi.Output.secret(pulumi.Output.all(*pairs).apply(json.dumps))}
+
+
 class _LabHost:
     """One server of the lab, as `hl-lab up` described it (its entry in `servers`)."""
 
@@ -114,8 +138,9 @@ class _LabHost:
         self.public_ip = server(lambda s: s["ipv4"])
         self.ipv6_addresses = server(lambda s: [s["ipv6"]])
         self.namespace = server(lambda s: s["namespace"])
-        self.ssh_command = public(lambda i: f"ssh -i {i['ssh']['privateKeyPath']} -o StrictHostKeyChecking=no "
-                                            f"-o UserKnownHostsFile=/dev/null root@{i['servers'][index]['ipv4']}")
+        self.ssh_command = public(lambda i: f"ssh -i {i['ssh']['privateKeyPath']} -o StrictHostKeyChecking=yes "
+                                            f"-o UserKnownHostsFile={i['servers'][index]['knownHostsPath']} "
+                                            f"root@{i['servers'][index]['ipv4']}")
 
 
 def lab_server_name(index: int) -> str:
@@ -130,7 +155,12 @@ def make_lab_servers(settings: StackSettings, release: Release) -> list[ServerHa
     for index, host in enumerate(lab.servers):
         handles.append(ServerHandle(
             # The host chain starts once the edge enforces the policy's cloud layer.
-            name=lab_server_name(index), target=SshTarget(host=host.public_ip, user="root", private_key=lab.private_key),
+            name=lab_server_name(index),
+            # A booting lab server takes settings.lab.boot_seconds; give it the margin a real one gets.
+            target=SshTarget(host=host.public_ip, user="root", private_key=lab.private_key,
+                             host_key=lab.host_keys[index].publicKey,
+                             first_boot_key_grace_seconds=settings.lab.boot_seconds + LAB_GRACE_SECONDS,
+                             ready_timeout_seconds=settings.lab.boot_seconds + LAB_READY_SECONDS),
             ready=lab.cloud_firewall,
             # The lab made again (another slot, a reboot) is a new server; so is one added to the lab.
             identity=lab.lab.id if index == 0 else pulumi.Output.concat(lab.lab.id, f"/server{index}"),

@@ -1,44 +1,54 @@
-"""LightsailServer: one Lightsail instance with its key pair, static IP and cloud firewall, ready
-for SSH (cloud-init and the package manager finished) before anything else touches it."""
+"""LightsailServer: one Lightsail instance with its key pair, its pinned SSH host key (installed at
+first boot), static IP and cloud firewall. HostFirewall's readiness step then waits for SSH,
+cloud-init and the package manager before anything else touches it."""
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
-import pulumi_command as command
 
 from hardened_lightsail.blueprints import login_user
 from hardened_lightsail.cloud_layer import to_provider_args
 from hardened_lightsail.policy import ServerSettings
 
 from .connection import SshTarget
-
-# Waits (bounded, with a pause between tries) until cloud-init and apt/dnf are done, so the
-# payload's package step never races the image's own first-boot updates.
-WAIT_UNTIL_READY = """set -u
-tries=0
-until [ -e /var/lib/cloud/instance/boot-finished ] || [ $tries -ge 60 ]; do tries=$((tries+1)); sleep 5; done
-command -v cloud-init >/dev/null 2>&1 && sudo -n cloud-init status --wait >/dev/null 2>&1 || true
-tries=0
-while sudo -n fuser /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/run/dnf.pid >/dev/null 2>&1; do
-  tries=$((tries+1)); [ $tries -ge 60 ] && { echo "package manager still busy after 5 min" >&2; exit 1; }; sleep 5
-done
-echo ready"""
+from .host_key import HostKey
 
 
-def ssh_port_user_data(port: int) -> str:
-    """First-boot script that moves sshd to `port`: both firewall layers open only that port, so
-    a fresh image still listening on 22 would be unreachable. Handles socket-activated sshd
-    (Ubuntu 24.04: the generator reads Port from sshd_config) and the classic service."""
+def first_boot_user_data(ssh_port: int, host_private_key: str, host_public_key: str) -> str:
+    """Lightsail's launch script (user data) for a new instance: it installs the host key the
+    program made and pinned (so the first connection already checks it) and, for a custom
+    firewall.sshPort, moves sshd there (both firewall layers open only that port).
+
+    Lightsail runs the launch script as the tail of a shell script of its own (it sets up its
+    browser SSH first), so this is POSIX sh, not cloud-config, and it runs in cloud-init's final
+    stage: until then sshd serves the image's keys on 22. The readiness step waits that out
+    without trusting them. Handles socket-activated sshd (Ubuntu 24.04: the generator reads Port
+    from sshd_config) and the classic service."""
+    public_key = shlex.quote(host_public_key.strip())
+    port_lines = "" if ssh_port == 22 else f"""printf 'Port {ssh_port}\\n' > /etc/ssh/sshd_config.d/10-hardened-lightsail-port.conf
+if command -v semanage >/dev/null 2>&1; then semanage port -a -t ssh_port_t -p tcp {ssh_port} || true; fi
+"""
     return f"""#!/bin/sh
+# hardened-lightsail first boot: the SSH host key this stack made and pins{'' if ssh_port == 22 else f', sshd on port {ssh_port}'}.
 set -eu
+umask 077
 mkdir -p /etc/ssh/sshd_config.d
-printf 'Port {port}\\n' > /etc/ssh/sshd_config.d/10-hardened-lightsail-port.conf
-if grep -q '^Include /etc/ssh/sshd_config.d' /etc/ssh/sshd_config; then :; else
+cat > /etc/ssh/ssh_host_ed25519_key.hl-new <<'HARDENED_LIGHTSAIL_HOST_KEY'
+{host_private_key.strip()}
+HARDENED_LIGHTSAIL_HOST_KEY
+printf '%s\\n' {public_key} > /etc/ssh/ssh_host_ed25519_key.pub
+chmod 0644 /etc/ssh/ssh_host_ed25519_key.pub
+mv -f /etc/ssh/ssh_host_ed25519_key.hl-new /etc/ssh/ssh_host_ed25519_key
+# The image's own keys were never pinned: sshd serves the pinned one only.
+rm -f /etc/ssh/ssh_host_rsa_key /etc/ssh/ssh_host_rsa_key.pub /etc/ssh/ssh_host_ecdsa_key /etc/ssh/ssh_host_ecdsa_key.pub
+printf 'HostKey /etc/ssh/ssh_host_ed25519_key\\n' > /etc/ssh/sshd_config.d/05-hardened-lightsail-host-key.conf
+{port_lines}if grep -q '^Include /etc/ssh/sshd_config.d' /etc/ssh/sshd_config; then :; else
   sed -i '1i Include /etc/ssh/sshd_config.d/*.conf' /etc/ssh/sshd_config
 fi
-if command -v semanage >/dev/null 2>&1; then semanage port -a -t ssh_port_t -p tcp {port} || true; fi
+if command -v restorecon >/dev/null 2>&1; then restorecon -R /etc/ssh || true; fi
 systemctl daemon-reload
 if systemctl is-enabled ssh.socket >/dev/null 2>&1; then systemctl restart ssh.socket
 else systemctl restart ssh 2>/dev/null || systemctl restart sshd; fi
@@ -61,26 +71,34 @@ class LightsailServer(pulumi.ComponentResource):
         # Lightsail generates the key pair; its private key is only ever held as a secret.
         key_pair = aws.lightsail.KeyPair(f"{name}-key", opts=pulumi.ResourceOptions(
             parent=self, additional_secret_outputs=["privateKey", "encryptedPrivateKey"]))
+        # Made before the instance, so its first boot installs it and no connection ever has to
+        # trust an unknown key. Whatever replaces the instance replaces the key first (a new
+        # server gets a new key); replacing the key replaces the instance (user data).
+        host_key = HostKey(f"{name}-host-key", server=name, opts=pulumi.ResourceOptions(
+            parent=self, replacement_trigger=[settings.availability_zone, settings.blueprint_id, settings.bundle_id]))
+        user_data = pulumi.Output.all(host_key.privateKey, host_key.publicKey).apply(
+            lambda keys: first_boot_user_data(args.ssh_port, keys[0], keys[1]))
         instance = aws.lightsail.Instance(
             f"{name}-instance", availability_zone=settings.availability_zone,
             blueprint_id=settings.blueprint_id, bundle_id=settings.bundle_id,
             ip_address_type=settings.ip_address_type, key_pair_name=key_pair.name, tags=args.tags,
-            # Only for a custom port: user data is create-only, so the default image stays untouched.
-            user_data=ssh_port_user_data(args.ssh_port) if args.ssh_port != 22 else None, opts=child)
-        static_ip = aws.lightsail.StaticIp(f"{name}-ip", opts=child)
-        attachment = aws.lightsail.StaticIpAttachment(
-            f"{name}-ip-attachment", static_ip_name=static_ip.name, instance_name=instance.name, opts=child)
+            # Create-only: it carries the private host key, so it stays a secret in the state.
+            user_data=pulumi.Output.secret(user_data), opts=child)
         self.public_ports = aws.lightsail.InstancePublicPorts(
             f"{name}-cloud-firewall", instance_name=instance.name, port_infos=to_provider_args(args.port_infos),
             # PutInstancePublicPorts replaces the whole set and the provider replaces rather than
             # updates (pulumi-aws#1511): delete first so the two never fight over the instance.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True))
+        static_ip = aws.lightsail.StaticIp(f"{name}-ip", opts=child)
+        attachment = aws.lightsail.StaticIpAttachment(
+            f"{name}-ip-attachment", static_ip_name=static_ip.name, instance_name=instance.name,
+            # The address we dial points at the instance once its cloud firewall is the policy's.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.public_ports]))
         self.target = SshTarget(host=static_ip.ip_address, user=login_user(settings.blueprint_id),
-                                private_key=key_pair.private_key, port=args.ssh_port)
-        self.ready = command.remote.Command(
-            f"{name}-ready", connection=self.target.connection_args(), create=WAIT_UNTIL_READY,
-            # We dial the static IP: it must point at this instance before the first try.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.public_ports, attachment]))
+                                private_key=key_pair.private_key, host_key=host_key.publicKey, port=args.ssh_port)
+        # Dialable: the static IP points at the instance, behind the policy's cloud firewall.
+        # HostFirewall's readiness step waits for the rest (sshd, the pinned key, cloud-init).
+        self.ready = attachment
         self.identity = instance.id
         self.public_ip = static_ip.ip_address
         self.ipv6_addresses = instance.ipv6_addresses

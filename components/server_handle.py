@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import pulumi
 
@@ -19,3 +20,6 @@ class ServerHandle:
     ssh_command: pulumi.Output
     extra_outputs: dict = field(default_factory=dict)  # stack outputs of the first server (the lab's namespaces)
     details: dict = field(default_factory=dict)  # more of this server for its `servers` entry
+    # The cloud firewall whose stored port infos are read back (Lightsail's InstancePublicPorts);
+    # None where the program enforces the layer itself (the lab edge loads cloud-ports.json).
+    cloud_firewall: Optional[pulumi.CustomResource] = None

@@ -27,7 +27,8 @@ def make_servers(settings: StackSettings, release: Release) -> list[ServerHandle
             name=name, target=server.target, ready=server.ready, identity=server.identity, public_ip=server.public_ip,
             ipv6_addresses=server.ipv6_addresses, probe_addresses=addresses,
             ssh_command=pulumi.Output.concat("ssh ", _port_flag(settings.firewall.ssh_port), server.target.user,
-                                             "@", server.public_ip)))
+                                             "@", server.public_ip),
+            cloud_firewall=server.public_ports))
     return handles
 
 

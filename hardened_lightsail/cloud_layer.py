@@ -45,8 +45,25 @@ def cloud_port_infos(policy: FirewallPolicy) -> list[dict]:
     return sorted(infos, key=lambda i: (_PROTOCOL_ORDER[i["protocol"]], i["fromPort"], i["toPort"]))
 
 
+# cloud-ports.json key -> the Python provider SDK's name for it (both ways, one table).
+_PROVIDER_NAMES = {"fromPort": "from_port", "toPort": "to_port", "ipv6Cidrs": "ipv6_cidrs",
+                   "cidrListAliases": "cidr_list_aliases"}
+
+
 def to_provider_args(port_infos: list[dict]) -> list[dict]:
     """The same list with the snake_case keys the Python provider SDK takes."""
-    names = {"fromPort": "from_port", "toPort": "to_port", "ipv6Cidrs": "ipv6_cidrs",
-             "cidrListAliases": "cidr_list_aliases"}
-    return [{names.get(key, key): value for key, value in info.items()} for info in port_infos]
+    return [{_PROVIDER_NAMES.get(key, key): value for key, value in info.items()} for info in port_infos]
+
+
+def from_provider_outputs(port_infos) -> list[dict]:
+    """The resource's `port_infos` output (what AWS stores, as the provider read it back) in the
+    cloud-ports.json shape; a list the provider left out is empty."""
+    camel = {snake: key for key, snake in _PROVIDER_NAMES.items()}
+    infos = []
+    for info in port_infos or []:
+        named = {camel.get(key, key): value for key, value in dict(info).items()}
+        infos.append({"protocol": named.get("protocol"), "fromPort": named.get("fromPort"),
+                      "toPort": named.get("toPort"), "cidrs": list(named.get("cidrs") or []),
+                      "ipv6Cidrs": list(named.get("ipv6Cidrs") or []),
+                      "cidrListAliases": list(named.get("cidrListAliases") or [])})
+    return infos

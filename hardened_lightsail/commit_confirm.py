@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import secrets
 import shlex
 import sys
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .ssh_session import EXIT_SSH_FAILED, SshEndpoint, run_remote
+from .foreign_rules import exposure_changes
+from .ssh_session import EXIT_SSH_FAILED, HostKeyMismatch, SshEndpoint, run_remote
 
 # hlfw's exit codes (payload/hlfw): the deployer reacts to each differently.
 EXIT_ROLLED_BACK, EXIT_REFUSED = 3, 5
@@ -131,7 +133,9 @@ def verify_on_host(target: RemoteRelease) -> str:
     if result.returncode != 0:
         raise DeployError(f"verify on the host: release {target.release} is not what the host runs "
                           f"(exit {result.returncode}):\n{result.stdout.strip()}\n{result.stderr.strip()}")
-    return result.stdout
+    # Other tools' rules in front of the policy are named on stderr: keep them with the report.
+    warnings = [line.removeprefix("hlfw: ") for line in result.stderr.splitlines() if line.startswith("hlfw: warning:")]
+    return "\n".join([result.stdout.rstrip("\n"), *warnings]) + "\n"
 
 
 def deploy(target: RemoteRelease, local_dir: Path, timeout_seconds: int, say: Progress) -> str:
@@ -139,30 +143,62 @@ def deploy(target: RemoteRelease, local_dir: Path, timeout_seconds: int, say: Pr
     host's report for the outside check; raises DeployError at the first step that fails."""
     nonce = secrets.token_hex(16)
     applied_at = time.monotonic()
-    state = apply(target, local_dir, timeout_seconds, nonce, say)
+    try:
+        state = apply(target, local_dir, timeout_seconds, nonce, say)
+    except HostKeyMismatch as error:  # never retried: another key is not a network blip
+        raise DeployError(str(error)) from None
     say(f"apply: {state or 'release loaded, rollback armed'}")
     # Fault injection for tests: a pause in which a test can cut the network, as a blip would.
     time.sleep(float(os.environ.get(PAUSE_BEFORE_CONFIRM, "0")))
-    confirm(target, timeout_seconds, nonce, applied_at, say)
-    return verify_on_host(target)
+    try:
+        confirm(target, timeout_seconds, nonce, applied_at, say)
+    except HostKeyMismatch as error:
+        raise DeployError(f"{error}\nrelease {target.release} was applied just before; unconfirmed, the host rolls "
+                          f"it back by itself within {timeout_seconds} s of the apply") from None
+    try:
+        return verify_on_host(target)
+    except HostKeyMismatch as error:
+        raise DeployError(str(error)) from None
+
+
+# `hlfw drift`'s warning about another tool's rule in front of the project's jump in INPUT.
+FOREIGN_WARNING = re.compile(r"^warning: v(?P<family>[46]): a rule before the project's jump in INPUT [^:]*: "
+                             r"(?P<rule>-A INPUT .*)$")
 
 
 def read_host_state(target: RemoteRelease) -> str:
     """`in sync`, or a short reason why the host does not run the release confirmed: drift of the
-    live rules, ipsets or persisted files, an unconfirmed or rolled-back state, or no answer."""
-    stored = shlex.quote(f"{STATE_DIR}/releases/{target.release}/hlfw")
-    home = shlex.quote(f"{target.remote_dir}/hlfw")
-    drift = f"drift --release {target.release}"
+    live rules, ipsets or persisted files, an unconfirmed or rolled-back state, another tool's
+    rule in front of the policy that changes what is open, or no answer."""
+    stored = shlex.quote(f"{STATE_DIR}/releases/{target.release}")
+    home = shlex.quote(target.remote_dir)
     # The home copy is readable by the login user; the stored one only by root (through sudo).
-    command = (f"if [ -f {home} ]; then sh {home} {drift}; "
-               f"elif [ \"$(id -u)\" = 0 ]; then [ -f {stored} ] && sh {stored} {drift} || echo 'drift: release {target.release} is not on this host'; "
-               f"else sudo -n sh {stored} {drift} 2>/dev/null || echo 'drift: release {target.release} is not on this host'; fi")
-    result = run_remote(target.endpoint, command, connect_timeout=10, timeout=120)
+    # The release's rules come back too, to judge other tools' rules in front of ours.
+    command = (f"if [ -f {home}/hlfw ]; then d={home}; s=; elif [ \"$(id -u)\" = 0 ]; then d={stored}; s=; "
+               f"else d={stored}; s='sudo -n'; fi; "
+               f"$s sh \"$d/hlfw\" drift --release {target.release} 2>/dev/null; echo \"--- exit $?\"; "
+               f"for f in rules.v4 rules.v6; do echo \"--- $f\"; $s cat \"$d/$f\" 2>/dev/null; done")
+    try:
+        result = run_remote(target.endpoint, command, connect_timeout=10, timeout=120)
+    except HostKeyMismatch as error:
+        return f"unreachable: {error}"
     if result.returncode == EXIT_SSH_FAILED:
         return f"unreachable: {result.stderr.strip() or 'no answer'}"
-    reasons = [line[len("drift:"):].strip() for line in result.stdout.splitlines() if line.startswith("drift:")]
+    report, _, files = result.stdout.partition("--- exit ")
+    status, _, files = files.partition("\n")
+    rules = {int(name[-1]): text for name, text in
+             zip(*[iter(re.split(r"^--- rules\.v([46])\n", files, flags=re.M)[1:])] * 2)}
+    reasons = [line[len("drift:"):].strip() for line in report.splitlines() if line.startswith("drift:")]
+    if "in_sync=" not in report:
+        return f"drift: release {target.release} is not on this host (or its hlfw does not run: exit {status.strip()})"
+    foreign: dict[int, list[str]] = {}
+    for line in report.splitlines():
+        found = FOREIGN_WARNING.match(line)
+        if found:
+            foreign.setdefault(int(found["family"]), []).append(found["rule"])
+    reasons += exposure_changes(rules, foreign)
     if reasons:
         return "drift: " + "; ".join(reasons)
-    if result.returncode != 0 or "in_sync=yes" not in result.stdout:
-        return f"unknown: hlfw drift exited {result.returncode}: {result.stderr.strip()[:300]}"
+    if "in_sync=yes" not in report:
+        return f"unknown: hlfw drift exited {status.strip()}"
     return IN_SYNC

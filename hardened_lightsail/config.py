@@ -16,14 +16,22 @@ from .blueprints import LOGIN_USERS, login_user
 from .networks import CidrError, Network, cidr_text, parse_cidr, split_families
 from .policy import (PROTOCOLS, DropLog, FirewallPolicy, LabSettings, PortRange, PortScanTrap,
                      ServerSettings, Service, SshRateLimit, StackSettings)
+from .user_text import key_path, printable, show
 
 NAMESPACE = "hardened-lightsail"
 TARGETS = ("lightsail", "lab")
 IP_ADDRESS_TYPES = ("dualstack", "ipv4", "ipv6")
+DOCKER_MODES = ("auto", "on", "off")  # firewall.docker, see FirewallPolicy.docker
 MAX_CIDRS_PER_RULE = 60  # Lightsail's PutInstancePublicPorts limit, per address family
 CONFIRM_TIMEOUT_RANGE = (10, 3600)  # shorter can't finish an SSH round trip; longer leaves a door open
 DEFAULT_SOURCES = ("0.0.0.0/0", "::/0")
-SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
+# Every pattern is used with fullmatch: `match` with `$` lets a trailing newline through, and a
+# name like "web\n" would split a line of rules.v4.
+SERVICE_NAME = re.compile(r"[a-z][a-z0-9-]{0,23}")
+PORTS = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
+AVAILABILITY_ZONE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}[a-z]")
+LIGHTSAIL_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # blueprint and bundle ids: ubuntu_24_04, nano_3_0
+LOG_PREFIX = re.compile(r"[A-Za-z0-9 _.:\-\[\]]{0,29}")  # the kernel keeps 29 characters
 CLI = "scripts/pulumi"  # the project's Pulumi wrapper, in the commands hints suggest
 # Reads a file a config value names (firewall.blocklistFiles), relative to the stack file's
 # directory; raises OSError when it can't. `fw diff` reads the base side's from git.
@@ -57,8 +65,12 @@ class _Checker:
         stack = ["-s", self.stack] if self.stack else []
         return "`" + " ".join(shlex.quote(word) for word in [CLI, *words, *stack]) + "`"
 
-    def set_commands(self, path: str, value: Any) -> list[str]:
-        """The `config set --path` commands that store `value` at `path` (lists and maps item by item)."""
+    def set_commands(self, path: str, value: Any) -> Optional[list[str]]:
+        """The `config set --path` commands that store `value` at `path` (lists and maps item by item);
+        None when a key or value holds control characters (no command line could carry it as typed)."""
+        texts = [path, *_texts(value)]
+        if not all(printable(text) for text in texts):
+            return None
         if isinstance(value, list):
             return [c for index, item in enumerate(value) for c in self.set_commands(f"{path}[{index}]", item)]
         if isinstance(value, dict):
@@ -70,15 +82,15 @@ class _Checker:
         """A list that is something else. A string is how `config set` stores a list it was
         given as text (with or without --path): say how to set the items instead."""
         if not isinstance(value, str):
-            self.fail(path, f"{_show(value)} is not a list of {what}")
+            self.fail(path, f"{show(value)} is not a list of {what}")
             return
         items = _json_list(value)
         if items is None:  # one item given as the list: a CIDR is an item, a service name is not
             items = [value] if isinstance(example, str) else []
         drop = self.command("config", "rm", "--path", f"{NAMESPACE}:{path}")
-        sets = self.set_commands(path, items or [example])
+        sets = self.set_commands(path, items or [example]) or [f"`{CLI} config set --path` for each item"]
         none = "" if items or required else f"; for none, only {drop}"
-        self.fail(path, f"{_show(value)} is text, not a list of {what} (`config set` stores a list given on the "
+        self.fail(path, f"{show(value)} is text, not a list of {what} (`config set` stores a list given on the "
                         f"command line as text): set the items one index at a time: {drop} then "
                         f"{' then '.join(sets)}{none}")
 
@@ -89,12 +101,13 @@ class _Checker:
         rest = {}
         for key, value in values.items():
             head = re.split(r"[.\[]", str(key), maxsplit=1)[0]
-            if key == head or head not in known:
+            moves = self.set_commands(str(key), value)
+            if key == head or head not in known or moves is None:  # the last: reported as an unknown key
                 rest[key] = value
                 continue
             self.unpathed.add(head)
-            commands = [self.command("config", "rm", f"{NAMESPACE}:{key}"), *self.set_commands(key, value)]
-            self.fail(key, f"is a top-level key named \"{key}\", not a path into {head}: it was set without "
+            commands = [self.command("config", "rm", f"{NAMESPACE}:{key}"), *moves]
+            self.fail(key, f"is a top-level key named {show(str(key))}, not a path into {head}: it was set without "
                            f"--path. Move it: {' then '.join(commands)}")
         return rest
 
@@ -103,21 +116,20 @@ class _Checker:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.fail(path, f"{_show(value)} is not a mapping (expected keys: {', '.join(allowed)})")
+            self.fail(path, f"{show(value)} is not a mapping (expected keys: {', '.join(allowed)})")
             return {}
         for key in value:
             if key not in allowed:
                 hint = _closest(key, allowed)
-                self.fail(f"{path}.{key}" if path else key,
-                          f"unknown key{f'; did you mean {hint!r}?' if hint else ''} "
-                          f"(known: {', '.join(allowed)})")
+                self.fail(key_path(path, key), f"unknown key{f'; did you mean {hint!r}?' if hint else ''} "
+                                               f"(known: {', '.join(allowed)})")
         return value
 
     def boolean(self, path: str, value: Any, default: bool) -> bool:
         if value is None:
             return default
         if not isinstance(value, bool):
-            self.fail(path, f"{_show(value)} is not true or false")
+            self.fail(path, f"{show(value)} is not true or false")
             return default
         return value
 
@@ -125,21 +137,26 @@ class _Checker:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(path, f"{_show(value)} is not a whole number ({low}-{high}{why})")
+            self.fail(path, f"{show(value)} is not a whole number ({low}-{high}{why})")
             return default
         if not low <= value <= high:
             self.fail(path, f"{value} is out of range ({low}-{high}{why})")
             return default
         return value
 
-    def string(self, path: str, value: Any, default: str, choices: Optional[tuple] = None) -> str:
+    def string(self, path: str, value: Any, default: str, choices: Optional[tuple] = None,
+               pattern: Optional[re.Pattern] = None, what: str = "") -> str:
+        """A string that is one of `choices`, or all of it matches `pattern` (`what` says what it is)."""
         if value is None:
             return default
         if not isinstance(value, str):
-            self.fail(path, f"{_show(value)} is not a string")
+            self.fail(path, f"{show(value)} is not a string")
             return default
         if choices and value not in choices:
-            self.fail(path, f"{_show(value)} is not one of: {', '.join(choices)}")
+            self.fail(path, f"{show(value)} is not one of: {', '.join(choices)}")
+            return default
+        if pattern and not pattern.fullmatch(value):
+            self.fail(path, f"{show(value)} is not {what}")
             return default
         return value
 
@@ -171,17 +188,18 @@ class _Checker:
 
     def ports(self, path: str, value: Any) -> Optional[PortRange]:
         text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-        if not isinstance(text, str) or not re.fullmatch(r"\d+(-\d+)?", text.strip()):
-            self.fail(path, f"{_show(value)} is not a port or range (\"443\" or \"8000-8010\")")
+        match = PORTS.fullmatch(text) if isinstance(text, str) else None
+        if not match:
+            self.fail(path, f"{show(value)} is not a port or range (\"443\" or \"8000-8010\")")
             return None
-        first, _, last = text.strip().partition("-")
+        first, last = match.groups()
         port_range = PortRange(int(first), int(last or first))
         for port in (port_range.first, port_range.last):
             if not 1 <= port <= 65535:
-                self.fail(path, f"{_show(value)} is not a port (1-65535)")
+                self.fail(path, f"{show(value)} is not a port (1-65535)")
                 return None
         if port_range.first > port_range.last:
-            self.fail(path, f"{_show(value)} is reversed; write \"{port_range.last}-{port_range.first}\"")
+            self.fail(path, f"{show(value)} is reversed; write \"{port_range.last}-{port_range.first}\"")
             return None
         return port_range
 
@@ -196,8 +214,13 @@ def _json_list(text: str) -> Optional[list]:
     return value if isinstance(value, list) else None
 
 
-def _show(value: Any) -> str:
-    return f"\"{value}\"" if isinstance(value, str) else repr(value)
+def _texts(value: Any) -> list[str]:
+    """Every key and scalar in a config value, as text (what a `config set` command would carry)."""
+    if isinstance(value, dict):
+        return [text for key, item in value.items() for text in (str(key), *_texts(item))]
+    if isinstance(value, list):
+        return [text for item in value for text in _texts(item)]
+    return [str(value)]
 
 
 def _closest(key: str, allowed: Mapping[str, Any]) -> Optional[str]:
@@ -206,7 +229,7 @@ def _closest(key: str, allowed: Mapping[str, Any]) -> Optional[str]:
     return matches[0] if matches else None
 
 
-def _keys(model, **renames: str) -> dict[str, str]:
+def config_keys(model, **renames: str) -> dict[str, str]:
     """camelCase config key -> dataclass field, derived from the model so they can't drift."""
     def camel(name: str) -> str:
         head, *rest = name.split("_")
@@ -223,8 +246,8 @@ def _service(check: _Checker, path: str, raw: Any) -> Optional[Service]:
             check.fail(path, "is empty; a service needs name, protocol and ports")
         return None
     name = raw.get("name")
-    if not isinstance(name, str) or not SERVICE_NAME.match(name):
-        check.fail(f"{path}.name", f"{_show(name)} is not a service name (lowercase letters, digits, "
+    if not isinstance(name, str) or not SERVICE_NAME.fullmatch(name):
+        check.fail(f"{path}.name", f"{show(name)} is not a service name (lowercase letters, digits, "
                                    "'-', up to 24 characters, e.g. \"https\")")
     protocol = check.string(f"{path}.protocol", raw.get("protocol"), "", PROTOCOLS)
     if raw.get("protocol") is None:
@@ -269,7 +292,7 @@ def _services(check: _Checker, raw: Any, ssh_port: int) -> tuple[Service, ...]:
 
 def _firewall(check: _Checker, raw: Any) -> Optional[FirewallPolicy]:
     # blocklistFiles is read into `blocklist`: the policy holds the networks, not where they came from.
-    keys = {key: field for model_key, field in _keys(FirewallPolicy).items()
+    keys = {key: field for model_key, field in config_keys(FirewallPolicy).items()
             for key in ((model_key, "blocklistFiles") if model_key == "blocklist" else (model_key,))}
     if raw is None:
         if "firewall" not in check.unpathed:  # else the hint to move firewall.* keys says it all
@@ -298,6 +321,7 @@ def _firewall(check: _Checker, raw: Any) -> Optional[FirewallPolicy]:
         ssh_rate_limit=_ssh_rate_limit(check, raw.get("sshRateLimit")),
         port_scan=_port_scan(check, raw.get("portScan")),
         drop_log=_drop_log(check, raw.get("dropLog")),
+        docker=check.string("firewall.docker", raw.get("docker"), FirewallPolicy.docker, DOCKER_MODES),
         deployer_addresses=check.cidr_list("firewall.deployerAddresses", raw.get("deployerAddresses")),
     )
 
@@ -338,14 +362,14 @@ def _blocklist_files(check: _Checker, raw: Any) -> list[tuple[str, tuple[Network
     for index, path in enumerate(raw):
         where = f"firewall.blocklistFiles[{index}]"
         if not isinstance(path, str) or not path.strip():
-            check.fail(where, f"{_show(path)} is not a file path (e.g. \"blocklists/drop.txt\", relative to "
+            check.fail(where, f"{show(path)} is not a file path (e.g. \"blocklists/drop.txt\", relative to "
                               "the stack file)")
             continue
         try:
             text = check.read_file(path)
         except (OSError, UnicodeDecodeError) as error:
             reason = getattr(error, "strerror", None) or str(error)
-            check.fail(where, f"\"{path}\" can't be read ({reason}); paths are relative to the stack file's "
+            check.fail(where, f"{show(path)} can't be read ({reason}); paths are relative to the stack file's "
                               "directory")
             continue
         bad, networks = [], []
@@ -359,18 +383,18 @@ def _blocklist_files(check: _Checker, raw: Any) -> list[tuple[str, tuple[Network
                 bad.append(f"line {number}: {error}")
                 continue
             if network.prefixlen == 0:
-                bad.append(f"line {number}: \"{entry}\" would block everyone, admins included")
+                bad.append(f"line {number}: {show(entry)} would block everyone, admins included")
                 continue
             networks.append(network)
         if bad:
             more = f"; and {len(bad) - BAD_LINES_SHOWN:,} more bad line(s)" if len(bad) > BAD_LINES_SHOWN else ""
-            check.fail(where, f"\"{path}\" {'; '.join(bad[:BAD_LINES_SHOWN])}{more}")
+            check.fail(where, f"{show(path)} {'; '.join(bad[:BAD_LINES_SHOWN])}{more}")
         read.append((f"{where} ({path})", tuple(networks)))
     return read
 
 
 def _ssh_rate_limit(check: _Checker, raw: Any) -> SshRateLimit:
-    raw = check.mapping("firewall.sshRateLimit", raw, _keys(SshRateLimit))
+    raw = check.mapping("firewall.sshRateLimit", raw, config_keys(SshRateLimit))
     return SshRateLimit(
         per_minute=check.integer("firewall.sshRateLimit.perMinute", raw.get("perMinute"),
                                  SshRateLimit.per_minute, 1, 10000),
@@ -378,7 +402,7 @@ def _ssh_rate_limit(check: _Checker, raw: Any) -> SshRateLimit:
 
 
 def _port_scan(check: _Checker, raw: Any) -> PortScanTrap:
-    raw = check.mapping("firewall.portScan", raw, _keys(PortScanTrap))
+    raw = check.mapping("firewall.portScan", raw, config_keys(PortScanTrap))
     return PortScanTrap(
         enabled=check.boolean("firewall.portScan.enabled", raw.get("enabled"), PortScanTrap.enabled),
         # xt_recent remembers at most 20 packets per source (ip_pkt_list_tot), hence the cap.
@@ -391,13 +415,10 @@ def _port_scan(check: _Checker, raw: Any) -> PortScanTrap:
 
 
 def _drop_log(check: _Checker, raw: Any) -> DropLog:
-    raw = check.mapping("firewall.dropLog", raw, _keys(DropLog))
-    prefix = check.string("firewall.dropLog.prefix", raw.get("prefix"), DropLog.prefix)
+    raw = check.mapping("firewall.dropLog", raw, config_keys(DropLog))
     # The kernel truncates LOG prefixes at 29 characters; quotes would break the rules file.
-    if len(prefix) > 29 or not re.fullmatch(r"[A-Za-z0-9 _.:\-\[\]]*", prefix):
-        check.fail("firewall.dropLog.prefix", f"{_show(prefix)} must be at most 29 characters of "
-                                              "letters, digits, space and _ . : - [ ]")
-        prefix = DropLog.prefix
+    prefix = check.string("firewall.dropLog.prefix", raw.get("prefix"), DropLog.prefix, pattern=LOG_PREFIX,
+                          what="a log prefix: at most 29 characters of letters, digits, space and _ . : - [ ]")
     return DropLog(
         prefix=prefix,
         per_minute=check.integer("firewall.dropLog.perMinute", raw.get("perMinute"), DropLog.per_minute, 1, 10000),
@@ -405,19 +426,22 @@ def _drop_log(check: _Checker, raw: Any) -> DropLog:
 
 
 def _server(check: _Checker, raw: Any) -> ServerSettings:
-    raw = check.mapping("server", raw, _keys(ServerSettings))
+    raw = check.mapping("server", raw, config_keys(ServerSettings))
     return ServerSettings(
         availability_zone=check.string("server.availabilityZone", raw.get("availabilityZone"),
-                                       ServerSettings.availability_zone),
+                                       ServerSettings.availability_zone, pattern=AVAILABILITY_ZONE,
+                                       what="a Lightsail availability zone (e.g. \"ap-northeast-1a\")"),
         blueprint_id=_blueprint(check, raw.get("blueprintId")),
-        bundle_id=check.string("server.bundleId", raw.get("bundleId"), ServerSettings.bundle_id),
+        bundle_id=check.string("server.bundleId", raw.get("bundleId"), ServerSettings.bundle_id,
+                               pattern=LIGHTSAIL_ID, what="a Lightsail bundle id (e.g. \"nano_3_0\")"),
         ip_address_type=check.string("server.ipAddressType", raw.get("ipAddressType"),
                                      ServerSettings.ip_address_type, IP_ADDRESS_TYPES),
         count=check.integer("server.count", raw.get("count"), ServerSettings.count, 1, 20))
 
 
 def _blueprint(check: _Checker, raw: Any) -> str:
-    blueprint = check.string("server.blueprintId", raw, ServerSettings.blueprint_id)
+    blueprint = check.string("server.blueprintId", raw, ServerSettings.blueprint_id, pattern=LIGHTSAIL_ID,
+                             what="a Lightsail blueprint id (e.g. \"ubuntu_24_04\")")
     if login_user(blueprint) is None:
         check.fail("server.blueprintId", f"\"{blueprint}\" is not a Linux image we can harden; use one of "
                                          f"{', '.join(prefix + '_*' for prefix in LOGIN_USERS)} (e.g. \"ubuntu_24_04\")")
@@ -425,9 +449,11 @@ def _blueprint(check: _Checker, raw: Any) -> str:
 
 
 def _lab(check: _Checker, raw: Any) -> LabSettings:
-    raw = check.mapping("lab", raw, _keys(LabSettings))
+    raw = check.mapping("lab", raw, config_keys(LabSettings))
     slot = raw.get("slot")
-    return LabSettings(slot=None if slot is None else check.integer("lab.slot", slot, 0, 0, 15))
+    return LabSettings(slot=None if slot is None else check.integer("lab.slot", slot, 0, 0, 15),
+                       boot_seconds=check.integer("lab.bootSeconds", raw.get("bootSeconds"), LabSettings.boot_seconds,
+                                                  0, 600, " seconds"))
 
 
 def settings_from_values(values: Mapping[str, Any], stack: Optional[str] = None,
@@ -518,20 +544,27 @@ def firewall_config_values(policy: FirewallPolicy) -> dict[str, Any]:
 
     Shipped in each release as policy.json, so a deployer-side step (or an operator reading the
     server) sees exactly the policy the rules were rendered from."""
-    def plain(value: Any) -> Any:
+    return config_values(policy)
+
+
+def config_values(settings: Any) -> Any:
+    """Validated settings (StackSettings or any part of it) back in config form."""
+    def plain(value: Any, owner: Any = None, field_name: str = "") -> Any:
         if isinstance(value, tuple):
             # Network lists in canonical order (v4 then v6, sorted), so reordering the same CIDRs in
             # the stack file changes nothing; services keep their order (it is the rules' order).
             if value and hasattr(value[0], "prefixlen"):
-                v4, v6 = (policy.blocklist_v4, policy.blocklist_v6) if value is policy.blocklist else split_families(value)
+                # A policy's blocklist is sorted once per policy (it runs to hundreds of thousands).
+                v4, v6 = ((owner.blocklist_v4, owner.blocklist_v6)
+                          if isinstance(owner, FirewallPolicy) and field_name == "blocklist" else split_families(value))
                 return [cidr_text(n) for n in v4 + v6]
             return [plain(item) for item in value]
         if isinstance(value, PortRange):
             return str(value)
         if hasattr(value, "__dataclass_fields__"):
-            return {camel: plain(getattr(value, name)) for camel, name in _keys(type(value)).items()}
+            return {camel: plain(getattr(value, name), value, name) for camel, name in config_keys(type(value)).items()}
         return value if isinstance(value, (bool, int, str)) or value is None else str(value)
-    return plain(policy)
+    return plain(settings)
 
 
 def load_policy_file(path: Path) -> FirewallPolicy:

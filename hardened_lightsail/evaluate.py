@@ -56,7 +56,7 @@ _READ_BACK: dict[int, tuple] = {}  # id(ruleset) -> (weak reference, fingerprint
 def _read_back(text: str, family: int, sets: tuple) -> SavedRuleset:
     ipsets = {name: IpSet(name, "hash:net", members) for name, members in sets}
     return parse_saved_ruleset(text, family, label=f"rules.v{family}", facts=HostFacts(sets=ipsets),
-                               line_numbers=False)
+                               line_numbers=False, noflush=True)
 
 
 class _Walk:

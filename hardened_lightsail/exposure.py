@@ -79,12 +79,26 @@ def _accepted_ports(ruleset: SavedRuleset) -> dict[tuple[str, int, int], set]:
     """(protocol, first, last) -> sources, for every rule that accepts named destination ports."""
     found: dict[tuple[str, int, int], set] = {}
     for rule in ruleset.rules:
-        if rule.target != "ACCEPT":
+        if rule.target != "ACCEPT" or _on_link_only(rule):
             continue
         for protocol, first, last in _named_ports(rule):
             found.setdefault((protocol, first, last), set()).update(
                 n for c in rule.by_dimension.get("address-src", ()) if not c.negated for n in c.networks)
     return found
+
+
+LINK_LOCAL = parse_cidr("fe80::/10")
+
+
+def _on_link_only(rule) -> bool:
+    """A rule for link-local sources or destinations only (e.g. DHCPv6 replies): such traffic
+    never crosses a router, so it is no row of what the server exposes."""
+    for direction in ("src", "dst"):
+        for condition in rule.by_dimension.get(f"address-{direction}", ()):
+            if not condition.negated and condition.networks and all(
+                    n.version == 6 and n.subnet_of(LINK_LOCAL) for n in condition.networks):
+                return True
+    return False
 
 
 def _protocols(rule) -> list[str]:

@@ -62,6 +62,9 @@ class Ruleset:
     family: int
     policies: dict[str, str]  # built-in chain -> policy
     chains: list[str] = field(default_factory=list)  # user chains, in declaration order
+    # Other tools' chains a jump of ours goes into (DOCKER-USER): declared so the load makes
+    # them if missing; the payload never flushes one that exists.
+    ensured: list[str] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
     sets: dict[str, tuple[Network, ...]] = field(default_factory=dict)
     header: list[str] = field(default_factory=list)
@@ -82,7 +85,7 @@ class Ruleset:
         out = [f"# {line}" if line else "#" for line in self.header]
         out += ["*filter"]
         out += [f":{chain} {policy} [0:0]" for chain, policy in self.policies.items()]
-        out += [f":{chain} - [0:0]" for chain in self.chains]
+        out += [f":{chain} - [0:0]" for chain in self.chains + self.ensured]
         for index, rule in enumerate(self.rules):
             if index in self.sections:
                 out += ["", f"# --- {self.sections[index]}"]

@@ -28,6 +28,10 @@ IPTABLES_NFT_TABLES = {f"{family} {name}" for family in ("ip", "ip6")
                        for name in ("filter", "nat", "mangle", "raw", "security")}
 
 
+LOGIN_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+ADDRESS = re.compile(r"[A-Za-z0-9:][A-Za-z0-9.:-]{0,252}")  # a host name, an IPv4 or an IPv6 address
+
+
 class HostError(Exception):
     """The host could not be read; the message says why and what to do."""
 
@@ -46,7 +50,8 @@ class SshTarget:
         """USER@ADDRESS (ADDRESS: a name, an IPv4 address, or an IPv6 address, bare or in [])."""
         user, at, address = text.rpartition("@")
         address = address[1:-1] if address.startswith("[") and address.endswith("]") else address
-        if not at or not user or not address or any(c.isspace() for c in text):
+        # Neither may start with "-": ssh would take "-oProxyCommand=..." as an option and run it.
+        if not at or not LOGIN_USER.fullmatch(user) or not ADDRESS.fullmatch(address):
             raise HostError(f"--host {text!r}: give the login as USER@ADDRESS, e.g. ubuntu@203.0.113.10 "
                             "(the port goes in --ssh-port)")
         return cls(user=user, address=address, **settings)

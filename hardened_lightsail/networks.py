@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import re
 import socket
 from typing import Iterable, Optional, Union
+
+from .user_text import show
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -45,21 +48,33 @@ def _parse_plain(text: str) -> Optional[Network]:
     return _NETWORK_CLASS[version]((number, prefix))
 
 
+# Digits, hex digits, dots and colons, and a prefix length: all of it (fullmatch). ipaddress alone
+# would also take an IPv6 zone ("fe80::1%eth0"), whose text may hold anything but "%" and "/"
+# (spaces, newlines, "$(...)") and would be written into the rules as it is.
+CIDR_TEXT = re.compile(r"[0-9A-Fa-f:.]{2,45}(?:/[0-9]{1,3})?")
+
+
 def parse_cidr(text: str) -> Network:
     """Parse one CIDR strictly: host bits must be zero, so a typo can't silently widen a rule."""
+    example = "(e.g. \"203.0.113.7/32\" or \"2001:db8::/64\")"
     if not isinstance(text, str):
-        raise CidrError(f"{text!r} is not a CIDR string (e.g. \"203.0.113.7/32\")")
+        raise CidrError(f"{show(text)} is not a CIDR string (e.g. \"203.0.113.7/32\")")
+    if not CIDR_TEXT.fullmatch(text):
+        stripped = text.strip()
+        if stripped != text and CIDR_TEXT.fullmatch(stripped):
+            raise CidrError(f"{show(text)} has blanks or control characters around it; write {show(stripped)}")
+        raise CidrError(f"{show(text)} is not a CIDR {example}")
     plain = _parse_plain(text)
     if plain is not None:
         return plain
     try:
-        return ipaddress.ip_network(text.strip(), strict=True)
+        return ipaddress.ip_network(text, strict=True)
     except ValueError as error:
         try:
-            loose = ipaddress.ip_network(text.strip(), strict=False)
+            loose = ipaddress.ip_network(text, strict=False)
         except ValueError:
-            raise CidrError(f"\"{text}\" is not a CIDR (e.g. \"203.0.113.7/32\" or \"2001:db8::/64\")") from error
-        raise CidrError(f"\"{text}\" has host bits set; did you mean \"{loose}\"?") from error
+            raise CidrError(f"{show(text)} is not a CIDR {example}") from error
+        raise CidrError(f"{show(text)} has host bits set; did you mean \"{loose}\"?") from error
 
 
 def network_order(network: Network) -> tuple[int, int]:

@@ -94,6 +94,10 @@ class FirewallPolicy:
     ssh_rate_limit: SshRateLimit = field(default_factory=SshRateLimit)
     port_scan: PortScanTrap = field(default_factory=PortScanTrap)
     drop_log: DropLog = field(default_factory=DropLog)
+    # Docker-published ports bypass INPUT (nat PREROUTING -> FORWARD): the policy reaches them
+    # through DOCKER-USER. auto: when Docker's chains are on the host at apply; on: always
+    # (DOCKER-USER is made if missing); off: never.
+    docker: str = "auto"
     # Addresses the deployer connects from; the lock-out check proves they keep SSH. The lab
     # fills this in itself; on Lightsail set it when your address is known.
     deployer_addresses: tuple[Network, ...] = ()
@@ -153,6 +157,9 @@ class LabSettings:
     """Config key `lab`: where the lab lives on this machine (lab target only)."""
 
     slot: Optional[int] = None  # 0-15; picks address blocks so labs can coexist (None = auto)
+    # A new lab server boots like a Lightsail instance over this many seconds (sshd late, on 22
+    # with the image's key, then the first-boot step, cloud-init and the package lock); 0: ready at once.
+    boot_seconds: int = 0
 
 
 @dataclass(frozen=True)

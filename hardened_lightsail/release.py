@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .cloud_layer import cloud_port_infos
 from .config import firewall_config_values
-from .host_layer import host_ruleset
+from .host_layer import docker_hook_file, host_ruleset
 from .iptables_rules import Ruleset
 from .ipsets import ipset_restore_file
 from .policy import FirewallPolicy
@@ -56,6 +56,8 @@ def render_release(policy: FirewallPolicy) -> Release:
         "policy.json": (json.dumps(firewall_config_values(policy), indent=2) + "\n").encode(),
         **payload_files(),
     }
+    if policy.docker == "auto":
+        files.update({f"docker-hook.v{family}": docker_hook_file(family).encode() for family in (4, 6)})
     ipsets = ipset_restore_file([v4, v6])
     if ipsets:
         files["ipsets"] = ipsets.encode()

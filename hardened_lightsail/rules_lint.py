@@ -89,7 +89,8 @@ def chain_findings(ruleset: SavedRuleset) -> list[tuple[int, Finding]]:
     for rule in ruleset.rules:
         if rule.target in ruleset.chains:
             jumps.setdefault(rule.chain, set()).add(rule.target)
-    reached, frontier = set(), list(BUILTIN_CHAINS["filter"])
+    # DOCKER-USER is entered by Docker's own `-A FORWARD -j DOCKER-USER`, whichever file holds it.
+    reached, frontier = {"DOCKER-USER"}, [*BUILTIN_CHAINS["filter"], "DOCKER-USER"]
     while frontier:
         for target in jumps.get(frontier.pop(), ()):
             if target not in reached:
@@ -134,7 +135,8 @@ def other_table_findings(ruleset: SavedRuleset) -> list[tuple[int, Finding]]:
 def default_policy_findings(ruleset: SavedRuleset) -> list[Finding]:
     findings = []
     anyone = any_network(ruleset.family)
-    if ruleset.policies.get("INPUT", "ACCEPT") == "ACCEPT":
+    # Only policies the file sets: a --noflush release leaves the built-in chains' policies alone.
+    if ruleset.policies.get("INPUT") == "ACCEPT":
         open_protocols = [p for p in ("tcp", "udp")
                           if host_verdict(ruleset, p, unnamed_port([ruleset], p), anyone).outcome != CLOSED]
         if open_protocols:
@@ -142,7 +144,7 @@ def default_policy_findings(ruleset: SavedRuleset) -> list[Finding]:
                                            f"drops what the rules above don't accept: every {'/'.join(open_protocols)} "
                                            "port no rule names is open to anyone. Set `:INPUT DROP` (default deny), "
                                            "or end INPUT with `-j DROP`"))
-    if ruleset.policies.get("FORWARD", "ACCEPT") == "ACCEPT" and \
+    if ruleset.policies.get("FORWARD") == "ACCEPT" and \
             host_verdict(ruleset, "tcp", 1, anyone, chain="FORWARD").outcome != CLOSED:
         findings.append(Finding(WARNING, f"{ruleset.label}: FORWARD accepts by default (`:FORWARD ACCEPT`): if this "
                                          "host routes (Docker, a VPN, ip_forward=1) it forwards anything; set "

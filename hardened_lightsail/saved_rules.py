@@ -645,8 +645,13 @@ def _declared(ruleset: SavedRuleset, table: str, name: str, line: int, policy: s
 
 
 def parse_saved_ruleset(text: str, family: int = 4, label: Optional[str] = None,
-                        facts: HostFacts = HostFacts(), line_numbers: bool = True) -> SavedRuleset:
-    """The filter table (and the rules of the other tables) of an iptables-save file."""
+                        facts: HostFacts = HostFacts(), line_numbers: bool = True,
+                        noflush: bool = False) -> SavedRuleset:
+    """The filter table (and the rules of the other tables) of an iptables-save file.
+
+    `noflush`: a file for `iptables-restore --noflush` (a release of ours): a built-in chain it
+    does not declare keeps whatever policy it has, so none is assumed (a full restore resets
+    them to ACCEPT)."""
     ruleset = SavedRuleset(family=family, label=label or f"rules.v{family}", facts=facts, line_numbers=line_numbers)
     table: Optional[str] = None
     inserted: dict[str, list[SavedRule]] = {}
@@ -656,7 +661,7 @@ def parse_saved_ruleset(text: str, family: int = 4, label: Optional[str] = None,
             continue
         if line.startswith("*"):
             table = line[1:].strip()
-            if table == "filter":
+            if table == "filter" and not noflush:
                 ruleset.policies = {name: "ACCEPT" for name in BUILTIN_CHAINS["filter"]}
             continue
         if line == "COMMIT":

@@ -1,17 +1,30 @@
-"""Runs one command on the server through the system ssh client, as a brand-new connection.
+"""Runs one command on the server through the system ssh client, as a brand-new connection that
+checks the server's pinned host key.
 
-The private key arrives in an environment variable (a Pulumi secret); it is written to a 0600
-file in a private temporary directory for the life of one call and never printed."""
+The private key (a Pulumi secret, handed over in an environment variable) and the known_hosts
+line never touch a file system: each lives in an anonymous memory file (memfd, mode 0600) that
+only this process holds, and ssh opens it as /proc/<this pid>/fd/N (ssh closes every descriptor
+it inherits above stderr, so it can't be handed one). When the step ends, however it ends
+(SIGKILL included), the kernel frees them: nothing is left to clean up."""
 from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
+
+from .host_keys import KNOWN_HOSTS_ALIAS, HostKeyError, PublicHostKey, offered_keys
 
 EXIT_SSH_FAILED = 255  # ssh's own failure: connection refused, timed out, authentication failed
+KEY_VARIABLE = "HL_SSH_KEY"  # the private key's environment variable (never passed on to ssh)
+# What ssh prints when the server's key is not the pinned one (or it offers no key of its type).
+HOST_KEY_FAILURES = ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED",
+                     "no matching host key type found")
+
+
+class HostKeyMismatch(Exception):
+    """The server answered with another host key than the pinned one; nothing was sent to it."""
 
 
 @dataclass(frozen=True)
@@ -20,40 +33,90 @@ class SshEndpoint:
     port: int
     user: str
     private_key: str
+    host_key: str  # the pinned public key, "ssh-ed25519 AAAA..."
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] = os.environ) -> "SshEndpoint":
         return cls(host=env["HL_SSH_HOST"], port=int(env.get("HL_SSH_PORT", "22")),
-                   user=env["HL_SSH_USER"], private_key=env["HL_SSH_KEY"])
+                   user=env["HL_SSH_USER"], private_key=env[KEY_VARIABLE], host_key=env["HL_SSH_HOST_KEY"])
+
+    @property
+    def pinned(self) -> PublicHostKey:
+        return PublicHostKey.parse(self.host_key)
+
+    @property
+    def where(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @contextmanager
-def _key_file(private_key: str) -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="hl-ssh-") as directory:
-        path = os.path.join(directory, "key")
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(private_key if private_key.endswith("\n") else private_key + "\n")
-        yield path
+def memory_file(content: str, name: str) -> Iterator[str]:
+    """A 0600 anonymous memory file holding `content`; yields the path a child of this process
+    opens it by. It is on no file system: it vanishes with this process, however it ends."""
+    descriptor = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        os.fchmod(descriptor, 0o600)  # ssh refuses a private key others could read
+        os.write(descriptor, content.encode())
+        yield f"/proc/{os.getpid()}/fd/{descriptor}"
+    finally:
+        os.close(descriptor)
+
+
+def ssh_options(pinned: PublicHostKey, known_hosts: str, connect_timeout: int) -> list[str]:
+    """The options of every connection: a new one each time, no agent, no prompts, the pinned key only."""
+    return ["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+            "-o", "ControlMaster=no", "-o", "ControlPath=none",
+            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
+            "-o", "GlobalKnownHostsFile=/dev/null", "-o", f"HostKeyAlias={KNOWN_HOSTS_ALIAS}",
+            "-o", f"HostKeyAlgorithms={pinned.key_type}", "-o", "UpdateHostKeys=no", "-o", "CheckHostIP=no",
+            "-o", "LogLevel=ERROR", "-o", f"ConnectTimeout={connect_timeout}", "-o", "ServerAliveInterval=5"]
+
+
+def keyscan(host: str, port: int, timeout: int = 5, key_type: str | None = None) -> list[PublicHostKey]:
+    """The host keys a server offers (no login, nothing sent): one key exchange per key type, so
+    ask for one type where that is enough (the server counts every new SSH connection against
+    its per-source rate limit, admins included)."""
+    scan_type = "ecdsa" if (key_type or "").startswith("ecdsa") else (key_type or "").removeprefix("ssh-")
+    types = ["-t", scan_type] if key_type else []
+    try:
+        result = subprocess.run(["ssh-keyscan", "-T", str(timeout), *types, "-p", str(port), host],
+                                capture_output=True, text=True, timeout=timeout * 4 + 5, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return []
+    return offered_keys(result.stdout)
+
+
+def mismatch_message(endpoint: SshEndpoint, offered: Sequence[PublicHostKey]) -> str:
+    what = ", ".join(map(str, offered)) if offered else "no key we could read"
+    return (f"host key mismatch at {endpoint.where}: expected {endpoint.pinned} (the key this stack made for the "
+            f"server and installed at its first boot), the server offered {what}. Refusing to connect: nothing "
+            "was sent to it. Something else answers at this address, or the server's key was changed by hand: "
+            "check the instance in its console; if it is this stack's server, put the pinned key back "
+            "(or replace the server together with its host key resource)")
 
 
 def run_remote(endpoint: SshEndpoint, remote_command: str, connect_timeout: int = 5,
                timeout: float = 120, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    """One ssh process = one new TCP connection (no multiplexing, no agent, no prompts).
-    `stdin` is sent to the remote command (e.g. a release archive); stdout/stderr come back as text."""
-    with _key_file(endpoint.private_key) as key:
-        argv = ["ssh", "-i", key, "-p", str(endpoint.port),
-                "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
-                "-o", "ControlMaster=no", "-o", "ControlPath=none",
-                # The cloud firewall already limits who can reach the port; host keys of a
-                # fresh server (or the lab) are unknown to the deployer, as with pulumi-command.
-                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                "-o", f"ConnectTimeout={connect_timeout}", "-o", "ServerAliveInterval=5",
+    """One ssh process = one new TCP connection to the server with the pinned key.
+    `stdin` is sent to the remote command (e.g. a release archive); stdout/stderr come back as
+    text. Raises HostKeyMismatch when the server is not the one pinned."""
+    try:
+        pinned = endpoint.pinned
+    except HostKeyError as error:
+        raise HostKeyMismatch(f"the pinned host key of {endpoint.where} is not readable: {error}") from None
+    key = endpoint.private_key if endpoint.private_key.endswith("\n") else endpoint.private_key + "\n"
+    with ExitStack() as files:
+        key_file = files.enter_context(memory_file(key, "hl-ssh-key"))
+        known_hosts = files.enter_context(memory_file(pinned.known_hosts_line(), "hl-known-hosts"))
+        argv = ["ssh", "-i", key_file, "-p", str(endpoint.port), *ssh_options(pinned, known_hosts, connect_timeout),
                 f"{endpoint.user}@{endpoint.host}", remote_command]
         feed = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+        env = {name: value for name, value in os.environ.items() if name != KEY_VARIABLE}
         try:
-            result = subprocess.run(argv, capture_output=True, timeout=timeout, **feed)
+            result = subprocess.run(argv, capture_output=True, timeout=timeout, env=env, **feed)
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess(argv, EXIT_SSH_FAILED, "", f"ssh: no answer within {timeout} s")
-        return subprocess.CompletedProcess(argv, result.returncode, result.stdout.decode(errors="replace"),
-                                           result.stderr.decode(errors="replace"))
+    stderr = result.stderr.decode(errors="replace")
+    if result.returncode == EXIT_SSH_FAILED and any(text in stderr for text in HOST_KEY_FAILURES):
+        raise HostKeyMismatch(mismatch_message(endpoint, keyscan(endpoint.host, endpoint.port)))
+    return subprocess.CompletedProcess(argv, result.returncode, result.stdout.decode(errors="replace"), stderr)

@@ -1,12 +1,18 @@
-"""Deployer-side step of HostFirewall, run by pulumi-command local.Command (`scripts/hl-step`).
+"""Deployer-side steps of HostFirewall, run by pulumi-command local.Command (`scripts/hl-step`).
 
+ready    before anything is pushed: the server answers SSH with its pinned host key, cloud-init
+         is done and the package lock is free (hardened_lightsail/server_readiness.py).
 deploy   the host firewall as one unit: apply the release (rollback armed), confirm it over a
          NEW ssh connection with this apply's nonce, verify it on the host, then probe the
          server from here and fail unless what answers is exactly what the policy allows.
          stdout: progress lines, then EXPOSURE_MARKER and the measured exposure (the stack's
          verifiedExposure); stderr: only why it failed, so the error `up` ends with is that.
          Any step that fails fails the whole step, so `up` never ends well over a host that is
-         pending, rolled back or different from the release."""
+         pending, rolled back or different from the release.
+cloud-readback
+         the verdict of comparing each server's cloud firewall as AWS stores it with the policy
+         (HL_CLOUD_READBACK, computed by the program): fails, naming the rows, when AWS lets in
+         more than the policy; stdout: one line for each other server."""
 from __future__ import annotations
 
 import json
@@ -15,10 +21,12 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
+from .cloud_readback import CloudReadback, describe
 from .commit_confirm import DeployError, RemoteRelease, deploy, timed_progress
 from .config import load_policy_file
 from .outside_verification import parse_host_report, verify_from_here
 from .release import render_release
+from .server_readiness import ready_step
 from .ssh_session import SshEndpoint
 
 EXPOSURE_MARKER = "--- measured from outside ---"
@@ -48,24 +56,45 @@ def deploy_step(env: Mapping[str, str] = os.environ) -> int:
     say("verify on the host: live rules, ipsets and boot files match the release")
     addresses = [a for a in json.loads(env["HL_ADDRESSES"]) if a]
     outside = verify_from_here(release, policy, addresses, parse_host_report(report))
+    warnings = [line for line in report.splitlines() if line.startswith("warning:")]
+    for warning in warnings:
+        say(f"verify on the host: {warning}")
     if outside.mismatches:
         print(outside.table)
         header, *rows = outside.table.splitlines()
         print(f"exposure differs from the policy on {outside.mismatches} port(s):\n" +
-              "\n".join([header, *(row for row in rows if row.endswith("MISMATCH"))]), file=sys.stderr)
+              "\n".join([header, *(row for row in rows if row.endswith("MISMATCH")), *warnings]), file=sys.stderr)
         return 1
     say(f"verify from outside: {outside.table.splitlines()[-1]}")
     print(f"{EXPOSURE_MARKER}\n{outside.table}")
     return 0
 
 
+def cloud_readback_step(env: Mapping[str, str] = os.environ) -> int:
+    readbacks = [CloudReadback.from_json(item) for item in json.loads(env["HL_CLOUD_READBACK"])]
+    too_open = [readback for readback in readbacks if readback.more_open]
+    if len(too_open) < len(readbacks):
+        print(describe(readback for readback in readbacks if not readback.more_open))
+    if too_open:
+        print("\n".join(readback.more_open_report() for readback in too_open), file=sys.stderr)
+        print("The host firewall was deployed and still filters what gets through. To close these rows, give "
+              "a rule the policy leaves empty in a family sources of its own there (e.g. an IPv6 admin CIDR); "
+              "anything else the cloud firewall holds beyond the policy goes back with `pulumi up --refresh`.",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    steps = {"deploy": deploy_step}
-    if len(argv) != 1 or argv[0] not in steps:
-        print(f"usage: hl-step {{{'|'.join(steps)}}}", file=sys.stderr)
+    # Each step takes no arguments but `ready`, which takes --first-contact at most.
+    steps = {"deploy": lambda args: deploy_step(), "cloud-readback": lambda args: cloud_readback_step(),
+             "ready": ready_step}
+    allowed = {"ready": ([], ["--first-contact"])}
+    if not argv or argv[0] not in steps or argv[1:] not in allowed.get(argv[0], ([],)):
+        print("usage: hl-step deploy | hl-step cloud-readback | hl-step ready [--first-contact]", file=sys.stderr)
         return 2
-    return steps[argv[0]]()
+    return steps[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":

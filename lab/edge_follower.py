@@ -1,14 +1,18 @@
-"""The lab edge follows the host back after a rollback: when the server rolls a release back
-(a lock-out drill, a confirm that never came), the edge returns to the cloud layer of the
+"""The lab edge follows the host back after a lock-out drill: when the server rolls back a
+release whose policy set `allowLockout` (a drill), the edge returns to the cloud layer of the
 release the host is back on, so the lab after a drill is what the policy in force says and the
 admin client gets in again. (Lightsail's own firewall has no rollback: it keeps the drill's
-layer, SSH open to the drill's admin CIDRs and the deployer, until the next `up`.)
+layer, SSH open to the drill's admin CIDRs and the deployer, until the next `up`.) Any other
+rollback (a confirm that never came through, a network blip) leaves the edge as the stack set
+it, as Lightsail would: the stack's state says that layer is in force, and the next `up`
+verifies against it.
 
 Started by `lab up` as a daemon in the edge namespace (`python -m lab.edge_follower`). It polls
 each server's state file, which the lab sees through that server's bind mount (`state` key=value
 lines, and `releases/HASH/cloud-ports.json`, as payload/hlfw documents them), and notes what it
 did in DIR/edge/returned.json until the stack hands the edge a new layer. The servers of a lab
-share the edge's one layer (one policy), so a rollback on any of them returns it for all."""
+share the edge's one layer (one policy), so a drill's rollback on any of them returns it for all
+(whether it was a drill is read from that server's rolled-back release)."""
 from __future__ import annotations
 
 import argparse
@@ -54,6 +58,16 @@ def _layer_in_force_on_the_host(layout: LabLayout, server: ServerLayout, state: 
     if previous.exists():
         return previous, "the cloud layer it had before (the host has no confirmed release)"
     return None, ""
+
+
+def was_a_drill(server: ServerLayout, release: str) -> bool:
+    """Did the release a server rolled back have a policy that allows a lock-out
+    (firewall.allowLockout)?"""
+    policy = server.server_fs(HOST_STATE_DIR) / "releases" / release / "policy.json"
+    try:
+        return json.loads(policy.read_text()).get("allowLockout") is True
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return False
 
 
 def follow_rollback(lab: LabTopology, state: dict, server: int = 0) -> Optional[dict]:
@@ -103,9 +117,13 @@ def follow(lab: LabTopology) -> None:
     while True:
         lab = _servers_now(lab)
         for server in range(lab.servers):
-            state = host_state(lab.server_layout(server))
+            layout = lab.server_layout(server)
+            state = host_state(layout)
             key = _rollback_key(state)
-            if server in seen and key is not None and key != seen[server]:
+            if server in seen and key is not None and key != seen[server] and not was_a_drill(layout, key[0]):
+                print(f"release {key[0]} was rolled back on server {server}, not in a drill: the edge keeps the "
+                      "layer the stack gave it", flush=True)
+            elif server in seen and key is not None and key != seen[server]:
                 try:
                     note = follow_rollback(lab, state, server)
                     print(note["message"] if note else f"release {key[0]} was rolled back on server {server}; the "

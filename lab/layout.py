@@ -12,11 +12,19 @@ from pathlib import Path
 from typing import Optional
 
 # The host paths the server sees as lab-owned bind mounts (its private mount namespace).
-SERVER_BIND_MOUNTS = ("/etc/iptables", "/var/lib/hardened-lightsail")
+# /usr/local/sbin holds the lab's stand-in for `cloud-init` (lab/boot.py).
+SERVER_BIND_MOUNTS = ("/etc/iptables", "/var/lib/hardened-lightsail", "/usr/local/sbin")
+# Single files the payload edits, mounted over with a lab copy when this machine has them
+# (hlfw only edits this one where it exists: the netfilter-persistent boot settings).
+SERVER_FILE_BIND_MOUNTS = ("/etc/default/netfilter-persistent",)
+# Files the server sees as lab-owned ones, where the host has them (never created on the host):
+# the package manager's lock, which a booting lab server holds the way unattended-upgrades does.
+SERVER_FILE_MOUNTS = ("/var/lib/dpkg/lock-frontend",)
 
 # Top-level names under the state directory that the lab creates and `down` removes (only
 # from a directory whose lab.json names that lab).
-RUNTIME_ENTRIES = ("lab.json", "ssh", "sshd_config", "nginx", "run", "log", "edge", "server-fs", "servers")
+RUNTIME_ENTRIES = ("lab.json", "ssh", "sshd_config", "sshd_config.image", "nginx", "run", "log", "edge", "server-fs",
+                   "boot", "servers")
 SERVERS_DIR = "servers"
 
 
@@ -33,11 +41,37 @@ class ServerLayout:
 
     @property
     def host_key(self) -> Path:
+        """The server's host key: the one a stack pins (or one the lab made, for a bare lab)."""
         return self.ssh_dir / "ssh_host_ed25519_key"
+
+    @property
+    def image_host_key(self) -> Path:
+        """The key a booting server's sshd serves until its first-boot step (an image's own key)."""
+        return self.ssh_dir / "ssh_host_ed25519_key.image"
+
+    @property
+    def known_hosts(self) -> Path:
+        """The server's public host key as a known_hosts line (for people and `fw` at a shell)."""
+        return self.ssh_dir / "known_hosts"
 
     @property
     def sshd_config(self) -> Path:
         return self.root / "sshd_config"
+
+    @property
+    def image_sshd_config(self) -> Path:
+        """A booting server's sshd before its first-boot step: port 22, the image's key."""
+        return self.root / "sshd_config.image"
+
+    # --- a booting server (lab/boot.py) -------------------------------------------------------
+    @property
+    def boot_dir(self) -> Path:
+        return self.root / "boot"
+
+    @property
+    def cloud_init_status(self) -> Path:
+        """What the lab's `cloud-init status` says: running until the boot is over, then done."""
+        return self.boot_dir / "cloud-init-status"
 
     # --- nginx -------------------------------------------------------------------------------
     @property

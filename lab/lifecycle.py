@@ -6,19 +6,20 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
+from .boot import BootPlan
 from .cloud_layer import load_cloud_layer
 from .edge_follower import return_note
 from .errors import LabError
-from .keys import ensure_keys, ensure_server_keys
+from .keys import HostKeyPair, ensure_keys, ensure_server_keys
 from .layout import RUNTIME_ENTRIES, LabLayout
 from .machine_addresses import machine_addresses, slot_conflicts
 from .netns import delete_namespace, ip, namespace_exists, namespace_pids
 from .network import build_network, network_state, teardown_network
 from .processes import stop_pids
 from .readiness import wait_until_routers_answer
-from .services import service_pids, start_services, stop_services
+from .services import reload_sshd, service_pids, start_services, stop_services
 from .slots import claim_slot, find_slot, registered_labs, release_slot
 from .topology import (EDGE, MAX_SERVERS, NAMESPACE_SUFFIX, LabTopology, namespace_name, recorded_server_count,
                        server_role, validate_name, validate_server_count)
@@ -61,7 +62,8 @@ def _remove_servers(lab: LabTopology, keep: int) -> None:
 
 def lab_up(name: str, state_dir: PathLike, slot: Optional[int] = None,
            cloud_ports: Optional[PathLike] = None, *, preferred_slot: Optional[int] = None,
-           owner: Optional[dict] = None, keep_cloud_layer: bool = False, servers: int = 1) -> LabTopology:
+           owner: Optional[dict] = None, keep_cloud_layer: bool = False, servers: int = 1,
+           host_keys: Optional[Sequence[HostKeyPair]] = None, boot: Optional[BootPlan] = None) -> LabTopology:
     """Create lab `name` with `servers` servers (or complete/refresh it if it exists, adding or
     removing servers to match) and return its topology.
 
@@ -69,12 +71,18 @@ def lab_up(name: str, state_dir: PathLike, slot: Optional[int] = None,
     slot a stack's state recorded), else the lowest usable one. `owner` is recorded with the slot
     (who to ask about it). `cloud_ports` is the cloud-layer file for the edge; None means
     Lightsail's default; with `keep_cloud_layer` a lab that has a layer keeps (reloads) it.
+    `host_keys` (private, public) are the servers' SSH host keys, one per server, in order (a
+    stack's, pinned; None: the lab makes its own); with a `boot` plan each new server (all of a
+    new lab's, one added to a running lab) boots (lab/boot.py), and `up` returns before its sshd
+    answers.
     A new lab never takes a slot whose root-namespace subnets hold one of this machine's own
     addresses or gateways (see machine_addresses). It returns once every lab client reaches its
     router over IPv4 and IPv6. If this call created the lab and fails half-way, it removes what
     it made."""
     validate_name(name)
     validate_server_count(servers)
+    if host_keys is not None and len(host_keys) != servers:
+        raise LabError(f"{len(host_keys)} host keys for {servers} lab servers: give one per server")
     state_dir = Path(state_dir).absolute()
     existed = _check_directory_owner(name, state_dir) is not None or \
         any(namespace_exists(namespace_name(name, role)) for role in NAMESPACE_SUFFIX)
@@ -89,9 +97,14 @@ def lab_up(name: str, state_dir: PathLike, slot: Optional[int] = None,
         # Loaded again even when kept: a rebuilt edge namespace starts with no rules at all.
         load_cloud_layer(lab, in_force if keep_cloud_layer and in_force.exists() else cloud_ports)
         ensure_keys(lab)
-        for index in range(servers):
-            ensure_server_keys(lab, index)
-        start_services(lab)
+        # A server that is new (every server of a new lab, one added to a running lab) boots.
+        new = [index for index in range(servers) if not existed or (index > 0 and not lab.server_layout(index).root.exists())]
+        changed = [index for index in range(servers)
+                   if ensure_server_keys(lab, index, host_keys[index] if host_keys else None,
+                                         image_key=boot is not None and index in new)]
+        start_services(lab, {index: boot for index in new} if boot is not None else None)
+        for index in changed:
+            reload_sshd(lab, index)
         wait_until_routers_answer(lab)
     except BaseException:
         if not existed:

@@ -15,7 +15,7 @@ from .commands import run_command
 from .topology import SERVER, LabTopology
 
 # Every lab's root uplink (hl<slot>up): made by a lab, so never a collision in itself.
-LAB_UPLINK = re.compile(r"^hl\d+up$")
+LAB_UPLINK = re.compile(r"hl[0-9]+up")  # fullmatch
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def machine_addresses() -> list[MachineAddress]:
             if "gateway" in route and "dev" in route:
                 found.append(MachineAddress(ipaddress.ip_address(route["gateway"]), route["dev"],
                                             f"gateway of the {route['dst']} route"))
-    return [found_address for found_address in found if not LAB_UPLINK.match(found_address.interface)]
+    return [found_address for found_address in found if not LAB_UPLINK.fullmatch(found_address.interface)]
 
 
 def subnets_in_root(lab: LabTopology) -> dict[str, ipaddress.IPv4Network | ipaddress.IPv6Network]:

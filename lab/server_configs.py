@@ -2,6 +2,9 @@
 the lab directory, so nothing reads or writes /etc/ssh, /etc/nginx or /var/log."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 from .topology import HIDDEN_TCP_PORTS, HTTP_PORT, HTTPS_PORT, SSH_PORT, LabTopology
 
 
@@ -9,15 +12,16 @@ def _server_label(lab: LabTopology, index: int) -> str:
     return f"lab {lab.name}" + (f" server {index}" if index else "")
 
 
-def sshd_config(lab: LabTopology, index: int = 0) -> str:
+def sshd_config(lab: LabTopology, index: int = 0, port: int = SSH_PORT, host_key: Optional[Path] = None) -> str:
+    """Server `index`'s sshd: its host key (the pinned one unless told), on `port`."""
     layout = lab.server_layout(index)
     return f"""\
 # sshd for hardened-lightsail {_server_label(lab, index)}: its own keys, pid file and authorized_keys.
-Port {SSH_PORT}
+Port {port}
 AddressFamily any
 ListenAddress 0.0.0.0
 ListenAddress ::
-HostKey {layout.host_key}
+HostKey {host_key or layout.host_key}
 PidFile {layout.pid_file("sshd")}
 AuthorizedKeysFile {lab.layout.authorized_keys}
 PermitRootLogin prohibit-password

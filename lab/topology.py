@@ -35,13 +35,14 @@ NAME_MAX_LENGTH = 24  # namespaces are hl-NAME-srv12 (interface names use the sl
 # A slot's server segment is a /28: .0 and .15 are its network and broadcast, .1 the edge, which
 # leaves 13 host numbers (IPv6 has room to spare in its /64).
 MAX_SERVERS = 13
-NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,%d}[a-z0-9])?$" % (NAME_MAX_LENGTH - 2))
+# Used with fullmatch: `match` with `$` would let "lab\n" through into namespace names.
+NAME_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,%d}[a-z0-9])?" % (NAME_MAX_LENGTH - 2))
 
 # Roles of the hosts in a lab; "root" is the machine's own namespace (the deployer's uplink).
 # SERVER is the first server; server i > 0 is "server<i>" (server_role).
 SERVER, EDGE, INTERNET, INTERNET2, ADMIN, ROOT = "server", "edge", "internet", "internet2", "admin", "root"
 NAMESPACE_SUFFIX = {SERVER: "srv", EDGE: "edge", INTERNET: "inet", INTERNET2: "inet2", ADMIN: "adm"}
-SERVER_ROLE = re.compile(r"^server([1-9][0-9]?)$")
+SERVER_ROLE = re.compile(r"server([1-9][0-9]?)")  # fullmatch
 
 # Never run in the root namespace through LabTopology.run/exec_argv.
 ROOT_FORBIDDEN_TOOLS = frozenset({
@@ -81,7 +82,7 @@ def server_index(role: str) -> Optional[int]:
     """server -> 0, server3 -> 3; None for a role that is not a server's."""
     if role == SERVER:
         return 0
-    match = SERVER_ROLE.match(role)
+    match = SERVER_ROLE.fullmatch(role)
     return int(match.group(1)) if match and int(match.group(1)) < MAX_SERVERS else None
 
 
@@ -117,7 +118,7 @@ def validate_server_count(servers: int) -> int:
 
 
 def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise LabError(
             f"lab name {name!r} is not valid: use 1-{NAME_MAX_LENGTH} characters of a-z, 0-9 and '-', "
             "not starting or ending with '-' (it becomes part of namespace names)"
@@ -353,6 +354,7 @@ class LabTopology:
                 "hostIpv6": self.server_ipv6,
                 "port": SSH_PORT,
                 "privateKeyPath": str(self.layout.client_key),
+                "knownHostsPath": str(self.layout.known_hosts),  # the first server's host key, for ssh
                 "publicKeyPath": str(self.layout.client_key) + ".pub",
             },
             "ports": {
@@ -365,6 +367,7 @@ class LabTopology:
                 "index": index, "role": role, "namespace": self.namespace(role),
                 "ipv4": self.address(role, 4), "ipv6": self.address(role, 6),
                 "hostPublicKeyPath": str(self.server_layout(index).host_key) + ".pub",
+                "knownHostsPath": str(self.server_layout(index).known_hosts),  # its host key, for ssh
                 "serverFiles": {path: str(self.server_layout(index).server_fs(path)) for path in SERVER_BIND_MOUNTS},
             } for index, role in enumerate(self.server_roles)],
         }

@@ -37,7 +37,7 @@ parse_apply_arguments() {
 apply_if_already_active() {
     _noop_hash=$1
     [ "$(state_get state)" = active ] && [ "$(state_get release)" = "$_noop_hash" ] || return 1
-    if ! compare_live_with_release "$STATE_DIR/releases/$_noop_hash"; then
+    if ! compare_live_with_release "$WORK_DIR/effective"; then
         warn "cannot compare the live rules with release $_noop_hash ($LAST_ERROR); applying it again"
         return 1
     fi
@@ -45,8 +45,8 @@ apply_if_already_active() {
         warn "release $_noop_hash is recorded as active but the live rules differ (${COMPARE_DIFFERENT# }); applying it again"
         return 1
     fi
-    if [ "$(state_get persisted_release)" != "$_noop_hash" ] || ! persisted_matches "$_noop_hash"; then
-        if persist_release "$_noop_hash"; then
+    if [ "$(state_get persisted_release)" != "$_noop_hash" ] || ! persisted_matches "$WORK_DIR/effective"; then
+        if persist_release "$_noop_hash" "$WORK_DIR/effective"; then
             state_update "persisted_release=$_noop_hash"
             info "boot-time files did not match release $_noop_hash; rewrote them (live rules untouched)"
         else
@@ -57,6 +57,14 @@ apply_if_already_active() {
     info "release $_noop_hash already active; nothing to do"
     info "hlfw-apply: active release=$_noop_hash"
     return 0
+}
+
+# Releases from before the project owned only its HL-* chains put their rules straight into
+# INPUT and replaced the whole table: the first apply over one must remove those rules too.
+host_runs_whole_table_release() {
+    _whole_active=$(state_get active_release)
+    [ -n "$_whole_active" ] && [ -f "$STATE_DIR/releases/$_whole_active/rules.v4" ] || return 1
+    ! check_owned_rules_file "$STATE_DIR/releases/$_whole_active/rules.v4"
 }
 
 # Deals with a release still waiting for confirm. Returns 0 when apply is done.
@@ -88,19 +96,30 @@ handle_pending_before_apply() {
     return 1
 }
 
-# Loads ipsets, v4, v6; on the first failure puts everything back. Signals are
-# ignored meanwhile so that a dropped terminal cannot stop it half-way.
+# load_release_live DIR HASH MODE: loads ipsets, v4, v6 (MODE owned: only the project's part;
+# table: whole tables, once, when the host still runs a release from before that); on the first
+# failure puts everything back. Signals are ignored meanwhile so that a dropped terminal cannot
+# stop it half-way.
 load_release_live() {
     _load_dir=$1
     _load_hash=$2
+    _load_mode=$3
     trap '' HUP INT TERM
     _load_failed_file=
     if [ -f "$_load_dir/ipsets" ] && ! ipsets_restore_atomic "$_load_dir/ipsets"; then
         _load_failed_file=ipsets
-    elif ! run_restore iptables-restore "$_load_dir/rules.v4"; then
-        _load_failed_file=rules.v4
-    elif ! run_restore ip6tables-restore "$_load_dir/rules.v6"; then
-        _load_failed_file=rules.v6
+    else
+        for _load_family in v4 v6; do
+            if [ "$_load_mode" = table ]; then
+                if [ "$_load_family" = v4 ]; then _load_tool=iptables-restore; else _load_tool=ip6tables-restore; fi
+                run_restore "$_load_tool" "$_load_dir/rules.$_load_family" && continue
+            else
+                load_owned "$_load_family" release "$WORK_DIR/release.$_load_family" \
+                    "$WORK_DIR/policies.$_load_family" "$WORK_DIR/ensured.$_load_family" && continue
+            fi
+            _load_failed_file=rules.$_load_family
+            break
+        done
     fi
     if [ -n "$_load_failed_file" ]; then
         _load_load_error=$LAST_ERROR
@@ -131,6 +150,11 @@ cmd_apply() {
         check_ipsets_file "$RELEASE_DIR/ipsets" ||
             die "$EXIT_USAGE" "release $RELEASE_DIR: ipsets: $LAST_ERROR"
     fi
+    for _apply_file in rules.v4 rules.v6 docker-hook.v4 docker-hook.v6; do
+        [ -f "$RELEASE_DIR/$_apply_file" ] || continue
+        check_owned_rules_file "$RELEASE_DIR/$_apply_file" ||
+            die "$EXIT_USAGE" "release $RELEASE_DIR: $_apply_file: $LAST_ERROR; nothing was changed"
+    done
     # A release that does not match its manifest is refused before the lock.
     verify_manifest "$RELEASE_DIR"
     lock_acquire
@@ -138,14 +162,20 @@ cmd_apply() {
     store_release "$RELEASE_DIR" "$_apply_hash"
     _apply_stored="$STATE_DIR/releases/$_apply_hash"
     log "apply $_apply_hash (timeout $TIMEOUT s) from $RELEASE_DIR"
+    make_effective_release "$_apply_stored" "$_apply_hash" now
 
     apply_if_already_active "$_apply_hash" && return 0
     handle_pending_before_apply "$_apply_hash" && return 0
 
-    if ! test_release "$_apply_stored"; then
+    if ! prepare_release "$WORK_DIR/effective"; then
         die "$EXIT_FAILED" "release $_apply_hash does not load, nothing was changed: $LAST_ERROR"
     fi
-    take_snapshot "$_apply_stored" "$_apply_hash"
+    _apply_mode=owned
+    if host_runs_whole_table_release; then
+        _apply_mode=table
+        info "the host runs release $(state_get active_release), which replaced whole tables: this apply replaces them once more, then only the project's chains are touched"
+    fi
+    take_snapshot "$_apply_stored" "$_apply_hash" "$_apply_mode"
     _apply_hlfw="$_apply_stored/hlfw"
     [ -f "$_apply_hlfw" ] || _apply_hlfw=$SELF
     _apply_previous=$(state_get active_release)
@@ -154,11 +184,11 @@ cmd_apply() {
     state_update state=pending "release=$_apply_hash" "timeout=$TIMEOUT" "deadline=$_apply_deadline" \
         "rollback_method=$ROLLBACK_METHOD" "rollback_handle=$ROLLBACK_HANDLE" \
         "previous=$_apply_previous" reason= applied_at="$(now)" "boot_id=$(boot_id)" \
-        "nonce_sha256=$NONCE_SHA256" "apply_connection=${SSH_CONNECTION:-}"
+        "nonce_sha256=$NONCE_SHA256" "apply_connection=${SSH_CONNECTION:-}" "docker_hook=$DOCKER_HOOK"
     history_add "$_apply_hash" applied "$TIMEOUT"
     log "rollback armed ($ROLLBACK_METHOD $ROLLBACK_HANDLE) for $_apply_deadline; loading $_apply_hash"
 
-    load_release_live "$_apply_stored" "$_apply_hash"
+    load_release_live "$WORK_DIR/effective" "$_apply_hash" "$_apply_mode"
 
     _apply_sets=0
     [ -f "$_apply_stored/ipsets" ] && _apply_sets=$(ipset_names "$_apply_stored/ipsets" | wc -l | tr -d ' ')

@@ -77,7 +77,8 @@ cmd_confirm() {
         rolled-back) too_late "$_confirm_hash" "$_confirm_timeout" "$(state_get reason)" ;;
         active)
             if [ "$(state_get persisted_release)" != "$_confirm_hash" ]; then
-                persist_release "$_confirm_hash" ||
+                make_effective_release "$STATE_DIR/releases/$_confirm_hash" "$_confirm_hash" recorded
+                persist_release "$_confirm_hash" "$WORK_DIR/effective" ||
                     die "$EXIT_FAILED" "release $_confirm_hash is live and confirmed but its files could not be written for boot: $LAST_ERROR; fix that and run confirm again"
                 state_update "persisted_release=$_confirm_hash"
             fi
@@ -104,7 +105,8 @@ cmd_confirm() {
     state_update state=active "active_release=$_confirm_hash" "previous=$_confirm_previous" deadline= \
         rollback_handle= confirmed_at="$(now)" "confirm_connection=${SSH_CONNECTION:-}"
     history_add "$_confirm_hash" confirmed "$_confirm_timeout"
-    if ! persist_release "$_confirm_hash"; then
+    make_effective_release "$STATE_DIR/releases/$_confirm_hash" "$_confirm_hash" recorded
+    if ! persist_release "$_confirm_hash" "$WORK_DIR/effective"; then
         die "$EXIT_FAILED" "release $_confirm_hash is confirmed and live, but its files could not be written for boot: $LAST_ERROR; fix that and run 'hlfw confirm --release $_confirm_hash' again"
     fi
     state_update "persisted_release=$_confirm_hash"

@@ -2,7 +2,9 @@
 # hlfw-drift.sh - sourced by hlfw (never run on its own).
 # `hlfw drift`: read-only, is the host running release HASH as confirmed? Prints
 # state=, release=, in_sync=yes|no, then one "drift: <reason>" line per difference, short
-# enough for a `pulumi preview` diff (the deployer's refresh reads it back).
+# enough for a `pulumi preview` diff (the deployer's refresh reads it back), then one
+# "warning: <text>" line per rule of another tool that bypasses or shadows the policy (not
+# drift: the project judges only what it owns, see hlfw-owned.sh).
 
 # A refresh must not hang behind an apply: wait briefly, then say the host is busy (exit 4).
 DRIFT_LOCK_WAIT_SECONDS=10
@@ -24,7 +26,7 @@ describe_rules_drift() {
             return (table == "filter" ? "" : "-t " table " ") line
         }
         function plural(n, word) { return n " " word (n == 1 ? "" : "s") }
-        FNR == 1 { side = (NR == FNR) ? "release" : "live"; pos = 0 }
+        FNR == 1 { side = (FILENAME == ARGV[1]) ? "release" : "live"; pos = 0 }
         /^\*/ { table = substr($0, 2); seen[side, table] = 1; next }
         /^COMMIT$/ { next }
         /^:/ {
@@ -37,7 +39,11 @@ describe_rules_drift() {
         {
             key = table "|" $0; count[side, key]++; pos++
             at[side, pos] = key; total[side] = pos
-            if ($1 == "-A") in_chain[side, table "|" $2]++
+            if ($1 == "-A") {
+                chain_key = table "|" $2
+                if (side == "release" && !in_chain[side, chain_key]) rule_chain_at[++rule_chains] = chain_key
+                in_chain[side, chain_key]++
+            }
         }
         END {
             reasons = ""
@@ -68,8 +74,8 @@ describe_rules_drift() {
                 }
             }
             flushed = ""
-            for (i = 1; i <= chains; i++) {
-                key = chain_at[i]
+            for (i = 1; i <= rule_chains; i++) {
+                key = rule_chain_at[i]
                 if (in_chain["release", key] > 0 && in_chain["live", key] == 0 && seen["live", substr(key, 1, index(key, "|") - 1)])
                     flushed = flushed (flushed == "" ? "" : ", ") substr(key, index(key, "|") + 1)
             }
@@ -91,7 +97,7 @@ describe_ipsets_drift() {
     cmp -s "$1" "$2" && return 0
     awk '
         function plural(n, word) { return n " " word (n == 1 ? "" : "s") }
-        FNR == 1 { side = (NR == FNR) ? "release" : "live" }
+        FNR == 1 { side = (FILENAME == ARGV[1]) ? "release" : "live" }
         $1 == "create" { created[side, $2] = $0; if (side == "release") names[++sets] = $2; next }
         $1 == "add" {
             member = $3; key = $2 SUBSEP member; has[side, key] = 1
@@ -144,21 +150,30 @@ describe_state_drift() {
 }
 
 cmd_drift() {
-    if [ $# -ne 2 ] || [ "$1" != --release ]; then
-        usage_error "usage: hlfw drift --release HASH"
-    fi
-    _drift_hash=$2
-    require_hash "$_drift_hash"
+    release_argument drift "$@"
+    _drift_hash=$RELEASE_ARGUMENT
     require_tools iptables-save ip6tables-save unshare
     require_known_os
     _drift_dir="$STATE_DIR/releases/$_drift_hash"
     make_work_dir
     lock_acquire "$DRIFT_LOCK_WAIT_SECONDS"
     _drift_found="$WORK_DIR/drift"
+    : >"$WORK_DIR/warnings"
     describe_state_drift "$_drift_hash" >"$_drift_found"
     if [ ! -f "$_drift_dir/RELEASE" ]; then
         printf 'release %s is not on this host\n' "$_drift_hash" >>"$_drift_found"
     else
+        make_effective_release "$_drift_dir" "$_drift_hash" recorded
+        for _drift_family in v4 v6; do
+            if [ -f "$_drift_dir/docker-hook.$_drift_family" ] && docker_running "$_drift_family"; then
+                case " $DOCKER_HOOK " in
+                    *" $_drift_family "*) ;;
+                    *) printf '%s: Docker runs but its published ports are not under the policy: release %s was applied before Docker'"'"'s chains were there (firewall.docker: auto)\n' \
+                        "$_drift_family" "$_drift_hash" >>"$_drift_found" ;;
+                esac
+            fi
+        done
+        _drift_dir="$WORK_DIR/effective"
         compare_live_with_release "$_drift_dir" ||
             die "$EXIT_FAILED" "cannot compare the live rules with release $_drift_hash: $LAST_ERROR"
         for _drift_family in v4 v6; do
@@ -183,10 +198,12 @@ cmd_drift() {
     info "release=$(state_get release)"
     if [ ! -s "$_drift_found" ]; then
         info "in_sync=yes"
+        sed 's/^/warning: /' "$WORK_DIR/warnings"
         return 0
     fi
     info "in_sync=no"
     sed 's/^/drift: /' "$_drift_found"
+    sed 's/^/warning: /' "$WORK_DIR/warnings"
     log "drift from release $_drift_hash: $(tr '\n' ';' <"$_drift_found")"
     exit "$EXIT_FAILED"
 }

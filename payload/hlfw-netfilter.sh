@@ -3,9 +3,10 @@
 # Loading and reading netfilter: iptables-restore, atomic ipset swaps, and the scratch
 # network namespace where a release is tested and canonicalised without touching the live one.
 
-# run_restore TOOL FILE: full replace of the tables in FILE (no --noflush).
+# run_restore TOOL FILE [FLAG]: full replace of the tables in FILE (unless FLAG is --noflush).
 run_restore() {
-    if ! "$1" <"$2" 2>"$WORK_DIR/restore.err"; then
+    # shellcheck disable=SC2086 # FLAG is one word or empty
+    if ! "$1" ${3:-} <"$2" 2>"$WORK_DIR/restore.err"; then
         LAST_ERROR="$1 < $2 failed: $(tr '\n' ' ' <"$WORK_DIR/restore.err")"
         return 1
     fi
@@ -66,9 +67,9 @@ in_scratch_namespace() {
     unshare --net /bin/sh "$SELF" _scratch "$@"
 }
 
-# Internal: `_scratch test|save DIR OUT`, run by in_scratch_namespace only.
+# Internal: `_scratch save DIR OUT`, run by in_scratch_namespace only: load the release into
+# the empty scratch namespace (as boot would: --noflush) and save it to OUT/release.*.
 cmd_scratch() {
-    _scratch_mode=$1
     _scratch_dir=$2
     _scratch_out=$3
     if [ -f "$_scratch_dir/ipsets" ] && ! ipset restore <"$_scratch_dir/ipsets" 2>"$_scratch_out/scratch.err"; then
@@ -77,37 +78,32 @@ cmd_scratch() {
     fi
     for _scratch_family in v4 v6; do
         if [ "$_scratch_family" = v4 ]; then _scratch_tool=iptables; else _scratch_tool=ip6tables; fi
-        if [ "$_scratch_mode" = test ]; then
-            _scratch_status=0
-            "$_scratch_tool-restore" --test <"$_scratch_dir/rules.$_scratch_family" 2>"$_scratch_out/scratch.err" || _scratch_status=$?
-        else
-            _scratch_status=0
-            "$_scratch_tool-restore" <"$_scratch_dir/rules.$_scratch_family" 2>"$_scratch_out/scratch.err" || _scratch_status=$?
-            [ "$_scratch_status" -ne 0 ] || "$_scratch_tool-save" >"$_scratch_out/release.$_scratch_family" 2>"$_scratch_out/scratch.err" || _scratch_status=$?
-        fi
-        if [ "$_scratch_status" -ne 0 ]; then
+        if ! "$_scratch_tool-restore" --noflush <"$_scratch_dir/rules.$_scratch_family" 2>"$_scratch_out/scratch.err" ||
+            ! "$_scratch_tool-save" >"$_scratch_out/release.$_scratch_family" 2>"$_scratch_out/scratch.err"; then
             printf 'rules.%s: %s\n' "$_scratch_family" "$(tr '\n' ' ' <"$_scratch_out/scratch.err")" >&2
             exit "$EXIT_FAILED"
         fi
     done
-    if [ "$_scratch_mode" = save ]; then
-        if [ -f "$_scratch_dir/ipsets" ]; then
-            ipset save >"$_scratch_out/release.ipsets" 2>"$_scratch_out/scratch.err" || {
-                printf 'ipsets: ipset save failed: %s\n' "$(tr '\n' ' ' <"$_scratch_out/scratch.err")" >&2
-                exit "$EXIT_FAILED"
-            }
-        else
-            : >"$_scratch_out/release.ipsets"
-        fi
+    : >"$_scratch_out/release.ipsets"
+    if [ -f "$_scratch_dir/ipsets" ] && ! ipset save >"$_scratch_out/release.ipsets" 2>"$_scratch_out/scratch.err"; then
+        printf 'ipsets: ipset save failed: %s\n' "$(tr '\n' ' ' <"$_scratch_out/scratch.err")" >&2
+        exit "$EXIT_FAILED"
     fi
 }
 
-# `iptables-restore --test` of both families, with the release's sets created
-# in a scratch namespace. Falls back to testing in the live namespace when
-# namespaces are unavailable, which only works if every set already exists.
-test_release() {
-    _test_dir=$1
-    if in_scratch_namespace test "$_test_dir" "$WORK_DIR" 2>"$WORK_DIR/test.err"; then
+# Loads the release into a scratch namespace (its sets first) and saves it back: a real load
+# is the strongest test, and the save is the release in the kernel's own words, which is what
+# live rules are compared with and what the restore input is made from. Writes WORK_DIR/
+# release.{v4,v6,ipsets} and, from the release files, WORK_DIR/{policies,ensured}.{v4,v6}.
+# Without namespaces it falls back to `--test` in the live namespace (every set must already
+# exist) and to the release files themselves.
+prepare_release() {
+    _prep_dir=$1
+    for _prep_family in v4 v6; do
+        release_policies "$_prep_dir/rules.$_prep_family" >"$WORK_DIR/policies.$_prep_family"
+        release_ensured "$_prep_dir/rules.$_prep_family" >"$WORK_DIR/ensured.$_prep_family"
+    done
+    if in_scratch_namespace save "$_prep_dir" "$WORK_DIR" 2>"$WORK_DIR/test.err"; then
         return 0
     fi
     if unshare --net true 2>/dev/null; then
@@ -115,43 +111,55 @@ test_release() {
         return 1
     fi
     warn "cannot create a scratch network namespace (unshare --net); testing with --test in the live namespace"
-    if [ -f "$_test_dir/ipsets" ]; then
-        for _test_set in $(ipset_names "$_test_dir/ipsets"); do
-            if ! ipset_exists "$_test_set"; then
-                LAST_ERROR="ipset $_test_set does not exist yet and no scratch namespace is available to test rules that use it"
+    if [ -f "$_prep_dir/ipsets" ]; then
+        for _prep_set in $(ipset_names "$_prep_dir/ipsets"); do
+            if ! ipset_exists "$_prep_set"; then
+                LAST_ERROR="ipset $_prep_set does not exist yet and no scratch namespace is available to test rules that use it"
                 return 1
             fi
         done
+        cp "$_prep_dir/ipsets" "$WORK_DIR/release.ipsets"
     fi
-    for _test_family in v4 v6; do
-        if [ "$_test_family" = v4 ]; then _test_tool=iptables-restore; else _test_tool=ip6tables-restore; fi
-        if ! "$_test_tool" --test <"$_test_dir/rules.$_test_family" 2>"$WORK_DIR/test.err"; then
-            LAST_ERROR="rules.$_test_family: $(tr '\n' ' ' <"$WORK_DIR/test.err")"
+    for _prep_family in v4 v6; do
+        if [ "$_prep_family" = v4 ]; then _prep_tool=iptables-restore; else _prep_tool=ip6tables-restore; fi
+        if ! "$_prep_tool" --test --noflush <"$_prep_dir/rules.$_prep_family" 2>"$WORK_DIR/test.err"; then
+            LAST_ERROR="rules.$_prep_family: $(tr '\n' ' ' <"$WORK_DIR/test.err")"
             return 1
         fi
+        cp "$_prep_dir/rules.$_prep_family" "$WORK_DIR/release.$_prep_family"
     done
 }
 
-# Writes WORK_DIR/{release,live}.{v4,v6,ipsets}.canon and reports which differ
-# in COMPARE_DIFFERENT (e.g. "v4 ipsets"). Returns 1 if they cannot be compared.
+# save_live FAMILY FILE: the live iptables-save (every table) of that family.
+save_live() {
+    if [ "$1" = v4 ]; then _sl_tool=iptables-save; else _sl_tool=ip6tables-save; fi
+    if ! "$_sl_tool" >"$2" 2>"$WORK_DIR/save.err"; then
+        LAST_ERROR="$_sl_tool failed: $(tr '\n' ' ' <"$WORK_DIR/save.err")"
+        return 1
+    fi
+}
+
+# Writes WORK_DIR/{release,live}.{v4,v6,ipsets}.canon (the project's part of each: see
+# owned_view) and WORK_DIR/warnings (rules of other tools that bypass or shadow the policy),
+# and reports which parts differ in COMPARE_DIFFERENT (e.g. "v4 ipsets"). Returns 1 if they
+# cannot be compared.
 compare_live_with_release() {
     _cmp_dir=$1
     COMPARE_DIFFERENT=
-    if ! in_scratch_namespace save "$_cmp_dir" "$WORK_DIR" 2>"$WORK_DIR/save.err"; then
-        LAST_ERROR="cannot load the release into a scratch network namespace: $(tr '\n' ' ' <"$WORK_DIR/save.err")"
+    if ! prepare_release "$_cmp_dir"; then
+        LAST_ERROR="cannot load the release into a scratch network namespace: $LAST_ERROR"
         return 1
     fi
+    : >"$WORK_DIR/warnings"
     for _cmp_family in v4 v6; do
-        if [ "$_cmp_family" = v4 ]; then _cmp_tool=iptables-save; else _cmp_tool=ip6tables-save; fi
-        _cmp_tables=$(tables_in "$_cmp_dir/rules.$_cmp_family")
-        select_tables "$_cmp_tables" canon <"$WORK_DIR/release.$_cmp_family" >"$WORK_DIR/release.$_cmp_family.canon"
-        if ! "$_cmp_tool" >"$WORK_DIR/live.$_cmp_family" 2>"$WORK_DIR/save.err"; then
-            LAST_ERROR="$_cmp_tool failed: $(tr '\n' ' ' <"$WORK_DIR/save.err")"
-            return 1
-        fi
-        select_tables "$_cmp_tables" canon <"$WORK_DIR/live.$_cmp_family" >"$WORK_DIR/live.$_cmp_family.canon"
+        save_live "$_cmp_family" "$WORK_DIR/live.$_cmp_family" || return 1
+        for _cmp_side in release live; do
+            owned_view "$WORK_DIR/policies.$_cmp_family" "$WORK_DIR/ensured.$_cmp_family" \
+                <"$WORK_DIR/$_cmp_side.$_cmp_family" >"$WORK_DIR/$_cmp_side.$_cmp_family.canon"
+        done
         cmp -s "$WORK_DIR/release.$_cmp_family.canon" "$WORK_DIR/live.$_cmp_family.canon" ||
             COMPARE_DIFFERENT="$COMPARE_DIFFERENT $_cmp_family"
+        foreign_warnings <"$WORK_DIR/live.$_cmp_family" | sed "s/^/$_cmp_family: /" >>"$WORK_DIR/warnings"
     done
     if [ -f "$_cmp_dir/ipsets" ]; then
         _cmp_sets=$(ipset_names "$_cmp_dir/ipsets" | tr '\n' ' ')
@@ -165,6 +173,21 @@ compare_live_with_release() {
             COMPARE_DIFFERENT="$COMPARE_DIFFERENT ipsets"
     fi
     return 0
+}
+
+# load_owned FAMILY MODE TARGET POLICIES ENSURED: replaces the project's part of the live
+# rules with TARGET's in one `--noflush` restore (see owned_restore_input).
+load_owned() {
+    if [ "$1" = v4 ]; then _lo_tool=iptables-restore; else _lo_tool=ip6tables-restore; fi
+    save_live "$1" "$WORK_DIR/before-load.$1" || return 1
+    owned_restore_input "$2" "$3" "$4" "$5" "$WORK_DIR/before-load.$1" >"$WORK_DIR/load.$1" || {
+        LAST_ERROR="cannot build the restore input for $1"
+        return 1
+    }
+    if ! "$_lo_tool" --noflush <"$WORK_DIR/load.$1" 2>"$WORK_DIR/restore.err"; then
+        LAST_ERROR="$_lo_tool --noflush failed: $(tr '\n' ' ' <"$WORK_DIR/restore.err")"
+        return 1
+    fi
 }
 
 show_diff() {

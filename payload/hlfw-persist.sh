@@ -36,11 +36,70 @@ require_known_os() {
     fi
 }
 
+# netfilter-persistent (Debian) restores with --noflush only when its defaults file says so:
+# without it, the boot load flushes whole tables, and Docker's or fail2ban's chains with them
+# when they started first. Its `save` must not replace the release files with a dump of the
+# live rules either. The file is the package's: only these keys are set, the rest is kept.
+NETFILTER_PERSISTENT_DEFAULTS=/etc/default/netfilter-persistent
+BOOT_LOADER_SETTINGS='IPTABLES_RESTORE_NOFLUSH=yes IP6TABLES_RESTORE_NOFLUSH=yes IPTABLES_SKIP_SAVE=yes IP6TABLES_SKIP_SAVE=yes IPSET_SKIP_SAVE=yes'
+
+configure_boot_loader() {
+    [ "$(os_flavour)" = debian ] || return 0
+    _cbl_file=$NETFILTER_PERSISTENT_DEFAULTS
+    if [ ! -f "$_cbl_file" ]; then
+        warn "$_cbl_file is missing (netfilter-persistent not installed? run hlfw install-deps): a boot load would flush other tools' rules"
+        return 0
+    fi
+    # cp -p first: the new file keeps the package file's owner and mode.
+    if ! cp -p "$_cbl_file" "$_cbl_file.hlfw-new" || ! awk -v settings="$BOOT_LOADER_SETTINGS" '
+            BEGIN { n = split(settings, kv, " "); for (i = 1; i <= n; i++) { split(kv[i], p, "="); want[p[1]] = kv[i]; key_at[i] = p[1] } }
+            {
+                key = $0; sub(/^[ \t]*#?[ \t]*/, "", key); sub(/=.*/, "", key)
+                if ((key in want) && $0 ~ /^[ \t]*#?[ \t]*[A-Z0-9_]+=/) { if (!(key in done)) print want[key]; done[key] = 1; next }
+                print
+            }
+            END {
+                for (i = 1; i <= n; i++) if (!(key_at[i] in done)) {
+                    if (!told++) print "# set by hardened-lightsail: boot adds the project'"'"'s chains (--noflush), save never replaces its files"
+                    print want[key_at[i]]
+                }
+            }' "$_cbl_file" >"$_cbl_file.hlfw-new"; then
+        rm -f "$_cbl_file.hlfw-new"
+        LAST_ERROR="cannot write $_cbl_file.hlfw-new"
+        return 1
+    fi
+    if cmp -s "$_cbl_file" "$_cbl_file.hlfw-new"; then
+        rm -f "$_cbl_file.hlfw-new"
+        return 0
+    fi
+    # A rename is atomic; where the file is a mount point (a bind-mounted copy) only an
+    # in-place write can change it.
+    if ! mv -f "$_cbl_file.hlfw-new" "$_cbl_file" 2>/dev/null; then
+        if ! cat "$_cbl_file.hlfw-new" >"$_cbl_file"; then
+            rm -f "$_cbl_file.hlfw-new"
+            LAST_ERROR="cannot rewrite $_cbl_file"
+            return 1
+        fi
+        rm -f "$_cbl_file.hlfw-new"
+    fi
+    log "set $BOOT_LOADER_SETTINGS in $_cbl_file"
+}
+
+# boot_restore_flags TOOL: the flags the boot loader restores with (see configure_boot_loader).
+boot_restore_flags() {
+    [ "$(os_flavour)" = debian ] && [ -f "$NETFILTER_PERSISTENT_DEFAULTS" ] || return 0
+    case $1 in iptables-restore) _brf_key=IPTABLES_RESTORE_NOFLUSH ;; *) _brf_key=IP6TABLES_RESTORE_NOFLUSH ;; esac
+    [ "$(sed -n "s/^[ \t]*$_brf_key=//p" "$NETFILTER_PERSISTENT_DEFAULTS" | tail -n 1 | tr -d '"'"'")" = yes ] || return 0
+    printf -- '--noflush'
+}
+
 # Writes the release files (never iptables-save output) where the OS loads them
 # at boot: all temp files first, then renames, so a failure changes nothing.
+# persist_release HASH DIR: DIR holds the files the host runs of release HASH (effective).
 persist_release() {
     _persist_hash=$1
-    _persist_dir="$STATE_DIR/releases/$1"
+    _persist_dir=$2
+    configure_boot_loader || return 1
     # shellcheck disable=SC2046 # three paths without spaces
     set -- $(persist_paths)
     _persist_ipsets_dest=$1
@@ -93,9 +152,10 @@ persisted_status() {
     fi
 }
 
+# persisted_matches DIR: the boot-time files are DIR's (see persist_release).
 persisted_matches() {
     for _pm_pair in $(persist_pairs); do
-        case $(persisted_status "$STATE_DIR/releases/$1" "${_pm_pair%%=*}" "${_pm_pair#*=}") in
+        case $(persisted_status "$1" "${_pm_pair%%=*}" "${_pm_pair#*=}") in
             same | none) ;;
             *) return 1 ;;
         esac
@@ -104,7 +164,8 @@ persisted_matches() {
 
 # Loads the persisted files the way the boot-time loaders do: ipsets first,
 # then IPv4, then IPv6 (netfilter-persistent plugins 10-ipset, 15-ip4tables,
-# 25-ip6tables; on Amazon Linux ipset.service before iptables/ip6tables).
+# 25-ip6tables, with --noflush when its defaults file says so; on Amazon Linux
+# ipset.service before iptables/ip6tables, whole tables).
 cmd_boot_load() {
     [ $# -eq 0 ] || usage_error "boot-load takes no arguments"
     require_known_os
@@ -125,7 +186,7 @@ cmd_boot_load() {
             warn "skipping $_boot_tool: $_boot_file does not exist"
             continue
         fi
-        run_restore "$_boot_tool" "$_boot_file" || die "$EXIT_FAILED" "$LAST_ERROR"
+        run_restore "$_boot_tool" "$_boot_file" "$(boot_restore_flags "$_boot_tool")" || die "$EXIT_FAILED" "$LAST_ERROR"
         _boot_loaded="$_boot_loaded $_boot_file"
     done
     log "boot-load loaded$_boot_loaded"

@@ -48,7 +48,8 @@ ipset_exists() {
     ipset list -n "$1" >/dev/null 2>&1
 }
 
-# Canonical `ipset save` of the given sets: initval (random per set) dropped,
+# Canonical `ipset save` of the given sets: initval (random per set) and hashsize (the kernel
+# grows it while members go in, so two loads of one list can differ) dropped,
 # members sorted (hash order differs), per-member counters dropped. Sets made
 # with "timeout" are filled at run time by the kernel (e.g. by -j SET), so only
 # their create line is compared.
@@ -57,7 +58,7 @@ canon_ipsets() {
         $1 == "create" {
             dynamic[$2] = ($0 ~ / timeout [0-9]+/)
             if (index(keep, " " $2 " ") == 0) next
-            line = $0; gsub(/ initval 0x[0-9a-fA-F]+/, "", line)
+            line = $0; gsub(/ initval 0x[0-9a-fA-F]+/, "", line); gsub(/ hashsize [0-9]+/, "", line)
             print $2 "\t0\t" line; next
         }
         $1 == "add" {

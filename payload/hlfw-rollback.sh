@@ -3,22 +3,29 @@
 # The safety net: the snapshot apply takes, the rollback timer or sleeper it arms,
 # and putting the snapshot back (`hlfw rollback`, the timer, a failed apply).
 
-# Saves what apply is about to replace: the release's tables (v4, v6) and sets.
+# Saves what apply is about to replace: the live rules of both families (all of them: the
+# rollback computes the project's part from them) and the release's sets. MODE owned: the
+# rollback puts back only the project's part (HL-* chains, jumps, the policies the release
+# sets). MODE table: the host still runs a release from before the project owned only its
+# chains, which replaced whole tables; the rollback then does the same with these tables.
 take_snapshot() {
     _snap_dir=$1
     _snap_hash=$2
+    _snap_mode=$3
     _snap_snap="$STATE_DIR/rollback.new"
     rm -rf "$_snap_snap"
     mkdir "$_snap_snap" || die "$EXIT_FAILED" "cannot create $_snap_snap; nothing was changed"
     _snap_empty_tables=
     for _snap_family in v4 v6; do
-        if [ "$_snap_family" = v4 ]; then _snap_tool=iptables-save; else _snap_tool=ip6tables-save; fi
+        save_live "$_snap_family" "$_snap_snap/live.$_snap_family" ||
+            die "$EXIT_FAILED" "cannot snapshot the live rules; nothing was changed: $LAST_ERROR"
+        cp "$WORK_DIR/policies.$_snap_family" "$_snap_snap/policies.$_snap_family" ||
+            die "$EXIT_FAILED" "cannot write the snapshot in $_snap_snap; nothing was changed"
+        [ "$_snap_mode" = table ] || continue
         _snap_tables=$(tables_in "$_snap_dir/rules.$_snap_family")
-        "$_snap_tool" >"$WORK_DIR/live.$_snap_family" 2>"$WORK_DIR/save.err" ||
-            die "$EXIT_FAILED" "$_snap_tool failed, cannot snapshot the live rules; nothing was changed: $(tr '\n' ' ' <"$WORK_DIR/save.err")"
-        _snap_live_tables=$(tables_in "$WORK_DIR/live.$_snap_family")
+        _snap_live_tables=$(tables_in "$_snap_snap/live.$_snap_family")
         {
-            select_tables "$_snap_tables" <"$WORK_DIR/live.$_snap_family"
+            select_tables "$_snap_tables" <"$_snap_snap/live.$_snap_family"
             for _snap_table in $_snap_tables; do
                 case " $_snap_live_tables " in
                     *" $_snap_table "*) ;;
@@ -28,7 +35,7 @@ take_snapshot() {
                         ;;
                 esac
             done
-        } >"$_snap_snap/rules.$_snap_family"
+        } >"$_snap_snap/tables.$_snap_family"
     done
     : >"$_snap_snap/ipsets"
     : >"$_snap_snap/ipsets.created"
@@ -42,7 +49,8 @@ take_snapshot() {
             fi
         done
     fi
-    printf 'release=%s\ntaken_at=%s\nempty_tables=%s\n' "$_snap_hash" "$(now)" "${_snap_empty_tables# }" >"$_snap_snap/meta"
+    printf 'release=%s\ntaken_at=%s\nmode=%s\nempty_tables=%s\n' "$_snap_hash" "$(now)" "$_snap_mode" \
+        "${_snap_empty_tables# }" >"$_snap_snap/meta"
     rm -rf "$STATE_DIR/rollback"
     mv "$_snap_snap" "$STATE_DIR/rollback" || die "$EXIT_FAILED" "cannot move the snapshot into $STATE_DIR/rollback; nothing was changed"
 }
@@ -51,20 +59,24 @@ take_snapshot() {
 # Tries every part even if one fails, so as much as possible is back.
 restore_snapshot() {
     _restore_snap="$STATE_DIR/rollback"
+    _restore_mode=$(sed -n 's/^mode=//p' "$_restore_snap/meta" 2>/dev/null)
     _restore_failed=
     _restore_errors=
     if [ -s "$_restore_snap/ipsets" ] && ! ipsets_restore_atomic "$_restore_snap/ipsets"; then
         _restore_failed="$_restore_failed ipsets"
         _restore_errors="$_restore_errors $LAST_ERROR;"
     fi
-    if ! run_restore iptables-restore "$_restore_snap/rules.v4"; then
-        _restore_failed="$_restore_failed rules.v4"
+    for _restore_family in v4 v6; do
+        if [ "$_restore_family" = v4 ]; then _restore_tool=iptables-restore; else _restore_tool=ip6tables-restore; fi
+        if [ "$_restore_mode" = table ]; then
+            run_restore "$_restore_tool" "$_restore_snap/tables.$_restore_family" && continue
+        else
+            load_owned "$_restore_family" snapshot "$_restore_snap/live.$_restore_family" \
+                "$_restore_snap/policies.$_restore_family" /dev/null && continue
+        fi
+        _restore_failed="$_restore_failed rules.$_restore_family"
         _restore_errors="$_restore_errors $LAST_ERROR;"
-    fi
-    if ! run_restore ip6tables-restore "$_restore_snap/rules.v6"; then
-        _restore_failed="$_restore_failed rules.v6"
-        _restore_errors="$_restore_errors $LAST_ERROR;"
-    fi
+    done
     if [ -s "$_restore_snap/ipsets.created" ]; then
         while IFS= read -r _restore_set; do
             ipset_exists "$_restore_set" || continue

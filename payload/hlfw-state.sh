@@ -46,6 +46,15 @@ valid_hash() {
     [ "${#1}" -le 128 ]
 }
 
+# release_argument COMMAND ARGS...: sets RELEASE_ARGUMENT from `hlfw COMMAND --release HASH`.
+release_argument() {
+    if [ $# -ne 3 ] || [ "$2" != --release ]; then
+        usage_error "usage: hlfw $1 --release HASH"
+    fi
+    require_hash "$3"
+    RELEASE_ARGUMENT=$3
+}
+
 require_hash() {
     valid_hash "$1" || usage_error "'$1' is not a release hash (letters, digits, '.', '_', '-')"
 }

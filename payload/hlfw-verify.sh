@@ -25,22 +25,25 @@ listening_sockets() {
 }
 
 cmd_verify() {
-    if [ $# -ne 2 ] || [ "$1" != --release ]; then
-        usage_error "usage: hlfw verify --release HASH"
-    fi
-    _verify_hash=$2
-    require_hash "$_verify_hash"
+    release_argument verify "$@"
+    _verify_hash=$RELEASE_ARGUMENT
     require_tools iptables-save ip6tables-save unshare
     require_known_os
     _verify_dir="$STATE_DIR/releases/$_verify_hash"
     [ -f "$_verify_dir/RELEASE" ] || die "$EXIT_USAGE" "release $_verify_hash is not on this host ($_verify_dir missing); apply it first"
     make_work_dir
+    make_effective_release "$_verify_dir" "$_verify_hash" recorded
+    _verify_dir="$WORK_DIR/effective"
     _verify_problems=
     info "release=$_verify_hash"
     info "state=$(state_get state)"
     info "current_release=$(state_get release)"
     compare_live_with_release "$_verify_dir" ||
         die "$EXIT_FAILED" "cannot verify the live rules: $LAST_ERROR"
+    # Other tools' rules are not judged, but one that bypasses or shadows the policy is named.
+    while IFS= read -r _verify_warning; do
+        warn "$_verify_warning"
+    done <"$WORK_DIR/warnings"
     for _verify_what in v4 v6 ipsets; do
         if [ "$_verify_what" = ipsets ] && [ ! -f "$_verify_dir/ipsets" ]; then
             info "live_ipsets=none"

@@ -12,8 +12,8 @@ GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 STACK_FILE = "stack.yaml"
 # Release files kept as golden copies, most telling first. The payload script itself is not
 # copied (it has its own tests), but its hash is pinned through manifest.sha256 and RELEASE.
-GOLDEN_FILES = ("rules.v4", "rules.v6", "cloud-ports.json", "ipsets", "policy.json", "manifest.sha256",
-                "RELEASE")
+GOLDEN_FILES = ("rules.v4", "rules.v6", "cloud-ports.json", "ipsets", "policy.json", "docker-hook.v4",
+                "docker-hook.v6", "manifest.sha256", "RELEASE")
 
 
 def case_names() -> list[str]:

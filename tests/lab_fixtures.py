@@ -6,7 +6,7 @@
   one; elsewhere, where other people's runs may be busy, those named after this session's labs).
 - `lab` (module): one running lab for a test module, torn down however the module ends.
 - `lab_factory` (function): more labs in one test (`lab_factory.up(slot=None, cloud_ports=None,
-  servers=1)`).
+  servers=1, host_keys=None, boot=None)`).
 Tests that need root and network namespaces carry `@pytest.mark.netfilter`; where those are not
 available they are skipped, with the reason."""
 from __future__ import annotations
@@ -167,11 +167,12 @@ class LabFactory:
         self._prefix = f"{SESSION_LAB_PREFIX}{next(_fixture_uses)}-"
         self._tmp, self._made = tmp_path_factory, []
 
-    def up(self, slot: int | None = None, cloud_ports=None, servers: int = 1):
+    def up(self, slot: int | None = None, cloud_ports=None, **options):
+        """A new lab; `options` go to lab_up (servers, host_keys, boot)."""
         name = f"{self._prefix}{len(self._made)}"
         state_dir = self._tmp.mktemp(f"lab-{name}")
         self._made.append((name, state_dir))  # before up: a half-built lab is torn down too
-        return lab_up(name, state_dir, slot=slot, cloud_ports=cloud_ports, servers=servers)
+        return lab_up(name, state_dir, slot=slot, cloud_ports=cloud_ports, **options)
 
     def down_all(self) -> None:
         errors = []

@@ -20,36 +20,38 @@ from payload_helpers import HostSandbox, host_files_fingerprint, make_release
 ADMIN_V4 = "198.51.100.10"
 ADMIN_V6 = "2001:db8:100::10"
 
+# Releases own their HL-* chains, one jump into each from a built-in chain and INPUT's policy
+# (payload/hlfw-owned.sh); everything else on the host stays as it is.
 # Keeps SSH open from the admin address only; web open to all.
 KEEPS_SSH_V4 = f"""*filter
 :INPUT DROP [0:0]
-:FORWARD DROP [0:0]
-:OUTPUT ACCEPT [0:0]
--A INPUT -i lo -j ACCEPT
--A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
--A INPUT -s {ADMIN_V4}/32 -p tcp -m tcp --dport 22 -j ACCEPT
--A INPUT -p tcp -m tcp --dport 80 -j ACCEPT
+:HL-INPUT - [0:0]
+-A HL-INPUT -i lo -j ACCEPT
+-A HL-INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+-A HL-INPUT -s {ADMIN_V4}/32 -p tcp -m tcp --dport 22 -j ACCEPT
+-A HL-INPUT -p tcp -m tcp --dport 80 -j ACCEPT
+-A INPUT -j HL-INPUT
 COMMIT
 """
 KEEPS_SSH_V6 = f"""*filter
 :INPUT DROP [0:0]
-:FORWARD DROP [0:0]
-:OUTPUT ACCEPT [0:0]
--A INPUT -i lo -j ACCEPT
--A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
--A INPUT -p ipv6-icmp -j ACCEPT
--A INPUT -s {ADMIN_V6}/128 -p tcp -m tcp --dport 22 -j ACCEPT
--A INPUT -p tcp -m tcp --dport 80 -j ACCEPT
+:HL-INPUT - [0:0]
+-A HL-INPUT -i lo -j ACCEPT
+-A HL-INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+-A HL-INPUT -p ipv6-icmp -j ACCEPT
+-A HL-INPUT -s {ADMIN_V6}/128 -p tcp -m tcp --dport 22 -j ACCEPT
+-A HL-INPUT -p tcp -m tcp --dport 80 -j ACCEPT
+-A INPUT -j HL-INPUT
 COMMIT
 """
-# Same plus a blocklist in ipsets and a raw-table rule.
+# Same plus a blocklist in ipsets and a chain of its own in the raw table.
 BLOCKLIST_V4 = KEEPS_SSH_V4.replace(
-    "-A INPUT -i lo -j ACCEPT\n",
-    "-A INPUT -i lo -j ACCEPT\n-A INPUT -m set --match-set hl-block-v4 src -j DROP\n",
-) + "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A PREROUTING -s 192.0.2.66/32 -j DROP\nCOMMIT\n"
+    "-A HL-INPUT -i lo -j ACCEPT\n",
+    "-A HL-INPUT -i lo -j ACCEPT\n-A HL-INPUT -m set --match-set hl-block-v4 src -j DROP\n",
+) + "*raw\n:HL-RAW - [0:0]\n-A HL-RAW -s 192.0.2.66/32 -j DROP\n-A PREROUTING -j HL-RAW\nCOMMIT\n"
 BLOCKLIST_V6 = KEEPS_SSH_V6.replace(
-    "-A INPUT -i lo -j ACCEPT\n",
-    "-A INPUT -i lo -j ACCEPT\n-A INPUT -m set --match-set hl-block-v6 src -j DROP\n",
+    "-A HL-INPUT -i lo -j ACCEPT\n",
+    "-A HL-INPUT -i lo -j ACCEPT\n-A HL-INPUT -m set --match-set hl-block-v6 src -j DROP\n",
 )
 BLOCKLIST_IPSETS = """create hl-block-v4 hash:net family inet hashsize 1024 maxelem 65536
 add hl-block-v4 203.0.113.0/24
@@ -60,9 +62,9 @@ add hl-block-v6 2001:db8:bad::/48
 # Locks everyone out: no SSH, no established sessions.
 LOCKS_OUT_V4 = """*filter
 :INPUT DROP [0:0]
-:FORWARD DROP [0:0]
-:OUTPUT ACCEPT [0:0]
--A INPUT -i lo -j ACCEPT
+:HL-INPUT - [0:0]
+-A HL-INPUT -i lo -j ACCEPT
+-A INPUT -j HL-INPUT
 COMMIT
 """
 LOCKS_OUT_V6 = LOCKS_OUT_V4

@@ -205,6 +205,9 @@ def host_files_fingerprint() -> dict[str, str]:
 
     Only files count: the lab creates empty mountpoints for its bind mounts there."""
     found = {}
+    defaults = Path("/etc/default/netfilter-persistent")  # the payload sets its boot flags there
+    if defaults.is_file():
+        found[str(defaults)] = hashlib.sha256(defaults.read_bytes()).hexdigest()
     for base in ("/etc/iptables", "/etc/sysconfig", "/var/lib/hardened-lightsail"):
         path = Path(base)
         if path.is_dir():

@@ -3,7 +3,8 @@
 One scenario per process (`python tests/program_mocks_runner.py < scenario.json`), so every run
 starts from a fresh Pulumi runtime (settings, config, root stack); tests/test_program_mocks.py
 asserts on the report. Scenario: {"stack": "dev", "config": {"hardened-lightsail:firewall": "<json>",
-...}, "preview": false}. The report holds, per registration, both what the program passed
+...}, "preview": false, "cloud": "as-sent"} ("cloud": what the fake AWS stores of the cloud
+firewall, see aws_stores). The report holds, per registration, both what the program passed
 (`registrations`: inputs resolved through `Output.apply`, and the ResourceOptions mocks never see)
 and what the engine would have received (`wire`: the serialized request, secrets still wrapped)."""
 from __future__ import annotations
@@ -39,6 +40,13 @@ def server_index(resource_name: str) -> int:
 
 
 HOST_STATE = "pulumi-python:dynamic/hardened-lightsail:HostState"
+HOST_KEY = "pulumi-python:dynamic/hardened-lightsail:HostKey"
+FAKE_HOST_KEY_BLOB = "AAAAC3NzaC1lZDI1NTE5AAAAIAvIofaJdTmhMB6/V5NLfz+IAK4um5r76VMCXt+qvudP"
+
+
+def fake_host_key(name: str) -> tuple[str, str]:
+    """(private, public) host key of HostKey `name` under mocks (a valid public key line)."""
+    return fake_private_key(name), f"ssh-ed25519 {FAKE_HOST_KEY_BLOB} hardened-lightsail {name}"
 
 
 def static_ip(index: int) -> str:
@@ -50,12 +58,49 @@ def ipv6_address(index: int) -> str:
 
 
 MOCK_LAB_SLOT = 3
+PUBLIC_PORTS = "aws:lightsail/instancePublicPorts:InstancePublicPorts"
+
+
+def aws_stores(port_infos: list[dict], behaviour: str) -> list[dict]:
+    """What the fake AWS keeps of the port infos it was sent: the resource's outputs, as the
+    provider reads them back after a create or a refresh. `behaviour`:
+    as-sent   exactly the list sent;
+    widens    pulumi-aws leaves an empty list out of the request and AWS fills in its default
+              (0.0.0.0/0, ::/0) for that family; entries come back in AWS's own order;
+    narrows   the https rule (443) is gone and SSH lost its IPv6 sources;
+    quirks    the same rules, written differently: another order, a port range stored as two,
+              the ping rules with code -1, a /32 without its prefix, the other family's default
+              on the icmp rules (which can't carry it)."""
+    sent = [dict(info) for info in port_infos]
+    if behaviour == "widens":
+        return [{**info, "cidrs": info["cidrs"] or ["0.0.0.0/0"], "ipv6Cidrs": info["ipv6Cidrs"] or ["::/0"]}
+                for info in reversed(sent)]
+    if behaviour == "narrows":
+        return [{**info, "ipv6Cidrs": []} if info["fromPort"] == 22 else info
+                for info in sent if info["fromPort"] != 443]
+    if behaviour == "quirks":
+        stored = []
+        for info in reversed(sent):
+            if info["protocol"] in ("icmp", "icmpv6"):
+                stored.append({**info, "toPort": -1, "cidrs": info["cidrs"] or ["0.0.0.0/0"],
+                               "ipv6Cidrs": info["ipv6Cidrs"] or ["::/0"]})
+            elif info["toPort"] - info["fromPort"] >= 2:
+                middle = (info["fromPort"] + info["toPort"]) // 2
+                stored += [{**info, "toPort": middle}, {**info, "fromPort": middle + 1}]
+            else:
+                stored.append({**info, "cidrs": [c.removesuffix("/32") for c in info["cidrs"]]})
+        return stored
+    assert behaviour == "as-sent", behaviour
+    return sent
 
 
 def command_stdout(name: str, inputs: dict) -> str:
     if name == "lab-lab":  # `hl-lab up`: the lab's description (HL_LAB_SERVERS servers) and the deployer key
         from lab.topology import LabTopology
-        servers = int((inputs.get("environment") or {}).get("HL_LAB_SERVERS", 1))
+        environment = inputs.get("environment") or {}
+        if environment.get(SIG_KEY) == SECRET_SIG:  # a map holding a secret (the host keys) comes wrapped whole
+            environment = environment["value"]
+        servers = int(environment.get("HL_LAB_SERVERS", 1))
         return json.dumps({**LabTopology("mock-lab", MOCK_LAB_SLOT, "/tmp/mock-lab", servers).describe(),
                            "privateKey": fake_private_key(name)})
     if name.endswith("-ready"):
@@ -90,6 +135,10 @@ def run_scenario(scenario: dict) -> dict:
         def new_resource(self, args: pulumi.runtime.MockResourceArgs):
             counters["new_resource"] += 1
             name, inputs = args.name, dict(args.inputs)
+            if args.typ == PUBLIC_PORTS:
+                # After a create, or (in a preview) as a refresh left an unchanged resource's state.
+                return f"{name}-id", {**inputs, "portInfos": aws_stores(inputs["portInfos"],
+                                                                         scenario.get("cloud", "as-sent"))}
             if scenario.get("preview"):
                 # As the engine previews a create: inputs come back, computed outputs are unknown.
                 return f"{name}-id", inputs
@@ -109,6 +158,9 @@ def run_scenario(scenario: dict) -> dict:
                 return f"{name}-id", {**inputs, "ipAddress": static_ip(server_index(name))}
             if args.typ in ("command:remote:Command", "command:local:Command"):
                 return f"{name}-id", {**inputs, "stdout": command_stdout(name, inputs), "stderr": ""}
+            if args.typ == HOST_KEY:
+                private, public = fake_host_key(name)
+                return f"{name}-id", {**inputs, "privateKey": private, "publicKey": public, "fingerprint": "SHA256:fake"}
             if args.typ == HOST_STATE:
                 return f"{name}-id", {**inputs, "deployment": f"{name}-deployment"}
             return f"{name}-id", inputs
@@ -179,7 +231,7 @@ def run_scenario(scenario: dict) -> dict:
             program_inputs[resource_name] = kwargs
             return _original(self, resource_name, opts, *args, **kwargs)
         cls._internal_init = recording_internal_init
-    # Dynamic resources (HostState) get their props as one dict: record it before the SDK adds
+    # Dynamic resources (HostState, HostKey) get their props as one dict: record it before the SDK adds
     # the serialized provider.
     import pulumi.dynamic
     original_dynamic_init = pulumi.dynamic.Resource.__init__
@@ -235,7 +287,8 @@ def run_scenario(scenario: dict) -> dict:
                 "additional_secret_outputs": list(opts.additional_secret_outputs or []),
                 "protect": opts.protect, "retain_on_delete": opts.retain_on_delete,
                 "ignore_changes": list(opts.ignore_changes or []),
-                "replace_on_changes": list(opts.replace_on_changes or [])}
+                "replace_on_changes": list(opts.replace_on_changes or []),
+                "replacement_trigger": opts.replacement_trigger}
 
     report: dict = {"error": None}
 

@@ -18,7 +18,7 @@ FW = PROJECT_DIR / "scripts" / "fw"
 ADMIN = "203.0.113.7/32"
 EXAMPLE_CIDRS = '(e.g. "203.0.113.7/32" or "2001:db8::/64")'
 FIREWALL_KEYS = ("adminCidrs, services, sshPort, ping, pingPerSecond, confirmTimeoutSeconds, blocklist, "
-                 "blocklistFiles, allowLockout, sshRateLimit, portScan, dropLog, deployerAddresses")
+                 "blocklistFiles, allowLockout, sshRateLimit, portScan, dropLog, docker, deployerAddresses")
 
 
 def net(text: str):
@@ -227,13 +227,16 @@ ONE_PROBLEM = [
     ("bad-ip-address-type",
      {"server": {"ipAddressType": "ipv5"}, **with_firewall()},
      ['server.ipAddressType: "ipv5" is not one of: dualstack, ipv4, ipv6']),
+    ("docker-mode-unknown",
+     with_firewall(docker="yes"),
+     ['firewall.docker: "yes" is not one of: auto, on, off']),
     ("server-count-zero",
      {"server": {"count": 0}, **with_firewall()},
      ["server.count: 0 is out of range (1-20)"]),
     ("drop-log-prefix-with-a-quote",
      with_firewall(dropLog={"prefix": 'say "hi" '}),
-     ['firewall.dropLog.prefix: "say "hi" " must be at most 29 characters of letters, digits, space '
-      "and _ . : - [ ]"]),
+     ['firewall.dropLog.prefix: "say "hi" " is not a log prefix: at most 29 characters of letters, digits, '
+      "space and _ . : - [ ]"]),
     ("unknown-top-level-key",
      {"firewal": {}, **with_firewall()},
      ["firewal: unknown key; did you mean 'firewall'? (known: target, server, firewall, lab)"]),

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from engine import PROJECT_DIR, engine_missing_reason, pulumi
+from lab.identity import stack_lab
 from lab.layout import LabLayout
 from lab.probe import probe
 from lab.topology import LabTopology
@@ -20,7 +21,7 @@ from lab_helpers import OPEN_EDGE
 from test_live_host import kernel_logs_namespaces  # noqa: F401  (fixture)
 
 STACK = "adopttest"
-SLOT = 12  # fixed, apart from the other engine tests' labs
+LAB = stack_lab(PROJECT_DIR, STACK)  # the lab this checkout's stack stands up
 PREFIX = f"HL-{SESSION_LAB_PREFIX}adopt: "
 FW = PROJECT_DIR / "scripts" / "fw"
 pytestmark = [pytest.mark.engine, pytest.mark.netfilter,
@@ -34,7 +35,7 @@ def stack(tmp_path_factory):
     backend = tmp_path_factory.mktemp("backend")
     stack_file = PROJECT_DIR / f"Pulumi.{STACK}.yaml"
     stack_file.write_text(yaml.safe_dump({"config": {
-        "hardened-lightsail:target": "lab", "hardened-lightsail:lab": {"slot": SLOT},
+        "hardened-lightsail:target": "lab",
         "hardened-lightsail:firewall": {
             "adminCidrs": ["192.0.2.0/24", "2001:db8:a::/48"], "confirmTimeoutSeconds": 10,
             "portScan": {"enabled": False}, "dropLog": {"prefix": PREFIX},
@@ -50,7 +51,7 @@ def stack(tmp_path_factory):
         pulumi(["stack", "rm", STACK, "--yes", "--force"], backend, check=False)
         stack_file.unlink(missing_ok=True)
         subprocess.run([str(PROJECT_DIR / "scripts" / "hl-lab"), "down"], check=False, capture_output=True,
-                       env={**os.environ, "HL_LAB_NAME": STACK, "HL_LAB_DIR": str(PROJECT_DIR / ".lab" / STACK)})
+                       env={**os.environ, "HL_LAB_NAME": LAB.name, "HL_LAB_DIR": str(LAB.state_dir)})
 
 
 def fw(env, *args):
@@ -58,7 +59,7 @@ def fw(env, *args):
 
 
 def pinned_host_key(tmp_path: Path, address: str) -> list[str]:
-    layout = LabLayout(PROJECT_DIR / ".lab" / STACK)
+    layout = LabLayout(LAB.state_dir)
     known_hosts = tmp_path / "known_hosts"
     kind, key = Path(str(layout.host_key) + ".pub").read_text().split()[:2]
     known_hosts.write_text(f"{address} {kind} {key}\n")
@@ -86,7 +87,7 @@ def test_logs_finds_the_stacks_server_through_its_outputs(stack, kernel_logs_nam
     # next `up` would repair) so the host's own LOG rule meets the probes.
     open_edge = tmp_path / "cloud-ports.json"
     open_edge.write_text(json.dumps(OPEN_EDGE))
-    LabTopology(STACK, SLOT, PROJECT_DIR / ".lab" / STACK).load_cloud_layer(open_edge)
+    LabTopology(LAB.name, outputs["labSlot"], LAB.state_dir).load_cloud_layer(open_edge)
     results = probe(outputs["labInternetNamespace"], [(address4, "tcp", 23), (address6, "tcp", 5432)], timeout=0.9)
     assert {r.state for r in results} == {"filtered"}
     logs = fw(env, "logs", "--stack", STACK, "--minutes", "10")

@@ -19,10 +19,11 @@ import yaml
 from engine import PROJECT_DIR, engine_missing_reason, pulumi
 from hardened_lightsail.commit_confirm import PAUSE_BEFORE_CONFIRM
 from hardened_lightsail.ssh_session import SshEndpoint, run_remote
+from lab.identity import stack_lab
 from lab.layout import LabLayout
 
 STACK = "hosttruth"
-SLOT = 11
+LAB = stack_lab(PROJECT_DIR, STACK)  # the lab this checkout's stack stands up
 CONFIRM_SECONDS = 10
 ROLLBACK_GRACE_SECONDS = 5
 pytestmark = [pytest.mark.engine, pytest.mark.netfilter,
@@ -38,13 +39,12 @@ UP = ["up", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"]
 
 
 def _write_stack(firewall: dict) -> None:
-    config = {"config": {"hardened-lightsail:target": "lab", "hardened-lightsail:lab": {"slot": SLOT},
-                         "hardened-lightsail:firewall": firewall}}
+    config = {"config": {"hardened-lightsail:target": "lab", "hardened-lightsail:firewall": firewall}}
     (PROJECT_DIR / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(config))
 
 
 def _lab_layout() -> LabLayout:
-    return LabLayout(PROJECT_DIR / ".lab" / STACK)
+    return LabLayout(LAB.state_dir)
 
 
 def _host_state() -> dict[str, str]:
@@ -57,7 +57,9 @@ def _host_state() -> dict[str, str]:
 
 def _on_host(outputs: dict, command: str) -> subprocess.CompletedProcess:
     """A shell command on the lab server, as its root login, over a fresh SSH connection."""
-    endpoint = SshEndpoint(outputs["publicIp"], 22, "root", _lab_layout().client_key.read_text())
+    layout = _lab_layout()
+    endpoint = SshEndpoint(outputs["publicIp"], 22, "root", layout.client_key.read_text(),
+                           Path(str(layout.host_key) + ".pub").read_text())  # the stack's pinned key
     result = run_remote(endpoint, command, connect_timeout=5, timeout=60)
     assert result.returncode == 0, f"{command}: {result.stderr}"
     return result
@@ -91,7 +93,7 @@ def stack(tmp_path_factory):
     finally:
         (PROJECT_DIR / f"Pulumi.{STACK}.yaml").unlink(missing_ok=True)
         subprocess.run([str(PROJECT_DIR / "scripts" / "hl-lab"), "down"], check=False, capture_output=True,
-                       env={**os.environ, "HL_LAB_NAME": STACK, "HL_LAB_DIR": str(PROJECT_DIR / ".lab" / STACK)})
+                       env={**os.environ, "HL_LAB_NAME": LAB.name, "HL_LAB_DIR": str(LAB.state_dir)})
 
 
 def test_a_failed_lockout_drill_then_the_good_policy_leaves_the_host_confirmed(stack):
@@ -159,20 +161,19 @@ def test_a_network_blip_longer_than_the_confirm_window_does_not_wedge_the_stack(
     assert "tcp/8080" in _outputs(backend)["verifiedExposure"]
 
 
-# (host command, what the reason must name), one per kind of drift.
+# (host command, what the reason must name), one per kind of drift of what the project owns.
 DRIFTS = [
-    pytest.param("iptables -I INPUT 1 -p tcp --dport 80 -j DROP", "live v4", id="v4 rule"),
-    pytest.param("ip6tables -I INPUT 1 -p tcp --dport 443 -j ACCEPT", "live v6", id="v6 rule"),
+    pytest.param("iptables -I HL-INPUT 1 -p tcp --dport 80 -j DROP", "live v4", id="v4 rule"),
+    pytest.param("ip6tables -I HL-INPUT 1 -p tcp --dport 443 -j ACCEPT", "live v6", id="v6 rule"),
     pytest.param("ipset add hl-blocklist-v4 203.0.113.251", "hl-blocklist-v4", id="ipset member"),
     pytest.param("echo '# edited by hand' >> /etc/iptables/rules.v4", "/etc/iptables/rules.v4", id="persisted file"),
+    # INPUT's policy stays ACCEPT (the project's chain ends with the DROP), so the host stays
+    # reachable and the lost jump shows.
+    pytest.param("iptables -F INPUT", "live v4", id="flushed INPUT"),
     # The deployer's copy in the login home is gone too: the refresh reads the payload's own
     # stored copy, and the repair sends the release again.
-    pytest.param("rm -rf /root/.hardened-lightsail-*; iptables -I INPUT 1 -p tcp --dport 443 -j DROP", "live v4",
+    pytest.param("rm -rf /root/.hardened-lightsail-*; iptables -I HL-INPUT 1 -p tcp --dport 443 -j DROP", "live v4",
                  id="release copy removed"),
-    # Last: until it passes, the host it leaves behind answers nobody.
-    pytest.param("iptables -F INPUT", "live v4", id="flushed INPUT", marks=pytest.mark.xfail(
-        strict=True, reason="INPUT's policy is DROP until the ownership model (issue 11) lands: a flush "
-                            "locks everyone out, so nothing can repair it from outside")),
 ]
 
 
@@ -202,3 +203,28 @@ def test_drift_shows_on_preview_refresh_and_up_repairs_it(stack, command, reason
     after = pulumi(["preview", "-s", STACK, "--refresh", "--diff", "--non-interactive"], backend)
     assert "hostState" not in after.stdout, after.stdout
     _assert_confirmed_after_the_deadline(backend)
+
+
+def test_another_tools_rule_in_front_of_the_policy_is_drift_only_when_it_changes_what_is_open(stack):
+    backend = stack
+    _write_stack(BASE)
+    pulumi(UP, backend)
+    outputs = _outputs(backend)
+    # Closed anyway: not a change.
+    _on_host(outputs, "iptables -I INPUT 1 -p tcp --dport 23 -j DROP")
+    harmless = pulumi(["preview", "-s", STACK, "--refresh", "--diff", "--non-interactive"], backend)
+    assert "hostState" not in harmless.stdout, harmless.stdout
+    # The web cut off by another tool's rule: the refresh says so, and `up` can't make it true,
+    # so it fails naming the port and the rule (the rule is not the project's to remove).
+    _on_host(outputs, "iptables -I INPUT 1 -p tcp --dport 80 -j DROP")
+    preview = pulumi(["preview", "-s", STACK, "--refresh", "--diff", "--non-interactive"], backend)
+    changed = [line for line in preview.stdout.splitlines() if "hostState" in line and "=>" in line]
+    assert changed and "tcp/80 from anyone else open -> closed" in changed[0], preview.stdout
+    failed = pulumi(UP + ["--refresh"], backend, check=False)
+    assert failed.returncode != 0
+    assert "tcp/80" in failed.stdout and "MISMATCH" in failed.stdout and "--dport 80 -j DROP" in failed.stdout, \
+        failed.stdout
+    # Removed by hand: the next `up` verifies again.
+    _on_host(outputs, "iptables -D INPUT -p tcp --dport 80 -j DROP; iptables -D INPUT -p tcp --dport 23 -j DROP")
+    pulumi(UP + ["--refresh"], backend)
+    assert "verified:" in _outputs(backend)["verifiedExposure"]

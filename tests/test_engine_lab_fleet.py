@@ -76,6 +76,15 @@ def test_three_lab_servers_each_verified_from_outside_and_destroyed_without_a_tr
             assert _from_internet(seen, 22, family, client="labAdminNamespace") == "open"
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert len(re.findall(rf"^hl-{LAB.name}-srv\d*\b", namespaces, re.M)) == 3
+    # Each server's sshCommand checks that server's own pinned host key (StrictHostKeyChecking=yes).
+    fingerprints = set()
+    for server in servers:
+        login = subprocess.run([*server["sshCommand"].split(), "-o", "BatchMode=yes", "hostname -I"],
+                               capture_output=True, text=True, timeout=30)
+        assert login.returncode == 0 and server["publicIp"] in login.stdout, login.stderr
+        known_hosts = re.search(r"UserKnownHostsFile=(\S+)", server["sshCommand"]).group(1)
+        fingerprints.add(open(known_hosts).read().split()[2])
+    assert len(fingerprints) == 3, "every server has a host key of its own"
 
     again = pulumi(["up", "-s", STACK, *UP], backend)
     assert re.search(r"^Resources:\n +\d+ unchanged\n", again.stdout, re.M), again.stdout

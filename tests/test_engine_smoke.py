@@ -36,6 +36,10 @@ def smoke_stack(tmp_path):
     (project / "Pulumi.yaml").write_text(yaml.safe_dump(settings))
     for name in ("__main__.py", "Pulumi.smoke.yaml"):
         shutil.copy(SMOKE / name, project / name)
+    # Deployer-side steps run from the program's directory, as `scripts/hl-step` in the project.
+    (project / "scripts").mkdir()
+    (project / "scripts" / "hl-step").write_text('#!/bin/sh\nexec "$HL_PROJECT_DIR/scripts/hl-step" "$@"\n')
+    (project / "scripts" / "hl-step").chmod(0o755)
     pulumi(["stack", "init", "smoke"], tmp_path, cwd=project, env=PASSPHRASE)
     yield tmp_path
     smoke(["destroy", "--yes", "--skip-preview"], tmp_path, check=False)
@@ -91,3 +95,27 @@ def test_a_stack_made_with_one_provider_shows_no_change_under_the_other(smoke_st
         preview = smoke(["preview", "--expect-no-changes", "--config", "round=" + ("a" if deployer is ours else "b")],
                         smoke_stack, check=False, **previewer)
         assert preview.returncode == 0 and "2 unchanged" in preview.stdout, preview.stdout + preview.stderr
+
+
+def test_a_cloud_firewall_more_open_than_the_policy_fails_up_once_the_host_steps_are_done(smoke_stack):
+    up(smoke_stack, "cloudStored=as-sent")
+    failed = up(smoke_stack, "cloudStored=widened", check=False)
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert 'exit status 1: running "scripts/hl-step cloud-readback"' in output, output
+    assert "web-0: the cloud firewall is MORE open than the policy (1 port info(s) as AWS stores them)" in output
+    assert "tcp 22: ipv6Cidrs +::/0 (AWS's default" in output
+    for noise in ("Traceback", "KeyboardInterrupt", "program exited with non-zero exit code"):
+        assert noise not in output, f"{noise!r} in the output of a failed up:\n{output}"
+    # The stand-in host step ran to its end first (it never waits for the check), and the failed
+    # check was not recorded: the state still holds the verdict of the last `up` that passed.
+    resources = {r["urn"].rsplit("::", 1)[1]: r  # (a replaced one waiting for deletion is left out)
+                 for r in json.loads(smoke(["stack", "export"], smoke_stack).stdout)["deployment"]["resources"]
+                 if not r.get("delete")}
+    assert resources["web-0-firewall-deploy"]["outputs"]["stdout"] == "deployed"
+    assert resources["web-0-firewall-deploy"]["inputs"]["triggers"] == ["widened"]
+    recorded = json.loads(resources["cloud-firewall-readback"]["inputs"]["environment"]["HL_CLOUD_READBACK"])
+    assert recorded == [{"server": "web-0", "stored_entries": 1, "more_open": [], "less_open": []}]
+    # ... so the next `up`, with nothing changed, checks again and fails again.
+    again = up(smoke_stack, "cloudStored=widened", check=False)
+    assert again.returncode != 0 and "tcp 22: ipv6Cidrs +::/0" in again.stdout + again.stderr

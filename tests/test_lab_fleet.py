@@ -1,18 +1,22 @@
 """A lab of several servers, measured from its own hosts: one edge enforces the cloud layer for
-every server, each server is its own host (namespace, sshd, files), a rollback on any of them
-returns the shared edge, and the server count grows and shrinks in place. No host-layer rules
-are loaded here: the servers' own firewalls are empty."""
+every server, each server is its own host (namespace, sshd, files, pinned host key, boot), a
+drill's rollback on any of them returns the shared edge, and the server count grows and shrinks
+in place. No host-layer rules are loaded here: the servers' own firewalls are empty."""
 from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 
+from hardened_lightsail.host_keys import generate_host_key
+from hardened_lightsail.ssh_session import SshEndpoint, run_remote
 from lab import lab_down, lab_status, lab_up
+from lab.boot import BootPlan
 from lab.netns import namespace_exists
 from lab.probe import probe, states, targets
-from lab.services import service_pids
+from lab.services import booting, service_pids
 from test_lab_topology import WEB_AND_ADMIN_SSH, _host_rolled_back, _wait_for_return, cloud_ports_file, port_info  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.netfilter
@@ -63,6 +67,57 @@ def test_a_rollback_on_any_server_returns_the_shared_edge(lab_factory, cloud_por
                                       "share the edge), so the lab edge went back to the cloud layer of release "
                                       "aaaaaaaaaaaaaaaa")
     assert json.loads((lab.layout.edge_dir / "cloud-ports.json").read_text()) == WEB_AND_ADMIN_SSH
+
+
+def test_a_rollback_that_was_no_drill_on_any_server_leaves_the_shared_edge(lab_factory, cloud_ports_file, tmp_path):
+    lab = lab_factory.up(cloud_ports=cloud_ports_file(WEB_AND_ADMIN_SSH), servers=2)
+    drill = [port_info(22, ["198.51.100.0/24", "192.0.2.128/25"], ["2001:db8:a:100::/60"]), *WEB_AND_ADMIN_SSH[1:]]
+    drill_file = tmp_path / "drill.json"
+    drill_file.write_text(json.dumps(drill))
+    lab.load_cloud_layer(drill_file)
+    _host_rolled_back(lab, "1000", "aaaaaaaaaaaaaaaa", {"aaaaaaaaaaaaaaaa": WEB_AND_ADMIN_SSH}, drill=False, server=1)
+    time.sleep(1.0)  # four polls of the follower
+    assert json.loads((lab.layout.edge_dir / "cloud-ports.json").read_text()) == drill
+    assert "rolled back on server 1, not in a drill" in lab.layout.log_file("edge-follower").read_text()
+
+
+def _wait_until_booted(lab, within: float) -> None:
+    deadline = time.monotonic() + within
+    while any(booting(lab, index) for index in range(lab.servers)):
+        assert time.monotonic() < deadline, f"still booting after {within} s"
+        time.sleep(0.2)
+
+
+def test_every_server_of_a_fleet_boots_and_then_serves_its_own_pinned_host_key(lab_factory):
+    keys = [generate_host_key(f"fleet server {index}") for index in range(2)]
+    lab = lab_factory.up(servers=2, host_keys=keys, boot=BootPlan(4))
+    assert all(booting(lab, index) for index in range(2))  # each server has its own boot timeline
+    _wait_until_booted(lab, within=15)
+    deployer_key = lab.layout.client_key.read_text()
+    for index, role in enumerate(lab.server_roles):
+        end = SshEndpoint(lab.address(role, 4), 22, "root", deployer_key, keys[index][1])
+        # The pinned key of this server, and no other: each connection checks it.
+        assert run_remote(end, "/usr/local/sbin/cloud-init status").stdout == "status: done\n"
+        known = lab.server_layout(index).known_hosts.read_text().split()
+        assert known[0] == f"{lab.address(role, 4)},{lab.address(role, 6)}" and known[2] == keys[index][1].split()[1]
+        assert lab.describe()["servers"][index]["knownHostsPath"] == str(lab.server_layout(index).known_hosts)
+
+    # A server added to the running lab boots like a new instance; the others keep running.
+    kept = service_pids(lab)
+    keys.append(generate_host_key("fleet server 2"))
+    grown = lab_up(lab.name, lab.state_dir, servers=3, host_keys=keys, boot=BootPlan(4))
+    assert booting(grown, 2) and not booting(grown, 0) and not booting(grown, 1)
+    assert {key: service_pids(grown)[key] for key in kept} == kept
+    _wait_until_booted(grown, within=15)
+    end = SshEndpoint(grown.address("server2", 4), 22, "root", deployer_key, keys[2][1])
+    assert run_remote(end, "/usr/local/sbin/cloud-init status").stdout == "status: done\n"
+
+    # A server's key replaced (a stack made it anew): only that server's sshd reads it again.
+    keys[1] = generate_host_key("fleet server 1, again")
+    lab_up(lab.name, lab.state_dir, servers=3, host_keys=keys)
+    time.sleep(0.5)  # sshd re-executes itself on SIGHUP
+    end = SshEndpoint(grown.address("server1", 4), 22, "root", deployer_key, keys[1][1])
+    assert run_remote(end, "echo re-keyed").stdout == "re-keyed\n"
 
 
 def test_the_server_count_grows_and_shrinks_in_place(lab_factory):

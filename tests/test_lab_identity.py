@@ -15,7 +15,8 @@ from hardened_lightsail.config import settings_from_values
 from hardened_lightsail.effective_settings import effective_settings
 from lab.identity import stack_lab
 from lab.slots import SlotUnavailable, check_slot, claim_slot, registered_labs
-from lab.topology import ADMIN_CIDRS, DEPLOYER_CIDRS, NAME_PATTERN, ROOT, SLOT_COUNT, LabTopology
+from lab.errors import LabError
+from lab.topology import ADMIN_CIDRS, DEPLOYER_CIDRS, NAME_PATTERN, ROOT, SLOT_COUNT, LabTopology, validate_name
 
 
 def test_the_same_stack_in_two_checkouts_gets_two_labs(tmp_path):
@@ -30,12 +31,19 @@ def test_the_same_stack_in_two_checkouts_gets_two_labs(tmp_path):
 def test_stack_names_become_short_valid_lab_names(tmp_path):
     names = {stack: stack_lab(tmp_path, stack).name for stack in
              ("lab", "dev", "staging", "lab2", "trial-lab-3f9a1c", "Some.Stack_EU", "---", "x" * 100)}
-    assert all(NAME_PATTERN.match(name) for name in names.values()), names
+    assert all(NAME_PATTERN.fullmatch(name) for name in names.values()), names
     assert names["Some.Stack_EU"].startswith("some-stack-eu-") and names["---"].startswith("lab-")
     assert names["trial-lab-3f9a1c"].startswith("trial-lab-3f9a1c-")
     assert len(set(names.values())) == len(names)
     # The old scheme put dev, staging and lab2 in one slot; names no longer decide slots at all.
     assert len({names["dev"], names["staging"], names["lab2"]}) == 3
+
+
+@pytest.mark.parametrize("name", ["lab\n", "lab-1\n-x", "lab$(id)", "lab 1", "-lab", "Lab"])
+def test_a_lab_name_that_would_break_a_namespace_or_command_is_refused(name):
+    # All of it must match: `re.match` with `$` would let the trailing newline through.
+    with pytest.raises(LabError, match="is not valid"):
+        validate_name(name)
 
 
 def test_deployer_cidrs_cover_every_slots_deployer_and_no_admin_client():

@@ -292,13 +292,16 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path):
     assert not namespace_exists("hl-ok-srv")
 
 
-def _host_rolled_back(lab, changed_at: str, active: str, layers: dict, server: int = 0) -> None:
-    """What the payload leaves on a server after a rollback: its state file, and its copies of
-    the releases it applied (each with its cloud-ports.json), written as the payload does."""
+def _host_rolled_back(lab, changed_at: str, active: str, layers: dict, drill: bool = True, server: int = 0) -> None:
+    """What the payload leaves on a server after a rollback of release bbbb...: its state file,
+    and its copies of the releases it applied (each with its cloud-ports.json, and bbbb... with
+    its policy.json: a lock-out drill or not), written as the payload does."""
     state_dir = lab.server_layout(server).server_fs("/var/lib/hardened-lightsail")
     for release, infos in layers.items():
         (state_dir / "releases" / release).mkdir(parents=True, exist_ok=True)
         (state_dir / "releases" / release / "cloud-ports.json").write_text(json.dumps(infos))
+    (state_dir / "releases" / "bbbbbbbbbbbbbbbb").mkdir(parents=True, exist_ok=True)
+    (state_dir / "releases" / "bbbbbbbbbbbbbbbb" / "policy.json").write_text(json.dumps({"allowLockout": drill}))
     (state_dir / ".state.tmp").write_text(f"state=rolled-back\nrelease=bbbbbbbbbbbbbbbb\nreason=deadline\n"
                                           f"changed_at={changed_at}\nactive_release={active}\n")
     (state_dir / ".state.tmp").replace(state_dir / "state")
@@ -326,6 +329,13 @@ def test_after_a_rollback_on_the_host_the_edge_returns_to_the_cloud_layer_of_the
     lab.load_cloud_layer(drill_file)
     assert exposure(lab, "admin", tcp_ports=[22], udp_ports=())[0] == {(4, "tcp", 22): "filtered",
                                                                        (6, "tcp", 22): "filtered"}
+
+    # A rollback that was no drill (a confirm that never came): the edge keeps the stack's layer,
+    # as Lightsail's firewall would, and the stack's state stays the truth about it.
+    _host_rolled_back(lab, "500", "aaaaaaaaaaaaaaaa", {"aaaaaaaaaaaaaaaa": WEB_AND_ADMIN_SSH}, drill=False)
+    time.sleep(1.0)  # four polls of the follower
+    assert json.loads((lab.layout.edge_dir / "cloud-ports.json").read_text()) == drill
+    assert lab_status(lab.name, lab.state_dir)["lab"]["edgeReturned"] is None
 
     # The host rolled the drill back and runs release aaaa... again: the edge follows.
     _host_rolled_back(lab, "1000", "aaaaaaaaaaaaaaaa", {"aaaaaaaaaaaaaaaa": WEB_AND_ADMIN_SSH})

@@ -38,10 +38,10 @@ def test_first_apply_then_confirm_makes_release_active_and_persisted(host, block
     applied = apply(host, directory, timeout=30)
 
     assert applied.returncode == 0, applied.stderr
-    assert applied.stdout.startswith(f"applied release {release_hash} (v4: 6 rules, v6: 6 rules, ipsets: 2)")
+    assert applied.stdout.startswith(f"applied release {release_hash} (v4: 8 rules, v6: 7 rules, ipsets: 2)")
     assert host.status()["state"] == "pending"
-    assert f"-A INPUT -s {ADMIN_V4}/32 -p tcp -m tcp --dport 22 -j ACCEPT" in host.rules("v4")
-    assert "-A INPUT -m set --match-set hl-block-v6 src -j DROP" in host.rules("v6")
+    assert f"-A HL-INPUT -s {ADMIN_V4}/32 -p tcp -m tcp --dport 22 -j ACCEPT" in host.rules("v4")
+    assert "-A HL-INPUT -m set --match-set hl-block-v6 src -j DROP" in host.rules("v6")
     assert "add hl-block-v4 203.0.113.0/24" in host.ipsets()
 
     confirmed = confirm(host, release_hash)
@@ -102,7 +102,7 @@ def test_reapply_of_active_release_leaves_live_rules_and_counters_untouched(host
     # Make counters non-zero; re-loading the tables would reset them.
     send_udp_on_loopback(host)
     before = (host.save("v4", counters=True), host.save("v6", counters=True), host.ipsets())
-    assert "[0:0] -A INPUT -i lo -j ACCEPT" not in before[0]
+    assert "[0:0] -A HL-INPUT -i lo -j ACCEPT" not in before[0]
 
     again = apply(host, directory)
 
@@ -127,13 +127,13 @@ def test_reapply_of_pending_release_keeps_the_original_rollback_target(host, kee
 def test_reapply_after_live_drift_applies_again(host, keeps_ssh):
     directory, release_hash = keeps_ssh
     apply_and_confirm(host, keeps_ssh)
-    host.netns_run(["iptables", "-I", "INPUT", "-j", "ACCEPT"])
+    host.netns_run(["iptables", "-I", "HL-INPUT", "-j", "ACCEPT"])
 
     again = apply(host, directory, timeout=30)
 
     assert again.returncode == 0
     assert "live rules differ" in again.stderr
-    assert "-A INPUT -j ACCEPT" not in host.rules("v4")
+    assert "-A HL-INPUT -j ACCEPT" not in host.rules("v4")
     assert host.status()["state"] == "pending"
 
 
@@ -258,15 +258,14 @@ def test_rollback_of_a_first_apply_restores_empty_tables_with_accept_policies(ho
     assert host.netns_run(["iptables", "-t", "raw", "-S"]).stdout.splitlines() == [
         "-P PREROUTING ACCEPT", "-P OUTPUT ACCEPT"]
     assert host.ipsets() == "\n"  # the sets the release created are gone
-    meta = (host.state_dir / "rollback" / "meta").read_text()
-    assert "empty_tables=v4:filter v4:raw v6:filter" in meta
+    assert "mode=owned" in (host.state_dir / "rollback" / "meta").read_text()
 
 
 def test_rollback_forgets_bans_made_under_the_rolled_back_rules(host, keeps_ssh, tmp_path):
     apply_and_confirm(host, keeps_ssh)
     trap = KEEPS_SSH_V4.replace(
-        "-A INPUT -i lo -j ACCEPT\n",
-        "-A INPUT -i lo -j ACCEPT\n-A INPUT -m recent --name hl-banned-v4 --update --seconds 3600 -j DROP\n")
+        "-A HL-INPUT -i lo -j ACCEPT\n",
+        "-A HL-INPUT -i lo -j ACCEPT\n-A HL-INPUT -m recent --name hl-banned-v4 --update --seconds 3600 -j DROP\n")
     directory = tmp_path / "trap"
     release_hash = make_release(directory, trap, KEEPS_SSH_V6)
     assert apply(host, directory).returncode == 0
@@ -468,14 +467,17 @@ def test_release_that_fails_the_test_load_changes_nothing(host, keeps_ssh, tmp_p
 def test_v6_restore_failure_rolls_everything_back_and_leaves_v4_as_before(host, keeps_ssh, tmp_path):
     apply_and_confirm(host, keeps_ssh)
     before = (host.all_rules("v4"), host.all_rules("v6"), host.ipsets())
-    # This host's ip6tables-restore accepts --test but fails the real load of the new release.
-    host.write_shim("ip6tables-restore", """case " $* " in *" --test "*) exec /usr/sbin/ip6tables-restore "$@" ;; esac
-input=$(cat)
-case $input in *HLFW-TEST-FAIL*) echo "ip6tables-restore: line 9 failed (simulated kernel refusal)" >&2; exit 1 ;; esac
+    # This host's ip6tables-restore loads the new release in the scratch namespace (no name) but
+    # fails the live load of it (in the sandbox's named namespace).
+    host.write_shim("ip6tables-restore", """input=$(cat)
+if [ -n "$(ip netns identify)" ]; then
+    case $input in *HLFW-TEST-FAIL*) echo "ip6tables-restore: line 9 failed (simulated kernel refusal)" >&2; exit 1 ;; esac
+fi
 printf '%s\\n' "$input" | exec /usr/sbin/ip6tables-restore "$@"
 """)
     directory = tmp_path / "v6-fails"
-    release_hash = make_release(directory, BLOCKLIST_V4, "# HLFW-TEST-FAIL\n" + BLOCKLIST_V6, BLOCKLIST_IPSETS)
+    failing_v6 = BLOCKLIST_V6.replace("-A INPUT -j HL-INPUT\n", "-A HL-INPUT -m comment --comment HLFW-TEST-FAIL\n-A INPUT -j HL-INPUT\n")
+    release_hash = make_release(directory, BLOCKLIST_V4, failing_v6, BLOCKLIST_IPSETS)
 
     result = apply(host, directory)
 
@@ -539,21 +541,21 @@ def test_verify_reports_listeners_and_fails_with_a_diff_on_drift(host, keeps_ssh
     assert "tcp * 8443" in listening and "udp 127.0.0.1 5353" in listening
     assert "live_v4=same" in clean.stdout and "persisted_rules.v6=same" in clean.stdout
 
-    host.netns_run(["iptables", "-I", "INPUT", "-p", "tcp", "--dport", "5432", "-j", "ACCEPT"])
+    host.netns_run(["iptables", "-I", "HL-INPUT", "-p", "tcp", "--dport", "5432", "-j", "ACCEPT"])
     (host.etc_iptables / "rules.v6").write_text(KEEPS_SSH_V6 + "# edited by hand\n")
     drifted = host.hlfw("verify", "--release", release_hash)
 
     assert drifted.returncode == 1
     assert "live_v4=different" in drifted.stdout and "live_v6=same" in drifted.stdout
     assert "persisted_rules.v6=different" in drifted.stdout
-    assert "+-A INPUT -p tcp -m tcp --dport 5432 -j ACCEPT" in drifted.stderr
+    assert "+-A HL-INPUT -p tcp -m tcp --dport 5432 -j ACCEPT" in drifted.stderr
     assert "+# edited by hand" in drifted.stderr
     listener.kill()
 
 
 def test_verify_ignores_members_of_timeout_sets(host, tmp_path):
-    v4 = KEEPS_SSH_V4.replace("-A INPUT -i lo -j ACCEPT\n",
-                              "-A INPUT -i lo -j ACCEPT\n-A INPUT -m set --match-set hl-scanners src -j DROP\n")
+    v4 = KEEPS_SSH_V4.replace("-A HL-INPUT -i lo -j ACCEPT\n",
+                              "-A HL-INPUT -i lo -j ACCEPT\n-A HL-INPUT -m set --match-set hl-scanners src -j DROP\n")
     sets = "create hl-scanners hash:ip family inet hashsize 1024 maxelem 65536 timeout 600\n"
     directory = tmp_path / "dynamic"
     release_hash = make_release(directory, v4, KEEPS_SSH_V6, sets)

@@ -31,12 +31,18 @@ def confirmed(host, tmp_path):
     return release
 
 
-def drift(host, release_hash):
-    """(exit code, {key: value} of the header lines, [drift reasons])."""
+def drift(host, release_hash, warnings=None):
+    """(exit code, {key: value} of the header lines, [drift reasons]); the warning lines go into
+    the list `warnings` when given, and must be absent otherwise."""
     result = host.hlfw("drift", "--release", release_hash)
     assert result.stderr == "", result.stderr
     lines = result.stdout.splitlines()
-    header = dict(line.split("=", 1) for line in lines if not line.startswith("drift: "))
+    header = dict(line.split("=", 1) for line in lines if not line.startswith(("drift: ", "warning: ")))
+    found = [line[len("warning: "):] for line in lines if line.startswith("warning: ")]
+    if warnings is None:
+        assert found == [], found
+    else:
+        warnings.extend(found)
     return result.returncode, header, [line[len("drift: "):] for line in lines if line.startswith("drift: ")]
 
 
@@ -46,7 +52,7 @@ def verify_says(host, release_hash) -> dict:
 
 
 def input_rules(directory, family: int) -> int:
-    return sum(line.startswith("-A INPUT ") for line in (directory / f"rules.v{family}").read_text().splitlines())
+    return sum(line.startswith("-A HL-INPUT ") for line in (directory / f"rules.v{family}").read_text().splitlines())
 
 
 def test_a_confirmed_release_is_in_sync(host, confirmed):
@@ -58,16 +64,43 @@ def test_a_confirmed_release_is_in_sync(host, confirmed):
     assert result.stdout == f"state=active\nrelease={release_hash}\nin_sync=yes\n"
 
 
-def test_a_live_v4_rule_added_by_hand_is_named(host, confirmed):
+def test_a_v4_rule_added_by_hand_to_the_project_chain_is_named(host, confirmed):
     _, release_hash = confirmed
-    host.netns_run(["iptables", "-I", "INPUT", "1", "-p", "tcp", "--dport", "80", "-j", "DROP"])
+    host.netns_run(["iptables", "-I", "HL-INPUT", "1", "-p", "tcp", "--dport", "80", "-j", "DROP"])
 
     code, header, reasons = drift(host, release_hash)
 
     assert (code, header["in_sync"]) == (1, "no")
     assert reasons == [f"live v4 rules differ from release {release_hash}: +1 rule not in the release "
-                       "(-A INPUT -p tcp -m tcp --dport 80 -j DROP)"]
+                       "(-A HL-INPUT -p tcp -m tcp --dport 80 -j DROP)"]
     assert verify_says(host, release_hash)["live_v4"] == "different"
+
+
+def test_other_tools_rules_are_not_drift_but_one_before_the_jump_that_decides_is_a_warning(host, confirmed):
+    _, release_hash = confirmed
+    # Before the project's jump: an ACCEPT lets traffic past the policy, a DROP may shadow it.
+    host.netns_run(["iptables", "-I", "INPUT", "1", "-p", "tcp", "--dport", "5432", "-j", "ACCEPT"])
+    host.netns_run(["ip6tables", "-I", "INPUT", "1", "-p", "tcp", "--dport", "80", "-j", "DROP"])
+    # Not judged: a jump to another tool's chain before ours, anything after ours, other chains.
+    host.netns_run(["iptables", "-N", "f2b-sshd"])
+    host.netns_run(["iptables", "-A", "f2b-sshd", "-j", "RETURN"])
+    host.netns_run(["iptables", "-I", "INPUT", "1", "-p", "tcp", "--dport", "22", "-j", "f2b-sshd"])
+    host.netns_run(["iptables", "-A", "INPUT", "-j", "ACCEPT"])
+    host.netns_run(["iptables", "-A", "FORWARD", "-j", "ACCEPT"])
+    warnings = []
+
+    code, header, reasons = drift(host, release_hash, warnings)
+
+    assert (code, header["in_sync"], reasons) == (0, "yes", [])
+    assert warnings == [
+        "v4: a rule before the project's jump in INPUT lets traffic past the policy: "
+        "-A INPUT -p tcp -m tcp --dport 5432 -j ACCEPT",
+        "v6: a rule before the project's jump in INPUT may cut off what the policy allows: "
+        "-A INPUT -p tcp -m tcp --dport 80 -j DROP"]
+    verified = host.hlfw("verify", "--release", release_hash)
+    assert verified.returncode == 0, verified.stderr
+    assert [line for line in verified.stderr.splitlines() if line.startswith("hlfw: warning: ")] == \
+        [f"hlfw: warning: {warning}" for warning in warnings]
 
 
 def test_a_live_v6_rule_added_by_hand_is_named_and_verify_fails_on_it(host, confirmed):
@@ -106,27 +139,31 @@ def test_only_a_v6_set_member_removed_still_fails_verify(host, confirmed):
     assert host.hlfw("verify", "--release", release_hash).returncode == 1
 
 
-def test_a_flushed_input_chain_and_a_changed_policy_are_named(host, confirmed):
+def test_a_flushed_input_chain_is_named_and_other_policies_are_not_drift(host, confirmed):
     directory, release_hash = confirmed
     host.netns_run(["ip6tables", "-F", "INPUT"])
-    host.netns_run(["ip6tables", "-P", "INPUT", "ACCEPT"])
+    host.netns_run(["ip6tables", "-P", "FORWARD", "DROP"])  # not the project's: no drift
 
     code, _, reasons = drift(host, release_hash)
 
     assert code == 1
-    assert reasons == [f"live v6 rules differ from release {release_hash}: policy of INPUT is ACCEPT, the "
-                       f"release says DROP; -{input_rules(directory, 6)} rules of the release missing "
+    # Only the project's jump was in INPUT: that is what went missing (HL-INPUT is intact).
+    assert reasons == [f"live v6 rules differ from release {release_hash}: -1 rule of the release missing "
                        "(chain INPUT flushed?)"]
+    host.netns_run(["ip6tables", "-F", "HL-INPUT"])
+    _, _, reasons = drift(host, release_hash)
+    assert reasons[0].endswith(f"-{input_rules(directory, 6) + 1} rules of the release missing "
+                               "(chain HL-INPUT, INPUT flushed?)")
 
 
 def test_a_missing_rule_is_shown_with_its_comment(host, confirmed):
     _, release_hash = confirmed
-    host.netns_run(["iptables", "-D", "INPUT", "1"])  # the loopback accept
+    host.netns_run(["iptables", "-D", "HL-INPUT", "1"])  # the loopback accept
 
     _, _, reasons = drift(host, release_hash)
 
     assert reasons == [f"live v4 rules differ from release {release_hash}: -1 rule of the release missing "
-                       '(-A INPUT -i lo -j ACCEPT  # "loopback: local programs talk to each other")']
+                       '(-A HL-INPUT -i lo -j ACCEPT  # "loopback: local programs talk to each other")']
 
 
 def test_edited_and_missing_boot_files_are_named(host, confirmed):
@@ -182,7 +219,7 @@ def test_an_unknown_release_and_a_host_without_state(host):
 
 def test_drift_changes_nothing(host, confirmed):
     _, release_hash = confirmed
-    host.netns_run(["iptables", "-I", "INPUT", "1", "-j", "ACCEPT"])
+    host.netns_run(["iptables", "-I", "HL-INPUT", "1", "-j", "ACCEPT"])
     before = (host.save("v4"), host.save("v6"), host.ipsets(), (host.state_dir / "state").read_text(),
               sorted(p.name for p in host.state_dir.iterdir()))
 
@@ -196,3 +233,21 @@ def test_drift_changes_nothing(host, confirmed):
 def test_drift_usage_errors_exit_2(host):
     assert host.hlfw("drift").returncode == 2
     assert host.hlfw("drift", "--release", "../etc").returncode == 2
+
+
+def test_a_set_whose_hash_table_grew_otherwise_is_not_drift(host, confirmed):
+    # The kernel grows a hash set's hashsize while members go in: a long blocklist loaded live
+    # and the same list loaded in the scratch namespace can end up sized differently.
+    _, release_hash = confirmed
+    members = [line.split()[2] for line in host.netns_run(["ipset", "save", "hl-blocklist-v4"]).stdout.splitlines()
+               if line.startswith("add ")]
+    host.netns_run(["ipset", "create", "hl-regrown", "hash:net", "family", "inet", "hashsize", "4096",
+                    "maxelem", "65536"])
+    for member in members:
+        host.netns_run(["ipset", "add", "hl-regrown", member])
+    host.netns_run(["ipset", "swap", "hl-regrown", "hl-blocklist-v4"])
+    host.netns_run(["ipset", "destroy", "hl-regrown"])
+    assert "hashsize 4096" in host.netns_run(["ipset", "save", "hl-blocklist-v4"]).stdout
+
+    assert drift(host, release_hash)[::2] == (0, [])
+    assert verify_says(host, release_hash)["live_ipsets"] == "same"

@@ -22,8 +22,8 @@ from hardened_lightsail.cloud_layer import cloud_port_infos, to_provider_args
 from hardened_lightsail.config import NAMESPACE, settings_from_values, values_from_stack_file
 from hardened_lightsail.exposure import exposure_map, exposure_table
 from hardened_lightsail.release import render_release
-from program_mocks_runner import (ARCHIVE, HOST_STATE, SECRET, UNKNOWN, fake_private_key, ipv6_address,
-                                 static_ip)
+from program_mocks_runner import (ARCHIVE, HOST_KEY, HOST_STATE, SECRET, UNKNOWN, fake_host_key, fake_private_key,
+                                 ipv6_address, static_ip)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RUNNER = Path(__file__).resolve().parent / "program_mocks_runner.py"
@@ -32,7 +32,8 @@ LIGHTSAIL = "aws:lightsail/"
 REMOTE_COMMAND, LOCAL_COMMAND = "command:remote:Command", "command:local:Command"
 COPY = "command:remote:CopyToRemote"
 # The HostFirewall chain, in order; `kind` is what each step is and whether it opens its own ssh.
-STEPS = (("copy", COPY), ("packages", REMOTE_COMMAND), ("host-state", HOST_STATE), ("deploy", LOCAL_COMMAND))
+STEPS = (("ready", LOCAL_COMMAND), ("copy", COPY), ("packages", REMOTE_COMMAND), ("host-state", HOST_STATE),
+         ("deploy", LOCAL_COMMAND))
 REMOTE_STEPS = [step for step, kind in STEPS if kind in (COPY, REMOTE_COMMAND)]
 
 
@@ -40,13 +41,18 @@ def per_server(name: str) -> list[tuple[str, str]]:
     """(type, name) of everything one Lightsail server and its host firewall register."""
     return [("hardened-lightsail:server:LightsailServer", name),
             (f"{LIGHTSAIL}keyPair:KeyPair", f"{name}-key"),
+            (HOST_KEY, f"{name}-host-key"),
             (f"{LIGHTSAIL}instance:Instance", f"{name}-instance"),
             (f"{LIGHTSAIL}staticIp:StaticIp", f"{name}-ip"),
             (f"{LIGHTSAIL}staticIpAttachment:StaticIpAttachment", f"{name}-ip-attachment"),
             (f"{LIGHTSAIL}instancePublicPorts:InstancePublicPorts", f"{name}-cloud-firewall"),
-            (REMOTE_COMMAND, f"{name}-ready"),
             ("hardened-lightsail:host:HostFirewall", f"{name}-firewall"),
             *[(kind, f"{name}-firewall-{step}") for step, kind in STEPS]]
+
+
+# Once per stack: the step that fails `up` when a stored cloud firewall is more open than the policy.
+READBACK = "cloud-firewall-readback"
+PER_STACK = [(LOCAL_COMMAND, READBACK)]
 
 
 # --- scenarios: one program run each, shared by the tests that read it
@@ -58,6 +64,7 @@ class Scenario:
     login_user: str  # the blueprint's default user (what every ssh step must log in as)
     other_config: tuple = (("aws:region", "ap-northeast-1"),)
     preview: bool = False
+    cloud: str = "as-sent"  # what the fake AWS stores of each cloud firewall (runner's aws_stores)
 
     @property
     def settings(self):
@@ -97,6 +104,14 @@ SCENARIOS = {
                    "ipAddressType": "ipv4"}}, "admin"),
 }
 WORKING = list(SCENARIOS)
+# The same programs against a fake AWS that stores something else than it was sent (aws_stores).
+V4_ADMIN_FLEET = {**SCENARIOS["two-server-fleet"].values, "firewall": {**FLEET_FIREWALL, "adminCidrs": ["203.0.113.7/32"]}}
+CLOUD_SCENARIOS = {
+    "aws-widens": Scenario("prod", V4_ADMIN_FLEET, "ubuntu", cloud="widens"),
+    "aws-widens-preview": Scenario("prod", V4_ADMIN_FLEET, "ubuntu", cloud="widens", preview=True),
+    "aws-narrows": Scenario("dev", SCENARIOS["dev-yaml"].values, "ubuntu", cloud="narrows"),
+    "aws-quirks": Scenario("prod", SCENARIOS["two-server-fleet"].values, "ubuntu", cloud="quirks"),
+}
 
 
 def config_map(values: dict, other: tuple = ()) -> dict[str, str]:
@@ -105,8 +120,9 @@ def config_map(values: dict, other: tuple = ()) -> dict[str, str]:
     return {**{f"{NAMESPACE}:{key}": encode(value) for key, value in values.items()}, **dict(other)}
 
 
-def run_program(stack: str, values: dict, other_config: tuple = (), preview: bool = False) -> dict:
-    scenario = {"stack": stack, "config": config_map(values, other_config), "preview": preview}
+def run_program(stack: str, values: dict, other_config: tuple = (), preview: bool = False,
+                cloud: str = "as-sent") -> dict:
+    scenario = {"stack": stack, "config": config_map(values, other_config), "preview": preview, "cloud": cloud}
     result = subprocess.run([sys.executable, str(RUNNER)], input=json.dumps(scenario), capture_output=True,
                             text=True, timeout=180, cwd=PROJECT_DIR)
     assert result.returncode == 0, f"the mock runner failed:\n{result.stderr[-4000:]}"
@@ -115,9 +131,10 @@ def run_program(stack: str, values: dict, other_config: tuple = (), preview: boo
 
 @functools.lru_cache(maxsize=None)
 def report_of(name: str) -> "Report":
-    scenario = SCENARIOS[name]
+    scenario = {**SCENARIOS, **CLOUD_SCENARIOS}[name]
     release = render_release(scenario.settings.firewall)
-    return Report(run_program(scenario.stack, scenario.values, scenario.other_config, scenario.preview), release)
+    return Report(run_program(scenario.stack, scenario.values, scenario.other_config, scenario.preview,
+                              scenario.cloud), release)
 
 
 class Report:
@@ -170,7 +187,7 @@ def private_key(server: str) -> str:
 def test_program_registers_one_server_and_one_host_firewall_per_server(name):
     report, scenario = report_of(name), SCENARIOS[name]
     report.assert_fully_resolved()
-    expected = [item for server in scenario.servers for item in per_server(server)]
+    expected = [item for server in scenario.servers for item in per_server(server)] + PER_STACK
     assert sorted((r["type"], r["name"]) for r in report.raw["registrations"]) == sorted(expected)
     assert sorted((w["type"], w["name"]) for w in report.raw["wire"]) == sorted(expected)
     assert report.raw["counters"]["new_resource"] == len(expected)
@@ -196,13 +213,13 @@ def test_instance_is_built_from_the_server_config_with_its_own_key_pair(name):
             "bundle_id": server_settings.bundle_id, "ip_address_type": server_settings.ip_address_type,
             "key_pair_name": f"{server}-key-generated",
             "tags": {"project": "hardened-lightsail", "stack": scenario.stack},
-            # A custom SSH port also carries first-boot user data (checked in its own test).
-            **({"user_data": instance["user_data"]} if scenario.settings.firewall.ssh_port != 22 else {})}
+            # First-boot user data: the pinned host key (its own test below).
+            "user_data": instance["user_data"]}
         wire = report.wire[f"{server}-instance"]["object"]
         assert (wire["availabilityZone"], wire["blueprintId"], wire["bundleId"], wire["ipAddressType"]) == (
             server_settings.availability_zone, server_settings.blueprint_id, server_settings.bundle_id,
             server_settings.ip_address_type)
-        assert report.dependencies(f"{server}-instance") == {f"{server}-key"}
+        assert report.dependencies(f"{server}-instance") == {f"{server}-key", f"{server}-host-key"}
         assert report.inputs(f"{server}-key") == {} and report.inputs(f"{server}-ip") == {}
         assert report.inputs(f"{server}-ip-attachment") == {
             "static_ip_name": f"{server}-ip-generated", "instance_name": f"{server}-instance-generated"}
@@ -271,21 +288,26 @@ def test_every_ssh_step_connects_to_the_static_ip_as_the_blueprint_login_user(na
     checked = 0
     for index, server in enumerate(scenario.servers):
         assert report.outputs(f"{server}-ip")["ip_address"] == static_ip(index)
-        for step in ["ready", *(f"firewall-{s}" for s in REMOTE_STEPS)]:
+        pinned = fake_host_key(f"{server}-host-key")[1]
+        for step in (f"firewall-{s}" for s in REMOTE_STEPS):
             connection = report.inputs(f"{server}-{step}")["connection"]
-            assert (connection["host"], connection["user"], connection["port"]) == (
-                static_ip(index), scenario.login_user, ssh_port), step
+            assert (connection["host"], connection["user"], connection["port"], connection["host_key"]) == (
+                static_ip(index), scenario.login_user, ssh_port, pinned), step
             wire = unsecret(report.wire[f"{server}-{step}"]["object"]["connection"])
-            assert (wire["host"], wire["user"], wire["port"]) == (static_ip(index), scenario.login_user, ssh_port)
+            assert (wire["host"], wire["user"], wire["port"], wire["hostKey"]) == (
+                static_ip(index), scenario.login_user, ssh_port, pinned)
             checked += 1
-        # The deploy step dials on its own (new ssh processes): same host, user and port; so does
-        # the host state's read-back.
-        environment = report.inputs(f"{server}-firewall-deploy")["environment"]
-        assert (environment["HL_SSH_HOST"], environment["HL_SSH_USER"], environment["HL_SSH_PORT"]) == (
-            static_ip(index), scenario.login_user, str(ssh_port))
+        # The readiness and deploy steps dial on their own (new ssh processes): same host, user,
+        # port and pinned key; so does the host state's read-back.
+        for step in ("ready", "deploy"):
+            environment = report.inputs(f"{server}-firewall-{step}")["environment"]
+            assert (environment["HL_SSH_HOST"], environment["HL_SSH_USER"], environment["HL_SSH_PORT"],
+                    environment["HL_SSH_HOST_KEY"]) == (static_ip(index), scenario.login_user, str(ssh_port), pinned)
+            checked += 1
         state = report.inputs(f"{server}-firewall-host-state")
-        assert (state["host"], state["user"], state["port"]) == (static_ip(index), scenario.login_user, ssh_port)
-        checked += 2
+        assert (state["host"], state["user"], state["port"], state["hostKey"]) == (
+            static_ip(index), scenario.login_user, ssh_port, pinned)
+        checked += 1
     assert checked == len(scenario.servers) * (3 + len(REMOTE_STEPS))
 
 
@@ -313,15 +335,14 @@ def test_host_firewall_steps_run_in_order_through_depends_on(name):
     report.assert_fully_resolved()
     checked = 0
     for server in scenario.servers:
-        # The chain starts only on a ready server (a recorded dependency of its first step), and
-        # `ready` waits for the cloud firewall and the static IP.
-        assert set(report.options(f"{server}-ready")["depends_on"]) == {
-            f"{server}-cloud-firewall", f"{server}-ip-attachment"}
-        assert {f"{server}-cloud-firewall", f"{server}-ip-attachment"} <= report.dependencies(f"{server}-ready")
+        # The chain starts once the static IP points at the instance, which waits for the policy's
+        # cloud firewall (recorded dependencies of the first step, the readiness wait).
+        assert report.options(f"{server}-ip-attachment")["depends_on"] == [f"{server}-cloud-firewall"]
+        assert f"{server}-cloud-firewall" in report.dependencies(f"{server}-ip-attachment")
         previous = None
         for step, _ in STEPS:
             step_name = f"{server}-firewall-{step}"
-            first = previous or f"{server}-ready"
+            first = previous or f"{server}-ip-attachment"
             assert report.options(step_name)["depends_on"] == [first], step
             assert first in report.dependencies(step_name), step
             previous = step_name
@@ -336,6 +357,14 @@ def test_every_step_is_keyed_on_the_release_hash_and_none_can_flush_the_firewall
     release_hash = report.release.hash
     checked = 0
     for server in scenario.servers:
+        # The readiness wait: created once per instance (its first contact, with the grace for
+        # the image's key), updated (no grace) for every release, before anything is pushed.
+        ready = report.inputs(f"{server}-firewall-ready")
+        assert ready["triggers"] == [f"{server}-instance-id"]
+        assert (ready["create"], ready["update"]) == ("scripts/hl-step ready --first-contact", "scripts/hl-step ready")
+        assert ready["environment"]["HL_RELEASE"] == release_hash
+        assert (ready["environment"]["HL_READY_TIMEOUT"], ready["environment"]["HL_FIRST_BOOT_KEY_GRACE"]) == (
+            "900", "600")
         # Copy and packages: the release, and the instance (a replaced instance, same static IP,
         # gets the release again).
         for step in ("copy", "packages"):
@@ -432,23 +461,32 @@ def test_private_key_is_a_secret_everywhere_it_flows(name):
         kept_secret = {"privateKey", "encryptedPrivateKey"}
         assert kept_secret <= set(report.options(f"{server}-key")["additional_secret_outputs"])
         assert kept_secret <= set(report.wire[f"{server}-key"]["additionalSecretOutputs"])
-        for step in ["ready", *(f"firewall-{s}" for s in REMOTE_STEPS)]:
+        for step in (f"firewall-{s}" for s in REMOTE_STEPS):
             assert unsecret(report.inputs(f"{server}-{step}")["connection"]["private_key"]) == key, step
             checked += 1
-        environment = report.inputs(f"{server}-firewall-deploy")["environment"]
-        assert unsecret(environment["HL_SSH_KEY"]) == key
-        assert unsecret(report.wire[f"{server}-firewall-deploy"]["object"]["environment"]["HL_SSH_KEY"]) == key
+        for step in ("ready", "deploy"):
+            environment = report.inputs(f"{server}-firewall-{step}")["environment"]
+            assert unsecret(environment["HL_SSH_KEY"]) == key
+            assert unsecret(report.wire[f"{server}-firewall-{step}"]["object"]["environment"]["HL_SSH_KEY"]) == key
         assert unsecret(report.inputs(f"{server}-firewall-host-state")["privateKey"]) == key
         assert "privateKey" in report.wire[f"{server}-firewall-host-state"]["additionalSecretOutputs"]
         checked += 2
         # On the wire (what the engine would store and show), every copy of the key is wrapped.
         places = [inside for wire in report.raw["wire"] for inside in _key_occurrences(wire["object"], key)]
         assert places and all(places), f"{server}'s key reaches the engine unwrapped"
-        # ready, the remote steps, the host state's read-back, the deploy step's environment
-        assert len(places) == 1 + len(REMOTE_STEPS) + 2
+        # the remote steps, the host state's read-back, the readiness and deploy steps' environments
+        assert len(places) == len(REMOTE_STEPS) + 3
         checked += len(places)
+        # The server's private host key: a secret output of HostKey, and secret in the user data
+        # that installs it (the only place it goes).
+        host_key = fake_host_key(f"{server}-host-key")[0]
+        assert "privateKey" in report.wire[f"{server}-host-key"]["additionalSecretOutputs"]
+        assert host_key.strip() in unsecret(report.inputs(f"{server}-instance")["user_data"])
+        places = [inside for wire in report.raw["wire"] for inside in _key_occurrences(wire["object"], host_key.strip())]
+        assert places == [True], f"{server}'s host key reaches the engine unwrapped or twice"
+        checked += 1
         assert not list(_key_occurrences(report.raw["exports"], "BEGIN FAKE KEY"))
-    assert checked == len(scenario.servers) * 2 * (len(REMOTE_STEPS) + 3)
+    assert checked == len(scenario.servers) * (2 * (len(REMOTE_STEPS) + 2) + 2)
 
 
 # --- exports
@@ -537,13 +575,37 @@ def test_ipv4_only_instance_has_no_ipv6_address_to_probe_and_ssh_on_the_custom_p
     assert [info for info in port_infos if info["protocol"] == "tcp" and info["fromPort"] != 80] == [
         {"protocol": "tcp", "fromPort": 2222, "toPort": 2222, "cidrs": ["198.51.100.23/32"], "ipv6Cidrs": [],
          "cidrListAliases": []}]
-    assert report.inputs("web-0-ready")["connection"]["port"] == 2222
+    assert report.inputs("web-0-firewall-ready")["environment"]["HL_SSH_PORT"] == "2222"
     assert report.raw["exports"]["sshCommand"] == "ssh -p 2222 admin@203.0.113.50"
     # sshd on a fresh image listens on 22: first-boot user data moves it to the policy's port.
-    user_data = report.inputs("web-0-instance")["user_data"]
+    user_data = unsecret(report.inputs("web-0-instance")["user_data"])
     assert "printf 'Port 2222\\n' > /etc/ssh/sshd_config.d/10-hardened-lightsail-port.conf" in user_data
-    dev = report_of("dev-yaml")
-    assert "user_data" not in dev.inputs("web-0-instance"), "default port: the image is left untouched"
+    dev = unsecret(report_of("dev-yaml").inputs("web-0-instance")["user_data"])
+    assert "Port" not in dev, "default port: sshd stays on 22"
+
+
+@pytest.mark.parametrize("name", WORKING)
+def test_first_boot_installs_the_pinned_host_key_and_serves_only_it(name):
+    report, scenario = report_of(name), SCENARIOS[name]
+    report.assert_fully_resolved()
+    checked = 0
+    for server in scenario.servers:
+        private, public = fake_host_key(f"{server}-host-key")
+        user_data = unsecret(report.inputs(f"{server}-instance")["user_data"])
+        assert user_data.startswith("#!/bin/sh\n") and "set -eu" in user_data
+        assert f"<<'HARDENED_LIGHTSAIL_HOST_KEY'\n{private.strip()}\nHARDENED_LIGHTSAIL_HOST_KEY\n" in user_data
+        assert f"printf '%s\\n' '{public}' > /etc/ssh/ssh_host_ed25519_key.pub" in user_data
+        assert "printf 'HostKey /etc/ssh/ssh_host_ed25519_key\\n' > " \
+               "/etc/ssh/sshd_config.d/05-hardened-lightsail-host-key.conf" in user_data
+        assert "rm -f /etc/ssh/ssh_host_rsa_key" in user_data
+        # A new instance (other zone, image or size) gets a new key: the key is replaced with it.
+        key = report.registrations[f"{server}-host-key"]
+        assert report.inputs(f"{server}-host-key")["server"] == server
+        settings = scenario.settings.server
+        assert key["options"]["replacement_trigger"] == [settings.availability_zone, settings.blueprint_id,
+                                                         settings.bundle_id]
+        checked += 1
+    assert checked == len(scenario.servers) > 0
 
 
 def test_preview_registers_the_same_graph_as_an_update():
@@ -557,7 +619,7 @@ def test_preview_registers_the_same_graph_as_an_update():
         for r in report.raw["registrations"])
     # Nothing is created inside an apply (it would vanish from previews), so both register the same.
     assert shape(preview) == shape(update)
-    assert len(preview.raw["registrations"]) == 2 * len(per_server("web-0"))
+    assert len(preview.raw["registrations"]) == 2 * len(per_server("web-0")) + len(PER_STACK)
     # The preview really had unknowns (the addresses Lightsail hands out), and still went through.
     assert preview.raw["exports"]["publicIp"] == {UNKNOWN: True}
     assert preview.raw["exports"]["releaseHash"] == update.release.hash
@@ -621,6 +683,120 @@ def test_allow_lockout_ships_the_policy_with_a_loud_warning():
         {"level": "warning", "message": f"LOCK-OUT ALLOWED (firewall.allowLockout: true): {problem}; "
                                         "the host will roll back by itself 30 s after apply"}
         for problem in LOCKOUT_PROBLEMS]
-    assert sorted(w["name"] for w in report.raw["wire"]) == sorted(name for _, name in per_server("web-0"))
+    assert sorted(w["name"] for w in report.raw["wire"]) == sorted(name for _, name in per_server("web-0") + PER_STACK)
     # The drill still goes through commit-confirm: the rollback is armed with the configured deadline.
     assert report.inputs("web-0-firewall-deploy")["environment"]["HL_CONFIRM_TIMEOUT"] == "30"
+
+
+# --- the cloud firewall read back (what AWS stores against the policy)
+
+def readback_verdicts(report: Report) -> list[dict]:
+    """The per-server verdicts the program handed to the read-back step (each went through the
+    `apply` on that server's stored port infos: the runner counts every callback)."""
+    return json.loads(report.inputs(READBACK)["environment"]["HL_CLOUD_READBACK"])
+
+
+def run_readback_step(report: Report) -> subprocess.CompletedProcess:
+    """The step exactly as pulumi-command runs it: `scripts/hl-step cloud-readback`, from the
+    project directory, with the environment the program gave it."""
+    step = report.inputs(READBACK)
+    return subprocess.run(["sh", "-c", step["create"]], cwd=PROJECT_DIR, capture_output=True, text=True,
+                          timeout=60, env={"PATH": "/usr/bin:/bin", **step["environment"]})
+
+
+@pytest.mark.parametrize("name", WORKING)
+def test_readback_step_runs_after_every_host_firewall_and_nothing_waits_for_it(name):
+    report, scenario = report_of(name), SCENARIOS[name]
+    report.assert_fully_resolved()
+    assert report.inputs(READBACK)["create"] == "scripts/hl-step cloud-readback"
+    assert "delete" not in report.inputs(READBACK)
+    assert report.options(READBACK)["depends_on"] == [f"{server}-firewall" for server in scenario.servers]
+    checked = 0
+    for server in scenario.servers:
+        # A dependency on the component is one on each of its steps: the check starts after the last.
+        assert {f"{server}-firewall-{step}" for step, _ in STEPS} <= report.dependencies(READBACK)
+        # ... and no step of any server waits for it, so a failed check never stops a host layer.
+        for _, resource in per_server(server):
+            assert READBACK not in report.dependencies(resource)
+            assert READBACK not in report.options(resource)["depends_on"]
+        checked += 1
+    assert checked == len(scenario.servers) > 0
+
+
+@pytest.mark.parametrize("name", [*WORKING, "aws-quirks"])
+def test_stored_cloud_firewall_that_lets_in_what_the_policy_does_passes_the_readback(name):
+    report, scenario = report_of(name), {**SCENARIOS, **CLOUD_SCENARIOS}[name]
+    report.assert_fully_resolved()
+    verdicts = readback_verdicts(report)
+    stored = [len(report.outputs(f"{server}-cloud-firewall")["port_infos"]) for server in scenario.servers]
+    assert verdicts == [{"server": server, "stored_entries": count, "more_open": [], "less_open": []}
+                        for server, count in zip(scenario.servers, stored)]
+    if name == "aws-quirks":  # really written differently: reordered, ranges split, icmp code -1, no /32
+        assert stored[0] > len(report.release.port_infos)
+    step = run_readback_step(report)
+    assert step.returncode == 0, step.stderr
+    assert step.stdout.splitlines() == [f"{server}: the cloud firewall matches the policy ({count} port info(s) "
+                                        "as AWS stores them)" for server, count in zip(scenario.servers, stored)]
+    assert not [log for log in report.raw["logs"] if "cloud firewall" in log["message"]]
+
+
+WIDENED_SSH = ("tcp 22: ipv6Cidrs +::/0 (AWS's default: the policy leaves ipv6Cidrs empty here and pulumi-aws "
+               "sends no empty list, so `up` can't clear it)")
+
+
+def test_aws_that_widens_ipv6_fails_up_naming_each_server_and_the_rows():
+    report = report_of("aws-widens")
+    report.assert_fully_resolved()
+    # The fake AWS filled in ::/0 for the SSH rule, sent without IPv6 admins (and its own order).
+    stored = report.outputs("web-1-cloud-firewall")["port_infos"]
+    assert [info["ipv6_cidrs"] for info in stored if info["from_port"] == 22] == [["::/0"]]
+    verdicts = readback_verdicts(report)
+    assert [(v["server"], len(v["more_open"]), v["less_open"]) for v in verdicts] == [("web-0", 1, []), ("web-1", 1, [])]
+    step = run_readback_step(report)
+    assert (step.returncode, step.stdout) == (1, "")
+    assert step.stderr.splitlines() == [
+        line for server in ("web-0", "web-1") for line in (
+            f"{server}: the cloud firewall is MORE open than the policy (3 port info(s) as AWS stores them); "
+            "AWS lets in what the policy does not:", f"  {WIDENED_SSH}")] + [
+        "The host firewall was deployed and still filters what gets through. To close these rows, give a rule the "
+        "policy leaves empty in a family sources of its own there (e.g. an IPv6 admin CIDR); anything else the "
+        "cloud firewall holds beyond the policy goes back with `pulumi up --refresh`."]
+    assert "Traceback" not in step.stdout + step.stderr
+    # In an update the step alone says it (once, at the end); the program adds no line of its own.
+    assert not [log for log in report.raw["logs"] if "cloud firewall" in log["message"]]
+
+
+def test_preview_of_a_stored_cloud_firewall_that_is_more_open_warns_that_up_will_fail():
+    report = report_of("aws-widens-preview")
+    assert report.raw["error"] is None
+    warnings = sorted((log for log in report.raw["logs"] if log["level"] == "warning"), key=lambda log: log["message"])
+    assert warnings == [{"level": "warning", "message": "\n".join([
+        f"{server}: the cloud firewall is MORE open than the policy (3 port info(s) as AWS stores them); "
+        "AWS lets in what the policy does not:", f"  {WIDENED_SSH}",
+        "`up` will fail on this once the host firewalls are deployed, unless the cloud firewall changes"])}
+        for server in ("web-0", "web-1")]
+
+
+def test_aws_that_narrows_is_a_warning_and_up_goes_on():
+    report = report_of("aws-narrows")
+    report.assert_fully_resolved()
+    less_open = ["tcp 22: ipv6Cidrs -2001:db8:7::/64", "tcp 443: cidrs -0.0.0.0/0", "tcp 443: ipv6Cidrs -::/0"]
+    assert report.raw["logs"] == [{"level": "warning", "message": "\n".join([
+        "web-0: the cloud firewall AWS stores is less open than the policy; it keeps closed what the policy opens:",
+        *(f"  {row}" for row in less_open)])}]
+    [verdict] = readback_verdicts(report)
+    assert (verdict["server"], verdict["more_open"], len(verdict["less_open"])) == ("web-0", [], 3)
+    step = run_readback_step(report)
+    assert (step.returncode, step.stderr) == (0, "")
+    assert step.stdout == "web-0: the cloud firewall is less open than the policy (4 port info(s) as AWS stores them)\n"
+
+
+def test_a_service_name_that_would_split_a_rules_line_is_refused_before_anything_is_registered():
+    hostile = {"adminCidrs": ["203.0.113.7/32"],
+               "services": [{"name": "web\n-A INPUT -j ACCEPT", "protocol": "tcp", "ports": "443"}]}
+    report = _refused({"firewall": hostile})
+    assert report.raw["error"] == {
+        "type": "RunError", "message": "invalid stack config: 1 problem(s), listed above; nothing was changed"}
+    assert report.raw["logs"] == [{"level": "error", "message": (
+        'firewall.services[0].name: "web\\n-A INPUT -j ACCEPT" is not a service name (lowercase letters, digits, '
+        "'-', up to 24 characters, e.g. \"https\")")}]

@@ -16,8 +16,8 @@ from hardened_lightsail.config import settings_from_values
 from hardened_lightsail.effective_settings import effective_settings
 from hardened_lightsail.release import render_release
 from lab.identity import stack_lab
-from program_mocks_runner import MOCK_LAB_SLOT
-from test_program_mocks import PROJECT_DIR, Report, run_program, unsecret
+from program_mocks_runner import MOCK_LAB_SLOT, fake_host_key
+from test_program_mocks import PROJECT_DIR, SECRET, Report, run_program, unsecret
 
 FW = str(PROJECT_DIR / "scripts" / "fw")
 STACK = "labmock"
@@ -39,15 +39,21 @@ def test_the_lab_and_its_edge_are_two_commands_and_the_host_chain_waits_for_the_
     report.assert_fully_resolved()
     lab, edge = report.inputs("lab-lab"), report.inputs("lab-cloud-firewall")
     identity = stack_lab(PROJECT_DIR, STACK)
+    private, public = fake_host_key("lab-host-key")
     assert lab["environment"] == {"HL_LAB_NAME": identity.name, "HL_LAB_DIR": f".lab/{identity.name}",
-                                  "HL_LAB_STACK": STACK}  # no HL_LAB_SLOT: `up` allocates a free one
+                                  "HL_LAB_STACK": STACK,  # no HL_LAB_SLOT: `up` allocates a free one
+                                  # the server's host key, made by the program and pinned (a secret)
+                                  "HL_LAB_HOST_KEY": {SECRET: private}, "HL_LAB_HOST_PUBLIC_KEY": public}
     assert lab["triggers"][:2] == [identity.name, "None"]
+    # A new lab server (another name, slot or boot of this machine) gets a new host key.
+    assert report.options("lab-host-key")["replacement_trigger"] == lab["triggers"]
     assert report.wire["lab-lab"]["deleteBeforeReplace"] is True
     assert report.wire["lab-lab"]["additionalSecretOutputs"] == ["stdout"]
     assert (lab["create"], lab["delete"], edge["create"]) == ("scripts/hl-lab up", "scripts/hl-lab down",
                                                               "scripts/hl-lab cloud")
     assert "lab-lab" in report.dependencies("lab-cloud-firewall")
-    assert report.options("lab-firewall-copy")["depends_on"] == ["lab-cloud-firewall"]
+    assert report.options("lab-firewall-ready")["depends_on"] == ["lab-cloud-firewall"]
+    assert report.options("lab-firewall-copy")["depends_on"] == ["lab-firewall-ready"]
     exports = report.raw["exports"]
     assert exports["labSlot"] == MOCK_LAB_SLOT and exports["publicIp"] == "203.0.113.58"
     assert exports["labServerNamespace"] == "hl-mock-lab-srv"
@@ -77,6 +83,24 @@ def test_the_ssh_target_is_the_labs_server_with_its_key_kept_secret():
     assert "FAKE KEY" in unsecret(deploy["HL_SSH_KEY"])
     state = report.inputs("lab-firewall-host-state")
     assert state["host"] == "203.0.113.58" and "FAKE KEY" in unsecret(state["privateKey"])
+    # Every connection pins the lab server's host key; the wait allows a lab server seconds, not minutes.
+    pinned = fake_host_key("lab-host-key")[1]
+    assert deploy["HL_SSH_HOST_KEY"] == state["hostKey"] == pinned
+    ready = report.inputs("lab-firewall-ready")["environment"]
+    assert ready["HL_SSH_HOST_KEY"] == pinned
+    assert (ready["HL_READY_TIMEOUT"], ready["HL_FIRST_BOOT_KEY_GRACE"]) == ("60", "15")
+    assert report.raw["exports"]["sshCommand"].startswith("ssh -i /tmp/mock-lab/ssh/id_ed25519 "
+                                                          "-o StrictHostKeyChecking=yes -o UserKnownHostsFile=")
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_a_booting_lab_server_is_waited_for_longer(count):
+    report = Report(run_program(STACK, {**VALUES, "lab": {"bootSeconds": 30}, "server": {"count": count}}))
+    report.assert_fully_resolved()
+    assert report.inputs("lab-lab")["environment"]["HL_LAB_BOOT_SECONDS"] == "30"
+    for name in ["lab", *(f"lab-{index}" for index in range(1, count))]:  # every server of a fleet boots
+        ready = report.inputs(f"{name}-firewall-ready")["environment"]
+        assert (ready["HL_READY_TIMEOUT"], ready["HL_FIRST_BOOT_KEY_GRACE"]) == ("90", "45")
 
 
 def _release_hash_from_fw(tmp_path, values: dict) -> tuple[str, str]:
@@ -143,9 +167,21 @@ def test_a_lab_fleet_is_one_lab_whose_servers_each_get_the_whole_host_chain():
         deploy = report.inputs(f"{name}-firewall-deploy")["environment"]
         assert json.loads(deploy["HL_ADDRESSES"])[0] == host  # each server verified from outside on its own
         assert report.inputs(f"{name}-firewall-host-state")["host"] == host
-        assert report.options(f"{name}-firewall-copy")["depends_on"] == ["lab-cloud-firewall"]
+        assert report.options(f"{name}-firewall-ready")["depends_on"] == ["lab-cloud-firewall"]
+        assert report.options(f"{name}-firewall-copy")["depends_on"] == [f"{name}-firewall-ready"]
     identities = {report.inputs(f"{name}-firewall-host-state")["serverIdentity"] for name in names}
     assert len(identities) == 3
+    # Each server has its own pinned host key, like separate instances: made by the program, handed
+    # to `hl-lab up` as one secret list in server order, and checked by every connection to it.
+    keys = [fake_host_key(f"{name}-host-key") for name in names]
+    environment = report.inputs("lab-lab")["environment"]
+    assert json.loads(unsecret(environment["HL_LAB_HOST_KEYS"])) == [list(key) for key in keys]
+    assert "HL_LAB_HOST_KEY" not in environment and "HL_LAB_HOST_PUBLIC_KEY" not in environment
+    for name, (_, public) in zip(names, keys):
+        assert report.options(f"{name}-host-key")["replacement_trigger"] == report.inputs("lab-lab")["triggers"]
+        for step in ("ready", "deploy"):
+            assert report.inputs(f"{name}-firewall-{step}")["environment"]["HL_SSH_HOST_KEY"] == public
+        assert report.inputs(f"{name}-firewall-host-state")["hostKey"] == public
     servers = report.raw["exports"]["servers"]
     assert [(s["name"], s["publicIp"], s["labServerNamespace"]) for s in servers] == [
         ("lab", "203.0.113.58", "hl-mock-lab-srv"), ("lab-1", "203.0.113.59", "hl-mock-lab-srv1"),

@@ -98,6 +98,7 @@ KNOBS = {
     # Not in the rules, but shipped in policy.json so the host and the checks see the whole policy.
     "confirmTimeoutSeconds": lambda p: replace(p, confirm_timeout_seconds=300),
     "allowLockout": lambda p: replace(p, allow_lockout=True),
+    "docker": lambda p: replace(p, docker="on"),
     "deployerAddresses": lambda p: replace(p, deployer_addresses=(parse_cidr("203.0.113.7/32"),)),
 }
 
@@ -230,13 +231,13 @@ def index_of(lines: list[str], fragment: str) -> int:
 
 
 FLAG_DROPS = [
-    "-A INPUT -p tcp --tcp-flags ALL NONE -m comment --comment \"NULL scan: no flags at all\" -j DROP",
-    "-A INPUT -p tcp --tcp-flags ALL FIN,PSH,URG -m comment --comment \"Xmas scan: FIN+PSH+URG\" -j DROP",
-    "-A INPUT -p tcp --tcp-flags ALL FIN -m comment --comment \"FIN scan: FIN without ACK\" -j DROP",
-    "-A INPUT -p tcp --tcp-flags SYN,FIN SYN,FIN -m comment --comment \"SYN+FIN never happens in real TCP\" -j DROP",
-    "-A INPUT -p tcp --tcp-flags SYN,RST SYN,RST -m comment --comment \"SYN+RST never happens in real TCP\" -j DROP",
-    "-A INPUT -p tcp --tcp-flags FIN,RST FIN,RST -m comment --comment \"FIN+RST never happens in real TCP\" -j DROP",
-    "-A INPUT -p tcp ! --syn -m conntrack --ctstate NEW -m comment --comment "
+    "-A HL-INPUT -p tcp --tcp-flags ALL NONE -m comment --comment \"NULL scan: no flags at all\" -j DROP",
+    "-A HL-INPUT -p tcp --tcp-flags ALL FIN,PSH,URG -m comment --comment \"Xmas scan: FIN+PSH+URG\" -j DROP",
+    "-A HL-INPUT -p tcp --tcp-flags ALL FIN -m comment --comment \"FIN scan: FIN without ACK\" -j DROP",
+    "-A HL-INPUT -p tcp --tcp-flags SYN,FIN SYN,FIN -m comment --comment \"SYN+FIN never happens in real TCP\" -j DROP",
+    "-A HL-INPUT -p tcp --tcp-flags SYN,RST SYN,RST -m comment --comment \"SYN+RST never happens in real TCP\" -j DROP",
+    "-A HL-INPUT -p tcp --tcp-flags FIN,RST FIN,RST -m comment --comment \"FIN+RST never happens in real TCP\" -j DROP",
+    "-A HL-INPUT -p tcp ! --syn -m conntrack --ctstate NEW -m comment --comment "
     "\"a new TCP connection must start with SYN\" -j DROP",
 ]
 
@@ -247,12 +248,18 @@ def test_rules_come_in_the_safe_order(case, family):
     settings, release = load_case(case)
     policy = settings.firewall
     text = release.files[f"rules.v{family}"].decode()
-    assert ":INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n" in text
+    # The project owns its HL-* chains and no built-in chain's policy (a flushed INPUT must not
+    # lock anyone out: HL-INPUT ends with the DROP).
+    assert "\n*filter\n:HL-INPUT - [0:0]\n" in text and not any(f":{chain} " in text for chain in ("INPUT", "FORWARD", "OUTPUT"))
     assert text.rstrip().endswith("COMMIT")
-    rules = rule_lines(release, family, "INPUT")
-    assert rules[0] == '-A INPUT -i lo -m comment --comment "loopback: local programs talk to each other" -j ACCEPT'
+    # Its one rule in INPUT comes last: appended, after whatever other tools put first.
+    assert rule_lines(release, family, "INPUT") == [
+        '-A INPUT -m comment --comment "hardened-lightsail: the host policy (HL-* chains)" -j HL-INPUT']
+    assert text.rstrip().splitlines()[-3] == rule_lines(release, family, "INPUT")[0]
+    rules = rule_lines(release, family, "HL-INPUT")
+    assert rules[0] == '-A HL-INPUT -i lo -m comment --comment "loopback: local programs talk to each other" -j ACCEPT'
     established = index_of(rules, "--ctstate ESTABLISHED,RELATED")
-    assert rules[established + 1] == ('-A INPUT -m conntrack --ctstate INVALID -m comment --comment '
+    assert rules[established + 1] == ('-A HL-INPUT -m conntrack --ctstate INVALID -m comment --comment '
                                       '"packets conntrack can\'t place in any connection" -j DROP')
     flags = [index_of(rules, line) for line in FLAG_DROPS]
     assert flags == list(range(established + 2, established + 2 + len(FLAG_DROPS)))
@@ -260,7 +267,7 @@ def test_rules_come_in_the_safe_order(case, family):
     assert rules[ssh_jump].endswith("-j HL-SSH")
     services = [index for index, line in enumerate(rules) if '--comment "service ' in line]
     assert established < flags[-1] < ssh_jump < min(services, default=ssh_jump + 1)
-    assert rules[-1] == '-A INPUT -m comment --comment "whatever no rule above accepted" -j HL-LOG-DROP'
+    assert rules[-1] == '-A HL-INPUT -m comment --comment "whatever no rule above accepted" -j HL-LOG-DROP'
     log = policy.drop_log
     assert rule_lines(release, family, "HL-LOG-DROP") == [
         f"-A HL-LOG-DROP -m limit --limit {log.per_minute}/min --limit-burst {log.burst} -m comment --comment "
@@ -290,14 +297,14 @@ def test_ssh_is_accepted_only_from_admins_and_rate_limited(family):
         "-j HL-LOG-DROP",
         '-A HL-SSH -m comment --comment "not an admin: SSH is closed for this source (port-scan trap next)" -j RETURN',
     ]
-    assert [line for line in rule_lines(release, family, "INPUT") if "--dport 2222" in line] == [
-        '-A INPUT -p tcp --dport 2222 -m conntrack --ctstate NEW -m comment --comment '
+    assert [line for line in rule_lines(release, family, "HL-INPUT") if "--dport 2222" in line] == [
+        '-A HL-INPUT -p tcp --dport 2222 -m conntrack --ctstate NEW -m comment --comment '
         '"all new SSH connection attempts go through the admin check" -j HL-SSH']
     assert not [line for line in release.files[f"rules.v{family}"].decode().splitlines() if "--dport 22 " in line]
 
 
 NDP_RULES = [
-    f"-A INPUT -p ipv6-icmp --icmpv6-type {kind} -m hl --hl-eq 255 -m comment --comment "
+    f"-A HL-INPUT -p ipv6-icmp --icmpv6-type {kind} -m hl --hl-eq 255 -m comment --comment "
     f"\"neighbour discovery ({kind}); hop limit 255 proves it is on-link\" -j ACCEPT"
     for kind in ("router-solicitation", "router-advertisement", "neighbour-solicitation", "neighbour-advertisement")
 ]
@@ -306,7 +313,7 @@ NDP_RULES = [
 @pytest.mark.parametrize("case", CASES)
 def test_ipv6_neighbour_discovery_is_accepted_only_with_hop_limit_255(case):
     _, release = load_case(case)
-    rules = rule_lines(release, 6, "INPUT")
+    rules = rule_lines(release, 6, "HL-INPUT")
     positions = [index_of(rules, line) for line in NDP_RULES]
     assert [rules[p] for p in positions] == NDP_RULES
     # Before conntrack: NDP must work even for packets conntrack calls INVALID.
@@ -320,14 +327,14 @@ def test_ping_rule_is_rate_limited_and_only_there_when_enabled(case):
     settings, release = load_case(case)
     policy = settings.firewall
     for family, match in ((4, "-p icmp --icmp-type echo-request"), (6, "-p ipv6-icmp --icmpv6-type echo-request")):
-        pings = [line for line in rule_lines(release, family, "INPUT") if "echo-request" in line]
-        expected = [f"-A INPUT {match} -m limit --limit {policy.ping_per_second}/sec --limit-burst "
+        pings = [line for line in rule_lines(release, family, "HL-INPUT") if "echo-request" in line]
+        expected = [f"-A HL-INPUT {match} -m limit --limit {policy.ping_per_second}/sec --limit-burst "
                     f"{policy.ping_per_second * 2} -m comment --comment \"ping: at most "
                     f"{policy.ping_per_second}/s echo requests\" -j ACCEPT",
-                    f"-A INPUT {match} -m comment --comment \"echo requests over the limit\" -j DROP"]
+                    f"-A HL-INPUT {match} -m comment --comment \"echo requests over the limit\" -j DROP"]
         assert pings == (expected if policy.ping else [])
         if policy.ping:  # before conntrack, or a flood of one ping session is never limited
-            lines = rule_lines(release, family, "INPUT")
+            lines = rule_lines(release, family, "HL-INPUT")
             assert lines.index(pings[-1]) < next(i for i, line in enumerate(lines) if "ESTABLISHED" in line)
 
 
@@ -340,7 +347,7 @@ def test_blocklist_is_an_ipset_dropped_before_any_service():
         "create hl-blocklist-v6 hash:net family inet6 hashsize 1024 maxelem 65536\n"
         "add hl-blocklist-v6 2001:db8:bad::/48\n")
     for family in (4, 6):
-        rules = rule_lines(release, family, "INPUT")
+        rules = rule_lines(release, family, "HL-INPUT")
         blocklist = index_of(rules, f"-m set --match-set hl-blocklist-v{family} src")
         assert rules[blocklist].endswith("-j DROP")
         assert blocklist < index_of(rules, "-j HL-SSH") < index_of(rules, '"service https')

@@ -67,14 +67,15 @@ def test_golden_rules_load_into_a_fresh_namespace(case, namespace):
     for family, restore in ((4, "iptables-restore"), (6, "ip6tables-restore")):
         namespace.exec(restore, "--test", str(directory / f"rules.v{family}"))
     for family, restore in ((4, "iptables-restore"), (6, "ip6tables-restore")):
-        namespace.exec(restore, str(directory / f"rules.v{family}"))
+        namespace.exec(restore, "--noflush", str(directory / f"rules.v{family}"))  # as hlfw and boot load
 
     _, release = load_case(case)
     for family, tool in ((4, "iptables"), (6, "ip6tables")):
         live = namespace.exec(tool, "-S")
         ruleset = release.rulesets[0 if family == 4 else 1]
-        assert live.splitlines()[:3] == ["-P INPUT DROP", "-P FORWARD DROP", "-P OUTPUT ACCEPT"]
-        assert sorted(re.findall(r"^-N (\S+)$", live, re.M)) == sorted(ruleset.chains)
+        # Built-in policies are not the project's (HL-INPUT ends with the DROP).
+        assert live.splitlines()[:3] == ["-P INPUT ACCEPT", "-P FORWARD ACCEPT", "-P OUTPUT ACCEPT"]
+        assert sorted(re.findall(r"^-N (\S+)$", live, re.M)) == sorted(ruleset.chains + ruleset.ensured)
         # Every rule arrived, in order, with its reason readable in `iptables -S` (grouped by chain).
         for chain in ["INPUT", "FORWARD", "OUTPUT", *ruleset.chains]:
             live_chain = "\n".join(line for line in live.splitlines() if line.startswith(f"-A {chain} "))
@@ -107,4 +108,6 @@ def test_expected_comments_are_live_for_the_dual_stack_case(namespace):
                      "admin 2001:db8:a::/48: at most 20/min new SSH connections per source"):
         assert f'--comment "{expected}"' in v6
     assert "9100" not in v6
-    assert "-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -m hl --hl-eq 255" in v6
+    assert "-A HL-INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -m hl --hl-eq 255" in v6
+    assert v4.splitlines().count('-A INPUT -m comment --comment "hardened-lightsail: the host policy (HL-* chains)" '
+                                 '-j HL-INPUT') == 1

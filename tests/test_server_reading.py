@@ -15,7 +15,10 @@ def test_a_login_is_user_at_address_with_ipv6_bare_or_bracketed():
     assert SshTarget.parse("admin@[2001:db8::10]").address == "2001:db8::10"
     assert SshTarget.parse("admin@2001:db8::10").address == "2001:db8::10"
     assert str(SshTarget("admin", "2001:db8::10", port=2222)) == "admin@[2001:db8::10] port 2222"
-    for bad in ("203.0.113.10", "@203.0.113.10", "ubuntu@", "ubuntu @host"):
+    for bad in ("203.0.113.10", "@203.0.113.10", "ubuntu@", "ubuntu @host",
+                # ssh would read these as options (ProxyCommand runs a command here) or split them
+                "-oProxyCommand=touch${IFS}/tmp/hl-pwned@host", "ubuntu@-oProxyCommand=id", "ubuntu@host\n",
+                "ubuntu@host;id", "ubu$(id)ntu@host", "ubuntu@[-oProxyCommand=id]"):
         with pytest.raises(HostError, match="give the login as USER@ADDRESS"):
             SshTarget.parse(bad)
 

@@ -128,7 +128,7 @@ def test_trial_names_are_valid_lab_names_and_keep_a_readable_base():
     assert trial.trial_name("--", "a1b2c3") == "trial-a1b2c3"
     for base in ("lab", "dev", "a", "x-y", "production", "Some.Stack"):
         name = trial.trial_name(base)
-        assert len(name) <= 16 and NAME_PATTERN.match(name), name
+        assert len(name) <= 16 and NAME_PATTERN.fullmatch(name), name
 
 
 @pytest.mark.parametrize("text, seconds", [("2h", 7200), ("90m", 5400), ("1d12h", 129600), ("1s", 1)])
