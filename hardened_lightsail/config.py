@@ -554,9 +554,10 @@ def config_values(settings: Any) -> Any:
             # Network lists in canonical order (v4 then v6, sorted), so reordering the same CIDRs in
             # the stack file changes nothing; services keep their order (it is the rules' order).
             if value and hasattr(value[0], "prefixlen"):
-                # A policy's blocklist is sorted once per policy (it runs to hundreds of thousands).
-                v4, v6 = ((owner.blocklist_v4, owner.blocklist_v6)
-                          if isinstance(owner, FirewallPolicy) and field_name == "blocklist" else split_families(value))
+                if isinstance(owner, FirewallPolicy) and field_name == "blocklist":
+                    # Sorted and written once per policy: it runs to hundreds of thousands.
+                    return [*owner.blocklist_texts[0], *owner.blocklist_texts[1]]
+                v4, v6 = split_families(value)
                 return [cidr_text(n) for n in v4 + v6]
             return [plain(item) for item in value]
         if isinstance(value, PortRange):

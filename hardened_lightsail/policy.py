@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Optional
 
-from .networks import Network, NetworkIndex, split_families
+from .networks import Network, NetworkIndex, cidr_text, split_families
 
 TCP, UDP = "tcp", "udp"
 PROTOCOLS = (TCP, UDP)
@@ -134,6 +134,12 @@ class FirewallPolicy:
     @property
     def blocklist_v6(self) -> list[Network]:
         return self._blocklist_families[1]
+
+    @cached_property
+    def blocklist_texts(self) -> tuple[list[str], list[str]]:
+        """blocklist_v4 and blocklist_v6 as text, written once per policy for both policy.json
+        and the ipset file."""
+        return [cidr_text(n) for n in self.blocklist_v4], [cidr_text(n) for n in self.blocklist_v6]
 
     @cached_property
     def blocklist_index(self) -> NetworkIndex:
