@@ -5,7 +5,7 @@ Two commands, like an instance and its InstancePublicPorts: `lab` stands the lab
 `server.count` servers (named for this checkout and stack; its slot allocated at the first `up`
 and kept in the stack's state) and `cloud-firewall` loads the policy's cloud layer on the lab's
 edge, which serves every server. A port change runs only the second, so the servers' addresses
-and key stay known in a preview; a changed count updates the lab in place (servers added or
+and keys stay known in a preview; a changed count updates the lab in place (servers added or
 removed, the others untouched)."""
 from __future__ import annotations
 

@@ -53,12 +53,18 @@ def test_each_server_is_its_own_host_with_its_own_files(lab_factory):
     assert len(host_keys) == 3  # every server has a host key of its own
 
 
-def test_a_rollback_on_any_server_returns_the_shared_edge(lab_factory, cloud_ports_file, tmp_path):
-    lab = lab_factory.up(cloud_ports=cloud_ports_file(WEB_AND_ADMIN_SSH), servers=3)
+def _load_drill_layer(lab, tmp_path) -> list[dict]:
+    """A lock-out drill's cloud layer on the edge: SSH only for the internet range and the deployers."""
     drill = [port_info(22, ["198.51.100.0/24", "192.0.2.128/25"], ["2001:db8:a:100::/60"]), *WEB_AND_ADMIN_SSH[1:]]
     drill_file = tmp_path / "drill.json"
     drill_file.write_text(json.dumps(drill))
     lab.load_cloud_layer(drill_file)
+    return drill
+
+
+def test_a_rollback_on_any_server_returns_the_shared_edge(lab_factory, cloud_ports_file, tmp_path):
+    lab = lab_factory.up(cloud_ports=cloud_ports_file(WEB_AND_ADMIN_SSH), servers=3)
+    _load_drill_layer(lab, tmp_path)
     # Server 2 rolled the drill back (the others, say, never got it): the edge follows it.
     _host_rolled_back(lab, "1000", "aaaaaaaaaaaaaaaa", {"aaaaaaaaaaaaaaaa": WEB_AND_ADMIN_SSH}, server=2)
     note = _wait_for_return(lab)
@@ -71,10 +77,7 @@ def test_a_rollback_on_any_server_returns_the_shared_edge(lab_factory, cloud_por
 
 def test_a_rollback_that_was_no_drill_on_any_server_leaves_the_shared_edge(lab_factory, cloud_ports_file, tmp_path):
     lab = lab_factory.up(cloud_ports=cloud_ports_file(WEB_AND_ADMIN_SSH), servers=2)
-    drill = [port_info(22, ["198.51.100.0/24", "192.0.2.128/25"], ["2001:db8:a:100::/60"]), *WEB_AND_ADMIN_SSH[1:]]
-    drill_file = tmp_path / "drill.json"
-    drill_file.write_text(json.dumps(drill))
-    lab.load_cloud_layer(drill_file)
+    drill = _load_drill_layer(lab, tmp_path)
     _host_rolled_back(lab, "1000", "aaaaaaaaaaaaaaaa", {"aaaaaaaaaaaaaaaa": WEB_AND_ADMIN_SSH}, drill=False, server=1)
     time.sleep(1.0)  # four polls of the follower
     assert json.loads((lab.layout.edge_dir / "cloud-ports.json").read_text()) == drill
