@@ -125,7 +125,7 @@ def make_lab_server(settings: StackSettings, release: Release) -> ServerHandle:
         name="lab", target=server.target, ready=server.cloud_firewall, identity=server.lab.id,
         public_ip=server.public_ip, ipv6_addresses=server.ipv6_addresses,
         probe_addresses=pulumi.Output.all(server.public_ip, server.ipv6_addresses).apply(lambda v: [v[0], *v[1]]),
-        ssh_command=server.ssh_command,
+        ssh_command=server.ssh_command, outside_namespace=server.namespaces.apply(lambda n: n["internet"]),
         extra_outputs={"labServerNamespace": server.namespaces.apply(lambda n: n["server"]),
                        "labInternetNamespace": server.namespaces.apply(lambda n: n["internet"]),
                        "labAdminNamespace": server.namespaces.apply(lambda n: n["admin"]),

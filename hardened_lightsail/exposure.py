@@ -233,16 +233,23 @@ def _sources(rulesets, protocol: str, first: Optional[int], last: Optional[int])
                         key=lambda n: (n.version, n)))
 
 
+def port_boundaries(ruleset: SavedRuleset) -> set[int]:
+    """Every port where a rule's destination port range starts, or ends (its last port + 1):
+    between two of them, every port meets the same rules."""
+    points = set()
+    for rule in evaluable(ruleset).rules:
+        for condition in rule.by_dimension.get("ports-dport", ()):
+            for first, last in condition.written.ranges:
+                points.update((first, last + 1))
+    return points
+
+
 def _checked_ports(probe: PortProbe, ruleset: SavedRuleset) -> list[Optional[int]]:
     """Ports that stand for every port of the probe's range: its first port and each port
     where a rule's port range starts or ends inside it."""
     if probe.first is None:
         return [None]
-    points = {probe.first}
-    for rule in ruleset.rules:
-        for condition in rule.by_dimension.get("ports-dport", ()):
-            for first, last in condition.written.ranges:
-                points.update(p for p in (first, last + 1) if probe.first < p <= probe.last)
+    points = {probe.first} | {p for p in port_boundaries(ruleset) if probe.first < p <= probe.last}
     if probe.last != probe.first:
         points.add(probe.last)  # both ends, as the cloud layer is checked
     return sorted(points)

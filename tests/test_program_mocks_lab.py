@@ -89,6 +89,18 @@ def test_the_ssh_target_is_the_labs_server_with_its_key_kept_secret():
     ready = report.inputs("lab-firewall-ready")["environment"]
     assert ready["HL_SSH_HOST_KEY"] == pinned
     assert (ready["HL_READY_TIMEOUT"], ready["HL_FIRST_BOOT_KEY_GRACE"]) == ("60", "15")
+
+
+def test_the_lab_verifies_every_port_from_the_deployer_and_from_its_internet_namespace():
+    report = Report(run_program(STACK, VALUES))
+    report.assert_fully_resolved()
+    deploy = report.inputs("lab-firewall-deploy")["environment"]
+    assert deploy["HL_VERIFY_SCAN"] == "full"
+    namespace = report.raw["exports"]["labInternetNamespace"]
+    assert namespace and json.loads(deploy["HL_VERIFY_VANTAGE"]) == {"namespace": namespace}
+    assert "HL_VERIFY_VANTAGE_KEY" not in deploy
+    quick = Report(run_program(STACK, {**VALUES, "verify": {"scan": "quick"}}))
+    assert quick.inputs("lab-firewall-deploy")["environment"]["HL_VERIFY_SCAN"] == "quick"
     assert report.raw["exports"]["sshCommand"].startswith("ssh -i /tmp/mock-lab/ssh/id_ed25519 "
                                                           "-o StrictHostKeyChecking=yes -o UserKnownHostsFile=")
 
