@@ -96,6 +96,7 @@ if have ipset; then capture ipset-save as_root ipset save; fi
 if have nft; then capture nft-tables as_root nft list tables; fi
 capture addresses ip -o addr show
 capture routes sh -c 'ip -4 route show default; ip -6 route show default'
+capture forwarding cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv6/conf/all/forwarding
 """
 # The payload's own sshd check (hlfw verify runs the same file), sent as it is.
 SSHD_SCRIPT = (PAYLOAD_DIR / "hlfw-sshd.sh").read_text() + "\ncapture sshd sshd_login_report\n"
@@ -216,8 +217,10 @@ def _facts(sections: dict[str, Section], sets) -> HostFacts:
         match = re.search(r"\bdev (\S+)", line)
         if match:
             interfaces.add(match.group(1))
+    switches = sections.get("forwarding", Section()).stdout.split()
     return HostFacts(sets=sets, public_interfaces=frozenset(interfaces) or None,
-                     local_addresses=tuple(addresses) or None)
+                     local_addresses=tuple(addresses) or None,
+                     forwarding=("1" in switches) if switches else None)
 
 
 def read_rules(target: SshTarget) -> LiveRules:

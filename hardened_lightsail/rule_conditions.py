@@ -51,6 +51,7 @@ class HostFacts:
     sets: Optional[dict] = None  # ipset name -> IpSet (None: the sets' contents weren't given)
     public_interfaces: Optional[frozenset] = None  # where probes arrive (e.g. {"eth0"})
     local_addresses: Optional[tuple] = None  # the host's own addresses (probe destinations)
+    forwarding: Optional[bool] = None  # does the kernel route (ip_forward / IPv6 forwarding on)?
 
 
 # --- integer sets (ports, ICMP type/code pairs) ---------------------------------------------
