@@ -29,7 +29,9 @@ firewalls = [
     HostFirewall(f"{server.name}-firewall", HostFirewallArgs(
         target=server.target, release=release,
         confirm_timeout_seconds=settings.firewall.confirm_timeout_seconds,
-        public_addresses=server.probe_addresses, server_identity=server.identity, ready=server.ready))
+        public_addresses=server.probe_addresses, server_identity=server.identity, ready=server.ready,
+        verify_scan=settings.verify.deployer_scan(settings.target), verify=settings.verify,
+        outside_namespace=server.outside_namespace))
     for server in servers
 ]
 

@@ -166,7 +166,9 @@ def make_lab_servers(settings: StackSettings, release: Release) -> list[ServerHa
             identity=lab.lab.id if index == 0 else pulumi.Output.concat(lab.lab.id, f"/server{index}"),
             public_ip=host.public_ip, ipv6_addresses=host.ipv6_addresses,
             probe_addresses=pulumi.Output.all(host.public_ip, host.ipv6_addresses).apply(lambda v: [v[0], *v[1]]),
-            ssh_command=host.ssh_command, details={"labServerNamespace": host.namespace}))
+            ssh_command=host.ssh_command, details={"labServerNamespace": host.namespace},
+            # What anyone else sees is measured from the lab's internet namespace (the lab's vantage).
+            outside_namespace=lab.namespaces.apply(lambda n: n["internet"])))
     handles[0].extra_outputs = {
         "labServerNamespace": lab.namespaces.apply(lambda n: n["server"]),
         "labInternetNamespace": lab.namespaces.apply(lambda n: n["internet"]),

@@ -23,3 +23,6 @@ class ServerHandle:
     # The cloud firewall whose stored port infos are read back (Lightsail's InstancePublicPorts);
     # None where the program enforces the layer itself (the lab edge loads cloud-ports.json).
     cloud_firewall: Optional[pulumi.CustomResource] = None
+    # A network namespace on this machine outside the admin CIDRs (the lab's internet), from which
+    # the outside verification also probes; None: only verify.vantage, if set, measures that view.
+    outside_namespace: Optional[pulumi.Output] = None

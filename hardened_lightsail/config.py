@@ -13,9 +13,10 @@ from typing import Any, Callable, Mapping, Optional
 import yaml
 
 from .blueprints import LOGIN_USERS, login_user
+from .host_keys import HostKeyError, PublicHostKey
 from .networks import CidrError, Network, cidr_text, parse_cidr, split_families
-from .policy import (PROTOCOLS, DropLog, FirewallPolicy, LabSettings, PortRange, PortScanTrap,
-                     ServerSettings, Service, SshRateLimit, StackSettings)
+from .policy import (PROTOCOLS, SCAN_MODES, DropLog, FirewallPolicy, LabSettings, PortRange, PortScanTrap,
+                     ServerSettings, Service, SshRateLimit, StackSettings, Vantage, VerifySettings)
 from .user_text import key_path, printable, show
 
 NAMESPACE = "hardened-lightsail"
@@ -32,6 +33,11 @@ PORTS = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
 AVAILABILITY_ZONE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}[a-z]")
 LIGHTSAIL_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # blueprint and bundle ids: ubuntu_24_04, nano_3_0
 LOG_PREFIX = re.compile(r"[A-Za-z0-9 _.:\-\[\]]{0,29}")  # the kernel keeps 29 characters
+HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.:-]{0,251}[A-Za-z0-9])?")  # a DNS name, an IPv4 or IPv6 address
+LOGIN = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # a Linux login name
+KEY_TYPE = re.compile(r"(?:ssh|ecdsa|sk)-[a-z0-9@.-]{1,60}")  # ssh-ed25519, ecdsa-sha2-nistp256, ...
+PRIVATE_KEY = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,40})PRIVATE KEY-----\n[A-Za-z0-9+/=\n:, -]{1,16000}"
+                         r"-----END \1PRIVATE KEY-----\n?")
 CLI = "scripts/pulumi"  # the project's Pulumi wrapper, in the commands hints suggest
 # Reads a file a config value names (firewall.blocklistFiles), relative to the stack file's
 # directory; raises OSError when it can't. `fw diff` reads the base side's from git.
@@ -456,18 +462,79 @@ def _lab(check: _Checker, raw: Any) -> LabSettings:
                                                   0, 600, " seconds"))
 
 
+def _verify(check: _Checker, raw: Any, target: str, secret_keys: Optional[frozenset]) -> VerifySettings:
+    raw = check.mapping("verify", raw, config_keys(VerifySettings))
+    scan = check.string("verify.scan", raw.get("scan"), None, SCAN_MODES) if raw.get("scan") is not None else None
+    vantage = None
+    if raw.get("vantage") is not None:
+        if target == "lab":
+            check.fail("verify.vantage", "the lab measures what anyone else sees from its own internet namespace; "
+                                         "remove verify.vantage from a lab stack (it is for Lightsail targets)")
+        vantage = _vantage(check, raw.get("vantage"), secret_keys)
+    return VerifySettings(scan=scan, vantage=vantage)
+
+
+def _vantage(check: _Checker, raw: Any, secret_keys: Optional[frozenset]) -> Optional[Vantage]:
+    path = "verify.vantage"
+    raw = check.mapping(path, raw, {**config_keys(Vantage), "privateKey": 0})
+    if not raw:
+        return None
+    host = check.string(f"{path}.host", raw.get("host"), "", pattern=HOST_NAME,
+                        what="a host name or address (e.g. \"198.51.100.7\")")
+    user = check.string(f"{path}.user", raw.get("user"), "", pattern=LOGIN, what="a login name (e.g. \"ubuntu\")")
+    for key in ("host", "user", "hostKey", "privateKey"):
+        if raw.get(key) is None:
+            check.fail(f"{path}.{key}", "is required: a vantage is a host reached over SSH with its pinned key "
+                                        "(see README, \"What is verified from where\")")
+    host_key = raw.get("hostKey")
+    if host_key is not None:
+        try:
+            if not isinstance(host_key, str) or not host_key.isprintable() or len(host_key) > 2000:
+                raise HostKeyError("not one line of text")
+            parsed = PublicHostKey.parse(host_key)
+            if not KEY_TYPE.fullmatch(parsed.key_type):
+                raise HostKeyError(f"{parsed.key_type!r} is not a key type")
+            host_key = parsed.line
+        except HostKeyError:
+            check.fail(f"{path}.hostKey", f"{show(host_key)} is not a public host key (\"ssh-ed25519 AAAA...\", "
+                                          "e.g. from `ssh-keyscan -t ed25519 HOST`, checked by hand)")
+            host_key = ""
+    _secret_private_key(check, f"{path}.privateKey", raw.get("privateKey"), secret_keys)
+    port = check.integer(f"{path}.port", raw.get("port"), Vantage.port, 1, 65535)
+    scan = check.string(f"{path}.scan", raw.get("scan"), Vantage.scan, SCAN_MODES)
+    return Vantage(host=host, user=user, host_key=host_key or "", port=port, scan=scan)
+
+
+def _secret_private_key(check: _Checker, path: str, value: Any, secret_keys: Optional[frozenset]) -> None:
+    """The key must be a Pulumi secret: encrypted (`secure:`) in the stack file, a secret config
+    value in the program (`secret_keys` names the top-level keys the engine holds secret)."""
+    if value is None:
+        return
+    store = f"set it with {check.command('config', 'set', '--path', '--secret', f'{NAMESPACE}:{path}')} < KEY_FILE"
+    if isinstance(value, dict) and set(value) == {"secure"} and isinstance(value["secure"], str):
+        return  # encrypted in the stack file: only the engine can read it
+    if not isinstance(value, str) or not PRIVATE_KEY.fullmatch(value):
+        check.fail(path, f"is not an OpenSSH private key (-----BEGIN OPENSSH PRIVATE KEY----- ...): {store}")
+    elif secret_keys is None or f"{NAMESPACE}:{path.split('.')[0]}" not in secret_keys:
+        check.fail(path, f"is stored in plain text: a private key must be a secret; {store}")
+
+
 def settings_from_values(values: Mapping[str, Any], stack: Optional[str] = None,
-                         read_file: Optional[FileReader] = None) -> StackSettings:
+                         read_file: Optional[FileReader] = None,
+                         secret_keys: Optional[frozenset] = None) -> StackSettings:
     """Validate the project's config values (keys without the namespace prefix). `stack` names
     the stack in the commands that hints suggest; `read_file` reads the files the config names
-    (default: relative to the working directory, where the engine runs the program)."""
+    (default: relative to the working directory, where the engine runs the program);
+    `secret_keys` (the program's) are the config keys the engine holds as secrets (None: values
+    read from a stack file, where secrets stay encrypted)."""
     check = _Checker(stack, read_file)
-    top_level = {"target": 0, "server": 0, "firewall": 0, "lab": 0}
+    top_level = {"target": 0, "server": 0, "firewall": 0, "lab": 0, "verify": 0}
     check.mapping("", check.unpathed_keys(values, top_level), top_level)
     target = check.string("target", values.get("target"), "lightsail", TARGETS)
     firewall = _firewall(check, values.get("firewall"))
     server = _server(check, values.get("server"))
     lab = _lab(check, values.get("lab"))
+    verify = _verify(check, values.get("verify"), target, secret_keys)
     if target == "lab" and firewall is not None and firewall.ssh_port != 22:
         check.fail("firewall.sshPort", f"{firewall.ssh_port}: the lab's sshd listens on 22 only; use 22 in "
                                        "lab stacks (a custom port is moved by first-boot user data on Lightsail)")
@@ -478,7 +545,7 @@ def settings_from_values(values: Mapping[str, Any], stack: Optional[str] = None,
                                        f"slot's /28 of 203.0.113.0/24); use 1-{MAX_SERVERS} in lab stacks")
     if check.problems or firewall is None:
         raise ConfigError(check.problems)
-    return StackSettings(target=target, firewall=firewall, server=server, lab=lab)
+    return StackSettings(target=target, firewall=firewall, server=server, lab=lab, verify=verify)
 
 
 def load_yaml(text: str) -> Any:

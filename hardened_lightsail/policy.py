@@ -168,6 +168,35 @@ class LabSettings:
     boot_seconds: int = 0
 
 
+SCAN_MODES = ("full", "quick")  # every TCP port and the common UDP services | the policy's ports and a sample
+
+
+@dataclass(frozen=True)
+class Vantage:
+    """Config key `verify.vantage`: a host outside firewall.adminCidrs, reached over SSH with its
+    own pinned host key, from which the outside verification also probes (the "anyone else"
+    rows, measured). Its private key is the secret `verify.vantage.privateKey`, never held here."""
+
+    host: str  # an address or DNS name the deployer can SSH to
+    user: str
+    host_key: str  # its public host key, "ssh-ed25519 AAAA..." (`ssh-keyscan -t ed25519 HOST`)
+    port: int = 22
+    scan: str = "full"  # nmap runs there: full is polite from a host of your own
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    """Config key `verify`: how the outside verification probes."""
+
+    # From the deployer's own link. None: full in the lab (the whole TCP port space), quick for
+    # Lightsail (a full scan of a cloud address from your own line is impolite, and slow).
+    scan: Optional[str] = None
+    vantage: Optional[Vantage] = None
+
+    def deployer_scan(self, target: str) -> str:
+        return self.scan or ("full" if target == "lab" else "quick")
+
+
 @dataclass(frozen=True)
 class StackSettings:
     """The whole validated stack config."""
@@ -176,3 +205,4 @@ class StackSettings:
     firewall: FirewallPolicy
     server: ServerSettings = field(default_factory=ServerSettings)
     lab: LabSettings = field(default_factory=LabSettings)
+    verify: VerifySettings = field(default_factory=VerifySettings)

@@ -16,7 +16,7 @@ from .analysis import ERROR, Finding, analyse
 from .config import (ConfigError, FileReader, beside, firewall_config_values, settings_from_values,
                      values_from_stack_file)
 from .effective_settings import effective_settings
-from .exposure import ExposureRow, exposure_table
+from .exposure import OTHER_PORTS, ExposureRow, exposure_table
 from .networks import network_order
 from .policy import FirewallPolicy, PortRange, Service
 from .release import Release, render_release
@@ -101,15 +101,19 @@ def compare_exposure(base: Side, head: Side) -> list[RowChange]:
     narrowed source reads "closes for anyone else" while the kept network stays unchanged,
     instead of one row removed and another added."""
     if base.policy is None:
-        return [RowChange(_closed(row), row) for row in exposure_table(head.policy, head.release)]
-    if base.hash == head.hash:  # same bytes, same answers: don't evaluate twice
-        return [RowChange(row, row) for row in exposure_table(head.policy, head.release)]
-    probes = _probe_policy(base.policy, head.policy)
-    before = {(row.port, row.family, row.source): row for row in exposure_table(probes, base.release)}
-    after = {(row.port, row.family, row.source): row for row in exposure_table(probes, head.release)}
-    # A port only one release opens without naming it (a drifted artifact) is closed on the other.
-    return ([RowChange(before.get(key, _closed(row)), row) for key, row in after.items()]
-            + [RowChange(row, _closed(row)) for key, row in before.items() if key not in after])
+        changes = [RowChange(_closed(row), row) for row in exposure_table(head.policy, head.release)]
+    elif base.hash == head.hash:  # same bytes, same answers: don't evaluate twice
+        changes = [RowChange(row, row) for row in exposure_table(head.policy, head.release)]
+    else:
+        probes = _probe_policy(base.policy, head.policy)
+        before = {(row.port, row.family, row.source): row for row in exposure_table(probes, base.release)}
+        after = {(row.port, row.family, row.source): row for row in exposure_table(probes, head.release)}
+        # A port only one release opens without naming it (a drifted artifact) is closed on the other.
+        changes = ([RowChange(before.get(key, _closed(row)), row) for key, row in after.items()]
+                   + [RowChange(row, _closed(row)) for key, row in before.items() if key not in after])
+    # The ports nobody names are news only when something lets them in.
+    return [c for c in changes if not (c.after.port.endswith(OTHER_PORTS) and not c.change
+                                       and not (c.after.reachable or c.after.host or c.after.cloud))]
 
 
 def change_counts(changes: list[RowChange]) -> dict[str, tuple[int, int]]:

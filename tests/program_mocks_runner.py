@@ -199,7 +199,7 @@ def run_scenario(scenario: dict) -> dict:
     logger.addHandler(LogCapture())
 
     os.environ.pop("PULUMI_CONFIG", None)  # only the scenario's config
-    pulumi.runtime.set_all_config(scenario["config"])
+    pulumi.runtime.set_all_config(scenario["config"], scenario.get("secret_keys"))
     mocks = FakeCloud()
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=scenario["stack"],
                              preview=scenario.get("preview", False), logger=logger,

@@ -89,6 +89,18 @@ def test_the_ssh_target_is_the_labs_server_with_its_key_kept_secret():
     ready = report.inputs("lab-firewall-ready")["environment"]
     assert ready["HL_SSH_HOST_KEY"] == pinned
     assert (ready["HL_READY_TIMEOUT"], ready["HL_FIRST_BOOT_KEY_GRACE"]) == ("60", "15")
+
+
+def test_the_lab_verifies_every_port_from_the_deployer_and_from_its_internet_namespace():
+    report = Report(run_program(STACK, VALUES))
+    report.assert_fully_resolved()
+    deploy = report.inputs("lab-firewall-deploy")["environment"]
+    assert deploy["HL_VERIFY_SCAN"] == "full"
+    namespace = report.raw["exports"]["labInternetNamespace"]
+    assert namespace and json.loads(deploy["HL_VERIFY_VANTAGE"]) == {"namespace": namespace}
+    assert "HL_VERIFY_VANTAGE_KEY" not in deploy
+    quick = Report(run_program(STACK, {**VALUES, "verify": {"scan": "quick"}}))
+    assert quick.inputs("lab-firewall-deploy")["environment"]["HL_VERIFY_SCAN"] == "quick"
     assert report.raw["exports"]["sshCommand"].startswith("ssh -i /tmp/mock-lab/ssh/id_ed25519 "
                                                           "-o StrictHostKeyChecking=yes -o UserKnownHostsFile=")
 
@@ -149,11 +161,13 @@ def test_a_lab_slot_held_by_another_checkout_is_refused_before_anything_is_regis
                         rf"\(free now: [\d, ]+\), or let `up` allocate one: `scripts/pulumi config rm --path "
                         rf"hardened-lightsail:lab\.slot -s {STACK}`", error), error
     assert "down" not in error
-    # A free one is honoured: handed to `hl-lab up`, and a new slot means a new lab.
-    honoured = Report(run_program(STACK, {**VALUES, "lab": {"slot": 7}}))
+    # A free one (as the error listed them: other labs may run on this machine) is honoured:
+    # handed to `hl-lab up`, and a new slot means a new lab.
+    free = re.search(r"\(free now: ([\d, ]+)\)", error).group(1).split(", ")[0]
+    honoured = Report(run_program(STACK, {**VALUES, "lab": {"slot": int(free)}}))
     honoured.assert_fully_resolved()
-    assert honoured.inputs("lab-lab")["environment"]["HL_LAB_SLOT"] == "7"
-    assert honoured.inputs("lab-lab")["triggers"][1] == "7"
+    assert honoured.inputs("lab-lab")["environment"]["HL_LAB_SLOT"] == free
+    assert honoured.inputs("lab-lab")["triggers"][1] == free
 
 
 def test_a_lab_fleet_is_one_lab_whose_servers_each_get_the_whole_host_chain():
