@@ -1,7 +1,8 @@
 """A lab stack of this checkout driven through the real engine, for the host-truth tests
-(tests/test_engine_host_truth.py, tests/test_engine_drift.py): its stack file, its outputs, the
-payload's state on its server, and commands run there. Each test file uses a stack of its own
-name, so the files run side by side (scripts/test) with a lab each."""
+(tests/test_engine_host_truth.py, test_engine_drift.py, test_engine_drift_state.py): its stack
+file, its outputs, the payload's state on its server, commands run there, and the drift check
+the drift tests share. Each test file uses a stack of its own name, so the files run side by
+side (scripts/test) with a lab each."""
 from __future__ import annotations
 
 import json
@@ -108,3 +109,31 @@ def host_truth_stack(name: str, tmp_path_factory):
         yield stack
     finally:
         stack.remove()
+
+
+def drift_shows_and_up_repairs_it(stack: HostTruthStack, command: str, reason: str, past_the_deadline: bool) -> None:
+    """`command` on the host drifts it: `preview --refresh` names `reason`, refresh + `up` repairs
+    it through commit-confirm, and (past_the_deadline) the host still runs it after the deadline."""
+    stack.write(BASE)
+    stack.pulumi(stack.up)
+    clean = stack.pulumi(stack.preview_refresh)
+    assert "hostState" not in clean.stdout, clean.stdout
+
+    stack.on_host(command)
+    preview = stack.pulumi(stack.preview_refresh)
+    changed = [line for line in preview.stdout.splitlines() if "hostState" in line]
+    assert changed and "drift:" in changed[0] and reason in changed[0] and '"in sync"' in changed[0], preview.stdout
+    assert "lab-firewall-deploy" in preview.stdout
+
+    # refresh alone records it; a plain `up` then repairs it through commit-confirm.
+    stack.pulumi(["refresh", "-s", stack.name, "--yes", "--non-interactive"])
+    repaired = stack.pulumi(stack.up)
+    assert "lab-firewall-deploy" in repaired.stdout
+    drift = stack.on_host("sh /var/lib/hardened-lightsail/releases/$(sed -n 's/^release=//p' "
+                          "/var/lib/hardened-lightsail/state)/hlfw drift --release "
+                          f"{stack.outputs()['releaseHash']}")
+    assert "in_sync=yes" in drift.stdout, drift.stdout
+    after = stack.pulumi(stack.preview_refresh)
+    assert "hostState" not in after.stdout, after.stdout
+    if past_the_deadline:  # (the 15 s wait once per file: the host-truth tests check it too)
+        stack.assert_confirmed_after_the_deadline()
