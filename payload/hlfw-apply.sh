@@ -96,7 +96,8 @@ handle_pending_before_apply() {
     return 1
 }
 
-# load_release_live DIR HASH MODE: loads ipsets, v4, v6 (MODE owned: only the project's part;
+# load_release_live DIR HASH MODE: swaps in the sets built by ipsets_build_temporaries, loads
+# v4, v6 (MODE owned: only the project's part;
 # table: whole tables, once, when the host still runs a release from before that); on the first
 # failure puts everything back. Signals are ignored meanwhile so that a dropped terminal cannot
 # stop it half-way.
@@ -106,7 +107,7 @@ load_release_live() {
     _load_mode=$3
     trap '' HUP INT TERM
     _load_failed_file=
-    if [ -f "$_load_dir/ipsets" ] && ! ipsets_restore_atomic "$_load_dir/ipsets"; then
+    if [ -f "$_load_dir/ipsets" ] && ! ipsets_swap_in; then
         _load_failed_file=ipsets
     else
         for _load_family in v4 v6; do
@@ -167,8 +168,12 @@ cmd_apply() {
     apply_if_already_active "$_apply_hash" && return 0
     handle_pending_before_apply "$_apply_hash" && return 0
 
-    if ! prepare_release "$WORK_DIR/effective"; then
+    if ! prepare_release "$WORK_DIR/effective" rules; then
         die "$EXIT_FAILED" "release $_apply_hash does not load, nothing was changed: $LAST_ERROR"
+    fi
+    # The sets' members are tested here, where they are built, before anything is armed.
+    if [ -f "$WORK_DIR/effective/ipsets" ] && ! ipsets_build_temporaries "$WORK_DIR/effective/ipsets"; then
+        die "$EXIT_FAILED" "release $_apply_hash does not load, nothing was changed: ipsets: $LAST_ERROR"
     fi
     _apply_mode=owned
     if host_runs_whole_table_release; then

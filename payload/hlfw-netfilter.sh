@@ -15,49 +15,68 @@ run_restore() {
 # Loads an ipset restore file without a moment where a set is half-filled:
 # each set is built under a temporary name, then swapped in (or renamed when new).
 ipsets_restore_atomic() {
-    _ira_file=$1
-    _ira_pairs=
-    _ira_index=0
-    for _ira_set in $(ipset_names "$_ira_file"); do
-        _ira_index=$((_ira_index + 1))
-        ipset destroy "hlfw-tmp-$_ira_index" 2>/dev/null || :
-        _ira_pairs="$_ira_pairs $_ira_set=hlfw-tmp-$_ira_index"
+    ipsets_build_temporaries "$1" && ipsets_swap_in
+}
+
+# ipsets_build_temporaries FILE: fills FILE's sets under temporary names (hlfw-tmp-N) in the
+# live namespace. Nothing refers to them, so building them touches no traffic: apply does it
+# before the rollback is armed, and a bad member is refused with nothing changed. Records the
+# "SET=TEMPORARY" pairs in IPSET_TEMPORARIES (cleanup destroys what is left of them).
+IPSET_TEMPORARIES=
+ipsets_build_temporaries() {
+    _ibt_file=$1
+    _ibt_pairs=
+    _ibt_index=0
+    for _ibt_set in $(ipset_names "$_ibt_file"); do
+        _ibt_index=$((_ibt_index + 1))
+        ipset destroy "hlfw-tmp-$_ibt_index" 2>/dev/null || :
+        _ibt_pairs="$_ibt_pairs $_ibt_set=hlfw-tmp-$_ibt_index"
     done
-    [ -n "$_ira_pairs" ] || return 0
-    awk -v pairs="$_ira_pairs" '
+    [ -n "$_ibt_pairs" ] || return 0
+    awk -v pairs="$_ibt_pairs" '
         BEGIN { n = split(pairs, p, " "); for (i = 1; i <= n; i++) { split(p[i], kv, "="); tmp[kv[1]] = kv[2] } }
         ($1 == "create" || $1 == "add") && ($2 in tmp) { sub(/^[ \t]*(create|add)[ \t]+[^ \t]+/, $1 " " tmp[$2]) }
-        { print }' "$_ira_file" >"$WORK_DIR/ipsets.tmp-names" || {
-        LAST_ERROR="cannot rewrite $_ira_file"
+        { print }' "$_ibt_file" >"$WORK_DIR/ipsets.tmp-names" || {
+        LAST_ERROR="cannot rewrite $_ibt_file"
         return 1
     }
+    IPSET_TEMPORARIES=$_ibt_pairs
     if ! ipset restore <"$WORK_DIR/ipsets.tmp-names" 2>"$WORK_DIR/ipset.err"; then
-        LAST_ERROR="ipset restore < $_ira_file failed: $(tr '\n' ' ' <"$WORK_DIR/ipset.err")"
-        ipsets_destroy_temporaries "$_ira_pairs"
+        LAST_ERROR="ipset restore < $_ibt_file failed: $(tr '\n' ' ' <"$WORK_DIR/ipset.err")"
+        ipsets_destroy_temporaries
         return 1
     fi
-    for _ira_pair in $_ira_pairs; do
-        _ira_set=${_ira_pair%%=*}
-        _ira_tmp=${_ira_pair#*=}
-        if ipset_exists "$_ira_set"; then
-            if ! ipset swap "$_ira_tmp" "$_ira_set" 2>"$WORK_DIR/ipset.err"; then
-                LAST_ERROR="ipset swap $_ira_tmp $_ira_set failed (did the set's type change? a set in use cannot change type): $(tr '\n' ' ' <"$WORK_DIR/ipset.err")"
-                ipsets_destroy_temporaries "$_ira_pairs"
+}
+
+# Puts the sets the last ipsets_build_temporaries built in place, each in one `ipset swap`
+# (or a rename when the set is new).
+ipsets_swap_in() {
+    for _isi_pair in $IPSET_TEMPORARIES; do
+        _isi_set=${_isi_pair%%=*}
+        _isi_tmp=${_isi_pair#*=}
+        if ipset_exists "$_isi_set"; then
+            if ! ipset swap "$_isi_tmp" "$_isi_set" 2>"$WORK_DIR/ipset.err"; then
+                LAST_ERROR="ipset swap $_isi_tmp $_isi_set failed (did the set's type change? a set in use cannot change type): $(tr '\n' ' ' <"$WORK_DIR/ipset.err")"
+                ipsets_destroy_temporaries
                 return 1
             fi
-            ipset destroy "$_ira_tmp" 2>/dev/null || warn "could not destroy the temporary set $_ira_tmp"
-        elif ! ipset rename "$_ira_tmp" "$_ira_set" 2>"$WORK_DIR/ipset.err"; then
-            LAST_ERROR="ipset rename $_ira_tmp $_ira_set failed: $(tr '\n' ' ' <"$WORK_DIR/ipset.err")"
-            ipsets_destroy_temporaries "$_ira_pairs"
+            ipset destroy "$_isi_tmp" 2>/dev/null || warn "could not destroy the temporary set $_isi_tmp"
+        elif ! ipset rename "$_isi_tmp" "$_isi_set" 2>"$WORK_DIR/ipset.err"; then
+            LAST_ERROR="ipset rename $_isi_tmp $_isi_set failed: $(tr '\n' ' ' <"$WORK_DIR/ipset.err")"
+            ipsets_destroy_temporaries
             return 1
         fi
     done
+    IPSET_TEMPORARIES=
 }
 
+# Destroys the temporaries still recorded in IPSET_TEMPORARIES (after a swap they hold the
+# old members, or were renamed: destroying a name that is gone is harmless).
 ipsets_destroy_temporaries() {
-    for _idt_pair in $1; do
+    for _idt_pair in $IPSET_TEMPORARIES; do
         ipset destroy "${_idt_pair#*=}" 2>/dev/null || :
     done
+    IPSET_TEMPORARIES=
 }
 
 # Runs this script inside a throw-away network namespace (`unshare --net`),
@@ -67,14 +86,26 @@ in_scratch_namespace() {
     unshare --net /bin/sh "$SELF" _scratch "$@"
 }
 
-# Internal: `_scratch save DIR OUT`, run by in_scratch_namespace only: load the release into
+# Internal: `_scratch MODE DIR OUT`, run by in_scratch_namespace only: load the release into
 # the empty scratch namespace (as boot would: --noflush) and save it to OUT/release.*.
+# MODE save: the sets with their members, saved too (what compares read); MODE rules: the
+# sets empty (iptables-restore only needs them to exist), no ipset save: apply tests the
+# members where it builds them (ipsets_build_temporaries), so loading them twice buys nothing.
 cmd_scratch() {
+    _scratch_mode=$1
     _scratch_dir=$2
     _scratch_out=$3
-    if [ -f "$_scratch_dir/ipsets" ] && ! ipset restore <"$_scratch_dir/ipsets" 2>"$_scratch_out/scratch.err"; then
-        printf 'ipsets: %s\n' "$(tr '\n' ' ' <"$_scratch_out/scratch.err")" >&2
-        exit "$EXIT_FAILED"
+    : >"$_scratch_out/release.ipsets"
+    if [ -f "$_scratch_dir/ipsets" ]; then
+        if [ "$_scratch_mode" = rules ]; then
+            awk '$1 == "create"' "$_scratch_dir/ipsets" >"$_scratch_out/scratch.sets"
+        else
+            cp "$_scratch_dir/ipsets" "$_scratch_out/scratch.sets"
+        fi
+        if ! ipset restore <"$_scratch_out/scratch.sets" 2>"$_scratch_out/scratch.err"; then
+            printf 'ipsets: %s\n' "$(tr '\n' ' ' <"$_scratch_out/scratch.err")" >&2
+            exit "$EXIT_FAILED"
+        fi
     fi
     for _scratch_family in v4 v6; do
         if [ "$_scratch_family" = v4 ]; then _scratch_tool=iptables; else _scratch_tool=ip6tables; fi
@@ -84,17 +115,19 @@ cmd_scratch() {
             exit "$EXIT_FAILED"
         fi
     done
-    : >"$_scratch_out/release.ipsets"
-    if [ -f "$_scratch_dir/ipsets" ] && ! ipset save >"$_scratch_out/release.ipsets" 2>"$_scratch_out/scratch.err"; then
+    [ "$_scratch_mode" = save ] && [ -f "$_scratch_dir/ipsets" ] || return 0
+    if ! ipset save >"$_scratch_out/release.ipsets" 2>"$_scratch_out/scratch.err"; then
         printf 'ipsets: ipset save failed: %s\n' "$(tr '\n' ' ' <"$_scratch_out/scratch.err")" >&2
         exit "$EXIT_FAILED"
     fi
 }
 
-# Loads the release into a scratch namespace (its sets first) and saves it back: a real load
-# is the strongest test, and the save is the release in the kernel's own words, which is what
-# live rules are compared with and what the restore input is made from. Writes WORK_DIR/
-# release.{v4,v6,ipsets} and, from the release files, WORK_DIR/{policies,ensured}.{v4,v6}.
+# prepare_release DIR [MODE]: loads the release into a scratch namespace (its sets first) and
+# saves it back: a real load is the strongest test, and the save is the release in the
+# kernel's own words, which is what live rules are compared with and what the restore input is
+# made from. Writes WORK_DIR/release.{v4,v6,ipsets} and, from the release files, WORK_DIR/
+# {policies,ensured}.{v4,v6}. MODE rules (apply) loads the sets empty and leaves
+# release.ipsets empty (see cmd_scratch); the default, save, loads and saves their members.
 # Without namespaces it falls back to `--test` in the live namespace (every set must already
 # exist) and to the release files themselves.
 prepare_release() {
@@ -103,7 +136,7 @@ prepare_release() {
         release_policies "$_prep_dir/rules.$_prep_family" >"$WORK_DIR/policies.$_prep_family"
         release_ensured "$_prep_dir/rules.$_prep_family" >"$WORK_DIR/ensured.$_prep_family"
     done
-    if in_scratch_namespace save "$_prep_dir" "$WORK_DIR" 2>"$WORK_DIR/test.err"; then
+    if in_scratch_namespace "${2:-save}" "$_prep_dir" "$WORK_DIR" 2>"$WORK_DIR/test.err"; then
         return 0
     fi
     if unshare --net true 2>/dev/null; then

@@ -464,6 +464,23 @@ def test_release_that_fails_the_test_load_changes_nothing(host, keeps_ssh, tmp_p
     assert host.status()["state"] == "active"
 
 
+def test_bad_set_member_is_refused_before_the_rollback_is_armed(host, blocklist, tmp_path):
+    # The scratch test loads the sets empty; the members are first loaded into temporary sets
+    # in the live namespace, before anything is armed: a bad one must change nothing.
+    apply_and_confirm(host, blocklist)
+    before = (host.all_rules("v4"), host.all_rules("v6"), host.ipsets(), host.state())
+    directory = tmp_path / "bad-member"
+    make_release(directory, BLOCKLIST_V4, BLOCKLIST_V6,
+                 BLOCKLIST_IPSETS.replace("add hl-block-v4 192.0.2.128/25", "add hl-block-v4 2001:db8::/64"))
+
+    result = apply(host, directory)
+
+    assert result.returncode == 1
+    assert "does not load, nothing was changed: ipsets:" in result.stderr
+    assert (host.all_rules("v4"), host.all_rules("v6"), host.ipsets(), host.state()) == before
+    assert "hlfw-tmp-" not in host.ipsets()
+
+
 def test_v6_restore_failure_rolls_everything_back_and_leaves_v4_as_before(host, keeps_ssh, tmp_path):
     apply_and_confirm(host, keeps_ssh)
     before = (host.all_rules("v4"), host.all_rules("v6"), host.ipsets())
