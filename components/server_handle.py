@@ -18,7 +18,8 @@ class ServerHandle:
     ipv6_addresses: pulumi.Output
     probe_addresses: pulumi.Output  # every address the outside verification probes
     ssh_command: pulumi.Output
-    extra_outputs: dict = field(default_factory=dict)
+    extra_outputs: dict = field(default_factory=dict)  # stack outputs of the first server (the lab's namespaces)
+    details: dict = field(default_factory=dict)  # more of this server for its `servers` entry
     # The cloud firewall whose stored port infos are read back (Lightsail's InstancePublicPorts);
     # None where the program enforces the layer itself (the lab edge loads cloud-ports.json).
     cloud_firewall: Optional[pulumi.CustomResource] = None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterable, Optional
 
-from .networks import Network, covers
+from .networks import Network, NetworkIndex, covers
 
 ALL, SOME, NONE = "all", "some", "none"
 PORT_MAX = 65535
@@ -381,8 +381,7 @@ class InSet(Condition):
             return _negate(NONE, self.negated)  # unknown contents: reported, taken as not listed
         if self.flags != ("src",) or ipset.networks is None:
             return SOME
-        inside = any(covers(member, probe.source) for member in ipset.networks)
-        return _negate(ALL if inside else NONE, self.negated)
+        return _negate(ALL if ipset.index.covers(probe.source) else NONE, self.negated)
 
 
 @dataclass(frozen=True)
@@ -450,6 +449,11 @@ class IpSet:
     name: str
     kind: str  # hash:net, hash:ip, hash:ip,port, list:set, ...
     networks: Optional[tuple[Network, ...]]  # None for types the analysis can't evaluate
+
+    @cached_property
+    def index(self) -> NetworkIndex:
+        """Membership in a few hash lookups: sets hold blocklists of hundreds of thousands."""
+        return NetworkIndex(self.networks or ())
 
 
 def conditions_match(conditions, probe: Probe, facts: HostFacts) -> str:

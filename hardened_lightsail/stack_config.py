@@ -35,7 +35,7 @@ def _secret_keys() -> frozenset:
 
 def read_stack_settings() -> StackSettings:
     try:
-        return settings_from_values(_config_values(), pulumi.get_stack(), _secret_keys())
+        return settings_from_values(_config_values(), pulumi.get_stack(), secret_keys=_secret_keys())
     except ConfigError as error:
         _stop(error.problems, "invalid stack config")
         raise  # unreachable: _stop raises

@@ -18,13 +18,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-import yaml
 from pulumi.automation import CommandError, CommandResult, LocalWorkspace, PulumiCommand, Stack
 from pulumi.automation.errors import create_command_error
 
 from . import engine_env
 from .analysis import analyse, errors
-from .config import NAMESPACE, ConfigError, load_stack_file, settings_from_values
+from .config import NAMESPACE, ConfigError, load_stack_file, load_yaml, settings_from_values
 from .effective_settings import effective_settings
 from .exposure import exposure_table, format_table
 from .release import render_release
@@ -72,7 +71,7 @@ def read_base(base: str) -> tuple[dict, object]:
         raise TrialInputError(f"unknown base stack {base!r}: no {path.name} in {PROJECT_DIR} "
                               f"(stacks: {', '.join(known) or 'none'})")
     settings = load_stack_file(path)  # the same checks and messages as `fw check` (ConfigError)
-    return yaml.safe_load(path.read_text())["config"], settings
+    return load_yaml(path.read_text())["config"], settings
 
 
 def lab_twin(config: dict) -> dict:

@@ -18,7 +18,7 @@ FW = PROJECT_DIR / "scripts" / "fw"
 ADMIN = "203.0.113.7/32"
 EXAMPLE_CIDRS = '(e.g. "203.0.113.7/32" or "2001:db8::/64")'
 FIREWALL_KEYS = ("adminCidrs, services, sshPort, ping, pingPerSecond, confirmTimeoutSeconds, blocklist, "
-                 "allowLockout, sshRateLimit, portScan, dropLog, docker, deployerAddresses")
+                 "blocklistFiles, allowLockout, sshRateLimit, portScan, dropLog, docker, deployerAddresses")
 
 
 def net(text: str):
@@ -467,7 +467,7 @@ def vantage(**keys) -> dict:
 
 def verify_problems(verify: dict, target: str = "lightsail", secret_keys=None) -> list[str]:
     try:
-        settings_from_values({**with_firewall(), "target": target, "verify": verify}, "dev", secret_keys)
+        settings_from_values({**with_firewall(), "target": target, "verify": verify}, "dev", secret_keys=secret_keys)
     except ConfigError as error:
         return error.problems
     return []
@@ -488,7 +488,7 @@ def test_a_vantage_is_read_with_its_pinned_key_and_no_private_key_in_the_setting
     assert "privateKey" not in repr(settings) and "private" not in repr(settings.verify)
     # The program gets the key decrypted: fine when the engine holds `verify` as a secret.
     decrypted = {**with_firewall(), "verify": {"vantage": vantage(privateKey=PRIVATE)}}
-    assert settings_from_values(decrypted, "dev", frozenset({"hardened-lightsail:verify"})).verify.vantage
+    assert settings_from_values(decrypted, "dev", secret_keys=frozenset({"hardened-lightsail:verify"})).verify.vantage
 
 
 @pytest.mark.parametrize("verify, expected", [

@@ -508,6 +508,7 @@ def test_exports_name_the_first_server_the_release_and_the_exposure(name):
     assert exports["servers"] == [
         {"name": server, "publicIp": static_ip(index),
          "ipv6Addresses": [ipv6_address(index)] if dual_stack else [],
+         "sshCommand": f"ssh {port}{scenario.login_user}@{static_ip(index)}",
          "verifiedExposure": f"verified exposure of {server}-firewall-deploy"}
         for index, server in enumerate(scenario.servers)]
     assert set(exports) == {"publicIp", "ipv6Addresses", "sshCommand", "releaseHash", "exposure",

@@ -176,7 +176,7 @@ def test_readiness_gets_through_a_booting_server_that_moves_sshd_and_installs_th
     ports.write_text(json.dumps(OPEN_SSH_PORTS))
     private, public = generate_host_key("booting")
     started = time.monotonic()
-    booting = lab_factory.up(cloud_ports=ports, host_key=(private, public), boot=BootPlan(8, ssh_port=2222))
+    booting = lab_factory.up(cloud_ports=ports, host_keys=[(private, public)], boot=BootPlan(8, ssh_port=2222))
     end = endpoint(booting, public, port=2222)
     ready = subprocess.run([HL_STEP, "ready", "--first-contact"], env=step_environment(end, HL_READY_TIMEOUT="60",
                            HL_FIRST_BOOT_KEY_GRACE="30"), capture_output=True, text=True, timeout=120)
@@ -200,7 +200,7 @@ def test_readiness_gets_through_a_booting_server_that_moves_sshd_and_installs_th
 
 def test_the_image_key_is_refused_at_once_when_this_is_not_the_first_contact(lab_factory):
     private, public = generate_host_key("booting")
-    booting = lab_factory.up(host_key=(private, public), boot=BootPlan(16))
+    booting = lab_factory.up(host_keys=[(private, public)], boot=BootPlan(16))
     end = endpoint(booting, public)
     started = time.monotonic()
     ready = subprocess.run([HL_STEP, "ready"], env=step_environment(end, HL_READY_TIMEOUT="60"),
