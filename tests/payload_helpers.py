@@ -35,6 +35,11 @@ exec "$@"
 """
 
 
+# `sshd -T` of a keys-only sshd (what the sandbox's `sshd` shim prints).
+SSHD_T_KEYS_ONLY = ("printf '%s\\n' 'passwordauthentication no' 'kbdinteractiveauthentication no' "
+                    "'permitrootlogin without-password' 'authenticationmethods any'\n")
+
+
 class HostSandbox:
     """One fake server: its own netfilter (netns) and its own boot/state files."""
 
@@ -49,6 +54,9 @@ class HostSandbox:
         self.state_dir = root / "state"
         self.shims = root / "shims"
         self._started: list[subprocess.Popen] = []
+        # hlfw verify asks sshd what it allows; outside any sshd it would read this machine's
+        # /etc/ssh: the sandbox's sshd is a keys-only one (tests/test_sshd_logins.py varies a real one).
+        self.write_shim("sshd", SSHD_T_KEYS_ONLY)
         subprocess.run(["ip", "netns", "add", self.netns], check=True)
         self.netns_run(["ip", "link", "set", "lo", "up"])
 

@@ -8,6 +8,7 @@ in a sandbox, then changed by hand the way an operator or another tool would."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from payload_fixtures import (  # noqa: F401 (fixtures)
     ADMIN_V4, ADMIN_V6, apply, apply_and_confirm, host, keeps_ssh, machine_is_untouched,
     render_lab_release)
+from payload_helpers import SSHD_T_KEYS_ONLY
 
 pytestmark = [
     pytest.mark.netfilter,
@@ -253,3 +255,21 @@ def test_a_set_whose_hash_table_grew_otherwise_is_not_drift(host, confirmed):
 
     assert drift(host, release_hash)[::2] == (0, [])
     assert verify_says(host, release_hash)["live_ipsets"] == "same"
+
+
+def test_verify_warns_about_an_sshd_that_takes_passwords_and_still_passes(host, confirmed):
+    _, release_hash = confirmed
+    host.write_shim("sshd", SSHD_T_KEYS_ONLY.replace("passwordauthentication no", "passwordauthentication yes")
+                    .replace("without-password", "yes"))
+    verified = host.hlfw("verify", "--release", release_hash)
+    assert verified.returncode == 0, verified.stderr
+    assert "sshd: config=/etc/ssh/sshd_config passwordauthentication=yes kbdinteractiveauthentication=no " \
+           "permitrootlogin=yes authenticationmethods=any" in verified.stdout.splitlines()
+    warnings = [line for line in verified.stderr.splitlines() if line.startswith("hlfw: warning: sshd")]
+    assert [re.split(r"[:;]", w.split(") ", 1)[1])[0] for w in warnings] == [
+        "allows password logins (PasswordAuthentication yes)", "lets root log in with a password (PermitRootLogin yes)"]
+    host.write_shim("sshd", "echo 'sshd: no hostkeys available -- exiting.' >&2; exit 1\n")
+    unreadable = host.hlfw("verify", "--release", release_hash)
+    assert unreadable.returncode == 0, unreadable.stderr
+    assert "hlfw: warning: sshd: cannot read the effective settings of /etc/ssh/sshd_config (sshd -T: sshd: no " \
+           "hostkeys available -- exiting.): password and root logins are unchecked" in unreadable.stderr
