@@ -42,3 +42,17 @@ def pulumi(args: list[str], backend: Path, cwd: Path | None = None, timeout: flo
         raise AssertionError(f"pulumi {' '.join(args)} failed ({result.returncode}):\n"
                              f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
+
+
+def remove_lab_stack(stack: str, backend: Path) -> None:
+    """A lab stack of this checkout gone however far it got: destroyed, removed, its stack file
+    deleted and its lab taken down (by the lab's own name and directory, never by a pattern)."""
+    from lab.identity import stack_lab  # (the lab package needs the project on sys.path, as tests have)
+    lab = stack_lab(PROJECT_DIR, stack)
+    try:
+        pulumi(["destroy", "-s", stack, "--yes", "--skip-preview", "--non-interactive"], backend, check=False)
+        pulumi(["stack", "rm", stack, "--yes", "--force"], backend, check=False)
+    finally:
+        (PROJECT_DIR / f"Pulumi.{stack}.yaml").unlink(missing_ok=True)
+        subprocess.run([str(PROJECT_DIR / "scripts" / "hl-lab"), "down"], check=False, capture_output=True,
+                       env={**os.environ, "HL_LAB_NAME": lab.name, "HL_LAB_DIR": str(lab.state_dir)})

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import PROJECT_DIR, engine_missing_reason, pulumi
+from engine import PROJECT_DIR, engine_missing_reason, pulumi, remove_lab_stack
 from hardened_lightsail.ssh_session import SshEndpoint, run_remote
 from lab.identity import LabIdentity, stack_lab
 from lab.layout import LabLayout
@@ -91,13 +91,7 @@ class HostTruthStack:
 
     def remove(self) -> None:
         """Destroy the stack, remove it and its stack file, take its lab down (however far it got)."""
-        try:
-            self.pulumi(["destroy", "-s", self.name, "--yes", "--skip-preview", "--non-interactive"], check=False)
-            self.pulumi(["stack", "rm", self.name, "--yes", "--force"], check=False)
-        finally:
-            (PROJECT_DIR / f"Pulumi.{self.name}.yaml").unlink(missing_ok=True)
-            subprocess.run([str(PROJECT_DIR / "scripts" / "hl-lab"), "down"], check=False, capture_output=True,
-                           env={**os.environ, "HL_LAB_NAME": self.lab.name, "HL_LAB_DIR": str(self.lab.state_dir)})
+        remove_lab_stack(self.name, self.backend)
 
 
 def host_truth_stack(name: str, tmp_path_factory):

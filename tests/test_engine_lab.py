@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from engine import PROJECT_DIR, engine_missing_reason, pulumi
+from engine import PROJECT_DIR, engine_missing_reason, pulumi, remove_lab_stack
 from lab.identity import stack_lab
 
 STACK = "labtest"
@@ -46,13 +46,7 @@ def lab_stack(tmp_path_factory):
     _write_stack(BASE)
     pulumi(["stack", "init", STACK], backend)
     yield backend
-    try:
-        pulumi(["destroy", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"], backend, check=False)
-        pulumi(["stack", "rm", STACK, "--yes", "--force"], backend, check=False)
-    finally:
-        (PROJECT_DIR / f"Pulumi.{STACK}.yaml").unlink(missing_ok=True)
-        subprocess.run([str(PROJECT_DIR / "scripts" / "hl-lab"), "down"], check=False, capture_output=True,
-                       env={**os.environ, "HL_LAB_NAME": LAB.name, "HL_LAB_DIR": str(LAB.state_dir)})
+    remove_lab_stack(STACK, backend)
 
 
 def _outputs(backend) -> dict:

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from engine import PROJECT_DIR, engine_missing_reason, pulumi
+from engine import PROJECT_DIR, engine_missing_reason, pulumi, remove_lab_stack
 from lab.identity import stack_lab
 from test_engine_lab import _from_internet
 
@@ -46,13 +46,7 @@ def fleet_stack(tmp_path):
     _write_stack(3)
     pulumi(["stack", "init", STACK], backend)
     yield backend
-    try:
-        pulumi(["destroy", "-s", STACK, *UP], backend, check=False)
-        pulumi(["stack", "rm", STACK, "--yes", "--force"], backend, check=False)
-    finally:
-        (PROJECT_DIR / f"Pulumi.{STACK}.yaml").unlink(missing_ok=True)
-        subprocess.run([str(PROJECT_DIR / "scripts" / "hl-lab"), "down"], check=False, capture_output=True,
-                       env={**os.environ, "HL_LAB_NAME": LAB.name, "HL_LAB_DIR": str(LAB.state_dir)})
+    remove_lab_stack(STACK, backend)
 
 
 def _outputs(backend) -> dict:

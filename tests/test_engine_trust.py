@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import PROJECT_DIR, command_provider_under_test, engine_missing_reason, pulumi
+from engine import PROJECT_DIR, command_provider_under_test, engine_missing_reason, pulumi, remove_lab_stack
 from hardened_lightsail.config import settings_from_values
 from hardened_lightsail.effective_settings import effective_settings
 from hardened_lightsail.host_keys import PublicHostKey, generate_host_key
@@ -52,13 +52,7 @@ def stack(tmp_path_factory):
     _write_stack(BASE)
     pulumi(["stack", "init", STACK], backend)
     yield backend
-    try:
-        pulumi(["destroy", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"], backend, check=False)
-        pulumi(["stack", "rm", STACK, "--yes", "--force"], backend, check=False)
-    finally:
-        (PROJECT_DIR / f"Pulumi.{STACK}.yaml").unlink(missing_ok=True)
-        subprocess.run([str(PROJECT_DIR / "scripts" / "hl-lab"), "down"], check=False, capture_output=True,
-                       env={**os.environ, "HL_LAB_NAME": LAB.name, "HL_LAB_DIR": str(LAB.state_dir)})
+    remove_lab_stack(STACK, backend)
 
 
 class Impostor:
