@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import PROJECT_DIR, engine_missing_reason, pulumi
+from engine import PROJECT_DIR, engine_missing_reason, pulumi, remove_lab_stack
 from lab.identity import stack_lab
 from lab.layout import LabLayout
 from lab.probe import probe
@@ -47,11 +47,7 @@ def stack(tmp_path_factory):
         outputs = json.loads(pulumi(["stack", "output", "-s", STACK, "--json"], backend).stdout)
         yield outputs, env
     finally:
-        pulumi(["destroy", "-s", STACK, "--yes", "--skip-preview", "--non-interactive"], backend, check=False)
-        pulumi(["stack", "rm", STACK, "--yes", "--force"], backend, check=False)
-        stack_file.unlink(missing_ok=True)
-        subprocess.run([str(PROJECT_DIR / "scripts" / "hl-lab"), "down"], check=False, capture_output=True,
-                       env={**os.environ, "HL_LAB_NAME": LAB.name, "HL_LAB_DIR": str(LAB.state_dir)})
+        remove_lab_stack(STACK, backend)
 
 
 def fw(env, *args):
