@@ -16,7 +16,10 @@ from .iptables_rules import Ruleset
 from .ipsets import ipset_restore_file
 from .policy import FirewallPolicy
 
-PAYLOAD_DIR = Path(__file__).resolve().parent.parent / "payload"
+# An installed package carries the payload inside it (pyproject.toml maps payload/ there); a
+# checkout has it beside the package.
+_PACKAGE_DIR = Path(__file__).resolve().parent
+PAYLOAD_DIR = _PACKAGE_DIR / "payload" if (_PACKAGE_DIR / "payload").is_dir() else _PACKAGE_DIR.parent / "payload"
 PAYLOAD_ENTRY = "hlfw"  # the entry point; it sources its parts (hlfw-*.sh) from its own directory
 HASH_LENGTH = 16  # hex characters: 64 bits, plenty for one server's history, short in names
 
