@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from functools import partial
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import pulumi
 import pulumi_command as command
@@ -23,7 +23,7 @@ READBACK_STEP = "scripts/hl-step cloud-readback"
 
 
 def read_back_cloud_firewalls(servers: Sequence[ServerHandle], host_firewalls: Sequence[pulumi.Resource],
-                              policy_port_infos: list[dict]) -> Optional[command.local.Command]:
+                              policy_port_infos: list[dict]) -> command.local.Command | None:
     """The step that fails `up` when a server's stored cloud firewall is more open than
     `policy_port_infos` (the rendered cloud layer); None when no server has one to read back."""
     checked = [server for server in servers if server.cloud_firewall is not None]

@@ -14,7 +14,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 from lab.boot import BootPlan
 from lab.cloud_layer import describe_open_ports, load_cloud_layer
@@ -39,7 +38,7 @@ def slot_fix(error: LabError, stack: str) -> str:
             f"`scripts/pulumi config rm --path {SLOT_KEY} -s {stack}`")
 
 
-def recorded_slot(previous_stdout: Optional[str]) -> Optional[int]:
+def recorded_slot(previous_stdout: str | None) -> int | None:
     """The slot in the stack's state: the last `up`'s output (only the slot is read from it)."""
     try:
         slot = json.loads(previous_stdout or "")["slot"]

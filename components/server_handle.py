@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import pulumi
 
@@ -21,4 +20,4 @@ class ServerHandle:
     extra_outputs: dict = field(default_factory=dict)
     # The cloud firewall whose stored port infos are read back (Lightsail's InstancePublicPorts);
     # None where the program enforces the layer itself (the lab edge loads cloud-ports.json).
-    cloud_firewall: Optional[pulumi.CustomResource] = None
+    cloud_firewall: pulumi.CustomResource | None = None

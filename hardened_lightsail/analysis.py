@@ -2,7 +2,6 @@
 disagree, SSH open to the world. Errors stop `pulumi preview`/`up` and `fw check` (exit 2)."""
 from __future__ import annotations
 
-from typing import Union
 
 from .evaluate import cloud_allows, evaluable, host_allows
 from .exposure import ANYONE_ELSE, exposure_table
@@ -45,7 +44,7 @@ def lockout_findings(policy: FirewallPolicy, release: Release) -> list[Finding]:
                            "firewall.allowLockout: true for a rollback drill") for p in problems]
 
 
-def shadowed_rules(ruleset: Union[Ruleset, SavedRuleset]) -> list[tuple]:
+def shadowed_rules(ruleset: Ruleset | SavedRuleset) -> list[tuple]:
     """(earlier, later) pairs of one chain where the earlier rule decides every packet the later
     one matches, so the later one can never match. Rules of a policy's Ruleset come back as its
     own Rule objects; a ruleset read from a file gives its SavedRules."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import asdict, dataclass
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 ANY = -1  # icmp/icmpv6 type or code: any
 PORT_CLASSES = ("tcp", "udp")
@@ -90,7 +90,7 @@ class CloudReadback:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "CloudReadback":
+    def from_json(cls, data: dict) -> CloudReadback:
         rows = lambda items: tuple(ReadbackRow(**{**row, "sources": tuple(row["sources"])})  # noqa: E731
                                    for row in items)
         return cls(data["server"], data["stored_entries"], rows(data["more_open"]), rows(data["less_open"]))
@@ -125,7 +125,7 @@ def _classes(info: dict) -> list[tuple[str, int, int]]:
     return [(str(protocol), 0, TOP)]  # a protocol this check doesn't know: all of it
 
 
-def _span(key: str, text) -> Optional[tuple]:
+def _span(key: str, text) -> tuple | None:
     if key == "cidrListAliases":
         return ("alias", str(text))
     try:
@@ -207,7 +207,7 @@ def _icmp_span(low: int, high: int) -> str:
 
 
 def _rows(grants: list[Grant], others: list[Grant], infos: list[dict],
-          rendered: Optional[list[dict]]) -> list[ReadbackRow]:
+          rendered: list[dict] | None) -> list[ReadbackRow]:
     """Rows of what `grants` open beyond `others`, grouped by entry, ports and key. With `rendered`
     (the policy, when `grants` is what AWS stores), a world-wide source in a list the policy left
     empty is named as AWS's default."""

@@ -8,7 +8,8 @@ import re
 import shlex
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
+from collections.abc import Mapping
 
 import yaml
 
@@ -47,7 +48,7 @@ class _Checker:
     """Collects problems while walking the raw config, so the user sees all of them at once.
     `stack` (when known) goes into the commands that hints suggest."""
 
-    def __init__(self, stack: Optional[str] = None) -> None:
+    def __init__(self, stack: str | None = None) -> None:
         self.problems: list[str] = []
         self.stack = stack
         self.unpathed: set[str] = set()  # top-level keys that had a "key.sub" set without --path
@@ -60,7 +61,7 @@ class _Checker:
         stack = ["-s", self.stack] if self.stack else []
         return "`" + " ".join(shlex.quote(word) for word in [CLI, *words, *stack]) + "`"
 
-    def set_commands(self, path: str, value: Any) -> Optional[list[str]]:
+    def set_commands(self, path: str, value: Any) -> list[str] | None:
         """The `config set --path` commands that store `value` at `path` (lists and maps item by item);
         None when a key or value holds control characters (no command line could carry it as typed)."""
         texts = [path, *_texts(value)]
@@ -139,8 +140,8 @@ class _Checker:
             return default
         return value
 
-    def string(self, path: str, value: Any, default: str, choices: Optional[tuple] = None,
-               pattern: Optional[re.Pattern] = None, what: str = "") -> str:
+    def string(self, path: str, value: Any, default: str, choices: tuple | None = None,
+               pattern: re.Pattern | None = None, what: str = "") -> str:
         """A string that is one of `choices`, or all of it matches `pattern` (`what` says what it is)."""
         if value is None:
             return default
@@ -181,7 +182,7 @@ class _Checker:
                                 f"most {MAX_CIDRS_PER_RULE} per family; merge them into wider CIDRs")
         return tuple(networks)
 
-    def ports(self, path: str, value: Any) -> Optional[PortRange]:
+    def ports(self, path: str, value: Any) -> PortRange | None:
         text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
         match = PORTS.fullmatch(text) if isinstance(text, str) else None
         if not match:
@@ -199,7 +200,7 @@ class _Checker:
         return port_range
 
 
-def _json_list(text: str) -> Optional[list]:
+def _json_list(text: str) -> list | None:
     """The list a string spells in JSON ('["203.0.113.7/32"]', '[]'), or None."""
     import json
     try:
@@ -218,7 +219,7 @@ def _texts(value: Any) -> list[str]:
     return [str(value)]
 
 
-def _closest(key: str, allowed: Mapping[str, Any]) -> Optional[str]:
+def _closest(key: str, allowed: Mapping[str, Any]) -> str | None:
     import difflib
     matches = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
     return matches[0] if matches else None
@@ -234,7 +235,7 @@ def config_keys(model, **renames: str) -> dict[str, str]:
     return names
 
 
-def _service(check: _Checker, path: str, raw: Any) -> Optional[Service]:
+def _service(check: _Checker, path: str, raw: Any) -> Service | None:
     raw = check.mapping(path, raw, {"name": 0, "protocol": 0, "ports": 0, "sources": 0})
     if not raw:
         if not check.problems or not check.problems[-1].startswith(path):
@@ -285,7 +286,7 @@ def _services(check: _Checker, raw: Any, ssh_port: int) -> tuple[Service, ...]:
     return tuple(service for _, service in services)
 
 
-def _firewall(check: _Checker, raw: Any) -> Optional[FirewallPolicy]:
+def _firewall(check: _Checker, raw: Any) -> FirewallPolicy | None:
     keys = config_keys(FirewallPolicy)
     if raw is None:
         if "firewall" not in check.unpathed:  # else the hint to move firewall.* keys says it all
@@ -400,7 +401,7 @@ def _lab(check: _Checker, raw: Any) -> LabSettings:
                                                   0, 600, " seconds"))
 
 
-def settings_from_values(values: Mapping[str, Any], stack: Optional[str] = None) -> StackSettings:
+def settings_from_values(values: Mapping[str, Any], stack: str | None = None) -> StackSettings:
     """Validate the project's config values (keys without the namespace prefix). `stack` names
     the stack in the commands that hints suggest."""
     check = _Checker(stack)
@@ -436,7 +437,7 @@ def values_from_stack_file(path: Path) -> dict[str, Any]:
     return {key[len(prefix):]: parse_value(value) for key, value in config.items() if key.startswith(prefix)}
 
 
-def stack_name_of(path: Path) -> Optional[str]:
+def stack_name_of(path: Path) -> str | None:
     """`dev` for Pulumi.dev.yaml; None for a file named otherwise."""
     match = re.fullmatch(r"Pulumi\.(.+)\.yaml", Path(path).name)
     return match.group(1) if match else None

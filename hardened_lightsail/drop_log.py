@@ -10,8 +10,7 @@ import ipaddress
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Optional
+from datetime import datetime, timedelta, timezone, UTC
 
 from .rule_conditions import SteadyState
 
@@ -29,8 +28,8 @@ class DropLine:
     family: int
     source: str
     protocol: str  # TCP, UDP, ICMP, ICMPv6, ...
-    port: Optional[int]  # destination port (TCP/UDP)
-    icmp_type: Optional[int] = None
+    port: int | None  # destination port (TCP/UDP)
+    icmp_type: int | None = None
 
     @property
     def port_label(self) -> str:
@@ -69,7 +68,7 @@ class DropSummary:
     limited_at: dict[int, float] = field(default_factory=dict)  # family -> when that limit was reached
 
 
-def _line_time(line: str, log: "LogText") -> tuple[Optional[float], str]:
+def _line_time(line: str, log: LogText) -> tuple[float | None, str]:
     """(epoch seconds, the rest of the line) for one line of the log source."""
     if log.source == "journal":
         stamp, _, rest = line.partition(" ")
@@ -128,7 +127,7 @@ def _fields(text: str) -> dict[str, str]:
     return dict(word.split("=", 1) for word in text.split() if "=" in word)
 
 
-def parse_drop_line(text: str, prefix: str, time: float) -> Optional[DropLine]:
+def parse_drop_line(text: str, prefix: str, time: float) -> DropLine | None:
     start = text.find(prefix)
     if start < 0:
         return None
@@ -144,7 +143,7 @@ def parse_drop_line(text: str, prefix: str, time: float) -> Optional[DropLine]:
     return DropLine(time, source.version, str(source), fields["PROTO"], port, icmp)
 
 
-def summarize(log: LogText, prefix: str, minutes: int, limits: Optional[dict[int, LogLimit]] = None) -> DropSummary:
+def summarize(log: LogText, prefix: str, minutes: int, limits: dict[int, LogLimit] | None = None) -> DropSummary:
     """The lines of the last `minutes` with `prefix`; `limits`: each family's LOG rule limit."""
     summary = DropSummary(prefix, log.source, minutes, log.now, limits=dict(limits or {}))
     since = log.now - minutes * 60
@@ -166,7 +165,7 @@ def summarize(log: LogText, prefix: str, minutes: int, limits: Optional[dict[int
     return summary
 
 
-def limit_reached(lines: list[DropLine], limit: LogLimit) -> Optional[float]:
+def limit_reached(lines: list[DropLine], limit: LogLimit) -> float | None:
     """When the LOG rule's token bucket ran dry: after some run of lines i..j, fewer than one
     token was left even if the bucket was full at i (burst + rate * (t_j - t_i) - (j - i + 1) < 1).
     A packet dropped right after that was not logged."""
@@ -182,7 +181,7 @@ def limit_reached(lines: list[DropLine], limit: LogLimit) -> Optional[float]:
 # --- text ---------------------------------------------------------------------------------------
 
 def _clock(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _table(header: tuple, rows: list[tuple]) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional, Union
 
 from .iptables_rules import Ruleset
 from .networks import Network, parse_cidr
@@ -32,7 +31,7 @@ class HostVerdict:
     accepted_by: tuple[SavedRule, ...] = ()  # ACCEPT rules some of the probe's packets end at
 
 
-def evaluable(ruleset: Union[Ruleset, SavedRuleset]) -> SavedRuleset:
+def evaluable(ruleset: Ruleset | SavedRuleset) -> SavedRuleset:
     """The rules as the analysis reads them: a policy's Ruleset is read back from its text
     (once per ruleset and content: tables ask thousands of questions of the same one)."""
     if isinstance(ruleset, SavedRuleset):
@@ -98,7 +97,7 @@ class _Walk:
             return taken | rest
         return self.chain_end(chain, stack)
 
-    def taken(self, rule: SavedRule, chain: str, index: int, stack: tuple) -> Optional[frozenset]:
+    def taken(self, rule: SavedRule, chain: str, index: int, stack: tuple) -> frozenset | None:
         target = rule.target
         if target is None or target in CONTINUING:
             return None
@@ -124,7 +123,7 @@ class _Walk:
         return self.from_rule(caller, resume, stack[:-1])
 
 
-def host_verdict(ruleset: Union[Ruleset, SavedRuleset], protocol: str, port: Optional[int], source: Network,
+def host_verdict(ruleset: Ruleset | SavedRuleset, protocol: str, port: int | None, source: Network,
                  icmp_echo: bool = False, chain: str = "INPUT") -> HostVerdict:
     """What the host's INPUT chain (or FORWARD) does with a new connection (or a ping) from
     `source`."""
@@ -139,7 +138,7 @@ def host_verdict(ruleset: Union[Ruleset, SavedRuleset], protocol: str, port: Opt
     return HostVerdict(PARTLY, tuple(rule for _, rule in sorted(walk.because.items())), accepted)
 
 
-def host_allows(ruleset: Union[Ruleset, SavedRuleset], protocol: str, port: Optional[int], source: Network,
+def host_allows(ruleset: Ruleset | SavedRuleset, protocol: str, port: int | None, source: Network,
                 icmp_echo: bool = False) -> bool:
     """Does the host ruleset accept every new connection (or ping) from `source`?"""
     return host_verdict(ruleset, protocol, port, source, icmp_echo).outcome == OPEN
@@ -153,7 +152,7 @@ def _span(text: str) -> tuple[int, int]:
     return int(network.network_address), int(network.broadcast_address)
 
 
-def cloud_allows(port_infos: list[dict], protocol: str, port: Optional[int], source: Network,
+def cloud_allows(port_infos: list[dict], protocol: str, port: int | None, source: Network,
                  icmp_echo: bool = False) -> bool:
     """Does the Lightsail allow-list let `source` reach `protocol/port` (or ping)?"""
     first, last = int(source.network_address), int(source.broadcast_address)

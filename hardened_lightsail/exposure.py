@@ -8,7 +8,7 @@ cloud layer is unknown (None) and a port may be open to some packets only ("part
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from .evaluate import CLOSED, OPEN, cloud_allows, evaluable, host_verdict
 from .networks import any_network, parse_cidr, split_families
@@ -28,7 +28,7 @@ class ExposureRow:
     port: str  # "tcp/22", "udp/5000-5010", "ping", "tcp (other ports)"
     family: int
     source: str  # a CIDR named in the policy or the rules, or ANYONE_ELSE
-    cloud: Optional[bool]  # None: not known (a ruleset read off a server has no cloud layer)
+    cloud: bool | None  # None: not known (a ruleset read off a server has no cloud layer)
     host: bool  # every new connection of this row is accepted
     host_partly: tuple[str, ...] = ()  # some are and some aren't: the rules that split them
 
@@ -48,8 +48,8 @@ class PortProbe:
 
     label: str
     protocol: str  # tcp, udp or icmp (ping)
-    first: Optional[int]
-    last: Optional[int]
+    first: int | None
+    last: int | None
     sources: tuple = ()
 
 
@@ -114,7 +114,7 @@ def _named_ports(rule) -> list[tuple[str, int, int]]:
             for condition in ports if not condition.negated for first, last in condition.written.ranges]
 
 
-def ruleset_probes(rulesets: Sequence[Optional[SavedRuleset]]) -> list[PortProbe]:
+def ruleset_probes(rulesets: Sequence[SavedRuleset | None]) -> list[PortProbe]:
     """Rows for a ruleset read off a server: every destination port a rule names (tcp/udp),
     ping, and one row per protocol for every port no rule names. Each row's sources are the
     networks named by the rules that can apply to it (and the members of small allow-list sets)."""
@@ -143,12 +143,12 @@ def unnamed_port(rulesets, protocol: str) -> int:
     return port
 
 
-def _rule_protocols(rule) -> Optional[frozenset]:
+def _rule_protocols(rule) -> frozenset | None:
     named = [c for c in rule.by_dimension.get("protocol", ()) if not c.negated]
     return frozenset(named[0].names) if named else None
 
 
-def _rule_ports(rule) -> Optional[Intervals]:
+def _rule_ports(rule) -> Intervals | None:
     ports = None
     for condition in rule.by_dimension.get("ports-dport", ()):
         ports = condition.ports if ports is None else ports.intersect(condition.ports)
@@ -186,7 +186,7 @@ def chain_reach(ruleset: SavedRuleset) -> dict[str, list]:
     return reach
 
 
-def _can_apply(protocols, ports, protocol: str, first: Optional[int], last: Optional[int]) -> bool:
+def _can_apply(protocols, ports, protocol: str, first: int | None, last: int | None) -> bool:
     if protocols is not None and not ({protocol, "ipv6-icmp" if protocol == "icmp" else protocol} & protocols):
         return False
     if ports is None:
@@ -194,7 +194,7 @@ def _can_apply(protocols, ports, protocol: str, first: Optional[int], last: Opti
     return first is not None and any(a <= last and first <= b for a, b in ports.ranges)
 
 
-def _sources(rulesets, protocol: str, first: Optional[int], last: Optional[int]) -> tuple:
+def _sources(rulesets, protocol: str, first: int | None, last: int | None) -> tuple:
     """The networks named by the rules a packet of this row can meet (its chain reached by
     jumps that let such packets through), and the members of small allow-list sets."""
     sources = set()
@@ -216,7 +216,7 @@ def _sources(rulesets, protocol: str, first: Optional[int], last: Optional[int])
                         key=lambda n: (n.version, n)))
 
 
-def _checked_ports(probe: PortProbe, ruleset: SavedRuleset) -> list[Optional[int]]:
+def _checked_ports(probe: PortProbe, ruleset: SavedRuleset) -> list[int | None]:
     """Ports that stand for every port of the probe's range: its first port and each port
     where a rule's port range starts or ends inside it."""
     if probe.first is None:
@@ -231,7 +231,7 @@ def _checked_ports(probe: PortProbe, ruleset: SavedRuleset) -> list[Optional[int
     return sorted(points)
 
 
-def exposure_rows(probes: list[PortProbe], rulesets: Sequence, port_infos: Optional[list[dict]] = None
+def exposure_rows(probes: list[PortProbe], rulesets: Sequence, port_infos: list[dict] | None = None
                   ) -> list[ExposureRow]:
     """One row per probe, family and source (the named networks, then "anyone else").
     `rulesets` is (IPv4, IPv6); a family given as None gets no rows; `port_infos` None: no
@@ -266,12 +266,12 @@ def exposure_table(policy, release: Release) -> list[ExposureRow]:
     return exposure_rows(policy_probes(policy, release), release.rulesets, release.port_infos)
 
 
-def ruleset_exposure(rulesets: Sequence[Optional[SavedRuleset]]) -> list[ExposureRow]:
+def ruleset_exposure(rulesets: Sequence[SavedRuleset | None]) -> list[ExposureRow]:
     """What a ruleset read off a server exposes through its host layer."""
     return exposure_rows(ruleset_probes(rulesets), rulesets)
 
 
-def _mark(allowed: Optional[bool]) -> str:
+def _mark(allowed: bool | None) -> str:
     return "open" if allowed else "closed"
 
 

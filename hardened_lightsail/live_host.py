@@ -14,7 +14,6 @@ import shlex
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from .drop_log import LogText
 from .rule_conditions import HostFacts
@@ -40,13 +39,13 @@ class HostError(Exception):
 class SshTarget:
     user: str
     address: str
-    port: Optional[int] = None
-    identity: Optional[str] = None  # private key file
-    known_hosts: Optional[str] = None  # a known_hosts file to check the host key against
+    port: int | None = None
+    identity: str | None = None  # private key file
+    known_hosts: str | None = None  # a known_hosts file to check the host key against
     options: tuple[str, ...] = ()  # further `-o KEY=VALUE` options (from a stack's sshCommand)
 
     @classmethod
-    def parse(cls, text: str, **settings) -> "SshTarget":
+    def parse(cls, text: str, **settings) -> SshTarget:
         """USER@ADDRESS (ADDRESS: a name, an IPv4 address, or an IPv6 address, bare or in [])."""
         user, at, address = text.rpartition("@")
         address = address[1:-1] if address.startswith("[") and address.endswith("]") else address
@@ -114,13 +113,13 @@ fi
 class Section:
     stdout: str = ""
     stderr: str = ""
-    status: Optional[int] = None
+    status: int | None = None
 
 
 def parse_sections(text: str) -> dict[str, Section]:
     """The script's output, split back into one Section per captured command."""
     sections: dict[str, Section] = {}
-    current: Optional[Section] = None
+    current: Section | None = None
     out: list[str] = []
     for line in text.splitlines():
         if line.startswith("@@hl-begin "):
@@ -250,8 +249,8 @@ def read_log(target: SshTarget, minutes: int) -> tuple[LiveRules, LogText]:
 
 # --- finding a stack's server ------------------------------------------------------------------
 
-def target_from_stack(stack: str, identity: Optional[str] = None, known_hosts: Optional[str] = None,
-                      port: Optional[int] = None) -> SshTarget:
+def target_from_stack(stack: str, identity: str | None = None, known_hosts: str | None = None,
+                      port: int | None = None) -> SshTarget:
     """The first server of `stack`, as its outputs tell a user: `sshCommand` (user, port, key
     file, options) and `publicIp`, read with `scripts/pulumi stack output`."""
     try:
@@ -269,8 +268,8 @@ def target_from_stack(stack: str, identity: Optional[str] = None, known_hosts: O
     return target_from_ssh_command(outputs["sshCommand"], identity=identity, known_hosts=known_hosts, port=port)
 
 
-def target_from_ssh_command(command: str, identity: Optional[str] = None, known_hosts: Optional[str] = None,
-                            port: Optional[int] = None) -> SshTarget:
+def target_from_ssh_command(command: str, identity: str | None = None, known_hosts: str | None = None,
+                            port: int | None = None) -> SshTarget:
     """Reads `ssh [-i KEY] [-p PORT] [-o OPTION]... USER@HOST` (a stack's sshCommand output);
     explicit settings win over what the command says."""
     words = shlex.split(command)

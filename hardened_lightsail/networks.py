@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Iterable, Union
+from collections.abc import Iterable
 
 from .user_text import show
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 ANY_V4 = ipaddress.IPv4Network("0.0.0.0/0")
 ANY_V6 = ipaddress.IPv6Network("::/0")

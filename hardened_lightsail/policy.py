@@ -5,7 +5,6 @@ stack YAML into these objects and the renderers and the analysis only ever read 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from .networks import Network, split_families
 
@@ -21,10 +20,10 @@ class PortRange:
     def __str__(self) -> str:
         return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
 
-    def overlaps(self, other: "PortRange") -> bool:
+    def overlaps(self, other: PortRange) -> bool:
         return self.first <= other.last and other.first <= self.last
 
-    def contains(self, other: "PortRange") -> bool:
+    def contains(self, other: PortRange) -> bool:
         return self.first <= other.first and other.last <= self.last
 
     @property
@@ -133,7 +132,7 @@ class ServerSettings:
 class LabSettings:
     """Config key `lab`: where the lab lives on this machine (lab target only)."""
 
-    slot: Optional[int] = None  # 0-15; picks address blocks so labs can coexist (None = auto)
+    slot: int | None = None  # 0-15; picks address blocks so labs can coexist (None = auto)
     # A new lab server boots like a Lightsail instance over this many seconds (sshd late, on 22
     # with the image's key, then the first-boot step, cloud-init and the package lock); 0: ready at once.
     boot_seconds: int = 0

@@ -9,7 +9,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .analysis import ERROR, Finding, analyse
 from .config import ConfigError, firewall_config_values, settings_from_values, values_from_stack_file
@@ -38,15 +38,15 @@ class Side:
     """One side of the comparison: where it was read from and what it renders to."""
 
     label: str  # e.g. "origin/main:Pulumi.dev.yaml", for messages
-    policy: Optional[FirewallPolicy]  # None: the stack file does not exist there (a new stack)
-    release: Optional[Release]
+    policy: FirewallPolicy | None  # None: the stack file does not exist there (a new stack)
+    release: Release | None
 
     @classmethod
-    def rendered(cls, label: str, policy: Optional[FirewallPolicy]) -> "Side":
+    def rendered(cls, label: str, policy: FirewallPolicy | None) -> Side:
         return cls(label, policy, render_release(policy) if policy is not None else None)
 
     @property
-    def hash(self) -> Optional[str]:
+    def hash(self) -> str | None:
         return self.release.hash if self.release else None
 
 
@@ -120,7 +120,7 @@ def change_counts(changes: list[RowChange]) -> dict[str, tuple[int, int]]:
     return counts
 
 
-def blocklist_changes(base: Optional[FirewallPolicy], head: FirewallPolicy) -> dict[int, tuple[list, list]]:
+def blocklist_changes(base: FirewallPolicy | None, head: FirewallPolicy) -> dict[int, tuple[list, list]]:
     """{4|6: (added CIDRs, removed CIDRs)}, each sorted."""
     before = split_families(base.blocklist) if base else ([], [])
     after = split_families(head.blocklist)
@@ -210,7 +210,7 @@ def _summary(changes: list[RowChange]) -> str:
     return f"**{opened:,} opened, {closed:,} closed** (reachable from outside) · {layers}"
 
 
-def _blocklist_section(base: Optional[FirewallPolicy], head: FirewallPolicy) -> str:
+def _blocklist_section(base: FirewallPolicy | None, head: FirewallPolicy) -> str:
     changes = blocklist_changes(base, head)
     if not any(added or removed for added, removed in changes.values()):
         return ""
@@ -321,7 +321,7 @@ def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
         raise ConfigError(["--base needs git, and git is not installed"])
 
 
-def stack_file_at(ref: str, stack_file: Path) -> tuple[str, Optional[bytes]]:
+def stack_file_at(ref: str, stack_file: Path) -> tuple[str, bytes | None]:
     """(path in the repository, content at `ref`) of `stack_file`, read from the git repository
     that contains it, so --base means the same whatever directory fw runs from. Content is None
     when the file does not exist at `ref` (a new stack)."""

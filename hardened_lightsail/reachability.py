@@ -25,7 +25,7 @@ def tcp_probe(address: str, port: int, timeout: float = 2.0) -> tuple[str, str]:
         sock.settimeout(timeout)
         try:
             sock.connect((address, port))
-        except socket.timeout:
+        except TimeoutError:
             return FILTERED, "no answer"
         except ConnectionRefusedError:
             return CLOSED, "refused"
@@ -54,7 +54,7 @@ def udp_probe(address: str, port: int, timeout: float = 2.0) -> tuple[str, str]:
             sock.connect((address, port))  # a connected UDP socket reports ICMP unreachable
             sock.send(UDP_PAYLOAD)
             sock.recv(2048)
-        except socket.timeout:
+        except TimeoutError:
             return FILTERED, "no answer"
         except ConnectionRefusedError:
             return CLOSED, "port unreachable"

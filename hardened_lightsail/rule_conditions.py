@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 from .networks import Network, covers
 
@@ -35,7 +35,7 @@ class Probe:
     that network not inside any narrower network a rule names (those get rows of their own)."""
 
     protocol: str  # tcp, udp, icmp, ipv6-icmp
-    port: Optional[int]  # destination port; None for ICMP
+    port: int | None  # destination port; None for ICMP
     source: Network
     icmp_echo: bool = False
 
@@ -48,9 +48,9 @@ class Probe:
 class HostFacts:
     """What the analysis knows about the host beyond its rules; None: unknown."""
 
-    sets: Optional[dict] = None  # ipset name -> IpSet (None: the sets' contents weren't given)
-    public_interfaces: Optional[frozenset] = None  # where probes arrive (e.g. {"eth0"})
-    local_addresses: Optional[tuple] = None  # the host's own addresses (probe destinations)
+    sets: dict | None = None  # ipset name -> IpSet (None: the sets' contents weren't given)
+    public_interfaces: frozenset | None = None  # where probes arrive (e.g. {"eth0"})
+    local_addresses: tuple | None = None  # the host's own addresses (probe destinations)
 
 
 # --- integer sets (ports, ICMP type/code pairs) ---------------------------------------------
@@ -62,7 +62,7 @@ class Intervals:
     ranges: tuple[tuple[int, int], ...]
 
     @classmethod
-    def of(cls, pairs: Iterable[tuple[int, int]]) -> "Intervals":
+    def of(cls, pairs: Iterable[tuple[int, int]]) -> Intervals:
         merged: list[list[int]] = []
         for first, last in sorted((min(a, b), max(a, b)) for a, b in pairs):
             if merged and first <= merged[-1][1] + 1:
@@ -71,7 +71,7 @@ class Intervals:
                 merged.append([first, last])
         return cls(tuple((a, b) for a, b in merged))
 
-    def complement(self, low: int = 0, high: int = PORT_MAX) -> "Intervals":
+    def complement(self, low: int = 0, high: int = PORT_MAX) -> Intervals:
         gaps, cursor = [], low
         for first, last in self.ranges:
             if first > cursor:
@@ -81,14 +81,14 @@ class Intervals:
             gaps.append((cursor, high))
         return Intervals(tuple(gaps))
 
-    def intersect(self, other: "Intervals") -> "Intervals":
+    def intersect(self, other: Intervals) -> Intervals:
         pairs = [(max(a, c), min(b, d)) for a, b in self.ranges for c, d in other.ranges if max(a, c) <= min(b, d)]
         return Intervals.of(pairs)
 
     def __contains__(self, value: int) -> bool:
         return any(first <= value <= last for first, last in self.ranges)
 
-    def issubset(self, other: "Intervals") -> bool:
+    def issubset(self, other: Intervals) -> bool:
         return all(any(c <= a and b <= d for c, d in other.ranges) for a, b in self.ranges)
 
     def __bool__(self) -> bool:
@@ -118,7 +118,7 @@ class Condition:
     def on_probe(self, probe: Probe, facts: HostFacts) -> str:
         raise NotImplementedError
 
-    def covers(self, other: "Condition") -> bool:
+    def covers(self, other: Condition) -> bool:
         return self == other
 
 
@@ -448,7 +448,7 @@ class IpSet:
 
     name: str
     kind: str  # hash:net, hash:ip, hash:ip,port, list:set, ...
-    networks: Optional[tuple[Network, ...]]  # None for types the analysis can't evaluate
+    networks: tuple[Network, ...] | None  # None for types the analysis can't evaluate
 
 
 def conditions_match(conditions, probe: Probe, facts: HostFacts) -> str:

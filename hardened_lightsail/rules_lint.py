@@ -7,7 +7,6 @@ reaches, chains that accept by default, no IPv6 rules or IPv6 rules that open wh
 and everything the reader could not understand. Pure: the caller reads the files or the host."""
 from __future__ import annotations
 
-from typing import Optional
 
 from .analysis import shadow_finding, shadowed_rules
 from .evaluate import CLOSED, PARTLY, HostVerdict, host_verdict
@@ -187,7 +186,7 @@ def _described(row: ExposureRow) -> str:
     return row.host_state + (f" ({', '.join(row.host_partly)})" if row.host_partly else "")
 
 
-def ipv6_findings(v4: SavedRuleset, v6: Optional[SavedRuleset], rows: list[ExposureRow]) -> list[Finding]:
+def ipv6_findings(v4: SavedRuleset, v6: SavedRuleset | None, rows: list[ExposureRow]) -> list[Finding]:
     """No IPv6 rules, or IPv6 rules that open (or close) for anyone what the IPv4 ones don't."""
     if v6 is None:
         return [Finding(WARNING, f"no IPv6 rules given (--rules6): {NO_IPV6_RULES}")]
@@ -204,7 +203,7 @@ def ipv6_findings(v4: SavedRuleset, v6: Optional[SavedRuleset], rows: list[Expos
     return findings
 
 
-def empty_findings(ruleset: SavedRuleset, other: Optional[SavedRuleset]) -> list[Finding]:
+def empty_findings(ruleset: SavedRuleset, other: SavedRuleset | None) -> list[Finding]:
     """A family with no rules at all (nothing loaded: every chain accepts)."""
     if not ruleset.empty:
         return []
@@ -214,7 +213,7 @@ def empty_findings(ruleset: SavedRuleset, other: Optional[SavedRuleset]) -> list
                            f"IPv{ruleset.family}")]
 
 
-def lint_rulesets(v4: SavedRuleset, v6: Optional[SavedRuleset]) -> tuple[list[Finding], list[ExposureRow]]:
+def lint_rulesets(v4: SavedRuleset, v6: SavedRuleset | None) -> tuple[list[Finding], list[ExposureRow]]:
     """(findings, errors first; the exposure table) of a server's rules."""
     rulesets = [r for r in (v4, v6) if r is not None]
     rows = ruleset_exposure([v4, v6])

@@ -13,7 +13,7 @@ import shlex
 import socket
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from .rule_conditions import (ALL, NONE, AddressIs, Condition, Fixed, HostFacts, IcmpTypeIs, InSet,
                               InterfaceIs, Intervals, IpSet, KindIn, NotUnderstood, PacketDetail, PortsIn,
@@ -36,7 +36,7 @@ UNDERSTOOD_NOTE = "the analysis below may miss what it does"
 @dataclass(frozen=True)
 class SavedRule:
     chain: str
-    target: Optional[str]  # None: no -j (the rule only counts packets)
+    target: str | None  # None: no -j (the rule only counts packets)
     conditions: tuple[Condition, ...]
     line: int  # 1-based line in the file; 0 when the text has no meaningful line numbers
     text: str  # the rule as written
@@ -46,7 +46,7 @@ class SavedRule:
     target_options: tuple[tuple[str, tuple[str, ...]], ...] = ()
     table: str = "filter"
 
-    def target_option(self, name: str) -> Optional[tuple[str, ...]]:
+    def target_option(self, name: str) -> tuple[str, ...] | None:
         for option, values in self.target_options:
             if option == name:
                 return values
@@ -129,7 +129,7 @@ class _LineError(ValueError):
 
 # --- values --------------------------------------------------------------------------------------
 
-def _port_number(text: str, protocol: Optional[str]) -> int:
+def _port_number(text: str, protocol: str | None) -> int:
     if text.isdigit():
         number = int(text)
         if number <= 65535:
@@ -143,7 +143,7 @@ def _port_number(text: str, protocol: Optional[str]) -> int:
     raise _LineError(f"unknown port name {text!r}")
 
 
-def _port_items(text: str, protocol: Optional[str]) -> list[tuple[int, int]]:
+def _port_items(text: str, protocol: str | None) -> list[tuple[int, int]]:
     """"22", "1000:2000", ":1024", "8000:" and comma lists of them (multiport)."""
     pairs = []
     for item in text.split(","):
@@ -265,7 +265,7 @@ def _kinds(field_name: str, text: str, negated: bool, universe: frozenset) -> Ki
     return KindIn(field_name, universe - kinds if negated else kinds)
 
 
-def _ports_condition(kind: str, option: _Option, protocol: Optional[str]) -> PortsIn:
+def _ports_condition(kind: str, option: _Option, protocol: str | None) -> PortsIn:
     written = Intervals.of(_port_items(option.values[0], protocol))
     ports = written.complement() if option.negated else written
     return PortsIn(kind, ports, written, option.negated)
@@ -276,10 +276,10 @@ def _ports_condition(kind: str, option: _Option, protocol: Optional[str]) -> Por
 @dataclass(frozen=True)
 class MatchModule:
     options: dict[str, int]  # option -> number of values it takes
-    build: Callable[["_Context", list[_Option]], list[Condition]]
+    build: Callable[[_Context, list[_Option]], list[Condition]]
     aliases: dict[str, str] = field(default_factory=dict)
 
-    def canonical(self, option: str) -> Optional[str]:
+    def canonical(self, option: str) -> str | None:
         name = self.aliases.get(option, option)
         return name if name in self.options else None
 
@@ -287,7 +287,7 @@ class MatchModule:
 @dataclass
 class _Context:
     family: int
-    protocol: Optional[str]
+    protocol: str | None
     module: str
 
 
@@ -510,15 +510,15 @@ class _RuleReader:
         self.position = 0
         self.conditions: list[Condition] = []
         self.modules: list[_Module] = []
-        self.protocol: Optional[str] = None
-        self.target: Optional[str] = None
+        self.protocol: str | None = None
+        self.target: str | None = None
         self.goto = False
         self.target_options: list[tuple[str, tuple[str, ...]]] = []
         self.notes: list[Note] = []
         self.other_family = False
 
     # words
-    def _next(self) -> Optional[str]:
+    def _next(self) -> str | None:
         if self.position >= len(self.words):
             return None
         word = self.words[self.position]
@@ -644,7 +644,7 @@ def _declared(ruleset: SavedRuleset, table: str, name: str, line: int, policy: s
         ruleset.chains.setdefault(name, line)
 
 
-def parse_saved_ruleset(text: str, family: int = 4, label: Optional[str] = None,
+def parse_saved_ruleset(text: str, family: int = 4, label: str | None = None,
                         facts: HostFacts = HostFacts(), line_numbers: bool = True,
                         noflush: bool = False) -> SavedRuleset:
     """The filter table (and the rules of the other tables) of an iptables-save file.
@@ -653,7 +653,7 @@ def parse_saved_ruleset(text: str, family: int = 4, label: Optional[str] = None,
     does not declare keeps whatever policy it has, so none is assumed (a full restore resets
     them to ACCEPT)."""
     ruleset = SavedRuleset(family=family, label=label or f"rules.v{family}", facts=facts, line_numbers=line_numbers)
-    table: Optional[str] = None
+    table: str | None = None
     inserted: dict[str, list[SavedRule]] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()

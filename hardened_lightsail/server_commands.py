@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 from .analysis import analyse
 from .config import load_stack_file
@@ -60,7 +59,7 @@ def cmd_diff_from_host(args, stack_file: Path) -> int:
     return 0
 
 
-def cmd_logs(args, stack_file: Optional[Path]) -> int:
+def cmd_logs(args, stack_file: Path | None) -> int:
     prefix = args.prefix
     if args.stack or args.config:
         policy = load_stack_file(stack_file).firewall

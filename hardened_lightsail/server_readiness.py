@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 from .commit_confirm import Progress, timed_progress
 from .reachability import OPEN, tcp_probe
@@ -60,7 +60,7 @@ class BootStatus:
     package_lock: str  # "free", "unknown (no fuser)" or the lock files held
 
     @classmethod
-    def parse(cls, text: str) -> "BootStatus":
+    def parse(cls, text: str) -> BootStatus:
         values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
         return cls(values.get("cloud-init", "unknown").strip(), values.get("package-lock", "unknown").strip())
 
@@ -108,7 +108,7 @@ def wait_for_sshd(endpoint: SshEndpoint, clock: Clock) -> None:
         time.sleep(POLL_SECONDS)
 
 
-def wait_for_pinned_key(endpoint: SshEndpoint, clock: Clock, grace_until: Optional[float]) -> None:
+def wait_for_pinned_key(endpoint: SshEndpoint, clock: Clock, grace_until: float | None) -> None:
     """Until the server offers the pinned key. Another key: a HostKeyMismatch, except on a first
     contact before `grace_until` (monotonic time), where the image's key is expected for a while."""
     pinned = endpoint.pinned
@@ -153,7 +153,7 @@ def wait_for_first_boot(endpoint: SshEndpoint, clock: Clock) -> BootStatus:
         time.sleep(POLL_SECONDS)
 
 
-def wait_until_ready(endpoint: SshEndpoint, timeout: float, first_contact_grace: Optional[float],
+def wait_until_ready(endpoint: SshEndpoint, timeout: float, first_contact_grace: float | None,
                      say: Progress) -> BootStatus:
     """Every phase against one deadline; raises NotReady or HostKeyMismatch."""
     clock = Clock(say, timeout)

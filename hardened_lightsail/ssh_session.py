@@ -12,7 +12,7 @@ import os
 import subprocess
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from .host_keys import KNOWN_HOSTS_ALIAS, HostKeyError, PublicHostKey, offered_keys
 
@@ -36,7 +36,7 @@ class SshEndpoint:
     host_key: str  # the pinned public key, "ssh-ed25519 AAAA..."
 
     @classmethod
-    def from_environment(cls, env: Mapping[str, str] = os.environ) -> "SshEndpoint":
+    def from_environment(cls, env: Mapping[str, str] = os.environ) -> SshEndpoint:
         return cls(host=env["HL_SSH_HOST"], port=int(env.get("HL_SSH_PORT", "22")),
                    user=env["HL_SSH_USER"], private_key=env[KEY_VARIABLE], host_key=env["HL_SSH_HOST_KEY"])
 

@@ -19,7 +19,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Mapping
+from collections.abc import Mapping
 
 from .cloud_readback import CloudReadback, describe
 from .commit_confirm import DeployError, RemoteRelease, deploy, timed_progress

@@ -14,9 +14,9 @@ import signal
 import subprocess
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import yaml
 from pulumi.automation import CommandError, CommandResult, LocalWorkspace, PulumiCommand, Stack
@@ -56,7 +56,7 @@ def parse_ttl(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def trial_name(base: str, token: Optional[str] = None) -> str:
+def trial_name(base: str, token: str | None = None) -> str:
     """`trial-<base>-<6 hex>`, the base shortened so the whole stays a valid lab name."""
     token = token or secrets.token_hex(3)
     room = NAME_LENGTH - len(PREFIX) - len(token) - 1
@@ -128,7 +128,7 @@ def engine_environment(lab: bool) -> dict[str, str]:
     return env
 
 
-def pulumi_root() -> Optional[str]:
+def pulumi_root() -> str | None:
     """The directory whose bin/pulumi scripts/pulumi would run."""
     try:
         return str(engine_env.find_cli(os.environ)[0].parent.parent)
@@ -143,9 +143,9 @@ class TrialCommand(PulumiCommand):
     terminal would also hit the plugins, and a second SIGINT makes the engine quit at once,
     leaving operations in flight unrecorded.)"""
 
-    def __init__(self, root: Optional[str]):
+    def __init__(self, root: str | None):
         super().__init__(root=root)
-        self.running: Optional[subprocess.Popen] = None
+        self.running: subprocess.Popen | None = None
         self.cancel_requested = False
 
     def cancel_up(self) -> None:
@@ -236,7 +236,7 @@ class Interrupts:
     def __init__(self, command: TrialCommand):
         self.command, self.received, self.cleaning = command, None, False
 
-    def __enter__(self) -> "Interrupts":
+    def __enter__(self) -> Interrupts:
         self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
@@ -275,7 +275,7 @@ def check_lab_slot_free(name: str) -> None:
         raise TrialInputError(f"no lab slot for the trial: {problem}")
 
 
-def sweep_lab(name: str) -> Optional[str]:
+def sweep_lab(name: str) -> str | None:
     """Take down whatever is left of trial `name`'s lab (normally the destroy did): None, or the problem."""
     from lab.errors import LabError
     from lab.lifecycle import lab_down
@@ -399,7 +399,7 @@ def run_trial(base: str, ttl: timedelta, keep: bool, in_lab: bool = False) -> in
     name = next(n for n in iter(lambda: trial_name(base), None) if n not in taken)
     if lab:
         check_lab_slot_free(name)
-    expires = f"{(datetime.now(timezone.utc) + ttl):%Y-%m-%dT%H:%M:%SZ}"
+    expires = f"{(datetime.now(UTC) + ttl):%Y-%m-%dT%H:%M:%SZ}"
     tags = {TRIAL_TAG: "true", EXPIRES_TAG: expires, BASE_TAG: base, TARGET_TAG: settings.target}
     print(f"trial {name}: a copy of stack {base} ({settings.target}), expires {expires}", flush=True)
     problems, outputs, created, cleanup = ["not run"], {}, False, []
@@ -451,10 +451,10 @@ def _trials(workspace: TrialWorkspace) -> dict[str, dict]:
     return trials
 
 
-def reap(now: Optional[datetime] = None, name: Optional[str] = None, everything: bool = False) -> int:
+def reap(now: datetime | None = None, name: str | None = None, everything: bool = False) -> int:
     """Destroy every trial stack whose expiry has passed (`everything`: every trial, expired or
     not; `name`: that trial only, whatever its expiry); list the live ones with their time left."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     trials = _trials(open_workspace(lab=False))
     if name is not None:
         if name not in trials:
@@ -463,7 +463,7 @@ def reap(now: Optional[datetime] = None, name: Optional[str] = None, everything:
     failed, live = 0, 0
     for trial, tags in sorted(trials.items()):
         try:
-            expires = datetime.strptime(tags.get(EXPIRES_TAG, ""), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+            expires = datetime.strptime(tags.get(EXPIRES_TAG, ""), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         except ValueError:
             expires = None  # a trial that died between its creation and its tags: reap it
         early = expires is not None and expires > now

@@ -17,9 +17,8 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
-from typing import Optional
 
 from .cloud_layer import describe_open_ports, load_cloud_layer
 from .errors import LabError
@@ -41,12 +40,12 @@ def host_state(layout: LabLayout) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def _rollback_key(state: dict) -> Optional[tuple[str, str]]:
+def _rollback_key(state: dict) -> tuple[str, str] | None:
     """Identifies one rollback (release and when), or None when the host is not rolled back."""
     return (state.get("release", ""), state.get("changed_at", "")) if state.get("state") == "rolled-back" else None
 
 
-def _layer_in_force_on_the_host(layout: LabLayout, state: dict) -> tuple[Optional[Path], str]:
+def _layer_in_force_on_the_host(layout: LabLayout, state: dict) -> tuple[Path | None, str]:
     """The cloud layer of the release the host runs now, or else the edge's layer before the last one."""
     active = state.get("active_release", "")
     release_layer = layout.server_fs(HOST_STATE_DIR) / "releases" / active / "cloud-ports.json"
@@ -67,7 +66,7 @@ def was_a_drill(layout: LabLayout, release: str) -> bool:
         return False
 
 
-def follow_rollback(lab: LabTopology, state: dict) -> Optional[dict]:
+def follow_rollback(lab: LabTopology, state: dict) -> dict | None:
     """Return the edge after the rollback `state` describes; the note written, or None if the
     edge already matched."""
     layer, what = _layer_in_force_on_the_host(lab.layout, state)
@@ -75,7 +74,7 @@ def follow_rollback(lab: LabTopology, state: dict) -> Optional[dict]:
     if layer is None or (in_force.exists() and json.loads(in_force.read_text()) == json.loads(layer.read_text())):
         return None
     infos = load_cloud_layer(lab, layer, keep_previous=False)
-    note = {"at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "rolledBack": state.get("release"),
+    note = {"at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "rolledBack": state.get("release"),
             "release": state.get("active_release") or None,
             "message": f"release {state.get('release')} was rolled back on the host, so the lab edge went back to "
                        f"{what}: open now: {describe_open_ports(infos)}"}
@@ -83,7 +82,7 @@ def follow_rollback(lab: LabTopology, state: dict) -> Optional[dict]:
     return note
 
 
-def return_note(layout: LabLayout) -> Optional[dict]:
+def return_note(layout: LabLayout) -> dict | None:
     """What the follower last did, while it still explains the layer in force."""
     try:
         return json.loads((layout.edge_dir / NOTE).read_text())

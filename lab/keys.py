@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 from .commands import run_command
 from .topology import LabTopology
@@ -38,7 +37,7 @@ def _install_host_key(private: Path, key: tuple[str, str]) -> bool:
     return replaced
 
 
-def ensure_keys(lab: LabTopology, host_key: Optional[tuple[str, str]] = None, image_key: bool = False) -> bool:
+def ensure_keys(lab: LabTopology, host_key: tuple[str, str] | None = None, image_key: bool = False) -> bool:
     """Every key the lab needs; `host_key` (private, public) is the server's, made by a stack.
     True when the server's host key changed (a running sshd must read it again)."""
     layout = lab.layout

@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Optional, Union
 
 from .boot import BootPlan
 from .cloud_layer import load_cloud_layer
@@ -23,10 +22,10 @@ from .services import reload_sshd, service_pids, start_services, stop_services
 from .slots import claim_slot, find_slot, registered_labs, release_slot
 from .topology import EDGE, NAMESPACE_SUFFIX, LabTopology, namespace_name, validate_name
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
-def _recorded_lab(state_dir: Path) -> Optional[dict]:
+def _recorded_lab(state_dir: Path) -> dict | None:
     """Name and slot recorded in the lab directory, if any."""
     try:
         return json.loads(LabLayout(state_dir).lab_json.read_text())
@@ -34,7 +33,7 @@ def _recorded_lab(state_dir: Path) -> Optional[dict]:
         return None
 
 
-def _check_directory_owner(name: str, state_dir: Path) -> Optional[dict]:
+def _check_directory_owner(name: str, state_dir: Path) -> dict | None:
     recorded = _recorded_lab(state_dir)
     if recorded is not None and recorded.get("name") != name:
         raise LabError(f"{state_dir} belongs to lab {recorded.get('name')!r}, not {name!r}: "
@@ -48,10 +47,10 @@ def machine_conflicts(name: str, state_dir: PathLike):
     return lambda candidate: slot_conflicts(LabTopology(name, candidate, state_dir), machine)
 
 
-def lab_up(name: str, state_dir: PathLike, slot: Optional[int] = None,
-           cloud_ports: Optional[PathLike] = None, *, preferred_slot: Optional[int] = None,
-           owner: Optional[dict] = None, keep_cloud_layer: bool = False,
-           host_key: Optional[tuple[str, str]] = None, boot: Optional[BootPlan] = None) -> LabTopology:
+def lab_up(name: str, state_dir: PathLike, slot: int | None = None,
+           cloud_ports: PathLike | None = None, *, preferred_slot: int | None = None,
+           owner: dict | None = None, keep_cloud_layer: bool = False,
+           host_key: tuple[str, str] | None = None, boot: BootPlan | None = None) -> LabTopology:
     """Create lab `name` (or complete/refresh it if it exists) and return its topology.
 
     A given `slot` is that or nothing (refused if taken); else `preferred_slot` if usable (the
@@ -89,7 +88,7 @@ def lab_up(name: str, state_dir: PathLike, slot: Optional[int] = None,
     return lab
 
 
-def _slot_of(name: str, state_dir: Path) -> Optional[int]:
+def _slot_of(name: str, state_dir: Path) -> int | None:
     """Where lab `name` lives: the registry, the lab directory, or the edge's interface names."""
     slot = find_slot(name)
     if slot is None:
@@ -175,7 +174,7 @@ def describe_running(lab: LabTopology) -> dict:
     }
 
 
-def lab_for(name: str, state_dir: Optional[PathLike] = None) -> LabTopology:
+def lab_for(name: str, state_dir: PathLike | None = None) -> LabTopology:
     """The topology of a lab that is up, from the registry (or the lab directory, if given)."""
     validate_name(name)
     found = next(((slot, entry["dir"]) for slot, entry in registered_labs().items()

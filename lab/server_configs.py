@@ -3,12 +3,11 @@ the lab directory, so nothing reads or writes /etc/ssh, /etc/nginx or /var/log."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from .topology import HIDDEN_TCP_PORTS, HTTP_PORT, HTTPS_PORT, SSH_PORT, LabTopology
 
 
-def sshd_config(lab: LabTopology, port: int = SSH_PORT, host_key: Optional[Path] = None) -> str:
+def sshd_config(lab: LabTopology, port: int = SSH_PORT, host_key: Path | None = None) -> str:
     """The server's sshd: its host key (the pinned one unless told), on `port`."""
     layout = lab.layout
     return f"""\

@@ -12,7 +12,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from .commands import run_command
 from .errors import LabError
@@ -39,13 +39,13 @@ def _program(name: str) -> str:
     return path
 
 
-def _start(argv: list[str], what: str, extra_env: Optional[dict] = None) -> None:
+def _start(argv: list[str], what: str, extra_env: dict | None = None) -> None:
     """Run a command that starts a daemon; it returns once the daemon has detached."""
     run_command(argv, timeout=START_TIMEOUT_SECONDS, env={**DAEMON_ENV, **(extra_env or {})},
                 what=f"starting {what}")
 
 
-def _in_server_mounts(lab: LabTopology, argv: list[str], what: str, extra_env: Optional[dict] = None) -> None:
+def _in_server_mounts(lab: LabTopology, argv: list[str], what: str, extra_env: dict | None = None) -> None:
     """Start `argv` in the server's network namespace and in a private mount namespace where the
     lab-owned directories and files are bind-mounted over SERVER_BIND_MOUNTS and SERVER_FILE_MOUNTS."""
     layout = lab.layout
@@ -77,7 +77,7 @@ def _in_server_mounts(lab: LabTopology, argv: list[str], what: str, extra_env: O
             "/bin/sh", "-c", script, "lab-server", *args, *argv], what, extra_env=extra_env)
 
 
-def _write_server_files(lab: LabTopology, boot: Optional[BootPlan]) -> None:
+def _write_server_files(lab: LabTopology, boot: BootPlan | None) -> None:
     """sshd's configs and the server's `cloud-init` stand-in, saying running or done."""
     layout = lab.layout
     layout.sshd_config.write_text(sshd_config(lab, port=SSH_PORT if boot is None else boot.ssh_port))
@@ -153,18 +153,18 @@ SERVICES = (
 )
 
 
-def service_pids(lab: LabTopology) -> dict[str, Optional[int]]:
+def service_pids(lab: LabTopology) -> dict[str, int | None]:
     """Each service's pid, or None when it is not running."""
     marker = str(lab.state_dir)
     return {service.name: running_pid(lab.layout.pid_file(service.name), marker) for service in SERVICES}
 
 
-def booting(lab: LabTopology) -> Optional[int]:
+def booting(lab: LabTopology) -> int | None:
     """The pid of the boot timeline while a booting server is still on its way."""
     return running_pid(lab.layout.pid_file(BOOT), str(lab.state_dir))
 
 
-def start_services(lab: LabTopology, boot: Optional[BootPlan] = None) -> dict[str, int]:
+def start_services(lab: LabTopology, boot: BootPlan | None = None) -> dict[str, int]:
     """Start every service that isn't running (a running one is left alone); returns pids. With
     `boot` a new server boots (lab/boot.py): sshd comes later, by itself."""
     layout = lab.layout

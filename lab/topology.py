@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from .commands import run_command
 from .docnet import require_documentation_address
@@ -29,7 +29,7 @@ from .layout import SERVER_BIND_MOUNTS, LabLayout
 SLOT_COUNT = 16
 NAME_MAX_LENGTH = 24  # namespaces are hl-NAME-inet2 (interface names use the slot, not the name)
 # Used with fullmatch: `match` with `$` would let "lab\n" through into namespace names.
-NAME_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,%d}[a-z0-9])?" % (NAME_MAX_LENGTH - 2))
+NAME_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,%d}[a-z0-9])?" % (NAME_MAX_LENGTH - 2))  # noqa: UP031 (an f-string doubles the braces)
 
 # Roles of the hosts in a lab; "root" is the machine's own namespace (the deployer's uplink).
 SERVER, EDGE, INTERNET, INTERNET2, ADMIN, ROOT = "server", "edge", "internet", "internet2", "admin", "root"
@@ -94,7 +94,7 @@ class Endpoint:
     interface: str
     ipv4: ipaddress.IPv4Interface
     ipv6: ipaddress.IPv6Interface
-    edge_port: Optional[str] = None  # hosts only: the edge-side end of this host's veth
+    edge_port: str | None = None  # hosts only: the edge-side end of this host's veth
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ class LabTopology:
         object.__setattr__(self, "state_dir", Path(self.state_dir).absolute())
 
     # --- names -----------------------------------------------------------------------------
-    def namespace(self, role: str) -> Optional[str]:
+    def namespace(self, role: str) -> str | None:
         """Network namespace of `role`; None for "root" (the machine's own namespace)."""
         return None if role == ROOT else namespace_name(self.name, role)
 
@@ -210,7 +210,7 @@ class LabTopology:
         return self.address(SERVER, 6)
 
     # --- running things ---------------------------------------------------------------------
-    def _namespace_of(self, where: str) -> Optional[str]:
+    def _namespace_of(self, where: str) -> str | None:
         if where == ROOT:
             return None
         if where in NAMESPACE_SUFFIX:
@@ -234,7 +234,7 @@ class LabTopology:
         return ["ip", "netns", "exec", namespace, *argv]
 
     def run(self, where: str, argv: Sequence[str], *, check: bool = True, timeout: float = 60,
-            input: Optional[str] = None) -> subprocess.CompletedProcess:
+            input: str | None = None) -> subprocess.CompletedProcess:
         """Run `argv` in `where` and capture text output; with check, a failure is a LabError."""
         return run_command(self.exec_argv(where, argv), input=input, timeout=timeout, check=check,
                            what=f"{' '.join(argv)} (in {where})")

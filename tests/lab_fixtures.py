@@ -33,7 +33,7 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SESSION_LAB_PREFIX = f"t{os.getpid() % 100000}-"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def netns_unavailable_reason() -> str | None:
     """Why namespace tests can't run here, or None. Tries a throwaway namespace for real."""
     if os.geteuid() != 0:

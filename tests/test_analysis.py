@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from golden_cases import case_names, load_case
-from hardened_lightsail.analysis import (ERROR, WARNING, Finding, analyse, layer_findings, lockout_findings,
-                                         shadow_findings, shadowed_rules, world_ssh_findings)
+from hardened_lightsail.analysis import (ERROR, WARNING, Finding, analyse, layer_findings, shadow_findings, shadowed_rules, world_ssh_findings)
 from hardened_lightsail.config import settings_from_values
 from hardened_lightsail.evaluate import host_allows
 from hardened_lightsail.exposure import ANYONE_ELSE, ExposureRow, exposure_table, format_table

@@ -7,7 +7,6 @@ names config.py derives from it), so a field added there is fed the same values 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import re
 import subprocess
 import typing

@@ -77,7 +77,7 @@ class Impostor:
             f"PidFile {self.pid_file}\nAuthorizedKeysFile /dev/null\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nLogLevel VERBOSE\n")
 
-    def __enter__(self) -> "Impostor":
+    def __enter__(self) -> Impostor:
         os.kill(int(LabLayout(LAB.state_dir).pid_file("sshd").read_text()), signal.SIGTERM)
         time.sleep(0.5)
         subprocess.run(["ip", "netns", "exec", self.namespace, "/usr/sbin/sshd", "-f",

@@ -129,8 +129,8 @@ def run_program(stack: str, values: dict, other_config: tuple = (), preview: boo
     return json.loads(result.stdout)
 
 
-@functools.lru_cache(maxsize=None)
-def report_of(name: str) -> "Report":
+@functools.cache
+def report_of(name: str) -> Report:
     scenario = {**SCENARIOS, **CLOUD_SCENARIOS}[name]
     release = render_release(scenario.settings.firewall)
     return Report(run_program(scenario.stack, scenario.values, scenario.other_config, scenario.preview,

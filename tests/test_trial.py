@@ -6,7 +6,7 @@ import os
 import re
 import signal
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 import yaml
@@ -92,7 +92,7 @@ class FakeTrials:
         monkeypatch.setattr(trial, "destroy_trial", lambda workspace, name, lab: self.destroyed.append(name) or [])
 
 
-NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 EXPIRIES = {"trial-lab-aaaaaa": "2026-01-01T11:00:00Z", "trial-lab-bbbbbb": "2026-01-01T14:00:00Z",
             "trial-dev-cccccc": "2026-01-01T13:00:00Z"}
 
@@ -238,7 +238,7 @@ class TestRealTrial:
     def test_kept_trial_stays_tagged_and_live_until_reaped_by_name_before_its_expiry(self, base_stack, backend,
                                                                                         monkeypatch, capsys):
         directory, env = backend
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         kept = fw_trial(env, "--stack", base_stack, "--keep", "--ttl", "2h")
         assert kept.returncode == 0, kept.stdout[-3000:] + kept.stderr[-3000:]
         name = trial_names(kept.stdout).pop()
@@ -247,7 +247,7 @@ class TestRealTrial:
             tags = json.loads(pulumi(["stack", "tag", "ls", "--json", "-s", name], directory).stdout)
             assert tags["hardened-lightsail:trial"] == "true"
             expires = datetime.strptime(tags["hardened-lightsail:expires"], "%Y-%m-%dT%H:%M:%SZ")
-            assert abs(expires.replace(tzinfo=timezone.utc) - started - timedelta(hours=2)) < timedelta(seconds=5)
+            assert abs(expires.replace(tzinfo=UTC) - started - timedelta(hours=2)) < timedelta(seconds=5)
             assert f"hl-{trial.trial_lab(name).name}-srv" in subprocess.run(
                 ["ip", "netns", "list"], capture_output=True, text=True).stdout
 
