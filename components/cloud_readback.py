@@ -7,8 +7,8 @@ that is too open never also leaves a host layer undeployed."""
 from __future__ import annotations
 
 import json
-from functools import partial
 from collections.abc import Sequence
+from functools import partial
 
 import pulumi
 import pulumi_command as command

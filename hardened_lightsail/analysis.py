@@ -2,7 +2,6 @@
 disagree, SSH open to the world. Errors stop `pulumi preview`/`up` and `fw check` (exit 2)."""
 from __future__ import annotations
 
-
 from .evaluate import cloud_allows, evaluable, host_allows
 from .exposure import ANYONE_ELSE, exposure_table
 from .findings import ERROR, WARNING, Finding, errors, errors_first

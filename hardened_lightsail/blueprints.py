@@ -1,7 +1,6 @@
 """Lightsail blueprints we can harden, and the login user each image ships with."""
 from __future__ import annotations
 
-
 # Blueprint id prefix -> default login user of that image family.
 LOGIN_USERS = {"ubuntu": "ubuntu", "debian": "admin", "amazon_linux": "ec2-user", "centos": "centos",
                "almalinux": "ec2-user"}

@@ -78,8 +78,8 @@ def print_lint(findings: list[Finding], rows) -> int:
 
 def cmd_lint_rules(args) -> int:
     """Lint saved rulesets (what runs on a server today) for the classic mistakes."""
-    from .rules_lint import lint_rulesets
     from .rule_conditions import HostFacts
+    from .rules_lint import lint_rulesets
     from .saved_rules import parse_ipset_save, parse_saved_ruleset
     if not args.rules:
         print("error: --rules6 needs --rules (the IPv4 rules) too", file=sys.stderr)

@@ -11,8 +11,8 @@ can't read (not a CIDR, a protocol it doesn't know) counts as open to everything
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import asdict, dataclass
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 
 ANY = -1  # icmp/icmpv6 type or code: any
 PORT_CLASSES = ("tcp", "udp")

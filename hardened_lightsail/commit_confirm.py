@@ -14,9 +14,9 @@ import shlex
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 from .foreign_rules import exposure_changes
 from .ssh_session import EXIT_SSH_FAILED, HostKeyMismatch, SshEndpoint, run_remote

@@ -6,17 +6,27 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
-from collections.abc import Mapping
 
 import yaml
 
 from .blueprints import LOGIN_USERS, login_user
 from .networks import CidrError, Network, parse_cidr, split_families
-from .policy import (PROTOCOLS, DropLog, FirewallPolicy, LabSettings, PortRange, PortScanTrap,
-                     ServerSettings, Service, SshRateLimit, StackSettings)
+from .policy import (
+    PROTOCOLS,
+    DropLog,
+    FirewallPolicy,
+    LabSettings,
+    PortRange,
+    PortScanTrap,
+    ServerSettings,
+    Service,
+    SshRateLimit,
+    StackSettings,
+)
 from .user_text import key_path, printable, show
 
 NAMESPACE = "hardened-lightsail"

@@ -10,7 +10,7 @@ import ipaddress
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone, UTC
+from datetime import UTC, datetime, timedelta, timezone
 
 from .rule_conditions import SteadyState
 

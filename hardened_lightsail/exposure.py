@@ -7,8 +7,8 @@ same table is built for a ruleset read off a server (`fw check --rules/--host`),
 cloud layer is unknown (None) and a port may be open to some packets only ("partly")."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from .evaluate import CLOSED, OPEN, cloud_allows, evaluable, host_verdict
 from .networks import any_network, parse_cidr, split_families

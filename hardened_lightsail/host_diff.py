@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .exposure import (ExposureRow, PortProbe, exposure_rows, host_cell, policy_probes, ruleset_probes)
+from .exposure import ExposureRow, PortProbe, exposure_rows, host_cell, policy_probes, ruleset_probes
 from .findings import ERROR, Finding
 from .policy_diff import CLOSES, DEFAULT_MAX_CHARS, OPENS, bounded, findings_section, table_lines
 from .release import Release

@@ -12,8 +12,8 @@ from pathlib import Path
 from .cloud_layer import cloud_port_infos
 from .config import firewall_config_values
 from .host_layer import docker_hook_file, host_ruleset
-from .iptables_rules import Ruleset
 from .ipsets import ipset_restore_file
+from .iptables_rules import Ruleset
 from .policy import FirewallPolicy
 
 # An installed package carries the payload inside it (pyproject.toml maps payload/ there); a

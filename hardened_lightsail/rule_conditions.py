@@ -9,9 +9,9 @@ machine."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from collections.abc import Iterable
 
 from .networks import Network, covers
 

@@ -7,7 +7,6 @@ reaches, chains that accept by default, no IPv6 rules or IPv6 rules that open wh
 and everything the reader could not understand. Pure: the caller reads the files or the host."""
 from __future__ import annotations
 
-
 from .analysis import shadow_finding, shadowed_rules
 from .evaluate import CLOSED, PARTLY, HostVerdict, host_verdict
 from .exposure import ANYONE_ELSE, ExposureRow, format_table, ruleset_exposure, unnamed_port

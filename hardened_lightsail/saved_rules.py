@@ -11,13 +11,32 @@ from __future__ import annotations
 import ipaddress
 import shlex
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from collections.abc import Callable
 
-from .rule_conditions import (ALL, NONE, AddressIs, Condition, Fixed, HostFacts, IcmpTypeIs, InSet,
-                              InterfaceIs, Intervals, IpSet, KindIn, NotUnderstood, PacketDetail, PortsIn,
-                              ProtocolIs, StateIn, SteadyState, TcpFlagsIn, by_dimension)
+from .rule_conditions import (
+    ALL,
+    NONE,
+    AddressIs,
+    Condition,
+    Fixed,
+    HostFacts,
+    IcmpTypeIs,
+    InSet,
+    InterfaceIs,
+    Intervals,
+    IpSet,
+    KindIn,
+    NotUnderstood,
+    PacketDetail,
+    PortsIn,
+    ProtocolIs,
+    StateIn,
+    SteadyState,
+    TcpFlagsIn,
+    by_dimension,
+)
 
 BUILTIN_CHAINS = {"filter": ("INPUT", "FORWARD", "OUTPUT"), "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
                   "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),

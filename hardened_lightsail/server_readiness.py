@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from .commit_confirm import Progress, timed_progress
 from .reachability import OPEN, tcp_probe

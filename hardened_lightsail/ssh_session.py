@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from collections.abc import Iterator, Mapping, Sequence
 
 from .host_keys import KNOWN_HOSTS_ALIAS, HostKeyError, PublicHostKey, offered_keys
 

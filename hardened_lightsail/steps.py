@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 
 from .cloud_readback import CloudReadback, describe
 from .commit_confirm import DeployError, RemoteRelease, deploy, timed_progress

@@ -14,9 +14,9 @@ import signal
 import subprocess
 import sys
 import threading
-from datetime import datetime, timedelta, UTC
-from pathlib import Path
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import yaml
 from pulumi.automation import CommandError, CommandResult, LocalWorkspace, PulumiCommand, Stack

@@ -7,8 +7,8 @@ import argparse
 import json
 import os
 import sys
-from typing import NoReturn
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .cloud_layer import load_cloud_layer
 from .errors import LabError

@@ -12,8 +12,8 @@ Addresses are documentation ranges (Docker's 172.17.0.0/16 is not one)."""
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from .netns import add_namespace, delete_namespace, in_namespace, ip, namespace_pids
 from .processes import stop_pids

@@ -5,9 +5,7 @@ server subnets: no firewall rule, no sysctl. IPv6 addresses are `nodad` (usable 
 neighbour entry is static, so neighbour discovery really happens on every segment."""
 from __future__ import annotations
 
-
-from .netns import (add_namespace, delete_link, delete_namespace, ip, link_exists,
-                    namespace_exists, sysctl)
+from .netns import add_namespace, delete_link, delete_namespace, ip, link_exists, namespace_exists, sysctl
 from .topology import EDGE, ROOT, SERVER, Endpoint, LabTopology, Segment
 
 

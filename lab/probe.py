@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import sys
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
-from collections.abc import Iterable, Sequence
 
 from .commands import run_command
 from .docnet import require_documentation_address

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 
 
 def read_pid(pid_file: Path) -> int | None:

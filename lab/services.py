@@ -10,13 +10,13 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
+from .boot import DONE, RUNNING, BootPlan, cloud_init_stand_in
 from .commands import run_command
 from .errors import LabError
-from .boot import DONE, RUNNING, BootPlan, cloud_init_stand_in
 from .layout import SERVER_BIND_MOUNTS, SERVER_FILE_BIND_MOUNTS, SERVER_FILE_MOUNTS
 from .processes import running_pid, stop_pids, wait_for_pid_file
 from .server_configs import nginx_config, sshd_config

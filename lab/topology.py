@@ -16,10 +16,10 @@ from __future__ import annotations
 import ipaddress
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from collections.abc import Sequence
 
 from .commands import run_command
 from .docnet import require_documentation_address

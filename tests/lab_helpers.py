@@ -20,8 +20,17 @@ from hardened_lightsail.host_layer import ban_list, hits_list
 from hardened_lightsail.release import Release, render_release
 from lab import ADMIN_CIDRS
 from lab.probe import nmap_scan, probe
-from lab.topology import (ADMIN, HIDDEN_TCP_PORTS, HIDDEN_UDP_PORTS, HTTP_PORT, HTTPS_PORT, INTERNET,
-                          INTERNET2, SERVER, SSH_PORT)
+from lab.topology import (
+    ADMIN,
+    HIDDEN_TCP_PORTS,
+    HIDDEN_UDP_PORTS,
+    HTTP_PORT,
+    HTTPS_PORT,
+    INTERNET,
+    INTERNET2,
+    SERVER,
+    SSH_PORT,
+)
 
 BAN_SECONDS, SCAN_THRESHOLD = 20, 3
 # Nobody listens here: a bare host answers RST ("closed"), which tells a scanner it exists.

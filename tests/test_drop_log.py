@@ -1,10 +1,18 @@
 """`fw logs`: the kernel's dropped-packet lines as journalctl, dmesg and kern.log print them,
 summarized per source, port and protocol, with the LOG rule's rate limit detected (unit tests;
 the lab test reads real kernel lines: tests/test_live_host.py)."""
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 
-from hardened_lightsail.drop_log import (DropLine, LogText, format_summary, limit_reached, log_rules, parse_drop_line,
-                                         parse_limit, summarize)
+from hardened_lightsail.drop_log import (
+    DropLine,
+    LogText,
+    format_summary,
+    limit_reached,
+    log_rules,
+    parse_drop_line,
+    parse_limit,
+    summarize,
+)
 from hardened_lightsail.saved_rules import parse_saved_ruleset
 
 PREFIX = "IPTables-Dropped: "

@@ -10,15 +10,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_live_host import kernel_logs_namespaces  # noqa: F401  (fixture)
 
-from engine import PROJECT_DIR, engine_missing_reason, pulumi
 from lab.identity import stack_lab
 from lab.layout import LabLayout
 from lab.probe import probe
 from lab.topology import LabTopology
+
+from engine import PROJECT_DIR, engine_missing_reason, pulumi
 from lab_fixtures import SESSION_LAB_PREFIX
 from lab_helpers import OPEN_EDGE
-from test_live_host import kernel_logs_namespaces  # noqa: F401  (fixture)
 
 STACK = "adopttest"
 LAB = stack_lab(PROJECT_DIR, STACK)  # the lab this checkout's stack stands up

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import PROJECT_DIR, engine_missing_reason, pulumi
 from hardened_lightsail.commit_confirm import PAUSE_BEFORE_CONFIRM
 from hardened_lightsail.ssh_session import SshEndpoint, run_remote
 from lab.identity import stack_lab
 from lab.layout import LabLayout
+
+from engine import PROJECT_DIR, engine_missing_reason, pulumi
 
 STACK = "hosttruth"
 LAB = stack_lab(PROJECT_DIR, STACK)  # the lab this checkout's stack stands up

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import PROJECT_DIR, engine_missing_reason
 from lab.identity import stack_lab
 from lab.slots import registered_labs
+
+from engine import PROJECT_DIR, engine_missing_reason
 
 pytestmark = [pytest.mark.engine, pytest.mark.netfilter,
               pytest.mark.skipif(engine_missing_reason() is not None, reason=engine_missing_reason() or ""),

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import PROJECT_DIR, command_provider_under_test, engine_missing_reason, pulumi
 from hardened_lightsail.config import settings_from_values
 from hardened_lightsail.effective_settings import effective_settings
 from hardened_lightsail.host_keys import PublicHostKey, generate_host_key
@@ -28,6 +27,8 @@ from hardened_lightsail.release import render_release
 from lab.identity import stack_lab
 from lab.layout import LabLayout
 from lab.lifecycle import lab_up
+
+from engine import PROJECT_DIR, command_provider_under_test, engine_missing_reason, pulumi
 
 STACK = "trusttest"
 LAB = stack_lab(PROJECT_DIR, STACK)

@@ -23,9 +23,24 @@ from hardened_lightsail.host_layer import hits_list
 from lab.docnet import require_documentation_address
 from lab.probe import probe
 from lab.topology import ADMIN, EDGE, HIDDEN_TCP_PORTS, HTTP_PORT, HTTPS_PORT, INTERNET, INTERNET2, SERVER, SSH_PORT
-from lab_helpers import (FAMILIES, OPEN_EDGE, PROBE_TIMEOUT, SCAN_THRESHOLD, UNUSED_PORT, every,  # noqa: F401
-                         firewall_values, layers, needs_nmap, nmap_scans, recent_list, render, shipped, ssh,
-                         web_from)
+
+from lab_helpers import (  # noqa: F401
+    FAMILIES,
+    OPEN_EDGE,
+    PROBE_TIMEOUT,
+    SCAN_THRESHOLD,
+    UNUSED_PORT,
+    every,
+    firewall_values,
+    layers,
+    needs_nmap,
+    nmap_scans,
+    recent_list,
+    render,
+    shipped,
+    ssh,
+    web_from,
+)
 
 pytestmark = pytest.mark.netfilter
 

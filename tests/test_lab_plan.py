@@ -11,6 +11,7 @@ from lab import LabError, LabTopology, lab_down, read_port_infos, render_edge_ru
 from lab.cloud_layer import validate_port_infos
 from lab.machine_addresses import MachineAddress, slot_conflicts
 from lab.probe import nmap_argv, parse_nmap_xml, probe
+
 from lab_fixtures import SESSION_LAB_PREFIX, guard_problems
 
 

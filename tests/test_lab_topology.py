@@ -23,6 +23,7 @@ from lab.processes import is_alive
 from lab.services import service_pids
 from lab.slots import registered_labs
 from lab.topology import SLOT_COUNT, LabTopology, uplink_interface_name
+
 from lab_fixtures import SESSION_LAB_PREFIX
 
 pytestmark = pytest.mark.netfilter

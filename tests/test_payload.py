@@ -18,10 +18,33 @@ import time
 import pytest
 
 from payload_fixtures import (  # noqa: F401 (fixtures)
-    ADMIN_V4, ADMIN_V6, BLOCKLIST_IPSETS, BLOCKLIST_V4, BLOCKLIST_V6, EMPTY_POLICIES, KEEPS_SSH_V4,
-    KEEPS_SSH_V6, TOO_LATE, apply, apply_and_confirm, blocklist, confirm, host, keeps_ssh, lab_good_release,
-    lab_rules, lab_server, lab_ssh, lab_state, load_rules, locks_out, machine_is_untouched,
-    render_lab_release, send_udp_on_loopback, wait_for_lab_state)
+    ADMIN_V4,
+    ADMIN_V6,
+    BLOCKLIST_IPSETS,
+    BLOCKLIST_V4,
+    BLOCKLIST_V6,
+    EMPTY_POLICIES,
+    KEEPS_SSH_V4,
+    KEEPS_SSH_V6,
+    TOO_LATE,
+    apply,
+    apply_and_confirm,
+    blocklist,
+    confirm,
+    host,
+    keeps_ssh,
+    lab_good_release,
+    lab_rules,
+    lab_server,
+    lab_ssh,
+    lab_state,
+    load_rules,
+    locks_out,
+    machine_is_untouched,
+    render_lab_release,
+    send_udp_on_loopback,
+    wait_for_lab_state,
+)
 from payload_helpers import PAYLOAD, make_release
 
 pytestmark = [

@@ -13,8 +13,15 @@ import shutil
 import pytest
 
 from payload_fixtures import (  # noqa: F401 (fixtures)
-    ADMIN_V4, ADMIN_V6, apply, apply_and_confirm, host, keeps_ssh, machine_is_untouched,
-    render_lab_release)
+    ADMIN_V4,
+    ADMIN_V6,
+    apply,
+    apply_and_confirm,
+    host,
+    keeps_ssh,
+    machine_is_untouched,
+    render_lab_release,
+)
 
 pytestmark = [
     pytest.mark.netfilter,

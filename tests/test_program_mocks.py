@@ -22,8 +22,18 @@ from hardened_lightsail.cloud_layer import cloud_port_infos, to_provider_args
 from hardened_lightsail.config import NAMESPACE, settings_from_values, values_from_stack_file
 from hardened_lightsail.exposure import exposure_map, exposure_table
 from hardened_lightsail.release import render_release
-from program_mocks_runner import (ARCHIVE, HOST_KEY, HOST_STATE, SECRET, UNKNOWN, fake_host_key, fake_private_key,
-                                 ipv6_address, static_ip)
+
+from program_mocks_runner import (
+    ARCHIVE,
+    HOST_KEY,
+    HOST_STATE,
+    SECRET,
+    UNKNOWN,
+    fake_host_key,
+    fake_private_key,
+    ipv6_address,
+    static_ip,
+)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RUNNER = Path(__file__).resolve().parent / "program_mocks_runner.py"

@@ -11,13 +11,14 @@ import time
 
 import pytest
 import yaml
+from test_program_mocks import PROJECT_DIR, SECRET, Report, run_program, unsecret
 
 from hardened_lightsail.config import settings_from_values
 from hardened_lightsail.effective_settings import effective_settings
 from hardened_lightsail.release import render_release
 from lab.identity import stack_lab
+
 from program_mocks_runner import MOCK_LAB_SLOT, fake_host_key
-from test_program_mocks import PROJECT_DIR, SECRET, Report, run_program, unsecret
 
 FW = str(PROJECT_DIR / "scripts" / "fw")
 STACK = "labmock"

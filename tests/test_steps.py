@@ -5,6 +5,7 @@ import pytest
 from hardened_lightsail.outside_verification import agrees_with_policy, parse_host_report, verify_from_here
 from hardened_lightsail.reachability import CLOSED, FILTERED, OPEN
 from lab.topology import ROOT, SERVER
+
 from lab_helpers import firewall_values, layers, render  # noqa: F401 (fixture)
 
 HOST_REPORT = """release=0123456789abcdef

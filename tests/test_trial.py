@@ -6,15 +6,16 @@ import os
 import re
 import signal
 import subprocess
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
 
-from engine import PROJECT_DIR, engine_missing_reason, pulumi
 from hardened_lightsail import trial
 from lab.slots import registered_labs
 from lab.topology import NAME_PATTERN
+
+from engine import PROJECT_DIR, engine_missing_reason, pulumi
 
 FW = str(PROJECT_DIR / "scripts" / "fw")
 real_trial = [pytest.mark.engine, pytest.mark.netfilter,
