@@ -45,6 +45,6 @@ pulumi.export("releaseHash", release.hash)
 pulumi.export("exposure", exposure_map(exposure_table(settings.firewall, release)))
 pulumi.export("verifiedExposure", firewalls[0].exposure)
 pulumi.export("servers", [{"name": s.name, "publicIp": s.public_ip, "ipv6Addresses": s.ipv6_addresses,
-                           "verifiedExposure": f.exposure} for s, f in zip(servers, firewalls)])
+                           "verifiedExposure": f.exposure} for s, f in zip(servers, firewalls, strict=True)])
 for key, value in servers[0].extra_outputs.items():
     pulumi.export(key, value)

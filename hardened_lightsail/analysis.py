@@ -18,7 +18,7 @@ __all__ = ["ERROR", "WARNING", "Finding", "analyse", "errors", "shadow_finding",
 def lockout_findings(policy: FirewallPolicy, release: Release) -> list[Finding]:
     """Every admin CIDR and every known deployer address must reach SSH through both layers."""
     problems = []
-    for family, ruleset in zip((4, 6), release.rulesets):
+    for family, ruleset in zip((4, 6), release.rulesets, strict=True):
         for admin in (policy.admin_v4 if family == 4 else policy.admin_v6):
             for index, blocked in enumerate(policy.blocklist):
                 if blocked.version == family and blocked.overlaps(admin):

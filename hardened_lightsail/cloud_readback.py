@@ -11,6 +11,7 @@ can't read (not a CIDR, a protocol it doesn't know) counts as open to everything
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -175,7 +176,7 @@ def _uncovered(grant: Grant, others: list[Grant]) -> list[tuple[int, int]]:
     cuts = sorted({grant.first, grant.last + 1, *(max(g.first, grant.first) for g in relevant),
                    *(min(g.last, grant.last) + 1 for g in relevant)})
     open_parts: list[tuple[int, int]] = []
-    for low, next_low in zip(cuts, cuts[1:]):
+    for low, next_low in itertools.pairwise(cuts):
         spans = [g.span for g in relevant if g.first <= low and next_low - 1 <= g.last]
         if not _covered(grant.span, spans):
             if open_parts and open_parts[-1][1] == low - 1:

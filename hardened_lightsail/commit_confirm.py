@@ -187,7 +187,7 @@ def read_host_state(target: RemoteRelease) -> str:
     report, _, files = result.stdout.partition("--- exit ")
     status, _, files = files.partition("\n")
     rules = {int(name[-1]): text for name, text in
-             zip(*[iter(re.split(r"^--- rules\.v([46])\n", files, flags=re.M)[1:])] * 2)}
+             zip(*[iter(re.split(r"^--- rules\.v([46])\n", files, flags=re.M)[1:])] * 2, strict=True)}
     reasons = [line[len("drift:"):].strip() for line in report.splitlines() if line.startswith("drift:")]
     if "in_sync=" not in report:
         return f"drift: release {target.release} is not on this host (or its hlfw does not run: exit {status.strip()})"

@@ -434,11 +434,11 @@ def values_from_stack_file(path: Path) -> dict[str, Any]:
     try:
         document = yaml.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError:
-        raise ConfigError([f"{path}: no such file; create it or pass --stack/--config with the right name"])
+        raise ConfigError([f"{path}: no such file; create it or pass --stack/--config with the right name"]) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError([f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})"])
+        raise ConfigError([f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})"]) from error
     config = document.get("config") if isinstance(document, dict) else None
     if not isinstance(config, dict):
         raise ConfigError([f"{path}: has no `config:` mapping (see Pulumi.dev.yaml for the format)"])

@@ -116,7 +116,7 @@ def log_rules(rulesets) -> dict[str, dict[int, list]]:
             limit = None
             for condition in rule.conditions:
                 if isinstance(condition, SteadyState) and condition.module == "limit":
-                    words = dict(zip(condition.words[::2], condition.words[1::2]))
+                    words = dict(zip(condition.words[::2], condition.words[1::2], strict=False))
                     limit = parse_limit(words.get("--limit", "3/hour"), int(words.get("--limit-burst", 5)),
                                         ruleset.where(rule))
             found.setdefault(prefix, {}).setdefault(ruleset.family, []).append((ruleset.where(rule), limit))
@@ -188,7 +188,7 @@ def _table(header: tuple, rows: list[tuple]) -> list[str]:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     numeric = [all(isinstance(row[i], int) for row in rows) for i in range(len(header))]
     return ["  ".join((str(cell).rjust(width) if number else str(cell).ljust(width))
-                      for cell, width, number in zip(row, widths, numeric)).rstrip() for row in [header, *rows]]
+                      for cell, width, number in zip(row, widths, numeric, strict=True)).rstrip() for row in [header, *rows]]
 
 
 def format_summary(summary: DropSummary, where: str, top: int = 10) -> str:

@@ -238,7 +238,7 @@ def exposure_rows(probes: list[PortProbe], rulesets: Sequence, port_infos: list[
     cloud layer is known."""
     rows = []
     for probe in probes:
-        for family, ruleset in zip((4, 6), rulesets):
+        for family, ruleset in zip((4, 6), rulesets, strict=True):
             if ruleset is None:
                 continue
             ruleset = evaluable(ruleset)
@@ -315,5 +315,5 @@ def format_table(rows: list[ExposureRow], markdown: bool = False) -> str:
         lines += ["| " + " | ".join(row) + " |" for row in body]
         return "\n".join(lines)
     widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
                      for row in [header, *body])

@@ -171,8 +171,8 @@ def _require(sections: dict[str, Section], name: str, target: SshTarget, needed_
     if section.status != 0:
         error = section.stderr.strip() or section.stdout.strip()
         user = sections["whoami"].stdout.strip() if "whoami" in sections else target.user
-        if "password is required" in error or "terminal is required" in error or "sudo:" in error and \
-                "not allowed" in error:
+        if "password is required" in error or "terminal is required" in error or ("sudo:" in error and \
+                "not allowed" in error):
             raise HostError(f"{target}: {user} can't run {name} as root: `sudo -n` {error.splitlines()[-1]}. "
                             f"Log in as root, or allow {user} to run iptables-save, ip6tables-save, ipset and "
                             "dmesg/journalctl through sudo without a password")

@@ -88,7 +88,7 @@ def verify_from_here(release: Release, policy, addresses: list[str], report: Hos
                      "allowed" if allowed else "denied", state, "ok" if ok else "MISMATCH"))
     header = ("address", "port", "listening", f"policy for {client or 'this deployer'}", "measured", "")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
     if not mismatches:
         lines.append(f"verified: {len(rows)} probes on {len(addresses)} address(es) match the policy")
     return OutsideResult("\n".join(lines), mismatches)

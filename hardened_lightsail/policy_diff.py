@@ -318,7 +318,7 @@ def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True)
     except FileNotFoundError:
-        raise ConfigError(["--base needs git, and git is not installed"])
+        raise ConfigError(["--base needs git, and git is not installed"]) from None
 
 
 def stack_file_at(ref: str, stack_file: Path) -> tuple[str, bytes | None]:
@@ -353,7 +353,7 @@ def _validated(side: str, label: str, path: Path) -> FirewallPolicy:
     except ConfigError as error:
         # File-level problems start with the path read (a temporary file for the base side).
         raise ConfigError([f"{side} {label}{problem[len(str(path)):]}" if problem.startswith(str(path))
-                           else f"{side} {label}: {problem}" for problem in error.problems])
+                           else f"{side} {label}: {problem}" for problem in error.problems]) from None
 
 
 def read_sides(stack_file: Path, base_ref: str) -> tuple[Side, Side]:

@@ -71,4 +71,4 @@ def measure(protocol: str, targets: list[tuple[str, int]], timeout: float = 2.0,
     probe = PROBES[protocol]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         states = pool.map(lambda target: probe(*target, timeout=timeout)[0], targets)
-        return dict(zip(targets, states))
+        return dict(zip(targets, states, strict=True))

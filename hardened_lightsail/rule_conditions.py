@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import ClassVar
 
 from .networks import Network, covers
 
@@ -395,7 +396,7 @@ class KindIn(Condition):
     def dimension(self):
         return self.field_name
 
-    PROBE_KIND = {"src-type": "UNICAST", "dst-type": "LOCAL", "pkt-type": "unicast"}
+    PROBE_KIND: ClassVar[dict[str, str]] = {"src-type": "UNICAST", "dst-type": "LOCAL", "pkt-type": "unicast"}
 
     def on_probe(self, probe, facts):
         return ALL if self.PROBE_KIND[self.field_name] in self.kinds else NONE

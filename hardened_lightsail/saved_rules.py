@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import ClassVar
 
 from .rule_conditions import (
     ALL,
@@ -185,7 +186,7 @@ def _networks(text: str, family: int) -> tuple:
         try:
             network = ipaddress.ip_network(written, strict=False)
         except ValueError:
-            raise _LineError(f"{item!r} is not an address or network (host names are not resolved here)")
+            raise _LineError(f"{item!r} is not an address or network (host names are not resolved here)") from None
         if network.version != family:
             raise _LineError(f"{item} is an IPv{network.version} address in an IPv{family} ruleset")
         networks.append(network)
@@ -198,7 +199,7 @@ def _range_networks(text: str, family: int) -> tuple:
         low, high = ipaddress.ip_address(first), ipaddress.ip_address(last or first)
         return tuple(ipaddress.summarize_address_range(low, high))
     except (ValueError, TypeError):
-        raise _LineError(f"{text!r} is not an address range")
+        raise _LineError(f"{text!r} is not an address range") from None
 
 
 ICMP_TYPES = {  # name -> (type, code or None), as `iptables -p icmp -h` lists them
@@ -520,7 +521,7 @@ def _protocol(text: str) -> str:
 class _RuleReader:
     """Walks one rule's words the way iptables parses its command line."""
 
-    GENERIC = {"-s": "--source", "--src": "--source", "-d": "--destination", "--dst": "--destination",
+    GENERIC: ClassVar[dict[str, str]] = {"-s": "--source", "--src": "--source", "-d": "--destination", "--dst": "--destination",
                "-p": "--protocol", "-i": "--in-interface", "-o": "--out-interface", "-j": "--jump",
                "-g": "--goto", "-m": "--match", "-f": "--fragment", "-c": "--set-counters"}
 

@@ -99,7 +99,7 @@ def wait_for_sshd(endpoint: SshEndpoint, clock: Clock) -> None:
             return
         news = f"{endpoint.where} {detail}: sshd is not there yet"
         if endpoint.port != IMAGE_SSH_PORT:
-            boot_state, boot_detail = tcp_probe(endpoint.host, IMAGE_SSH_PORT, timeout=1.0)
+            _boot_state, boot_detail = tcp_probe(endpoint.host, IMAGE_SSH_PORT, timeout=1.0)
             news += (f" (port {IMAGE_SSH_PORT}: {boot_detail}; a fresh server's sshd is on {IMAGE_SSH_PORT} "
                      f"until its first-boot step moves it to {endpoint.port})")
         clock.report(news)

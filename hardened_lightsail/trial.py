@@ -370,7 +370,7 @@ def _trial_config(base: str, config: dict, workspace: TrialWorkspace) -> dict:
             decrypted = {key: item.value for key, item in workspace.get_all_config(base).items()}
         except CommandError as error:
             raise TrialInputError(f"stack {base} has secret config, which the trial can only copy from the "
-                                  f"stack itself: {engine_error(error)}")
+                                  f"stack itself: {engine_error(error)}") from error
     return config_entries(config, lambda key: decrypted[key])
 
 

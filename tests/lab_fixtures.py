@@ -24,9 +24,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lab import lab_down, lab_up  # noqa: E402  (after the path is set)
-from lab.slots import registered_labs  # noqa: E402
-from lab.topology import NAMESPACE_SUFFIX, namespace_name, uplink_interface_name  # noqa: E402
+from lab import lab_down, lab_up
+from lab.slots import registered_labs
+from lab.topology import NAMESPACE_SUFFIX, namespace_name, uplink_interface_name
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Every lab this test session makes is named SESSION_LAB_PREFIX + something.

@@ -132,7 +132,7 @@ def wait_until_every_client_reaches_the_web(lab) -> None:
     targets = [(lab.address(SERVER, family), "tcp", HTTP_PORT) for family in FAMILIES]
     with ThreadPoolExecutor(max_workers=len(CLIENTS)) as pool:
         seen = dict(zip(CLIENTS, pool.map(lambda client: probe(lab.namespace(client), targets, timeout=5),
-                                          CLIENTS)))
+                                          CLIENTS), strict=True))
     broken = {client: [(r.address, r.state) for r in results if r.state != "open"]
               for client, results in seen.items()}
     assert not any(broken.values()), f"the lab's web server is unreachable before any rule is loaded: {broken}"

@@ -81,7 +81,7 @@ def test_our_own_live_rules_lint_clean_and_the_stack_would_change_nothing(stack,
     assert "The exposure is the same: the policy keeps open exactly what the server opens now." in diff.stdout
 
 
-def test_logs_finds_the_stacks_server_through_its_outputs(stack, kernel_logs_namespaces, tmp_path):  # noqa: F811
+def test_logs_finds_the_stacks_server_through_its_outputs(stack, kernel_logs_namespaces, tmp_path):
     outputs, env = stack
     address4, address6 = outputs["publicIp"], outputs["ipv6Addresses"][0]
     # The edge drops what the cloud layer closes before the host sees it: open it (drift that the

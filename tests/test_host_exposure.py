@@ -24,7 +24,7 @@ from hardened_lightsail.exposure import ANYONE_ELSE, exposure_table
 from lab.probe import nmap_scan, probe
 from lab.topology import ADMIN, EDGE, HIDDEN_TCP_PORTS, HTTP_PORT, HTTPS_PORT, INTERNET, INTERNET2, SERVER, SSH_PORT
 
-from lab_helpers import (
+from lab_helpers import (  # noqa: F401 (fixtures)
     APP_PORT,
     BAN_SECONDS,
     CLIENTS,
@@ -39,7 +39,7 @@ from lab_helpers import (
     Layers,
     every,
     firewall_values,
-    layers,  # noqa: F401
+    layers,
     needs_nmap,
     nmap_scans,
     pings,

@@ -73,7 +73,7 @@ def test_an_ssh_brute_force_burst_from_the_internet_never_connects(lab, layers, 
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=len(FAMILIES)) as pool:
         # Ten at a time: 30 attempts per family in three waves, about 3 s.
-        seen = dict(zip(FAMILIES, pool.map(lambda f: attempts(lab, INTERNET, f, ATTEMPTS, workers=10), FAMILIES)))
+        seen = dict(zip(FAMILIES, pool.map(lambda f: attempts(lab, INTERNET, f, ATTEMPTS, workers=10), FAMILIES), strict=True))
     elapsed = time.monotonic() - started
     for family in FAMILIES:
         # Not one handshake, and not one RST either: the port does not even admit it exists.

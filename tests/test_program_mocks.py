@@ -739,13 +739,13 @@ def test_stored_cloud_firewall_that_lets_in_what_the_policy_does_passes_the_read
     verdicts = readback_verdicts(report)
     stored = [len(report.outputs(f"{server}-cloud-firewall")["port_infos"]) for server in scenario.servers]
     assert verdicts == [{"server": server, "stored_entries": count, "more_open": [], "less_open": []}
-                        for server, count in zip(scenario.servers, stored)]
+                        for server, count in zip(scenario.servers, stored, strict=True)]
     if name == "aws-quirks":  # really written differently: reordered, ranges split, icmp code -1, no /32
         assert stored[0] > len(report.release.port_infos)
     step = run_readback_step(report)
     assert step.returncode == 0, step.stderr
     assert step.stdout.splitlines() == [f"{server}: the cloud firewall matches the policy ({count} port info(s) "
-                                        "as AWS stores them)" for server, count in zip(scenario.servers, stored)]
+                                        "as AWS stores them)" for server, count in zip(scenario.servers, stored, strict=True)]
     assert not [log for log in report.raw["logs"] if "cloud firewall" in log["message"]]
 
 

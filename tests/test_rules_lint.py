@@ -328,7 +328,7 @@ def test_our_rendered_rules_read_back_completely_and_lint_clean(case):
     rulesets = [parse_saved_ruleset(release.files[f"rules.v{family}"].decode() +
                                     release.files.get(f"docker-hook.v{family}", b"").decode(), family,
                                     f"rules.v{family}", HostFacts(sets=sets), noflush=True) for family in (4, 6)]
-    for ruleset, rendered in zip(rulesets, release.rulesets):
+    for ruleset, rendered in zip(rulesets, release.rulesets, strict=True):
         hook = [rule for rule in ruleset.rules if rule.chain == "DOCKER-USER"]
         assert ruleset.notes == [] and len(ruleset.rules) - len(hook) == len(rendered.rules)
     findings, rows = lint_rulesets(*rulesets)
