@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import pulumi
 import pulumi_command as command
@@ -46,7 +47,7 @@ def read_back_cloud_firewalls(servers: Sequence[ServerHandle], host_firewalls: S
         opts=pulumi.ResourceOptions(depends_on=list(host_firewalls)))
 
 
-def _verdict(server: str, cloud_firewall: pulumi.Resource, policy_port_infos: list[dict], stored) -> dict:
+def _verdict(server: str, cloud_firewall: pulumi.Resource, policy_port_infos: list[dict], stored) -> dict[str, Any]:
     readback = read_back(server, policy_port_infos, from_provider_outputs(stored))
     if readback.less_open:
         pulumi.log.warn(readback.less_open_report(), resource=cloud_firewall)

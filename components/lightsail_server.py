@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -59,7 +60,7 @@ else systemctl restart ssh 2>/dev/null || systemctl restart sshd; fi
 class LightsailServerArgs:
     settings: ServerSettings
     port_infos: list[dict]  # the rendered cloud layer
-    tags: dict
+    tags: dict[str, Any]
     ssh_port: int = 22  # firewall.sshPort: the only SSH port either firewall layer leaves open
 
 

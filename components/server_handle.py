@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 
@@ -17,7 +18,7 @@ class ServerHandle:
     ipv6_addresses: pulumi.Output
     probe_addresses: pulumi.Output  # every address the outside verification probes
     ssh_command: pulumi.Output
-    extra_outputs: dict = field(default_factory=dict)
+    extra_outputs: dict[str, Any] = field(default_factory=dict[str, Any])
     # The cloud firewall whose stored port infos are read back (Lightsail's InstancePublicPorts);
     # None where the program enforces the layer itself (the lab edge loads cloud-ports.json).
     cloud_firewall: pulumi.CustomResource | None = None

@@ -4,6 +4,8 @@ The list is given to the provider exactly as returned (camelCase keys, as in `cl
 order is stable so an unchanged policy shows no diff in `pulumi preview`."""
 from __future__ import annotations
 
+from typing import Any
+
 from .networks import ANY_V4, ANY_V6, split_families
 from .policy import FirewallPolicy
 
@@ -13,7 +15,7 @@ ICMPV6_ECHO = ("icmpv6", 128, 0)
 _PROTOCOL_ORDER = {"tcp": 0, "udp": 1, "icmp": 2, "icmpv6": 3}
 
 
-def _port_info(protocol: str, from_port: int, to_port: int, networks) -> dict:
+def _port_info(protocol: str, from_port: int, to_port: int, networks) -> dict[str, Any]:
     v4, v6 = split_families(networks)
     # Both lists are always explicit: a missing list would let AWS fill in its own default.
     return {

@@ -14,6 +14,7 @@ import ipaddress
 import itertools
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 ANY = -1  # icmp/icmpv6 type or code: any
 PORT_CLASSES = ("tcp", "udp")
@@ -87,11 +88,11 @@ class CloudReadback:
                           "it keeps closed what the policy opens:",
                           *(f"  {row.line('-')}" for row in self.less_open)])
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> CloudReadback:
+    def from_json(cls, data: dict[str, Any]) -> CloudReadback:
         rows = lambda items: tuple(ReadbackRow(**{**row, "sources": tuple(row["sources"])})  # noqa: E731
                                    for row in items)
         return cls(data["server"], data["stored_entries"], rows(data["more_open"]), rows(data["less_open"]))
@@ -106,7 +107,7 @@ def read_back(server: str, policy: list[dict], stored: list[dict]) -> CloudReadb
 
 # --- reading entries as grants
 
-def _classes(info: dict) -> list[tuple[str, int, int]]:
+def _classes(info: dict[str, Any]) -> list[tuple[str, int, int]]:
     """(class, first, last) spans an entry opens; ports outside 0-65535 are clamped."""
     protocol, low, high = info.get("protocol"), info.get("fromPort"), info.get("toPort")
     low = low if isinstance(low, int) and not isinstance(low, bool) else ANY
@@ -235,7 +236,7 @@ def _rows(grants: list[Grant], others: list[Grant], infos: list[dict],
             for (protocol, ports, key, note), sources in grouped.items()]
 
 
-def _left_empty(rendered: list[dict], info: dict, key: str) -> bool:
+def _left_empty(rendered: list[dict], info: dict[str, Any], key: str) -> bool:
     """Whether the policy has this entry's protocol and ports with no source in `key`."""
     return any(entry["protocol"] == info.get("protocol") and entry["fromPort"] == info.get("fromPort")
                and entry["toPort"] == info.get("toPort") and not entry.get(key) for entry in rendered)

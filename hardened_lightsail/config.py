@@ -100,7 +100,7 @@ class _Checker:
                         f"command line as text): set the items one index at a time: {drop} then "
                         f"{' then '.join(sets)}{none}")
 
-    def unpathed_keys(self, values: Mapping[str, Any], known: Mapping[str, Any]) -> dict:
+    def unpathed_keys(self, values: Mapping[str, Any], known: Mapping[str, Any]) -> dict[str, Any]:
         """Keys like "firewall.sshPort" are what `config set` stores without --path: one top-level
         key that the program never reads. Each is reported with the commands that move it where
         it belongs; the other keys are returned."""
@@ -117,7 +117,7 @@ class _Checker:
                            f"--path. Move it: {' then '.join(commands)}")
         return rest
 
-    def mapping(self, path: str, value: Any, allowed: Mapping[str, Any]) -> dict:
+    def mapping(self, path: str, value: Any, allowed: Mapping[str, Any]) -> dict[str, Any]:
         """A mapping whose keys must all be known (a typo like `adminCidr` is an error)."""
         if value is None:
             return {}
@@ -151,7 +151,7 @@ class _Checker:
         return value
 
     def string(self, path: str, value: Any, default: str, choices: tuple | None = None,
-               pattern: re.Pattern | None = None, what: str = "") -> str:
+               pattern: re.Pattern[str] | None = None, what: str = "") -> str:
         """A string that is one of `choices`, or all of it matches `pattern` (`what` says what it is)."""
         if value is None:
             return default

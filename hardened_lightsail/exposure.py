@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .evaluate import CLOSED, OPEN, cloud_allows, evaluable, host_verdict
-from .networks import any_network, parse_cidr, split_families
-from .policy import PROTOCOLS, PortRange
+from .iptables_rules import Ruleset
+from .networks import Network, any_network, parse_cidr, split_families
+from .policy import PROTOCOLS, FirewallPolicy, PortRange
 from .release import Release
 from .rule_conditions import AddressIs, InSet, Intervals
-from .saved_rules import BUILTIN_CHAINS, SavedRuleset
+from .saved_rules import BUILTIN_CHAINS, SavedRule, SavedRuleset
 
 ANYONE_ELSE = "anyone else"
 OTHER_PORTS = "(other ports)"
@@ -50,17 +52,17 @@ class PortProbe:
     protocol: str  # tcp, udp or icmp (ping)
     first: int | None
     last: int | None
-    sources: tuple = ()
+    sources: tuple[Network, ...] = ()
 
 
-def policy_probes(policy, release: Release) -> list[PortProbe]:
+def policy_probes(policy: FirewallPolicy, release: Release) -> list[PortProbe]:
     """Every port the policy names, then every tcp/udp port either layer opens although the
     policy does not name it (a hand-edited or drifted artifact): without those rows a port
     opened in one layer only would never reach the layer check."""
     named = [PortProbe(f"tcp/{policy.ssh_port}", "tcp", policy.ssh_port, policy.ssh_port, policy.admin_cidrs)]
     named += [PortProbe(f"{s.protocol}/{s.ports}", s.protocol, s.ports.first, s.ports.last, s.sources)
               for s in policy.services]
-    unnamed: dict[tuple[str, int, int], set] = {}
+    unnamed: dict[tuple[str, int, int], set[Network]] = {}
     for info in release.port_infos:
         if info["protocol"] in PROTOCOLS:
             unnamed.setdefault((info["protocol"], info["fromPort"], info["toPort"]), set()).update(
@@ -69,15 +71,16 @@ def policy_probes(policy, release: Release) -> list[PortProbe]:
         for (protocol, first, last), sources in _accepted_ports(evaluable(ruleset)).items():
             unnamed.setdefault((protocol, first, last), set()).update(sources)
     for known in named:
-        unnamed.pop((known.protocol, known.first, known.last), None)
+        if known.first is not None and known.last is not None:  # ping has no ports
+            unnamed.pop((known.protocol, known.first, known.last), None)
     extra = [PortProbe(f"{protocol}/{PortRange(first, last)}", protocol, first, last, tuple(sources))
              for (protocol, first, last), sources in sorted(unnamed.items())]
     return named + extra + [PortProbe("ping", "icmp", None, None)]
 
 
-def _accepted_ports(ruleset: SavedRuleset) -> dict[tuple[str, int, int], set]:
+def _accepted_ports(ruleset: SavedRuleset) -> dict[tuple[str, int, int], set[Network]]:
     """(protocol, first, last) -> sources, for every rule that accepts named destination ports."""
-    found: dict[tuple[str, int, int], set] = {}
+    found: dict[tuple[str, int, int], set[Network]] = {}
     for rule in ruleset.rules:
         if rule.target != "ACCEPT" or _on_link_only(rule):
             continue
@@ -90,7 +93,7 @@ def _accepted_ports(ruleset: SavedRuleset) -> dict[tuple[str, int, int], set]:
 LINK_LOCAL = parse_cidr("fe80::/10")
 
 
-def _on_link_only(rule) -> bool:
+def _on_link_only(rule: SavedRule) -> bool:
     """A rule for link-local sources or destinations only (e.g. DHCPv6 replies): such traffic
     never crosses a router, so it is no row of what the server exposes."""
     for direction in ("src", "dst"):
@@ -101,12 +104,12 @@ def _on_link_only(rule) -> bool:
     return False
 
 
-def _protocols(rule) -> list[str]:
+def _protocols(rule: SavedRule) -> list[str]:
     named = [c for c in rule.by_dimension.get("protocol", ()) if not c.negated]
     return sorted(named[0].names & set(PROTOCOLS)) if named else []
 
 
-def _named_ports(rule) -> list[tuple[str, int, int]]:
+def _named_ports(rule: SavedRule) -> list[tuple[str, int, int]]:
     """(protocol, first, last) for each port range the rule names as a destination (as written,
     without negation)."""
     ports = [c for kind in ("ports-dport", "ports-either") for c in rule.by_dimension.get(kind, ())]
@@ -118,21 +121,21 @@ def ruleset_probes(rulesets: Sequence[SavedRuleset | None]) -> list[PortProbe]:
     """Rows for a ruleset read off a server: every destination port a rule names (tcp/udp),
     ping, and one row per protocol for every port no rule names. Each row's sources are the
     networks named by the rules that can apply to it (and the members of small allow-list sets)."""
-    rulesets = [r for r in rulesets if r is not None]
-    ranges = sorted({key for ruleset in rulesets for rule in ruleset.rules for key in _named_ports(rule)})
+    known = [r for r in rulesets if r is not None]
+    ranges = sorted({key for ruleset in known for rule in ruleset.rules for key in _named_ports(rule)})
     probes = []
     for protocol, first, last in ranges:
         probes.append(PortProbe(f"{protocol}/{PortRange(first, last)}", protocol, first, last,
-                                _sources(rulesets, protocol, first, last)))
-    probes.append(PortProbe("ping", "icmp", None, None, _sources(rulesets, "icmp", None, None)))
+                                _sources(known, protocol, first, last)))
+    probes.append(PortProbe("ping", "icmp", None, None, _sources(known, "icmp", None, None)))
     for protocol in PROTOCOLS:
-        port = unnamed_port(rulesets, protocol)
+        port = unnamed_port(known, protocol)
         probes.append(PortProbe(f"{protocol} {OTHER_PORTS}", protocol, port, port,
-                                _sources(rulesets, protocol, port, port)))
+                                _sources(known, protocol, port, port)))
     return probes
 
 
-def unnamed_port(rulesets, protocol: str) -> int:
+def unnamed_port(rulesets: Sequence[SavedRuleset], protocol: str) -> int:
     """The lowest port above 0 that no rule names as a destination: it stands for them all."""
     ranges = {key for ruleset in rulesets for rule in ruleset.rules for key in _named_ports(rule)
               if key[0] == protocol}
@@ -143,12 +146,12 @@ def unnamed_port(rulesets, protocol: str) -> int:
     return port
 
 
-def _rule_protocols(rule) -> frozenset | None:
+def _rule_protocols(rule: SavedRule) -> frozenset[str] | None:
     named = [c for c in rule.by_dimension.get("protocol", ()) if not c.negated]
     return frozenset(named[0].names) if named else None
 
 
-def _rule_ports(rule) -> Intervals | None:
+def _rule_ports(rule: SavedRule) -> Intervals | None:
     ports = None
     for condition in rule.by_dimension.get("ports-dport", ()):
         ports = condition.ports if ports is None else ports.intersect(condition.ports)
@@ -156,12 +159,13 @@ def _rule_ports(rule) -> Intervals | None:
 
 
 MAX_REACH_ENTRIES = 32
+_Reach = tuple[frozenset[str] | None, Intervals | None]  # (protocols, destination ports); None: any
 
 
-def chain_reach(ruleset: SavedRuleset) -> dict[str, list]:
+def chain_reach(ruleset: SavedRuleset) -> dict[str, list[_Reach]]:
     """chain -> [(protocols or None, destination ports or None)]: what a packet must be to get
     into the chain at all (through the jumps that lead there). Built-in chains: anything."""
-    reach: dict[str, list] = {chain: [(None, None)] for chain in BUILTIN_CHAINS["filter"]}
+    reach: dict[str, list[_Reach]] = {chain: [(None, None)] for chain in BUILTIN_CHAINS["filter"]}
     for _ in range(8):  # jumps nest a few levels; a loop just stops growing
         grown = False
         for rule in ruleset.rules:
@@ -186,18 +190,19 @@ def chain_reach(ruleset: SavedRuleset) -> dict[str, list]:
     return reach
 
 
-def _can_apply(protocols, ports, protocol: str, first: int | None, last: int | None) -> bool:
+def _can_apply(protocols: frozenset[str] | None, ports: Intervals | None, protocol: str, first: int | None, last: int | None) -> bool:
     if protocols is not None and not ({protocol, "ipv6-icmp" if protocol == "icmp" else protocol} & protocols):
         return False
     if ports is None:
         return True
-    return first is not None and any(a <= last and first <= b for a, b in ports.ranges)
+    return first is not None and last is not None and any(a <= last and first <= b for a, b in ports.ranges)
 
 
-def _sources(rulesets, protocol: str, first: int | None, last: int | None) -> tuple:
+def _sources(rulesets: Sequence[SavedRuleset], protocol: str, first: int | None, last: int | None
+             ) -> tuple[Network, ...]:
     """The networks named by the rules a packet of this row can meet (its chain reached by
     jumps that let such packets through), and the members of small allow-list sets."""
-    sources = set()
+    sources: set[Network] = set()
     for ruleset in rulesets:
         reach = chain_reach(ruleset)
         for rule in ruleset.rules:
@@ -226,12 +231,13 @@ def _checked_ports(probe: PortProbe, ruleset: SavedRuleset) -> list[int | None]:
         for condition in rule.by_dimension.get("ports-dport", ()):
             for first, last in condition.written.ranges:
                 points.update(p for p in (first, last + 1) if probe.first < p <= probe.last)
-    if probe.last != probe.first:
+    if probe.last is not None and probe.last != probe.first:
         points.add(probe.last)  # both ends, as the cloud layer is checked
-    return sorted(points)
+    return [*sorted(points)]
 
 
-def exposure_rows(probes: list[PortProbe], rulesets: Sequence, port_infos: list[dict] | None = None
+def exposure_rows(probes: list[PortProbe], rulesets: Sequence[Ruleset | SavedRuleset | None],
+                  port_infos: list[dict[str, Any]] | None = None
                   ) -> list[ExposureRow]:
     """One row per probe, family and source (the named networks, then "anyone else").
     `rulesets` is (IPv4, IPv6); a family given as None gets no rows; `port_infos` None: no
@@ -249,19 +255,19 @@ def exposure_rows(probes: list[PortProbe], rulesets: Sequence, port_infos: list[
             for source, name in [(n, str(n)) for n in named] + [(any_network(family), ANYONE_ELSE)]:
                 verdicts = [host_verdict(ruleset, host_protocol, port, source, echo) for port in ports]
                 outcomes = {v.outcome for v in verdicts}
-                partly = ()
+                partly: tuple[str, ...] = ()
                 if outcomes != {OPEN} and outcomes != {CLOSED}:
                     partly = tuple(dict.fromkeys(ruleset.where(rule, short=True) for v in verdicts for rule in v.because)) \
                         or ("not every port",)
                 cloud = None if port_infos is None else all(
                     cloud_allows(port_infos, probe.protocol, port, source, echo)
-                    for port in ([None] if echo else sorted({probe.first, probe.last})))
+                    for port in ([None] if echo else sorted({probe.first, probe.last})))  # type: ignore[type-var]  # None only for ping
                 rows.append(ExposureRow(port=probe.label, family=family, source=name, cloud=cloud,
                                         host=outcomes == {OPEN}, host_partly=partly))
     return rows
 
 
-def exposure_table(policy, release: Release) -> list[ExposureRow]:
+def exposure_table(policy: FirewallPolicy, release: Release) -> list[ExposureRow]:
     """What a policy's release exposes, cloud and host layer."""
     return exposure_rows(policy_probes(policy, release), release.rulesets, release.port_infos)
 
@@ -303,8 +309,8 @@ def format_table(rows: list[ExposureRow], markdown: bool = False) -> str:
     host column only; a policy's table ends with the ports nobody names."""
     layered = any(row.cloud is not None for row in rows)
     if layered:
-        header = ("port", "family", "source", "cloud", "host", "reachable")
-        body = [(r.port, f"IPv{r.family}", r.source, _mark(r.cloud), host_cell(r), "YES" if r.reachable else "no")
+        header: tuple[str, ...] = ("port", "family", "source", "cloud", "host", "reachable")
+        body: list[tuple[str, ...]] = [(r.port, f"IPv{r.family}", r.source, _mark(r.cloud), host_cell(r), "YES" if r.reachable else "no")
                 for r in rows]
         body.append(("any other port", "both", "anyone", "closed", "closed", "no"))
     else:

@@ -14,6 +14,7 @@ import shlex
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .drop_log import LogText
 from .rule_conditions import HostFacts
@@ -273,7 +274,7 @@ def target_from_ssh_command(command: str, identity: str | None = None, known_hos
     """Reads `ssh [-i KEY] [-p PORT] [-o OPTION]... USER@HOST` (a stack's sshCommand output);
     explicit settings win over what the command says."""
     words = shlex.split(command)
-    settings: dict = {"identity": None, "port": None}
+    settings: dict[str, Any] = {"identity": None, "port": None}
     options, destination, index = [], None, 1
     while index < len(words):
         word = words[index]

@@ -314,7 +314,7 @@ def diff_markdown(stack: str, base_ref: str, base: Side, head: Side, max_chars: 
 
 # --- reading both sides (git, files) and the command
 
-def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True)
     except FileNotFoundError:

@@ -9,6 +9,7 @@ import errno
 import ipaddress
 import socket
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 OPEN, CLOSED, FILTERED = "open", "closed", "filtered"
 UDP_PAYLOAD = b"hardened-lightsail probe\n"
@@ -66,7 +67,7 @@ def udp_probe(address: str, port: int, timeout: float = 2.0) -> tuple[str, str]:
 PROBES = {"tcp": tcp_probe, "udp": udp_probe}
 
 
-def measure(protocol: str, targets: list[tuple[str, int]], timeout: float = 2.0, workers: int = 16) -> dict:
+def measure(protocol: str, targets: list[tuple[str, int]], timeout: float = 2.0, workers: int = 16) -> dict[str, Any]:
     """{(address, port): state} for `protocol`, in parallel (bounded: one probe per target)."""
     probe = PROBES[protocol]
     with ThreadPoolExecutor(max_workers=workers) as pool:

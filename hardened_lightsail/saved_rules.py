@@ -14,8 +14,9 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from .networks import Network
 from .rule_conditions import (
     ALL,
     NONE,
@@ -73,7 +74,7 @@ class SavedRule:
         return None
 
     @cached_property
-    def by_dimension(self) -> dict:
+    def by_dimension(self) -> dict[str, tuple[Any, ...]]:  # one dimension's conditions share a class
         return by_dimension(self.conditions)
 
     @property
@@ -177,7 +178,7 @@ def _port_items(text: str, protocol: str | None) -> list[tuple[int, int]]:
     return pairs
 
 
-def _networks(text: str, family: int) -> tuple:
+def _networks(text: str, family: int) -> tuple[Network, ...]:
     """-s/-d values: an address (a host), a network, or a comma list; host bits are masked off
     as iptables does (it saves `10.0.0.1/8` as `10.0.0.0/8`)."""
     networks = []
@@ -193,7 +194,7 @@ def _networks(text: str, family: int) -> tuple:
     return tuple(networks)
 
 
-def _range_networks(text: str, family: int) -> tuple:
+def _range_networks(text: str, family: int) -> tuple[Network, ...]:
     first, _, last = text.partition("-")
     try:
         low, high = ipaddress.ip_address(first), ipaddress.ip_address(last or first)
@@ -229,7 +230,7 @@ ICMPV6_TYPES = {  # as `ip6tables -p icmpv6 -h` lists them
 }
 
 
-def _icmp_values(text: str, names: dict) -> Intervals:
+def _icmp_values(text: str, names: dict[str, tuple[int, int | None]]) -> Intervals:
     if text == "any":
         return Intervals(((0, 255 * 256 + 255),))
     if text in names:
@@ -275,7 +276,7 @@ ADDRESS_TYPES = frozenset({"UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST",
 PACKET_TYPES = frozenset({"unicast", "broadcast", "multicast", "host"})
 
 
-def _kinds(field_name: str, text: str, negated: bool, universe: frozenset) -> KindIn:
+def _kinds(field_name: str, text: str, negated: bool, universe: frozenset[str]) -> KindIn:
     kinds = frozenset(k.upper() if field_name != "pkt-type" else k.lower() for k in text.split(","))
     if field_name == "pkt-type" and "host" in kinds:
         kinds |= {"unicast"}
@@ -327,7 +328,7 @@ def _build_tcp_udp(context: _Context, options: list[_Option]) -> list[Condition]
 
 def _build_icmp(context: _Context, options: list[_Option]) -> list[Condition]:
     names = ICMP_TYPES if context.module == "icmp" else ICMPV6_TYPES
-    conditions = []
+    conditions: list[Condition] = []
     for option in options:
         values = _icmp_values(option.values[0], names)
         conditions.append(IcmpTypeIs(values.complement(0, 255 * 256 + 255) if option.negated else values))
@@ -786,7 +787,7 @@ ADDRESS_ONLY_SETS = ("hash:ip", "hash:net", "bitmap:ip")
 def parse_ipset_save(text: str) -> dict[str, IpSet]:
     """Sets from `ipset save` / `ipset restore` text: name -> IpSet (members for address sets)."""
     kinds: dict[str, str] = {}
-    members: dict[str, list] = {}
+    members: dict[str, list[str]] = {}
     for raw in text.splitlines():
         words = raw.split()
         if len(words) >= 3 and words[0] in ("create", "-N"):

@@ -96,7 +96,7 @@ def mismatch_message(endpoint: SshEndpoint, offered: Sequence[PublicHostKey]) ->
 
 
 def run_remote(endpoint: SshEndpoint, remote_command: str, connect_timeout: int = 5,
-               timeout: float = 120, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+               timeout: float = 120, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
     """One ssh process = one new TCP connection to the server with the pinned key.
     `stdin` is sent to the remote command (e.g. a release archive); stdout/stderr come back as
     text. Raises HostKeyMismatch when the server is not the one pinned."""

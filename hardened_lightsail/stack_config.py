@@ -16,7 +16,7 @@ from .policy_loading import policy_from_values
 from .release import Release, render_release
 
 
-def _config_values() -> dict:
+def _config_values() -> dict[str, Any]:
     """Every `hardened-lightsail:*` value the engine handed us (unknown keys included)."""
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     prefix = NAMESPACE + ":"

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pulumi.automation import CommandError, CommandResult, LocalWorkspace, PulumiCommand, Stack
@@ -75,7 +76,7 @@ def read_base(base: str) -> tuple[dict, object]:
     return yaml.safe_load(path.read_text())["config"], settings
 
 
-def lab_twin(config: dict) -> dict:
+def lab_twin(config: dict[str, Any]) -> dict[str, Any]:
     """A stack's config turned into its lab twin: the same firewall policy against the lab, so a
     Lightsail policy can be tried for free. The lab's own admin CIDRs join the policy's (its
     deployer must keep SSH) and SSH stays on 22 (the lab's sshd); everything else is unchanged."""
@@ -95,7 +96,7 @@ def _has_secret(value) -> bool:
     return isinstance(value, list) and any(_has_secret(v) for v in value)
 
 
-def config_entries(config: dict, decrypted: Callable[[str], str]) -> dict:
+def config_entries(config: dict[str, Any], decrypted: Callable[[str], str]) -> dict[str, Any]:
     """The base's config in `pulumi config set-all --json` form. Secret values are encrypted
     with the base stack's key, so those come decrypted from the base stack and stay secret."""
     entries = {}
@@ -145,7 +146,7 @@ class TrialCommand(PulumiCommand):
 
     def __init__(self, root: str | None):
         super().__init__(root=root)
-        self.running: subprocess.Popen | None = None
+        self.running: subprocess.Popen[str] | None = None
         self.cancel_requested = False
 
     def cancel_up(self) -> None:
@@ -289,7 +290,7 @@ def sweep_lab(name: str) -> str | None:
 
 # --- one trial --------------------------------------------------------------------------------------
 
-def verification_problems(outputs: dict) -> list[str]:
+def verification_problems(outputs: dict[str, Any]) -> list[str]:
     """Every server's verifiedExposure must carry its `verified:` line and no MISMATCH."""
     servers = outputs.get("servers") or [{"name": "server", "verifiedExposure": outputs.get("verifiedExposure")}]
     problems = []
@@ -304,7 +305,7 @@ def verification_problems(outputs: dict) -> list[str]:
     return problems
 
 
-def print_result(name: str, outputs: dict, asked_for: str) -> None:
+def print_result(name: str, outputs: dict[str, Any], asked_for: str) -> None:
     print(f"\n== trial {name}: the exposure the policy asks for ==\n{asked_for}")
     for server in outputs.get("servers") or []:
         print(f"\n== {server['name']} ({server.get('publicIp')}): measured from outside ==\n"
@@ -362,7 +363,7 @@ def _preflight(base: str, in_lab: bool = False):
     return config, settings, workspace
 
 
-def _trial_config(base: str, config: dict, workspace: TrialWorkspace) -> dict:
+def _trial_config(base: str, config: dict[str, Any], workspace: TrialWorkspace) -> dict[str, Any]:
     """The base's config for `config set-all --json`; secrets are decrypted by the base stack."""
     decrypted = {}
     if any(_has_secret(value) for value in config.values()):
@@ -374,7 +375,7 @@ def _trial_config(base: str, config: dict, workspace: TrialWorkspace) -> dict:
     return config_entries(config, lambda key: decrypted[key])
 
 
-def _configure(stack: Stack, tags: dict, entries: dict) -> None:
+def _configure(stack: Stack, tags: dict[str, Any], entries: dict[str, Any]) -> None:
     # Tagged first: a trial that dies before its cleanup is still found by --reap.
     for key, value in tags.items():
         stack.set_tag(key, value)
@@ -382,7 +383,7 @@ def _configure(stack: Stack, tags: dict, entries: dict) -> None:
     stack.set_all_config_json(json.dumps({key: value for key, value in entries.items() if key != f"{NAMESPACE}:lab"}))
 
 
-def _up_and_verify(stack: Stack, name: str, settings) -> tuple[list[str], dict]:
+def _up_and_verify(stack: Stack, name: str, settings) -> tuple[list[str], dict[str, Any]]:
     """(problems, outputs): no problems means verified."""
     result = stack.up(on_output=_echo(sys.stdout), on_error=_echo(sys.stderr), color="never")
     outputs = {key: item.value for key, item in result.outputs.items()}
@@ -431,7 +432,7 @@ def run_trial(base: str, ttl: timedelta, keep: bool, in_lab: bool = False) -> in
     return EXIT_FAILED if problems or cleanup else EXIT_OK
 
 
-def _verified_lines(outputs: dict) -> str:
+def _verified_lines(outputs: dict[str, Any]) -> str:
     servers = outputs.get("servers") or [{"verifiedExposure": outputs.get("verifiedExposure")}]
     lines = [line for s in servers for line in (s.get("verifiedExposure") or "").splitlines()
              if line.startswith("verified:")]
@@ -440,7 +441,7 @@ def _verified_lines(outputs: dict) -> str:
 
 # --- reaping ------------------------------------------------------------------------------------------
 
-def _trials(workspace: TrialWorkspace) -> dict[str, dict]:
+def _trials(workspace: TrialWorkspace) -> dict[str, dict[str, Any]]:
     """Every trial stack in the backend: {name: its tags}."""
     trials = {}
     for summary in workspace.list_stacks():
