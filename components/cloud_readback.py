@@ -24,7 +24,7 @@ READBACK_STEP = "scripts/hl-step cloud-readback"
 
 
 def read_back_cloud_firewalls(servers: Sequence[ServerHandle], host_firewalls: Sequence[pulumi.Resource],
-                              policy_port_infos: list[dict]) -> command.local.Command | None:
+                              policy_port_infos: list[dict[str, Any]]) -> command.local.Command | None:
     """The step that fails `up` when a server's stored cloud firewall is more open than
     `policy_port_infos` (the rendered cloud layer); None when no server has one to read back."""
     checked = [server for server in servers if server.cloud_firewall is not None]
@@ -47,7 +47,7 @@ def read_back_cloud_firewalls(servers: Sequence[ServerHandle], host_firewalls: S
         opts=pulumi.ResourceOptions(depends_on=list(host_firewalls)))
 
 
-def _verdict(server: str, cloud_firewall: pulumi.Resource, policy_port_infos: list[dict], stored) -> dict[str, Any]:
+def _verdict(server: str, cloud_firewall: pulumi.Resource, policy_port_infos: list[dict[str, Any]], stored) -> dict[str, Any]:
     readback = read_back(server, policy_port_infos, from_provider_outputs(stored))
     if readback.less_open:
         pulumi.log.warn(readback.less_open_report(), resource=cloud_firewall)

@@ -11,6 +11,7 @@ engine wanted to say it has said by then, so the program just leaves.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -35,7 +36,7 @@ def end_quietly_when_the_engine_stops() -> None:
             _leave()
         previous_hook(kind, error, trace)
 
-    def thread_hook(args):
+    def thread_hook(args: argparse.Namespace):
         if not engine_stopped(args.exc_value):
             previous_thread_hook(args)
 

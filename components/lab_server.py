@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pulumi_command as command
@@ -45,7 +46,7 @@ def slot_problems(identity: LabIdentity, settings: StackSettings) -> list[str]:
     return [] if error is None else [slot_fix(error, identity.stack)]
 
 
-def cloud_ports_file(port_infos: list[dict]) -> str:
+def cloud_ports_file(port_infos: list[dict[str, Any]]) -> str:
     """Write the cloud layer to a file named by its hash; returns its path relative to the project."""
     content = (json.dumps(port_infos, indent=2) + "\n").encode()
     relative = CLOUD_PORTS_DIR / f"cloud-ports-{hashlib.sha256(content).hexdigest()[:16]}.json"

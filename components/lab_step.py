@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from lab.boot import BootPlan
@@ -47,7 +48,7 @@ def recorded_slot(previous_stdout: str | None) -> int | None:
     return slot if isinstance(slot, int) else None
 
 
-def up(env=os.environ) -> int:
+def up(env: Mapping[str, str] = os.environ) -> int:
     requested = int(env["HL_LAB_SLOT"]) if env.get("HL_LAB_SLOT") else None
     owner = stack_lab(Path.cwd(), env["HL_LAB_STACK"]).owner  # run in the checkout, as the engine does
     host_key = (env["HL_LAB_HOST_KEY"], env["HL_LAB_HOST_PUBLIC_KEY"]) if env.get("HL_LAB_HOST_KEY") else None
@@ -65,7 +66,7 @@ def up(env=os.environ) -> int:
     return 0
 
 
-def cloud(env=os.environ) -> int:
+def cloud(env: Mapping[str, str] = os.environ) -> int:
     lab = lab_for(env["HL_LAB_NAME"], Path(env["HL_LAB_DIR"]))
     open_ports = describe_open_ports(load_cloud_layer(lab, env["HL_CLOUD_PORTS"]))
     forget_return(lab.layout)
@@ -74,12 +75,12 @@ def cloud(env=os.environ) -> int:
     return 0
 
 
-def down(env=os.environ) -> int:
+def down(env: Mapping[str, str] = os.environ) -> int:
     print(json.dumps(lab_down(env["HL_LAB_NAME"], Path(env["HL_LAB_DIR"]))))
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = {"up": up, "cloud": cloud, "down": down}
     if len(argv) != 1 or argv[0] not in commands:

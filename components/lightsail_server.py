@@ -59,7 +59,7 @@ else systemctl restart ssh 2>/dev/null || systemctl restart sshd; fi
 @dataclass
 class LightsailServerArgs:
     settings: ServerSettings
-    port_infos: list[dict]  # the rendered cloud layer
+    port_infos: list[dict[str, Any]]  # the rendered cloud layer
     tags: dict[str, Any]
     ssh_port: int = 22  # firewall.sshPort: the only SSH port either firewall layer leaves open
 

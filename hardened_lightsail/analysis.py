@@ -2,6 +2,9 @@
 disagree, SSH open to the world. Errors stop `pulumi preview`/`up` and `fw check` (exit 2)."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from .evaluate import cloud_allows, evaluable, host_allows
 from .exposure import ANYONE_ELSE, exposure_table
 from .findings import ERROR, WARNING, Finding, errors, errors_first
@@ -43,7 +46,7 @@ def lockout_findings(policy: FirewallPolicy, release: Release) -> list[Finding]:
                            "firewall.allowLockout: true for a rollback drill") for p in problems]
 
 
-def shadowed_rules(ruleset: Ruleset | SavedRuleset) -> list[tuple]:
+def shadowed_rules(ruleset: Ruleset | SavedRuleset) -> list[tuple[Any, Any]]:
     """(earlier, later) pairs of one chain where the earlier rule decides every packet the later
     one matches, so the later one can never match. Rules of a policy's Ruleset come back as its
     own Rule objects; a ruleset read from a file gives its SavedRules."""
@@ -67,14 +70,14 @@ def shadowed_rules(ruleset: Ruleset | SavedRuleset) -> list[tuple]:
 def shadow_finding(saved: SavedRuleset, earlier: SavedRule, later: SavedRule) -> Finding:
     """A rule that can never match: an error when it was meant to decide the other way (an
     accept hidden by a drop, or a drop hidden by an accept), else a warning."""
-    verb = {"ACCEPT": "accepts", "DROP": "drops", "REJECT": "rejects"}[earlier.target]
+    verb = {"ACCEPT": "accepts", "DROP": "drops", "REJECT": "rejects"}[earlier.target or ""]
     flips = (earlier.target == "ACCEPT") != (later.target == "ACCEPT") and later.target in TERMINAL
     above = f"line {earlier.line} " if saved.line_numbers else ""
     return Finding(ERROR if flips else WARNING, f"{saved.where(later)}: `{later.text}` can never match: "
                                                 f"{above}`{earlier.text}` above it already {verb} every packet it would")
 
 
-def shadow_findings(rulesets) -> list[Finding]:
+def shadow_findings(rulesets: Iterable[Ruleset | SavedRuleset]) -> list[Finding]:
     return [shadow_finding(saved, earlier, later)
             for saved in map(evaluable, rulesets) for earlier, later in shadowed_rules(saved)]
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from .foreign_rules import exposure_changes
 from .ssh_session import EXIT_SSH_FAILED, HostKeyMismatch, SshEndpoint, run_remote
@@ -48,7 +49,7 @@ class RemoteRelease:
 Progress = Callable[[str], None]
 
 
-def timed_progress(stream=sys.stdout) -> Progress:
+def timed_progress(stream: TextIO = sys.stdout) -> Progress:
     """Progress lines, timed from now (pulumi-command shows a step's output while it runs)."""
     started = time.monotonic()
 

@@ -78,9 +78,9 @@ class _Checker:
         if not all(printable(text) for text in texts):
             return None
         if isinstance(value, list):
-            return [c for index, item in enumerate(value) for c in self.set_commands(f"{path}[{index}]", item)]
+            return [c for index, item in enumerate(value) for c in self.set_commands(f"{path}[{index}]", item) or []]
         if isinstance(value, dict):
-            return [c for key, item in value.items() for c in self.set_commands(f"{path}.{key}", item)]
+            return [c for key, item in value.items() for c in self.set_commands(f"{path}.{key}", item) or []]
         text = ("true" if value else "false") if isinstance(value, bool) else str(value)
         return [self.command("config", "set", "--path", f"{NAMESPACE}:{path}", text)]
 
@@ -150,7 +150,7 @@ class _Checker:
             return default
         return value
 
-    def string(self, path: str, value: Any, default: str, choices: tuple | None = None,
+    def string(self, path: str, value: Any, default: str, choices: tuple[str, ...] | None = None,
                pattern: re.Pattern[str] | None = None, what: str = "") -> str:
         """A string that is one of `choices`, or all of it matches `pattern` (`what` says what it is)."""
         if value is None:
@@ -166,7 +166,7 @@ class _Checker:
             return default
         return value
 
-    def cidr_list(self, path: str, value: Any, default: tuple = (), required: bool = False) -> tuple[Network, ...]:
+    def cidr_list(self, path: str, value: Any, default: tuple[str, ...] = (), required: bool = False) -> tuple[Network, ...]:
         if value is None:
             if required:
                 self.fail(path, "is required: list the CIDRs you administer the server from "
@@ -210,7 +210,7 @@ class _Checker:
         return port_range
 
 
-def _json_list(text: str) -> list | None:
+def _json_list(text: str) -> list[Any] | None:
     """The list a string spells in JSON ('["203.0.113.7/32"]', '[]'), or None."""
     import json
     try:
@@ -235,7 +235,7 @@ def _closest(key: str, allowed: Mapping[str, Any]) -> str | None:
     return matches[0] if matches else None
 
 
-def config_keys(model, **renames: str) -> dict[str, str]:
+def config_keys(model: type, **renames: str) -> dict[str, str]:
     """camelCase config key -> dataclass field, derived from the model so they can't drift."""
     def camel(name: str) -> str:
         head, *rest = name.split("_")
@@ -473,7 +473,8 @@ def firewall_config_values(policy: FirewallPolicy) -> dict[str, Any]:
 
     Shipped in each release as policy.json, so a deployer-side step (or an operator reading the
     server) sees exactly the policy the rules were rendered from."""
-    return config_values(policy)
+    values: dict[str, Any] = config_values(policy)
+    return values
 
 
 def config_values(settings: Any) -> Any:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 from .rule_conditions import SteadyState
+from .saved_rules import SavedRuleset
 
 SUPPRESSED = re.compile(r"(\d+) (?:callbacks|messages) suppressed")
 # What syslog and the journal put before the kernel's own text: "web kernel: [  12.345678] ".
@@ -105,9 +108,9 @@ class LogText:
     year: int = 1970
 
 
-def log_rules(rulesets) -> dict[str, dict[int, list]]:
+def log_rules(rulesets: Iterable[SavedRuleset]) -> dict[str, dict[int, list[tuple[str, LogLimit | None]]]]:
     """prefix -> family -> [(the rule's place, its LogLimit or None)] for every LOG rule."""
-    found: dict[str, dict[int, list]] = {}
+    found: dict[str, dict[int, list[tuple[str, LogLimit | None]]]] = {}
     for ruleset in rulesets:
         for rule in ruleset.rules:
             if rule.target != "LOG":
@@ -184,7 +187,7 @@ def _clock(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _table(header: tuple, rows: list[tuple]) -> list[str]:
+def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     numeric = [all(isinstance(row[i], int) for row in rows) for i in range(len(header))]
     return ["  ".join((str(cell).rjust(width) if number else str(cell).ljust(width))

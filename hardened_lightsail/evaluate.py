@@ -13,6 +13,7 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from .iptables_rules import Ruleset
 from .networks import Network, parse_cidr
@@ -152,7 +153,7 @@ def _span(text: str) -> tuple[int, int]:
     return int(network.network_address), int(network.broadcast_address)
 
 
-def cloud_allows(port_infos: list[dict], protocol: str, port: int | None, source: Network,
+def cloud_allows(port_infos: list[dict[str, Any]], protocol: str, port: int | None, source: Network,
                  icmp_echo: bool = False) -> bool:
     """Does the Lightsail allow-list let `source` reach `protocol/port` (or ping)?"""
     first, last = int(source.network_address), int(source.broadcast_address)

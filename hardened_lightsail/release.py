@@ -8,6 +8,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .cloud_layer import cloud_port_infos
 from .config import firewall_config_values
@@ -29,7 +30,7 @@ class Release:
     hash: str
     files: dict[str, bytes]  # file name -> content, including manifest.sha256 and RELEASE
     rulesets: tuple[Ruleset, Ruleset]  # (v4, v6), for the analysis
-    port_infos: list[dict]
+    port_infos: list[dict[str, Any]]
 
     def write(self, directory: Path) -> Path:
         """Write the files (read-only for others) and return the directory."""

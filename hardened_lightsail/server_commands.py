@@ -3,6 +3,7 @@
 drop_log); nothing here changes the server."""
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def live_findings(live: LiveRules) -> tuple[list[Finding], list]:
     return findings, rows
 
 
-def cmd_check_host(args) -> int:
+def cmd_check_host(args: argparse.Namespace) -> int:
     from .cli import print_lint  # the same output as `fw check --rules`
     if args.rules or args.rules6 or args.stack or args.config:
         raise HostError("--host reads the rules from the server: leave out --rules/--rules6/--stack/--config")

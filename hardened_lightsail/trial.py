@@ -6,6 +6,7 @@ Exit codes: 0 verified; 1 the trial failed or its verification did (after the cl
 input, nothing created; 130 interrupted by Ctrl-C (after the cleanup; 143 for SIGTERM)."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -65,7 +66,7 @@ def trial_name(base: str, token: str | None = None) -> str:
     return f"{PREFIX}{short}-{token}" if short else f"{PREFIX}{token}"
 
 
-def read_base(base: str) -> tuple[dict, object]:
+def read_base(base: str) -> tuple[dict[str, Any], object]:
     """(the `config:` mapping of Pulumi.<base>.yaml, its validated settings); bad input raises."""
     path = PROJECT_DIR / f"Pulumi.{base}.yaml"
     if "/" in base or not path.is_file():
@@ -484,7 +485,7 @@ def reap(now: datetime | None = None, name: str | None = None, everything: bool 
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def cmd_trial(args) -> int:
+def cmd_trial(args: argparse.Namespace) -> int:
     try:
         if args.now and args.reap is None:
             raise TrialInputError("--now goes with --reap: `fw trial --reap --now` destroys every kept trial")
