@@ -30,6 +30,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 STATE_DIR = PROJECT_DIR / ".pulumi-state"
@@ -122,7 +123,7 @@ def install_command_provider(cli: Path, binary: Path, pulumi_home: Path, env: Ma
         fcntl.flock(lock, fcntl.LOCK_EX)  # two runs at once install once, never half
         if stamp.exists() and stamp.read_text() == stamp_text and (slot / "pulumi-resource-command").exists():
             return
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True, "env": dict(env)}
+        quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True, "env": dict(env)}
         subprocess.run([str(cli), "plugin", "rm", "resource", "command", COMMAND_PROVIDER_VERSION, "--yes"],
                        check=False, **quiet)
         done = subprocess.run([str(cli), "plugin", "install", "resource", "command",
@@ -309,8 +310,7 @@ def main(args: list[str]) -> int:
         print("scripts/pulumi: " + "; ".join(describe(eng)), file=sys.stderr)
     sys.stderr.flush()
     os.chdir(PROJECT_DIR)  # the project's Pulumi.yaml, and its relative backend directory
-    os.execve(str(eng.cli), [str(eng.cli), *args], eng.env)
-    return 0  # not reached
+    os.execve(str(eng.cli), [str(eng.cli), *args], eng.env)  # never returns
 
 
 if __name__ == "__main__":

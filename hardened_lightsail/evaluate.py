@@ -49,11 +49,11 @@ def evaluable(ruleset: Ruleset | SavedRuleset) -> SavedRuleset:
     return saved
 
 
-_READ_BACK: dict[int, tuple] = {}  # id(ruleset) -> (weak reference, fingerprint, SavedRuleset)
+_READ_BACK: dict[int, tuple[weakref.ref[Ruleset], tuple[Any, ...], SavedRuleset]] = {}  # id(ruleset) -> (weak reference, fingerprint, SavedRuleset)
 
 
 @lru_cache(maxsize=32)
-def _read_back(text: str, family: int, sets: tuple) -> SavedRuleset:
+def _read_back(text: str, family: int, sets: tuple[tuple[str, tuple[Network, ...]], ...]) -> SavedRuleset:
     ipsets = {name: IpSet(name, "hash:net", members) for name, members in sets}
     return parse_saved_ruleset(text, family, label=f"rules.v{family}", facts=HostFacts(sets=ipsets),
                                line_numbers=False, noflush=True)
@@ -64,21 +64,21 @@ class _Walk:
 
     def __init__(self, ruleset: SavedRuleset, probe: Probe, start: str):
         self.ruleset, self.probe, self.start = ruleset, probe, start
-        self.memo: dict[tuple, frozenset] = {}
+        self.memo: dict[tuple[Any, ...], frozenset[str]] = {}
         self.because: dict[int, SavedRule] = {}
         self.accepted_by: dict[int, SavedRule] = {}
 
-    def policy(self) -> frozenset:
+    def policy(self) -> frozenset[str]:
         return frozenset({_ACCEPT if self.ruleset.policies.get(self.start, "ACCEPT") == "ACCEPT" else _DROP})
 
-    def from_rule(self, chain: str, position: int, stack: tuple) -> frozenset:
+    def from_rule(self, chain: str, position: int, stack: tuple[Any, ...]) -> frozenset[str]:
         key = (chain, position, stack)
         if key not in self.memo:
             self.memo[key] = frozenset({_UNKNOWN})  # a loop back here decides nothing
             self.memo[key] = self._from_rule(chain, position, stack)
         return self.memo[key]
 
-    def _from_rule(self, chain: str, position: int, stack: tuple) -> frozenset:
+    def _from_rule(self, chain: str, position: int, stack: tuple[Any, ...]) -> frozenset[str]:
         rules = self.ruleset.chain_rules(chain)
         for index in range(position, len(rules)):
             rule = rules[index]
@@ -98,7 +98,7 @@ class _Walk:
             return taken | rest
         return self.chain_end(chain, stack)
 
-    def taken(self, rule: SavedRule, chain: str, index: int, stack: tuple) -> frozenset | None:
+    def taken(self, rule: SavedRule, chain: str, index: int, stack: tuple[Any, ...]) -> frozenset[str] | None:
         target = rule.target
         if target is None or target in CONTINUING:
             return None
@@ -117,7 +117,7 @@ class _Walk:
             return self.from_rule(target, 0, stack + ((chain, index + 1),))
         return frozenset({_UNKNOWN})
 
-    def chain_end(self, chain: str, stack: tuple) -> frozenset:
+    def chain_end(self, chain: str, stack: tuple[Any, ...]) -> frozenset[str]:
         if chain in BUILTIN_CHAINS["filter"] or not stack:
             return self.policy()
         caller, resume = stack[-1]

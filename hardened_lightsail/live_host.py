@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .drop_log import LogText
-from .rule_conditions import HostFacts
+from .rule_conditions import HostFacts, IpSet
 from .saved_rules import SavedRuleset, parse_ipset_save, parse_saved_ruleset
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ class SshTarget:
     options: tuple[str, ...] = ()  # further `-o KEY=VALUE` options (from a stack's sshCommand)
 
     @classmethod
-    def parse(cls, text: str, **settings) -> SshTarget:
+    def parse(cls, text: str, **settings: Any) -> SshTarget:
         """USER@ADDRESS (ADDRESS: a name, an IPv4 address, or an IPv6 address, bare or in [])."""
         user, at, address = text.rpartition("@")
         address = address[1:-1] if address.startswith("[") and address.endswith("]") else address
@@ -196,7 +196,7 @@ class LiveRules:
     legacy_tables_too: bool = False
 
 
-def _facts(sections: dict[str, Section], sets) -> HostFacts:
+def _facts(sections: dict[str, Section], sets: dict[str, IpSet] | None) -> HostFacts:
     addresses, interfaces = [], set()
     for line in sections.get("addresses", Section()).stdout.splitlines():
         words = line.split()

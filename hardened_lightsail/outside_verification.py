@@ -9,6 +9,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from .evaluate import cloud_allows, host_allows
+from .policy import FirewallPolicy
 from .reachability import CLOSED, FILTERED, OPEN, local_source_address, measure
 from .release import Release
 
@@ -32,7 +33,8 @@ class OutsideResult:
 
 def parse_host_report(text: str) -> HostReport:
     """The client line and the listening sockets from `hlfw verify` output (loopback left out)."""
-    client, listening, in_listening = None, {"tcp": set(), "udp": set()}, False
+    listening: dict[str, set[int]] = {"tcp": set(), "udp": set()}
+    client, in_listening = None, False
     for line in text.splitlines():
         words = line.split()
         if line.startswith("client:") and len(words) > 1:
@@ -57,7 +59,7 @@ def agrees_with_policy(protocol: str, allowed: bool, listening: bool, state: str
     return state in (OPEN, FILTERED) if listening else state in (CLOSED, FILTERED)
 
 
-def ports_to_probe(release: Release, policy, report: HostReport) -> dict[str, list[int]]:
+def ports_to_probe(release: Release, policy: FirewallPolicy, report: HostReport) -> dict[str, list[int]]:
     """Every listening port, the SSH port, every policy port (range ends) and a sample of others."""
     ports = {"tcp": {policy.ssh_port, *SAMPLE_CLOSED_PORTS}, "udp": set(SAMPLE_CLOSED_UDP_PORTS)}
     for protocol in ports:
@@ -66,7 +68,7 @@ def ports_to_probe(release: Release, policy, report: HostReport) -> dict[str, li
     return {protocol: sorted(numbers) for protocol, numbers in ports.items()}
 
 
-def verify_from_here(release: Release, policy, addresses: list[str], report: HostReport) -> OutsideResult:
+def verify_from_here(release: Release, policy: FirewallPolicy, addresses: list[str], report: HostReport) -> OutsideResult:
     """Probe every address and judge each answer against both layers of the release."""
     ports = ports_to_probe(release, policy, report)
     measured = {}
