@@ -2,6 +2,7 @@
 markdown (stack file at a git ref vs the working tree, both rendered as `pulumi up` would)."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import subprocess
@@ -15,7 +16,7 @@ from .analysis import ERROR, Finding, analyse
 from .config import ConfigError, firewall_config_values, settings_from_values, values_from_stack_file
 from .effective_settings import effective_settings
 from .exposure import ExposureRow, exposure_table
-from .networks import split_families
+from .networks import Network, split_families
 from .policy import FirewallPolicy, PortRange, Service
 from .release import Release, render_release
 
@@ -76,7 +77,7 @@ def _probe_policy(base: FirewallPolicy, head: FirewallPolicy) -> FirewallPolicy:
     Only what `exposure_table` reads matters (SSH port and admin CIDRs, services' protocol, ports
     and sources); service names are irrelevant. A base SSH port that the head moved away from
     is kept as a pseudo-service, so the old port shows as closing."""
-    merged: dict[tuple[str, PortRange], set] = {}
+    merged: dict[tuple[str, PortRange], set[Network]] = {}
     for service in (*head.services, *base.services):
         merged.setdefault((service.protocol, service.ports), set()).update(service.sources)
     if base.ssh_port != head.ssh_port:
@@ -98,11 +99,13 @@ def compare_exposure(base: Side, head: Side) -> list[RowChange]:
     Both releases are asked about the same ports and sources (all that either side names), so a
     narrowed source reads "closes for anyone else" while the kept network stays unchanged,
     instead of one row removed and another added."""
+    assert head.policy is not None and head.release is not None  # the head side always has its stack file
     if base.policy is None:
         return [RowChange(_closed(row), row) for row in exposure_table(head.policy, head.release)]
     if base.hash == head.hash:  # same bytes, same answers: don't evaluate twice
         return [RowChange(row, row) for row in exposure_table(head.policy, head.release)]
     probes = _probe_policy(base.policy, head.policy)
+    assert base.release is not None  # rendered with its policy
     before = {(row.port, row.family, row.source): row for row in exposure_table(probes, base.release)}
     after = {(row.port, row.family, row.source): row for row in exposure_table(probes, head.release)}
     # A port only one release opens without naming it (a drifted artifact) is closed on the other.
@@ -120,7 +123,7 @@ def change_counts(changes: list[RowChange]) -> dict[str, tuple[int, int]]:
     return counts
 
 
-def blocklist_changes(base: FirewallPolicy | None, head: FirewallPolicy) -> dict[int, tuple[list, list]]:
+def blocklist_changes(base: FirewallPolicy | None, head: FirewallPolicy) -> dict[int, tuple[list[Network], list[Network]]]:
     """{4|6: (added CIDRs, removed CIDRs)}, each sorted."""
     before = split_families(base.blocklist) if base else ([], [])
     after = split_families(head.blocklist)
@@ -139,7 +142,7 @@ def _flatten(values: Any, path: str) -> dict[str, Any]:
 
 def setting_changes(base: FirewallPolicy, head: FirewallPolicy) -> list[tuple[str, Any, Any]]:
     """(config key, before, after) for every other firewall setting that differs, in config order."""
-    def flat(policy):
+    def flat(policy: FirewallPolicy) -> dict[str, Any]:
         values = {key: value for key, value in firewall_config_values(policy).items() if key not in SHOWN_ELSEWHERE}
         return _flatten(values, "firewall")
     before, after = flat(base), flat(head)
@@ -178,7 +181,7 @@ def _row_cells(change: RowChange) -> list[str]:
     return [row.port, _family(row.family), row.source, *(_cell(change, column) for column in COLUMNS[3:])]
 
 
-def table_lines(header: tuple, rows: list[list[str]]) -> list[str]:
+def table_lines(header: tuple[str, ...], rows: list[list[str]]) -> list[str]:
     return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             + ["| " + " | ".join(cells) + " |" for cells in rows])
 
@@ -269,8 +272,9 @@ def _heading(stack: str, base_ref: str, base: Side, head: Side, changes: list[Ro
 
 def _what_else_changes(base: Side, head: Side) -> list[str]:
     """Blocklist, other settings and release files: what the exposure table does not show."""
+    assert head.policy is not None and head.release is not None  # the head side always has its stack file
     sections = [_blocklist_section(base.policy, head.policy)]
-    if base.policy is not None and base.hash != head.hash:
+    if base.policy is not None and base.release is not None and base.hash != head.hash:
         files = changed_files(base.release, head.release)
         sections += [_settings_section(base.policy, head.policy),
                      "Release files that change: " + ", ".join(f"`{name}`" for name in files)]
@@ -302,6 +306,7 @@ def diff_markdown(stack: str, base_ref: str, base: Side, head: Side, max_chars: 
     the rest: changed rows first, unchanged rows (collapsed) last."""
     changes = compare_exposure(base, head)
     heading = _heading(stack, base_ref, base, head, changes)
+    assert head.policy is not None and head.release is not None  # the head side always has its stack file
     tail = [*_what_else_changes(base, head), findings_section(analyse(head.policy, head.release), max_chars // 4)]
     tail_text = "\n\n".join(part for part in tail if part)
     tables = _exposure_tables(changes, max_chars - len(heading) - len(tail_text) - 200)  # 200: separators
@@ -314,7 +319,7 @@ def diff_markdown(stack: str, base_ref: str, base: Side, head: Side, max_chars: 
 
 # --- reading both sides (git, files) and the command
 
-def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     try:
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True)
     except FileNotFoundError:
@@ -387,7 +392,7 @@ def stack_name_of(stack_file: Path) -> str:
     return name
 
 
-def cmd_diff(args, stack_file: Path) -> int:
+def cmd_diff(args: argparse.Namespace, stack_file: Path) -> int:
     """`fw diff`: print the markdown; exit 0 even when the head has lint errors (it is a report)."""
     base, head = read_sides(stack_file, args.base)
     sys.stdout.write(diff_markdown(args.stack or stack_name_of(stack_file), args.base, base, head, args.max_chars))

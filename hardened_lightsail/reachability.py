@@ -8,8 +8,8 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 OPEN, CLOSED, FILTERED = "open", "closed", "filtered"
 UDP_PAYLOAD = b"hardened-lightsail probe\n"
@@ -31,7 +31,7 @@ def tcp_probe(address: str, port: int, timeout: float = 2.0) -> tuple[str, str]:
         except ConnectionRefusedError:
             return CLOSED, "refused"
         except OSError as error:
-            return FILTERED, errno.errorcode.get(error.errno, str(error.errno))
+            return FILTERED, errno.errorcode.get(error.errno or 0, str(error.errno))
         return OPEN, "connected"
 
 
@@ -43,7 +43,7 @@ def local_source_address(destination: str) -> str:
     """The address this machine would send from to reach `destination` (no packet is sent)."""
     with socket.socket(_family(destination), socket.SOCK_DGRAM) as sock:
         sock.connect((destination, 9))
-        return sock.getsockname()[0]
+        return str(sock.getsockname()[0])
 
 
 def udp_probe(address: str, port: int, timeout: float = 2.0) -> tuple[str, str]:
@@ -60,14 +60,15 @@ def udp_probe(address: str, port: int, timeout: float = 2.0) -> tuple[str, str]:
         except ConnectionRefusedError:
             return CLOSED, "port unreachable"
         except OSError as error:
-            return FILTERED, errno.errorcode.get(error.errno, str(error.errno))
+            return FILTERED, errno.errorcode.get(error.errno or 0, str(error.errno))
         return OPEN, "answered"
 
 
-PROBES = {"tcp": tcp_probe, "udp": udp_probe}
+PROBES: dict[str, Callable[..., tuple[str, str]]] = {"tcp": tcp_probe, "udp": udp_probe}
 
 
-def measure(protocol: str, targets: list[tuple[str, int]], timeout: float = 2.0, workers: int = 16) -> dict[str, Any]:
+def measure(protocol: str, targets: list[tuple[str, int]], timeout: float = 2.0, workers: int = 16
+            ) -> dict[tuple[str, int], str]:
     """{(address, port): state} for `protocol`, in parallel (bounded: one probe per target)."""
     probe = PROBES[protocol]
     with ThreadPoolExecutor(max_workers=workers) as pool:

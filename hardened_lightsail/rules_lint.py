@@ -7,6 +7,8 @@ reaches, chains that accept by default, no IPv6 rules or IPv6 rules that open wh
 and everything the reader could not understand. Pure: the caller reads the files or the host."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .analysis import shadow_finding, shadowed_rules
 from .evaluate import CLOSED, PARTLY, HostVerdict, host_verdict
 from .exposure import ANYONE_ELSE, ExposureRow, format_table, ruleset_exposure, unnamed_port
@@ -38,7 +40,7 @@ def _at(ruleset: SavedRuleset, line: int) -> str:
     return f"{ruleset.label} line {line}" if ruleset.line_numbers else ruleset.label
 
 
-def _lines(ruleset: SavedRuleset, rules) -> str:
+def _lines(ruleset: SavedRuleset, rules: Iterable[SavedRule]) -> str:
     """"line 8" or "lines 8, 9" (the file's label alone when it has no line numbers)."""
     numbers = sorted({rule.line for rule in rules})
     if not ruleset.line_numbers:
@@ -46,7 +48,7 @@ def _lines(ruleset: SavedRuleset, rules) -> str:
     return f"line {numbers[0]}" if len(numbers) == 1 else f"lines {', '.join(map(str, numbers))}"
 
 
-def _at_rules(ruleset: SavedRuleset, rules) -> str:
+def _at_rules(ruleset: SavedRuleset, rules: Iterable[SavedRule]) -> str:
     return f"{ruleset.label} {_lines(ruleset, rules)}" if ruleset.line_numbers else ruleset.label
 
 
@@ -83,7 +85,7 @@ def rule_findings(ruleset: SavedRuleset) -> list[tuple[int, Finding]]:
 
 def chain_findings(ruleset: SavedRuleset) -> list[tuple[int, Finding]]:
     """User chains the built-in chains never reach: their rules never run (one finding per file)."""
-    jumps: dict[str, set] = {}
+    jumps: dict[str, set[str]] = {}
     for rule in ruleset.rules:
         if rule.target in ruleset.chains:
             jumps.setdefault(rule.chain, set()).add(rule.target)

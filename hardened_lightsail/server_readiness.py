@@ -122,7 +122,7 @@ def wait_for_pinned_key(endpoint: SshEndpoint, clock: Clock, grace_until: float 
             return
         if offered and (grace_until is None or time.monotonic() >= grace_until):
             raise HostKeyMismatch(mismatch_message(endpoint, offered))
-        if offered:
+        if offered and grace_until is not None:  # (None: raised just above)
             clock.report(f"{endpoint.where} offers {', '.join(map(str, offered))}, not the pinned {pinned}: a new "
                          "server serves its image's key until its first-boot step installs the pinned one; waiting "
                          f"(nothing is sent to it) up to {grace_until - time.monotonic():.0f} s more")

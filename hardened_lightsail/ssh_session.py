@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from .host_keys import KNOWN_HOSTS_ALIAS, HostKeyError, PublicHostKey, offered_keys
 
@@ -110,10 +111,11 @@ def run_remote(endpoint: SshEndpoint, remote_command: str, connect_timeout: int 
         known_hosts = files.enter_context(memory_file(pinned.known_hosts_line(), "hl-known-hosts"))
         argv = ["ssh", "-i", key_file, "-p", str(endpoint.port), *ssh_options(pinned, known_hosts, connect_timeout),
                 f"{endpoint.user}@{endpoint.host}", remote_command]
-        feed = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+        feed: dict[str, Any] = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
         env = {name: value for name, value in os.environ.items() if name != KEY_VARIABLE}
         try:
-            result = subprocess.run(argv, capture_output=True, timeout=timeout, env=env, **feed)
+            result: subprocess.CompletedProcess[bytes] = subprocess.run(argv, capture_output=True, timeout=timeout,
+                                                                        env=env, **feed)
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess(argv, EXIT_SSH_FAILED, "", f"ssh: no answer within {timeout} s")
     stderr = result.stderr.decode(errors="replace")
