@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +84,12 @@ class LabServer(pulumi.ComponentResource):
         # server (any of the triggers above) gets a new one.
         host_key = HostKey(f"{name}-host-key", server=identity.name,
                            opts=pulumi.ResourceOptions(parent=self, replacement_trigger=new_server))
+        private_host_key: pulumi.Output[str] = pulumi.Output.secret(host_key.privateKey)
         booting = {"HL_LAB_BOOT_SECONDS": str(settings.lab.boot_seconds)} if settings.lab.boot_seconds else {}
         self.lab = command.local.Command(
             f"{name}-lab", create=f"{LAB} up", update=f"{LAB} up", delete=f"{LAB} down",
             environment={**where, **requested, **booting, "HL_LAB_STACK": identity.stack,
-                         "HL_LAB_HOST_KEY": pulumi.Output.secret(host_key.privateKey), "HL_LAB_HOST_PUBLIC_KEY": host_key.publicKey},
+                         "HL_LAB_HOST_KEY": private_host_key, "HL_LAB_HOST_PUBLIC_KEY": host_key.publicKey},
             triggers=new_server,
             # stdout carries the private key: keep it out of the update's log (stderr still shows).
             # (The host key in the environment is a secret input: the engine shows it as [secret].)
@@ -102,7 +104,7 @@ class LabServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.lab]))
         info = self.lab.stdout.apply(json.loads)
 
-        def public(key_path):
+        def public(key_path: Callable[[dict[str, Any]], Any]) -> pulumi.Output[Any]:
             return pulumi.Output.unsecret(info.apply(key_path))
 
         self.public_ip = public(lambda i: i["ssh"]["host"])
