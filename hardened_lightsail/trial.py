@@ -15,13 +15,15 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, MutableMapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
 import yaml
 from pulumi.automation import CommandError, CommandResult, LocalWorkspace, PulumiCommand, Stack
+from pulumi.automation._cmd import OnOutput
 from pulumi.automation.errors import create_command_error
 
 from . import engine_env
@@ -29,7 +31,11 @@ from .analysis import analyse, errors
 from .config import NAMESPACE, ConfigError, load_stack_file, settings_from_values
 from .effective_settings import effective_settings
 from .exposure import exposure_table, format_table
+from .policy import StackSettings
 from .release import render_release
+
+if TYPE_CHECKING:
+    from lab.identity import LabIdentity  # the lab loads only when a lab trial runs
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -66,7 +72,7 @@ def trial_name(base: str, token: str | None = None) -> str:
     return f"{PREFIX}{short}-{token}" if short else f"{PREFIX}{token}"
 
 
-def read_base(base: str) -> tuple[dict[str, Any], object]:
+def read_base(base: str) -> tuple[dict[str, Any], StackSettings]:
     """(the `config:` mapping of Pulumi.<base>.yaml, its validated settings); bad input raises."""
     path = PROJECT_DIR / f"Pulumi.{base}.yaml"
     if "/" in base or not path.is_file():
@@ -91,7 +97,7 @@ def lab_twin(config: dict[str, Any]) -> dict[str, Any]:
     return {**twin, f"{NAMESPACE}:target": "lab", f"{NAMESPACE}:firewall": firewall}
 
 
-def _has_secret(value) -> bool:
+def _has_secret(value: Any) -> bool:
     if isinstance(value, dict):
         return set(value) == {"secure"} or any(_has_secret(v) for v in value.values())
     return isinstance(value, list) and any(_has_secret(v) for v in value)
@@ -156,13 +162,14 @@ class TrialCommand(PulumiCommand):
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGINT)
 
-    def run(self, args, cwd, additional_env, on_output=None, on_error=None) -> CommandResult:
+    def run(self, args: list[str], cwd: str, additional_env: Mapping[str, str], on_output: OnOutput | None = None,
+            on_error: OnOutput | None = None) -> CommandResult:
         if "--non-interactive" not in args:
             args.insert(0, "--non-interactive")
         env = {**os.environ, **additional_env, "PULUMI_AUTOMATION_API": "true"}
         chunks: dict[str, list[str]] = {"stdout": [], "stderr": []}
 
-        def consume(stream, callback, lines):
+        def consume(stream: IO[str], callback: OnOutput | None, lines: list[str]) -> None:
             for line in iter(stream.readline, ""):
                 lines.append(line.rstrip())
                 if callback:
@@ -189,7 +196,7 @@ class TrialCommand(PulumiCommand):
                                code=process.returncode)
         if result.code != 0:
             error = create_command_error(result)
-            error.result = result
+            error.result = result  # type: ignore[attr-defined]  # engine_error reads it back; the SDK's error has no field for it
             raise error
         return result
 
@@ -197,6 +204,8 @@ class TrialCommand(PulumiCommand):
 class TrialWorkspace(LocalWorkspace):
     """Every operation names its stack (--stack), so the trial never changes which stack the
     developer has selected."""
+
+    pulumi_command: TrialCommand  # open_workspace gives it one
 
     def create_stack(self, stack_name: str) -> None:
         self._run_pulumi_cmd_sync(["stack", "init", stack_name, "--no-select"])
@@ -236,17 +245,18 @@ class Interrupts:
     to cut the cleanup short (a half-destroyed trial is worse than a slow one)."""
 
     def __init__(self, command: TrialCommand):
-        self.command, self.received, self.cleaning = command, None, False
+        self.command, self.cleaning = command, False
+        self.received: int | None = None  # the first signal's number
 
     def __enter__(self) -> Interrupts:
         self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
-    def _handle(self, signum, frame) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         first = self.received is None
         self.received = self.received or signum
         # os.write, not print: the main thread may be inside a print when the signal lands.
@@ -259,12 +269,12 @@ class Interrupts:
 
     @property
     def exit_code(self) -> int:
-        return 128 + self.received
+        return 128 + (self.received or 0)
 
 
 # --- the lab's share: a free slot, and nothing of the lab left behind ------------------------------
 
-def trial_lab(name: str):
+def trial_lab(name: str) -> LabIdentity:
     """The lab a trial stack stands up (components/lab_server.py names it the same way)."""
     from lab.identity import stack_lab
     return stack_lab(PROJECT_DIR, name)
@@ -319,7 +329,7 @@ def print_result(name: str, outputs: dict[str, Any], asked_for: str) -> None:
 PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----(\\n)?")
 
 
-def _echo(stream):
+def _echo(stream: TextIO) -> OnOutput:
     return lambda line: print(PRIVATE_KEY.sub("[private key not shown]", line), file=stream, flush=True)
 
 
@@ -340,7 +350,7 @@ def destroy_trial(workspace: TrialWorkspace, name: str, lab: bool) -> list[str]:
     return problems
 
 
-def _preflight(base: str, in_lab: bool = False):
+def _preflight(base: str, in_lab: bool = False) -> tuple[dict[str, Any], StackSettings, TrialWorkspace]:
     """Everything that can be refused before a trial stack exists: (config, settings, workspace)."""
     config, settings = read_base(base)
     if in_lab:
@@ -384,7 +394,7 @@ def _configure(stack: Stack, tags: dict[str, Any], entries: dict[str, Any]) -> N
     stack.set_all_config_json(json.dumps({key: value for key, value in entries.items() if key != f"{NAMESPACE}:lab"}))
 
 
-def _up_and_verify(stack: Stack, name: str, settings) -> tuple[list[str], dict[str, Any]]:
+def _up_and_verify(stack: Stack, name: str, settings: StackSettings) -> tuple[list[str], dict[str, Any]]:
     """(problems, outputs): no problems means verified."""
     result = stack.up(on_output=_echo(sys.stdout), on_error=_echo(sys.stderr), color="never")
     outputs = {key: item.value for key, item in result.outputs.items()}
@@ -404,7 +414,8 @@ def run_trial(base: str, ttl: timedelta, keep: bool, in_lab: bool = False) -> in
     expires = f"{(datetime.now(UTC) + ttl):%Y-%m-%dT%H:%M:%SZ}"
     tags = {TRIAL_TAG: "true", EXPIRES_TAG: expires, BASE_TAG: base, TARGET_TAG: settings.target}
     print(f"trial {name}: a copy of stack {base} ({settings.target}), expires {expires}", flush=True)
-    problems, outputs, created, cleanup = ["not run"], {}, False, []
+    outputs: dict[str, Any] = {}
+    problems, created, cleanup = ["not run"], False, []
     with Interrupts(workspace.pulumi_command) as interrupts:
         try:
             stack = Stack.create(name, workspace)
@@ -442,7 +453,7 @@ def _verified_lines(outputs: dict[str, Any]) -> str:
 
 # --- reaping ------------------------------------------------------------------------------------------
 
-def _trials(workspace: TrialWorkspace) -> dict[str, dict[str, Any]]:
+def _trials(workspace: TrialWorkspace) -> dict[str, MutableMapping[str, str]]:
     """Every trial stack in the backend: {name: its tags}."""
     trials = {}
     for summary in workspace.list_stacks():
@@ -469,13 +480,13 @@ def reap(now: datetime | None = None, name: str | None = None, everything: bool 
         except ValueError:
             expires = None  # a trial that died between its creation and its tags: reap it
         early = expires is not None and expires > now
-        if early and not (everything or name):
+        if early and expires is not None and not (everything or name):
             live += 1
             print(f"{trial} (copy of {tags.get(BASE_TAG, '?')}, {tags.get(TARGET_TAG, '?')}): "
                   f"live, expires in {format_remaining(expires - now)}")
             continue
         lab = tags.get(TARGET_TAG) == "lab"
-        why = f"destroying now, {format_remaining(expires - now)} before its expiry" if early else "expired, destroying"
+        why = f"destroying now, {format_remaining(expires - now)} before its expiry" if early and expires else "expired, destroying"
         print(f"{trial}: {why}", flush=True)
         problems = destroy_trial(open_workspace(lab), trial, lab)
         failed += bool(problems)
