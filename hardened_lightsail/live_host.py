@@ -94,6 +94,7 @@ if have ipset; then capture ipset-save as_root ipset save; fi
 if have nft; then capture nft-tables as_root nft list tables; fi
 capture addresses ip -o addr show
 capture routes sh -c 'ip -4 route show default; ip -6 route show default'
+capture forwarding cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv6/conf/all/forwarding
 """
 
 LOG_SCRIPT = r"""
@@ -209,8 +210,10 @@ def _facts(sections: dict[str, Section], sets: dict[str, IpSet] | None) -> HostF
         match = re.search(r"\bdev (\S+)", line)
         if match:
             interfaces.add(match.group(1))
+    switches = sections.get("forwarding", Section()).stdout.split()
     return HostFacts(sets=sets, public_interfaces=frozenset(interfaces) or None,
-                     local_addresses=tuple(addresses) or None)
+                     local_addresses=tuple(addresses) or None,
+                     forwarding=("1" in switches) if switches else None)
 
 
 def read_rules(target: SshTarget) -> LiveRules:

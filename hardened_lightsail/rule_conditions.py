@@ -52,6 +52,7 @@ class HostFacts:
     sets: dict[str, IpSet] | None = None  # ipset name -> IpSet (None: the sets' contents weren't given)
     public_interfaces: frozenset[str] | None = None  # where probes arrive (e.g. {"eth0"})
     local_addresses: tuple[Network, ...] | None = None  # the host's own addresses (probe destinations)
+    forwarding: bool | None = None  # does the kernel route (ip_forward / IPv6 forwarding on)?
 
 
 # --- integer sets (ports, ICMP type/code pairs) ---------------------------------------------

@@ -13,6 +13,7 @@ from .analysis import shadow_finding, shadowed_rules
 from .evaluate import CLOSED, PARTLY, HostVerdict, host_verdict
 from .exposure import ANYONE_ELSE, ExposureRow, format_table, ruleset_exposure, unnamed_port
 from .findings import ERROR, WARNING, Finding, errors_first
+from .host_layer import CHAIN_DOCKER, DOCKER_USER
 from .networks import any_network
 from .rule_conditions import InSet, SteadyState
 from .saved_rules import BUILTIN_CHAINS, SavedRule, SavedRuleset
@@ -89,8 +90,10 @@ def chain_findings(ruleset: SavedRuleset) -> list[tuple[int, Finding]]:
     for rule in ruleset.rules:
         if rule.target in ruleset.chains:
             jumps.setdefault(rule.chain, set()).add(rule.target)
-    # DOCKER-USER is entered by Docker's own `-A FORWARD -j DOCKER-USER`, whichever file holds it.
-    reached, frontier = {"DOCKER-USER"}, [*BUILTIN_CHAINS["filter"], "DOCKER-USER"]
+    # DOCKER-USER is entered by Docker's own `-A FORWARD -j DOCKER-USER`, whichever file holds it;
+    # the project's HL-DOCKER from DOCKER-USER, by the hook hlfw adds once Docker runs (until
+    # then it waits, on purpose).
+    reached, frontier = {DOCKER_USER, CHAIN_DOCKER}, [*BUILTIN_CHAINS["filter"], DOCKER_USER, CHAIN_DOCKER]
     while frontier:
         for target in jumps.get(frontier.pop(), ()):
             if target not in reached:
@@ -132,6 +135,16 @@ def other_table_findings(ruleset: SavedRuleset) -> list[tuple[int, Finding]]:
 
 # --- what the whole ruleset does ------------------------------------------------------------------
 
+def routes(ruleset: SavedRuleset) -> bool:
+    """Does this host forward packets? Known for a live host (its forwarding switches); for a
+    file, when its rules show it (FORWARD rules, Docker's chains, a nat table that rewrites).
+    A FORWARD policy only matters there: Ubuntu and Debian leave it ACCEPT with forwarding off."""
+    if ruleset.facts.forwarding is not None:
+        return ruleset.facts.forwarding
+    return bool(ruleset.chain_rules("FORWARD") or DOCKER_USER in ruleset.chains
+                or any(ruleset.other_tables.get("nat", ())))
+
+
 def default_policy_findings(ruleset: SavedRuleset) -> list[Finding]:
     findings = []
     anyone = any_network(ruleset.family)
@@ -144,7 +157,7 @@ def default_policy_findings(ruleset: SavedRuleset) -> list[Finding]:
                                            f"drops what the rules above don't accept: every {'/'.join(open_protocols)} "
                                            "port no rule names is open to anyone. Set `:INPUT DROP` (default deny), "
                                            "or end INPUT with `-j DROP`"))
-    if ruleset.policies.get("FORWARD") == "ACCEPT" and \
+    if ruleset.policies.get("FORWARD") == "ACCEPT" and routes(ruleset) and \
             host_verdict(ruleset, "tcp", 1, anyone, chain="FORWARD").outcome != CLOSED:
         findings.append(Finding(WARNING, f"{ruleset.label}: FORWARD accepts by default (`:FORWARD ACCEPT`): if this "
                                          "host routes (Docker, a VPN, ip_forward=1) it forwards anything; set "

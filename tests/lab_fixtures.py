@@ -3,7 +3,9 @@
 - `root_namespace_guard` (session, autouse): records the root namespace's iptables, ip6tables,
   nftables and ipset state, links and network namespaces at the start; fails the session if the
   firewall changed, or if a namespace or link the tests made is left behind (under CI: any new
-  one; elsewhere, where other people's runs may be busy, those named after this session's labs).
+  one; elsewhere, where other people's runs may be busy, those named after this run's labs).
+  Under pytest-xdist each worker checks the firewall and the controller, once all are done, the
+  links and namespaces (pytest_sessionstart/pytest_sessionfinish).
 - `lab` (module): one running lab for a test module, torn down however the module ends.
 - `lab_factory` (function): more labs in one test (`lab_factory.up(slot=None, cloud_ports=None,
   host_key=None, boot=None)`).
@@ -29,8 +31,15 @@ from lab.slots import registered_labs
 from lab.topology import NAMESPACE_SUFFIX, namespace_name, uplink_interface_name
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# Every lab this test session makes is named SESSION_LAB_PREFIX + something.
-SESSION_LAB_PREFIX = f"t{os.getpid() % 100000}-"
+# Under pytest-xdist (scripts/test runs test files side by side) each worker is a process of its
+# own: the controller names the run, its workers inherit the name through the environment.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ... in a worker; else unset
+if XDIST_WORKER is None:
+    os.environ["HL_TEST_RUN"] = f"t{os.getpid() % 100000}"
+TEST_RUN = os.environ.get("HL_TEST_RUN") or f"t{os.getpid() % 100000}"
+# Every lab this test session (this process) makes is named SESSION_LAB_PREFIX + something;
+# every lab of the whole run starts with TEST_RUN.
+SESSION_LAB_PREFIX = TEST_RUN + (XDIST_WORKER or "").removeprefix("gw") + "-"
 
 
 @functools.cache
@@ -50,7 +59,15 @@ def netns_unavailable_reason() -> str | None:
     return None
 
 
+def _cost_rank(item) -> int:
+    """Real-engine tests first, then the other namespace tests, then the quick ones: scheduled
+    in this order, the long files start at once and the quick ones fill the gaps at the end."""
+    return 0 if "engine" in item.keywords else 1 if "netfilter" in item.keywords else 2
+
+
 def pytest_collection_modifyitems(config, items):
+    # A stable sort: each file's tests keep their order (module fixtures rely on it).
+    items.sort(key=_cost_rank)
     if not any("netfilter" in item.keywords for item in items):
         return
     reason = netns_unavailable_reason()
@@ -102,7 +119,7 @@ def _other_peoples_labs() -> set[str]:
     -s lab` next to the tests): they may come and go during the session without our doing."""
     names = set()
     for slot, entry in registered_labs().items():
-        if not entry["name"].startswith(SESSION_LAB_PREFIX):
+        if not entry["name"].startswith(TEST_RUN):
             names.add(uplink_interface_name(slot))
             names.update(namespace_name(entry["name"], role) for role in NAMESPACE_SUFFIX)
     return names
@@ -128,7 +145,7 @@ def guard_problems(before: dict, after: dict, strict: bool) -> tuple[list[str], 
     gone = sorted(before["links"] - after["links"] - others)
     notes = []
     if not strict:
-        unsure = [name for name in left if SESSION_LAB_PREFIX not in name]
+        unsure = [name for name in left if TEST_RUN not in name]
         if unsure:
             notes.append(f"namespaces/links appeared during the tests and are still there "
                          f"(another run's?): {unsure}")
@@ -145,11 +162,41 @@ def root_namespace_guard():
         return
     before = root_snapshot()
     yield
-    problems, notes = guard_problems(before, root_snapshot(), strict=bool(os.environ.get("CI")))
+    after = root_snapshot()
+    if XDIST_WORKER:
+        # Other workers' labs come and go meanwhile: the controller judges links and namespaces
+        # once every worker is done (pytest_sessionfinish); a worker judges the firewall.
+        after = {**after, "links": before["links"], "namespaces": before["namespaces"]}
+    problems, notes = guard_problems(before, after, strict=bool(os.environ.get("CI")))
     for note in notes:
         sys.stderr.write(f"\nnote: {note}\n")
     if problems:
         pytest.fail("the tests changed this machine:\n" + "\n".join(problems), pytrace=False)
+
+
+def _xdist_controller(config) -> bool:
+    """This process hands the tests to xdist workers and runs none itself."""
+    return XDIST_WORKER is None and bool(getattr(config.option, "numprocesses", None))
+
+
+def pytest_sessionstart(session):
+    if os.geteuid() == 0 and _xdist_controller(session.config):
+        session.config.stash[_ROOT_BEFORE] = root_snapshot()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = session.config.stash.get(_ROOT_BEFORE, None)
+    if before is None:
+        return
+    problems, notes = guard_problems(before, root_snapshot(), strict=bool(os.environ.get("CI")))
+    for line in [f"note: {note}" for note in notes] + problems:
+        sys.stderr.write(f"\n{line}\n")
+    if problems:
+        sys.stderr.write("\nthe tests changed this machine (see above)\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_ROOT_BEFORE = pytest.StashKey[dict]()
 
 
 # --- labs ---------------------------------------------------------------------------------------

@@ -371,3 +371,30 @@ def test_cli_reads_the_ipsets_the_rules_name():
 def test_cli_bad_input_is_one_line_and_exit_2(args, message):
     result = run_fw("check", *args)
     assert result.returncode == 2 and result.stderr.startswith(message) and "Traceback" not in result.stderr
+
+
+# --- FORWARD's policy matters where the host routes -------------------------------------------
+
+FORWARD_ACCEPT = filter_table("-A INPUT -i lo -j ACCEPT").replace(":FORWARD DROP", ":FORWARD ACCEPT")
+ROUTES = "FORWARD accepts by default"
+
+
+@pytest.mark.parametrize("text,facts,warned", [
+    (FORWARD_ACCEPT, HostFacts(), False),  # Ubuntu's default, nothing routes
+    (FORWARD_ACCEPT.replace("COMMIT", "-A FORWARD -i wg0 -j ACCEPT\nCOMMIT"), HostFacts(), True),  # a VPN
+    (FORWARD_ACCEPT + "*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -o eth0 -j MASQUERADE\nCOMMIT\n",
+     HostFacts(), True),
+    (FORWARD_ACCEPT, HostFacts(forwarding=True), True),  # a live host with ip_forward=1
+    (FORWARD_ACCEPT.replace("COMMIT", "-A FORWARD -i wg0 -j ACCEPT\nCOMMIT"), HostFacts(forwarding=False), False),
+])
+def test_forward_accepting_by_default_is_a_warning_only_where_the_host_routes(text, facts, warned):
+    findings, _ = lint_rulesets(parse_saved_ruleset(text, 4, "rules.v4", facts=facts), None)
+    assert any(ROUTES in f.message for f in findings) == warned, findings
+
+
+def test_the_projects_docker_chain_waiting_for_docker_is_not_dead_code():
+    text = filter_table("-A HL-DOCKER -p tcp --dport 80 -j RETURN", "-A HL-DOCKER -j DROP", chains="HL-DOCKER")
+    findings, _ = lint_rulesets(parse_saved_ruleset(text, 4, "rules.v4"), None)
+    assert not any("never reached" in f.message for f in findings), findings
+    other = filter_table("-A MINE -j DROP", chains="MINE")
+    assert any("never reached" in f.message for f in lint_rulesets(parse_saved_ruleset(other, 4, "rules.v4"), None)[0])
