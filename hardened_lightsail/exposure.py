@@ -244,7 +244,7 @@ def exposure_rows(probes: list[PortProbe], rulesets: Sequence[Ruleset | SavedRul
     cloud layer is known."""
     rows = []
     for probe in probes:
-        for family, ruleset in zip((4, 6), rulesets, strict=True):
+        for family, ruleset in zip((4, 6), rulesets, strict=False):  # [v4] alone: no IPv6 rows
             if ruleset is None:
                 continue
             ruleset = evaluable(ruleset)
