@@ -29,7 +29,9 @@ firewalls = [
     HostFirewall(f"{server.name}-firewall", HostFirewallArgs(
         target=server.target, release=release,
         confirm_timeout_seconds=settings.firewall.confirm_timeout_seconds,
-        public_addresses=server.probe_addresses, server_identity=server.identity, ready=server.ready))
+        public_addresses=server.probe_addresses, server_identity=server.identity, ready=server.ready,
+        verify_scan=settings.verify.deployer_scan(settings.target), verify=settings.verify,
+        outside_namespace=server.outside_namespace))
     for server in servers
 ]
 
@@ -45,6 +47,7 @@ pulumi.export("releaseHash", release.hash)
 pulumi.export("exposure", exposure_map(exposure_table(settings.firewall, release)))
 pulumi.export("verifiedExposure", firewalls[0].exposure)
 pulumi.export("servers", [{"name": s.name, "publicIp": s.public_ip, "ipv6Addresses": s.ipv6_addresses,
-                           "verifiedExposure": f.exposure} for s, f in zip(servers, firewalls, strict=True)])
+                           "sshCommand": s.ssh_command, "verifiedExposure": f.exposure, **s.details}
+                          for s, f in zip(servers, firewalls, strict=True)])
 for key, value in servers[0].extra_outputs.items():
     pulumi.export(key, value)

@@ -21,7 +21,10 @@ from pathlib import Path
 import pulumi
 import pulumi_command as command
 
+from hardened_lightsail.config import NAMESPACE
+from hardened_lightsail.policy import VerifySettings
 from hardened_lightsail.release import Release
+from hardened_lightsail.ssh_session import VANTAGE_KEY_VARIABLE
 from hardened_lightsail.steps import measured_exposure
 
 from .connection import SshTarget
@@ -55,6 +58,9 @@ class HostFirewallArgs:
     # The server exists and can be dialled (its cloud firewall and address are in place); None
     # for a server that is already running.
     ready: pulumi.Resource | None = None
+    verify_scan: str = "quick"  # from the deployer: full | quick (VerifySettings.deployer_scan)
+    verify: VerifySettings = VerifySettings()  # verify.vantage: a host outside the admin CIDRs to probe from
+    outside_namespace: pulumi.Input[str] | None = None  # the lab's internet namespace: probes from there too
 
 
 class HostFirewall(pulumi.ComponentResource):
@@ -107,7 +113,8 @@ class HostFirewall(pulumi.ComponentResource):
             environment={**_ssh_environment(target), "HL_REMOTE_DIR": remote_dir, "HL_RELEASE": release.hash,
                          "HL_RELEASE_DIR": str(local_dir),
                          "HL_CONFIRM_TIMEOUT": str(args.confirm_timeout_seconds),
-                         "HL_ADDRESSES": pulumi.Output.from_input(args.public_addresses).apply(json.dumps)},
+                         "HL_ADDRESSES": pulumi.Output.from_input(args.public_addresses).apply(json.dumps),
+                         **_verify_environment(args)},
             opts=child(self.host_state))
 
         self.release_hash = pulumi.Output.from_input(release.hash)
@@ -124,3 +131,20 @@ def _ssh_environment(target: SshTarget) -> dict[str, pulumi.Input[str]]:
     return {"HL_SSH_HOST": target.host, "HL_SSH_PORT": pulumi.Output.from_input(target.port).apply(str),
             "HL_SSH_USER": target.user, "HL_SSH_KEY": pulumi.Output.secret(target.private_key),
             "HL_SSH_HOST_KEY": target.host_key}
+
+
+def _verify_environment(args: HostFirewallArgs) -> dict[str, pulumi.Input[str]]:
+    """How the deploy step probes from outside: its own scan, and the second vantage point (the
+    lab's internet namespace, or verify.vantage with its private key, a secret)."""
+    env: dict[str, pulumi.Input[str]] = {"HL_VERIFY_SCAN": args.verify_scan}
+    vantage = args.verify.vantage
+    if args.outside_namespace is not None:
+        env["HL_VERIFY_VANTAGE"] = pulumi.Output.from_input(args.outside_namespace).apply(
+            lambda namespace: json.dumps({"namespace": namespace}))
+    elif vantage is not None:
+        env["HL_VERIFY_VANTAGE"] = json.dumps({"host": vantage.host, "port": vantage.port, "user": vantage.user,
+                                               "hostKey": vantage.host_key, "scan": vantage.scan})
+        # Read here, never kept in the settings: it stays a secret Output from config to the step.
+        verify = pulumi.Config(NAMESPACE).require_secret_object("verify")
+        env[VANTAGE_KEY_VARIABLE] = pulumi.Output.secret(verify.apply(lambda value: value["vantage"]["privateKey"]))
+    return env

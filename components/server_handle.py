@@ -24,7 +24,11 @@ class ServerHandle:
     ipv6_addresses: pulumi.Output[Sequence[str]]
     probe_addresses: pulumi.Output[Sequence[str]]  # every address the outside verification probes
     ssh_command: pulumi.Output[str]
-    extra_outputs: dict[str, Any] = field(default_factory=dict)
+    extra_outputs: dict[str, Any] = field(default_factory=dict)  # stack outputs of the first server (the lab's namespaces)
+    details: dict[str, Any] = field(default_factory=dict)  # more of this server for its `servers` entry
     # The cloud firewall whose stored port infos are read back (Lightsail's InstancePublicPorts);
     # None where the program enforces the layer itself (the lab edge loads cloud-ports.json).
     cloud_firewall: aws.lightsail.InstancePublicPorts | None = None
+    # A network namespace on this machine outside the admin CIDRs (the lab's internet), from which
+    # the outside verification also probes; None: only verify.vantage, if set, measures that view.
+    outside_namespace: pulumi.Output[str] | None = None

@@ -13,8 +13,8 @@ from .server_handle import ServerHandle
 def make_servers(settings: StackSettings, release: Release) -> list[ServerHandle]:
     tags = {"project": "hardened-lightsail", "stack": pulumi.get_stack()}
     if settings.target == "lab":
-        from .lab_server import make_lab_server
-        return [make_lab_server(settings, release)]
+        from .lab_server import make_lab_servers
+        return make_lab_servers(settings, release)
     from .lightsail_server import LightsailServer, LightsailServerArgs
     handles = []
     for index in range(settings.server.count):

@@ -9,7 +9,7 @@ from .evaluate import cloud_allows, evaluable, host_allows
 from .exposure import ANYONE_ELSE, exposure_table
 from .findings import ERROR, WARNING, Finding, errors, errors_first
 from .iptables_rules import Ruleset
-from .networks import any_network, covers, parse_cidr
+from .networks import Network, any_network, covers, parse_cidr
 from .policy import FirewallPolicy
 from .release import Release
 from .rule_conditions import conditions_cover
@@ -23,9 +23,8 @@ def lockout_findings(policy: FirewallPolicy, release: Release) -> list[Finding]:
     problems = []
     for family, ruleset in zip((4, 6), release.rulesets, strict=True):
         for admin in (policy.admin_v4 if family == 4 else policy.admin_v6):
-            for index, blocked in enumerate(policy.blocklist):
-                if blocked.version == family and blocked.overlaps(admin):
-                    problems.append(f"firewall.blocklist[{index}] {blocked} blocks (part of) admin CIDR {admin}")
+            for index, blocked in _blocking(policy, admin):
+                problems.append(f"{policy.blocklist_entry(index)} {blocked} blocks (part of) admin CIDR {admin}")
             if not host_allows(ruleset, "tcp", policy.ssh_port, admin):
                 problems.append(f"host rules (rules.v{family}) refuse SSH (tcp/{policy.ssh_port}) from admin CIDR {admin}")
             if not cloud_allows(release.port_infos, "tcp", policy.ssh_port, admin):
@@ -34,9 +33,8 @@ def lockout_findings(policy: FirewallPolicy, release: Release) -> list[Finding]:
         if not any(covers(admin, deployer) for admin in policy.admin_cidrs):
             problems.append(f"the deployer's address {deployer} is not in firewall.adminCidrs "
                             f"({', '.join(map(str, policy.admin_cidrs))}): this update would cut it off SSH")
-        for index, blocked in enumerate(policy.blocklist):
-            if blocked.overlaps(deployer):
-                problems.append(f"firewall.blocklist[{index}] {blocked} blocks the deployer's address {deployer}")
+        for index, blocked in _blocking(policy, deployer):
+            problems.append(f"{policy.blocklist_entry(index)} {blocked} blocks the deployer's address {deployer}")
     if not problems:
         return []
     if policy.allow_lockout:
@@ -44,6 +42,13 @@ def lockout_findings(policy: FirewallPolicy, release: Release) -> list[Finding]:
                                  f"back by itself {policy.confirm_timeout_seconds} s after apply") for p in problems]
     return [Finding(ERROR, f"lock-out: {p}. Refusing to ship it: fix firewall.adminCidrs/blocklist, or set "
                            "firewall.allowLockout: true for a rollback drill") for p in problems]
+
+
+def _blocking(policy: FirewallPolicy, network: Network) -> list[tuple[int, object]]:
+    """(position in firewall.blocklist, entry) of the entries that share an address with
+    `network`, found through the blocklist's index (not one comparison per entry)."""
+    hits = set(policy.blocklist_index.overlapping(network))
+    return [(index, blocked) for index, blocked in enumerate(policy.blocklist) if blocked in hits] if hits else []
 
 
 def shadowed_rules(ruleset: Ruleset | SavedRuleset) -> list[tuple[Any, Any]]:
@@ -99,7 +104,7 @@ def layer_findings(policy: FirewallPolicy, release: Release) -> list[Finding]:
 
 
 def _blocklisted(policy: FirewallPolicy, source: str) -> bool:
-    return source != ANYONE_ELSE and any(covers(blocked, parse_cidr(source)) for blocked in policy.blocklist)
+    return source != ANYONE_ELSE and policy.blocklist_index.covers(parse_cidr(source))
 
 
 def world_ssh_findings(policy: FirewallPolicy) -> list[Finding]:

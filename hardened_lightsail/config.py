@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,11 @@ from typing import Any
 import yaml
 
 from .blueprints import LOGIN_USERS, login_user
-from .networks import CidrError, Network, parse_cidr, split_families
+from .host_keys import HostKeyError, PublicHostKey
+from .networks import CidrError, Network, cidr_text, parse_cidr, split_families
 from .policy import (
     PROTOCOLS,
+    SCAN_MODES,
     DropLog,
     FirewallPolicy,
     LabSettings,
@@ -26,6 +28,8 @@ from .policy import (
     Service,
     SshRateLimit,
     StackSettings,
+    Vantage,
+    VerifySettings,
 )
 from .user_text import key_path, printable, show
 
@@ -43,7 +47,16 @@ PORTS = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
 AVAILABILITY_ZONE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}[a-z]")
 LIGHTSAIL_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # blueprint and bundle ids: ubuntu_24_04, nano_3_0
 LOG_PREFIX = re.compile(r"[A-Za-z0-9 _.:\-\[\]]{0,29}")  # the kernel keeps 29 characters
+HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.:-]{0,251}[A-Za-z0-9])?")  # a DNS name, an IPv4 or IPv6 address
+LOGIN = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # a Linux login name
+KEY_TYPE = re.compile(r"(?:ssh|ecdsa|sk)-[a-z0-9@.-]{1,60}")  # ssh-ed25519, ecdsa-sha2-nistp256, ...
+PRIVATE_KEY = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,40})PRIVATE KEY-----\n[A-Za-z0-9+/=\n:, -]{1,16000}"
+                         r"-----END \1PRIVATE KEY-----\n?")
 CLI = "scripts/pulumi"  # the project's Pulumi wrapper, in the commands hints suggest
+# Reads a file a config value names (firewall.blocklistFiles), relative to the stack file's
+# directory; raises OSError when it can't. `fw diff` reads the base side's from git.
+FileReader = Callable[[str], str]
+BAD_LINES_SHOWN = 5  # per blocklist file; the rest are counted
 
 
 class ConfigError(Exception):
@@ -58,9 +71,10 @@ class _Checker:
     """Collects problems while walking the raw config, so the user sees all of them at once.
     `stack` (when known) goes into the commands that hints suggest."""
 
-    def __init__(self, stack: str | None = None) -> None:
+    def __init__(self, stack: str | None = None, read_file: FileReader | None = None) -> None:
         self.problems: list[str] = []
         self.stack = stack
+        self.read_file = read_file or (lambda path: Path(path).read_text())
         self.unpathed: set[str] = set()  # top-level keys that had a "key.sub" set without --path
 
     def fail(self, path: str, message: str) -> None:
@@ -240,7 +254,7 @@ def config_keys(model: type, **renames: str) -> dict[str, str]:
     def camel(name: str) -> str:
         head, *rest = name.split("_")
         return head + "".join(part.title() for part in rest)
-    names = {camel(f.name): f.name for f in fields(model)}
+    names = {camel(f.name): f.name for f in fields(model) if f.metadata.get("config", True)}
     names.update(renames)
     return names
 
@@ -297,7 +311,9 @@ def _services(check: _Checker, raw: Any, ssh_port: int) -> tuple[Service, ...]:
 
 
 def _firewall(check: _Checker, raw: Any) -> FirewallPolicy | None:
-    keys = config_keys(FirewallPolicy)
+    # blocklistFiles is read into `blocklist`: the policy holds the networks, not where they came from.
+    keys = {key: field for model_key, field in config_keys(FirewallPolicy).items()
+            for key in ((model_key, "blocklistFiles") if model_key == "blocklist" else (model_key,))}
     if raw is None:
         if "firewall" not in check.unpathed:  # else the hint to move firewall.* keys says it all
             check.fail("firewall", "is required: at least firewall.adminCidrs (see README, \"Config\")")
@@ -305,17 +321,21 @@ def _firewall(check: _Checker, raw: Any) -> FirewallPolicy | None:
     raw = check.mapping("firewall", raw, keys)
     ssh_port = check.integer("firewall.sshPort", raw.get("sshPort"), FirewallPolicy.ssh_port, 1, 65535)
     low, high = CONFIRM_TIMEOUT_RANGE
+    # Problems are reported in key order, so each value is read in that order.
+    admin_cidrs = check.cidr_list("firewall.adminCidrs", raw.get("adminCidrs"), required=True)
+    services = _services(check, raw.get("services"), ssh_port)
+    ping = check.boolean("firewall.ping", raw.get("ping"), FirewallPolicy.ping)
+    ping_per_second = check.integer("firewall.pingPerSecond", raw.get("pingPerSecond"),
+                                    FirewallPolicy.ping_per_second, 1, 1000)
+    confirm_timeout_seconds = check.integer("firewall.confirmTimeoutSeconds", raw.get("confirmTimeoutSeconds"),
+                                            FirewallPolicy.confirm_timeout_seconds, low, high, " seconds")
+    blocklist, origins = _blocklist(check, raw.get("blocklist")), [(0, "firewall.blocklist")]
+    for where, networks in _blocklist_files(check, raw.get("blocklistFiles")):
+        origins.append((len(blocklist), where))
+        blocklist += networks
     return FirewallPolicy(
-        admin_cidrs=check.cidr_list("firewall.adminCidrs", raw.get("adminCidrs"), required=True),
-        services=_services(check, raw.get("services"), ssh_port),
-        ssh_port=ssh_port,
-        ping=check.boolean("firewall.ping", raw.get("ping"), FirewallPolicy.ping),
-        ping_per_second=check.integer("firewall.pingPerSecond", raw.get("pingPerSecond"),
-                                      FirewallPolicy.ping_per_second, 1, 1000),
-        confirm_timeout_seconds=check.integer(
-            "firewall.confirmTimeoutSeconds", raw.get("confirmTimeoutSeconds"),
-            FirewallPolicy.confirm_timeout_seconds, low, high, " seconds"),
-        blocklist=_blocklist(check, raw.get("blocklist")),
+        admin_cidrs=admin_cidrs, services=services, ssh_port=ssh_port, ping=ping, ping_per_second=ping_per_second,
+        confirm_timeout_seconds=confirm_timeout_seconds, blocklist=blocklist, blocklist_origins=tuple(origins),
         allow_lockout=check.boolean("firewall.allowLockout", raw.get("allowLockout"),
                                     FirewallPolicy.allow_lockout),
         ssh_rate_limit=_ssh_rate_limit(check, raw.get("sshRateLimit")),
@@ -346,6 +366,51 @@ def _blocklist(check: _Checker, raw: Any) -> tuple[Network, ...]:
             continue
         networks.append(network)
     return tuple(networks)
+
+
+def _blocklist_files(check: _Checker, raw: Any) -> list[tuple[str, tuple[Network, ...]]]:
+    """Lists too long for the stack file (the engine hands config to the program in one
+    environment variable, which Linux caps at 128 KiB: about 5,000 CIDRs), one CIDR per line,
+    in the formats blocklist publishers use: `#` or `;` starts a comment (Spamhaus DROP writes
+    `192.0.2.0/24 ; SBL123`), blank lines are skipped, a bare address is a /32 or /128."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        check.not_a_list("firewall.blocklistFiles", raw, "file paths", "blocklists/drop.txt")
+        return []
+    read = []
+    for index, path in enumerate(raw):
+        where = f"firewall.blocklistFiles[{index}]"
+        if not isinstance(path, str) or not path.strip():
+            check.fail(where, f"{show(path)} is not a file path (e.g. \"blocklists/drop.txt\", relative to "
+                              "the stack file)")
+            continue
+        try:
+            text = check.read_file(path)
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or str(error)
+            check.fail(where, f"{show(path)} can't be read ({reason}); paths are relative to the stack file's "
+                              "directory")
+            continue
+        bad, networks = [], []
+        for number, line in enumerate(text.splitlines(), start=1):
+            entry = line.split("#", 1)[0].split(";", 1)[0].strip()
+            if not entry:
+                continue
+            try:
+                network = parse_cidr(entry)
+            except CidrError as error:
+                bad.append(f"line {number}: {error}")
+                continue
+            if network.prefixlen == 0:
+                bad.append(f"line {number}: {show(entry)} would block everyone, admins included")
+                continue
+            networks.append(network)
+        if bad:
+            more = f"; and {len(bad) - BAD_LINES_SHOWN:,} more bad line(s)" if len(bad) > BAD_LINES_SHOWN else ""
+            check.fail(where, f"{show(path)} {'; '.join(bad[:BAD_LINES_SHOWN])}{more}")
+        read.append((f"{where} ({path})", tuple(networks)))
+    return read
 
 
 def _ssh_rate_limit(check: _Checker, raw: Any) -> SshRateLimit:
@@ -411,28 +476,109 @@ def _lab(check: _Checker, raw: Any) -> LabSettings:
                                                   0, 600, " seconds"))
 
 
-def settings_from_values(values: Mapping[str, Any], stack: str | None = None) -> StackSettings:
+def _verify(check: _Checker, raw: Any, target: str, secret_keys: frozenset[str] | None) -> VerifySettings:
+    raw = check.mapping("verify", raw, config_keys(VerifySettings))
+    scan = check.string("verify.scan", raw.get("scan"), "", SCAN_MODES) if raw.get("scan") is not None else None
+    vantage = None
+    if raw.get("vantage") is not None:
+        if target == "lab":
+            check.fail("verify.vantage", "the lab measures what anyone else sees from its own internet namespace; "
+                                         "remove verify.vantage from a lab stack (it is for Lightsail targets)")
+        vantage = _vantage(check, raw.get("vantage"), secret_keys)
+    return VerifySettings(scan=scan, vantage=vantage)
+
+
+def _vantage(check: _Checker, raw: Any, secret_keys: frozenset[str] | None) -> Vantage | None:
+    path = "verify.vantage"
+    raw = check.mapping(path, raw, {**config_keys(Vantage), "privateKey": 0})
+    if not raw:
+        return None
+    host = check.string(f"{path}.host", raw.get("host"), "", pattern=HOST_NAME,
+                        what="a host name or address (e.g. \"198.51.100.7\")")
+    user = check.string(f"{path}.user", raw.get("user"), "", pattern=LOGIN, what="a login name (e.g. \"ubuntu\")")
+    for key in ("host", "user", "hostKey", "privateKey"):
+        if raw.get(key) is None:
+            check.fail(f"{path}.{key}", "is required: a vantage is a host reached over SSH with its pinned key "
+                                        "(see README, \"What is verified from where\")")
+    host_key = raw.get("hostKey")
+    if host_key is not None:
+        try:
+            if not isinstance(host_key, str) or not host_key.isprintable() or len(host_key) > 2000:
+                raise HostKeyError("not one line of text")
+            parsed = PublicHostKey.parse(host_key)
+            if not KEY_TYPE.fullmatch(parsed.key_type):
+                raise HostKeyError(f"{parsed.key_type!r} is not a key type")
+            host_key = parsed.line
+        except HostKeyError:
+            check.fail(f"{path}.hostKey", f"{show(host_key)} is not a public host key (\"ssh-ed25519 AAAA...\", "
+                                          "e.g. from `ssh-keyscan -t ed25519 HOST`, checked by hand)")
+            host_key = ""
+    _secret_private_key(check, f"{path}.privateKey", raw.get("privateKey"), secret_keys)
+    port = check.integer(f"{path}.port", raw.get("port"), Vantage.port, 1, 65535)
+    scan = check.string(f"{path}.scan", raw.get("scan"), Vantage.scan, SCAN_MODES)
+    return Vantage(host=host, user=user, host_key=host_key or "", port=port, scan=scan)
+
+
+def _secret_private_key(check: _Checker, path: str, value: Any, secret_keys: frozenset[str] | None) -> None:
+    """The key must be a Pulumi secret: encrypted (`secure:`) in the stack file, a secret config
+    value in the program (`secret_keys` names the top-level keys the engine holds secret)."""
+    if value is None:
+        return
+    store = f"set it with {check.command('config', 'set', '--path', '--secret', f'{NAMESPACE}:{path}')} < KEY_FILE"
+    if isinstance(value, dict) and set(value) == {"secure"} and isinstance(value["secure"], str):
+        return  # encrypted in the stack file: only the engine can read it
+    if not isinstance(value, str) or not PRIVATE_KEY.fullmatch(value):
+        check.fail(path, f"is not an OpenSSH private key (-----BEGIN OPENSSH PRIVATE KEY----- ...): {store}")
+    elif secret_keys is None or f"{NAMESPACE}:{path.split('.')[0]}" not in secret_keys:
+        check.fail(path, f"is stored in plain text: a private key must be a secret; {store}")
+
+
+def settings_from_values(values: Mapping[str, Any], stack: str | None = None,
+                         read_file: FileReader | None = None,
+                         secret_keys: frozenset[str] | None = None) -> StackSettings:
     """Validate the project's config values (keys without the namespace prefix). `stack` names
-    the stack in the commands that hints suggest."""
-    check = _Checker(stack)
-    top_level = {"target": 0, "server": 0, "firewall": 0, "lab": 0}
+    the stack in the commands that hints suggest; `read_file` reads the files the config names
+    (default: relative to the working directory, where the engine runs the program);
+    `secret_keys` (the program's) are the config keys the engine holds as secrets (None: values
+    read from a stack file, where secrets stay encrypted)."""
+    check = _Checker(stack, read_file)
+    top_level = {"target": 0, "server": 0, "firewall": 0, "lab": 0, "verify": 0}
     check.mapping("", check.unpathed_keys(values, top_level), top_level)
     target = check.string("target", values.get("target"), "lightsail", TARGETS)
     firewall = _firewall(check, values.get("firewall"))
     server = _server(check, values.get("server"))
     lab = _lab(check, values.get("lab"))
+    verify = _verify(check, values.get("verify"), target, secret_keys)
     if target == "lab" and firewall is not None and firewall.ssh_port != 22:
         check.fail("firewall.sshPort", f"{firewall.ssh_port}: the lab's sshd listens on 22 only; use 22 in "
                                        "lab stacks (a custom port is moved by first-boot user data on Lightsail)")
+    if target == "lab":
+        from lab.topology import MAX_SERVERS  # pure address arithmetic, nothing that touches the machine
+        if server.count > MAX_SERVERS:
+            check.fail("server.count", f"{server.count}: a lab holds at most {MAX_SERVERS} servers (they share its "
+                                       f"slot's /28 of 203.0.113.0/24); use 1-{MAX_SERVERS} in lab stacks")
     if check.problems or firewall is None:
         raise ConfigError(check.problems)
-    return StackSettings(target=target, firewall=firewall, server=server, lab=lab)
+    return StackSettings(target=target, firewall=firewall, server=server, lab=lab, verify=verify)
+
+
+def load_yaml(text: str) -> Any:
+    """yaml.safe_load through libyaml where PyYAML has it (a 100,000-CIDR blocklist loads in
+    about 1 s instead of 25 s). A document it refuses is read again by the pure-Python loader,
+    whose error message (the one we show) names the problem in words."""
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is not None:
+        try:
+            return yaml.load(text, Loader=fast)
+        except yaml.YAMLError:
+            pass
+    return yaml.safe_load(text)
 
 
 def values_from_stack_file(path: Path) -> dict[str, Any]:
     """The `hardened-lightsail:*` values of a Pulumi.<stack>.yaml (other namespaces ignored)."""
     try:
-        document = yaml.safe_load(Path(path).read_text()) or {}
+        document = load_yaml(Path(path).read_text()) or {}
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file; create it or pass --stack/--config with the right name"]) from None
     except yaml.YAMLError as error:
@@ -453,8 +599,14 @@ def stack_name_of(path: Path) -> str | None:
     return match.group(1) if match else None
 
 
+def beside(stack_file: Path) -> FileReader:
+    """Reads the files a stack file names relative to its own directory (the project directory
+    for Pulumi.<stack>.yaml, where the program runs)."""
+    return lambda path: (Path(stack_file).parent / path).read_text()
+
+
 def load_stack_file(path: Path) -> StackSettings:
-    return settings_from_values(values_from_stack_file(path), stack_name_of(path))
+    return settings_from_values(values_from_stack_file(path), stack_name_of(path), beside(path))
 
 
 def parse_value(value: Any) -> Any:
@@ -479,17 +631,21 @@ def firewall_config_values(policy: FirewallPolicy) -> dict[str, Any]:
 
 def config_values(settings: Any) -> Any:
     """Validated settings (StackSettings or any part of it) back in config form."""
-    def plain(value: Any) -> Any:
+    def plain(value: Any, owner: Any = None, field_name: str = "") -> Any:
         if isinstance(value, tuple):
-            items = [plain(item) for item in value]
             # Network lists in canonical order (v4 then v6, sorted), so reordering the same CIDRs in
             # the stack file changes nothing; services keep their order (it is the rules' order).
-            networks = [item for item in value if hasattr(item, "prefixlen")]
-            return [str(n) for n in split_families(networks)[0] + split_families(networks)[1]] if networks else items
+            if value and hasattr(value[0], "prefixlen"):
+                if isinstance(owner, FirewallPolicy) and field_name == "blocklist":
+                    # Sorted and written once per policy: it runs to hundreds of thousands.
+                    return [*owner.blocklist_texts[0], *owner.blocklist_texts[1]]
+                v4, v6 = split_families(value)
+                return [cidr_text(n) for n in v4 + v6]
+            return [plain(item) for item in value]
         if isinstance(value, PortRange):
             return str(value)
         if hasattr(value, "__dataclass_fields__"):
-            return {camel: plain(getattr(value, name)) for camel, name in config_keys(type(value)).items()}
+            return {camel: plain(getattr(value, name), value, name) for camel, name in config_keys(type(value)).items()}
         return value if isinstance(value, (bool, int, str)) or value is None else str(value)
     return plain(settings)
 

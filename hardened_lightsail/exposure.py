@@ -135,15 +135,33 @@ def ruleset_probes(rulesets: Sequence[SavedRuleset | None]) -> list[PortProbe]:
     return probes
 
 
-def unnamed_port(rulesets: Sequence[SavedRuleset], protocol: str) -> int:
-    """The lowest port above 0 that no rule names as a destination: it stands for them all."""
+def unnamed_port(rulesets: Sequence[SavedRuleset], protocol: str, also_named: Sequence[tuple[str, int, int]] = ()) -> int:
+    """The lowest port above 0 that no rule (nor `also_named`: (protocol, first, last)) names as a
+    destination: every rule treats all such ports alike, so it stands for them all."""
     ranges = {key for ruleset in rulesets for rule in ruleset.rules for key in _named_ports(rule)
-              if key[0] == protocol}
+              if key[0] == protocol} | {key for key in also_named if key[0] == protocol}
     port = 1
     for _, first, last in sorted(ranges, key=lambda key: key[1]):
         if first <= port <= last:
             port = last + 1
     return port
+
+
+def other_port_probes(probes: list[PortProbe], rulesets: Sequence[Ruleset | SavedRuleset | None],
+                      port_infos: list[dict[str, Any]]) -> list[PortProbe]:
+    """One probe per protocol for the ports no row, rule or cloud rule names, asked for every
+    source the other rows name (an admin-only "accept everything" shows) and anyone else."""
+    named = [(p.protocol, p.first, p.last) for p in probes if p.first is not None and p.last is not None]
+    named += [(info["protocol"], info["fromPort"], info["toPort"]) for info in port_infos
+              if info["protocol"] in PROTOCOLS]
+    sources = tuple(dict.fromkeys(source for probe in probes for source in probe.sources))
+    evaluated = [evaluable(ruleset) for ruleset in rulesets if ruleset is not None]
+    probes = []
+    for protocol in PROTOCOLS:
+        port = unnamed_port(evaluated, protocol, named)
+        if port <= 65535:
+            probes.append(PortProbe(f"{protocol} {OTHER_PORTS}", protocol, port, port, sources))
+    return probes
 
 
 def _rule_protocols(rule: SavedRule) -> frozenset[str] | None:
@@ -221,16 +239,24 @@ def _sources(rulesets: Sequence[SavedRuleset], protocol: str, first: int | None,
                         key=lambda n: (n.version, n)))
 
 
+def port_boundaries(ruleset: Ruleset | SavedRuleset) -> set[int]:
+    """Every port where a rule's destination port range starts, or ends (its last port + 1):
+    between two of them, every port meets the same rules."""
+    points: set[int] = set()
+    for rule in evaluable(ruleset).rules:
+        for condition in rule.by_dimension.get("ports-dport", ()):
+            for first, last in condition.written.ranges:
+                points.update((first, last + 1))
+    return points
+
+
 def _checked_ports(probe: PortProbe, ruleset: SavedRuleset) -> list[int | None]:
     """Ports that stand for every port of the probe's range: its first port and each port
     where a rule's port range starts or ends inside it."""
     if probe.first is None:
         return [None]
-    points = {probe.first}
-    for rule in ruleset.rules:
-        for condition in rule.by_dimension.get("ports-dport", ()):
-            for first, last in condition.written.ranges:
-                points.update(p for p in (first, last + 1) if probe.first < p <= probe.last)
+    last = probe.first if probe.last is None else probe.last
+    points = {probe.first} | {p for p in port_boundaries(ruleset) if probe.first < p <= last}
     if probe.last is not None and probe.last != probe.first:
         points.add(probe.last)  # both ends, as the cloud layer is checked
     return [*sorted(points)]
@@ -268,8 +294,22 @@ def exposure_rows(probes: list[PortProbe], rulesets: Sequence[Ruleset | SavedRul
 
 
 def exposure_table(policy: FirewallPolicy, release: Release) -> list[ExposureRow]:
-    """What a policy's release exposes, cloud and host layer."""
-    return exposure_rows(policy_probes(policy, release), release.rulesets, release.port_infos)
+    """What a policy's release exposes, cloud and host layer: the ports it names, then the
+    ports nobody names (one row per protocol, family and source), both evaluated alike."""
+    probes = policy_probes(policy, release)
+    probes += other_port_probes(probes, release.rulesets, release.port_infos)
+    return exposure_rows(probes, release.rulesets, release.port_infos)
+
+
+OTHER_PORTS_ROW = "any other port"
+
+
+def _other_ports_closed(rows: list[ExposureRow]) -> tuple[list[ExposureRow], bool]:
+    """(the rows for named ports, True when every "(other ports)" row is closed in both layers):
+    then one line says so; otherwise those rows are shown one by one."""
+    other = [row for row in rows if row.port.endswith(OTHER_PORTS)]
+    closed = bool(other) and not any(row.cloud or row.host or row.host_partly for row in other)
+    return ([row for row in rows if not row.port.endswith(OTHER_PORTS)] if closed else rows), closed
 
 
 def ruleset_exposure(rulesets: Sequence[SavedRuleset | None]) -> list[ExposureRow]:
@@ -299,20 +339,25 @@ def exposure_map(rows: list[ExposureRow]) -> dict[str, str]:
         if not row.cloud:
             return "closed" if host == "closed" else f"closed (cloud closed, host {host})"
         return host if host != "closed" else "closed (cloud open, host closed)"
-    summary = {f"{r.port} IPv{r.family} from {r.source}": state(r) for r in rows}
-    summary["any other port"] = "closed"
+    shown, other_closed = _other_ports_closed(rows)
+    summary = {f"{r.port} IPv{r.family} from {r.source}": state(r) for r in shown}
+    if other_closed:
+        summary[OTHER_PORTS_ROW] = "closed"
     return summary
 
 
 def format_table(rows: list[ExposureRow], markdown: bool = False) -> str:
     """The table as text (or markdown). Rows of a ruleset with no known cloud layer show the
-    host column only; a policy's table ends with the ports nobody names."""
+    host column only; a policy's table ends with the ports nobody names: one "any other port"
+    line when the rules close them all, their rows otherwise."""
     layered = any(row.cloud is not None for row in rows)
     if layered:
+        shown, other_closed = _other_ports_closed(rows)
         header: tuple[str, ...] = ("port", "family", "source", "cloud", "host", "reachable")
         body: list[tuple[str, ...]] = [(r.port, f"IPv{r.family}", r.source, _mark(r.cloud), host_cell(r), "YES" if r.reachable else "no")
-                for r in rows]
-        body.append(("any other port", "both", "anyone", "closed", "closed", "no"))
+                for r in shown]
+        if other_closed:
+            body.append((OTHER_PORTS_ROW, "both", "anyone", "closed", "closed", "no"))
     else:
         header = ("port", "family", "source", "host")
         body = [(r.port, f"IPv{r.family}", r.source, host_cell(r)) for r in rows]

@@ -73,7 +73,7 @@ def host_ruleset(policy: FirewallPolicy, family: int) -> Ruleset:
         "every other chain, rule and policy (Docker, fail2ban, ...) stays as it is.",
     ]
     admins, _ = _by_family(policy.admin_cidrs, family)
-    blocked, _ = _by_family(policy.blocklist, family)
+    blocked = policy.blocklist_v4 if family == 4 else policy.blocklist_v6  # sorted once per policy
     rs.chains = [CHAIN_INPUT, CHAIN_SSH, CHAIN_LOG_DROP] + ([CHAIN_BANNED, CHAIN_SCAN] if policy.port_scan.enabled else [])
 
     rs.section("loopback")

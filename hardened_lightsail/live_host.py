@@ -1,6 +1,7 @@
 """Reads a running server over SSH, read-only, for `fw check --host`, `fw diff --from-host` and
 `fw logs`: its live rules (iptables-save, ip6tables-save, ipset save; through `sudo -n` when the
-login user is not root), its addresses and routes, and its kernel log of dropped packets.
+login user is not root), its addresses and routes, what its sshd lets in (`sshd -T`, the payload's
+own check) and its kernel log of dropped packets.
 
 One SSH connection per command, with the user's own ssh: their config, agent and known_hosts
 (an unknown host key is refused, never accepted blindly), or the key and known-hosts file given.
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .drop_log import LogText
+from .release import PAYLOAD_DIR
 from .rule_conditions import HostFacts, IpSet
 from .saved_rules import SavedRuleset, parse_ipset_save, parse_saved_ruleset
 
@@ -96,6 +98,9 @@ capture addresses ip -o addr show
 capture routes sh -c 'ip -4 route show default; ip -6 route show default'
 capture forwarding cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv6/conf/all/forwarding
 """
+# The payload's own sshd check (hlfw verify runs the same file), sent as it is.
+SSHD_SCRIPT = (PAYLOAD_DIR / "hlfw-sshd.sh").read_text() + "\ncapture sshd sshd_login_report\n"
+SSHD_SETTINGS, SSHD_WARNING = "sshd: ", "warning: "
 
 LOG_SCRIPT = r"""
 capture clock sh -c 'date +%s; cut -d" " -f1 /proc/uptime; date +%z; date +%Y'
@@ -195,6 +200,8 @@ class LiveRules:
     ipsets_read: bool
     other_nft_tables: list[str] = field(default_factory=list)
     legacy_tables_too: bool = False
+    sshd_settings: str = ""  # "config=/etc/ssh/sshd_config passwordauthentication=no ..."
+    sshd_warnings: list[str] = field(default_factory=list)  # ways in with a password
 
 
 def _facts(sections: dict[str, Section], sets: dict[str, IpSet] | None) -> HostFacts:
@@ -218,7 +225,7 @@ def _facts(sections: dict[str, Section], sets: dict[str, IpSet] | None) -> HostF
 
 def read_rules(target: SshTarget) -> LiveRules:
     """The host's live rules, both families, with its sets, addresses and routes."""
-    return _rules_from(target, run_script(target, RULES_SCRIPT))
+    return _rules_from(target, run_script(target, RULES_SCRIPT + SSHD_SCRIPT))
 
 
 def _rules_from(target: SshTarget, sections: dict[str, Section]) -> LiveRules:
@@ -228,6 +235,7 @@ def _rules_from(target: SshTarget, sections: dict[str, Section]) -> LiveRules:
     ipsets = sections.get("ipset-save")
     sets = parse_ipset_save(ipsets.stdout) if ipsets and ipsets.status == 0 else None
     facts = _facts(sections, sets if sets is not None else ({} if ipsets is None else None))
+    sshd = sections.get("sshd", Section()).stdout.splitlines()
     nft = sections.get("nft-tables")
     other = [line.split(None, 1)[1] for line in (nft.stdout.splitlines() if nft and nft.status == 0 else [])
              if line.startswith("table ") and line.split(None, 1)[1] not in IPTABLES_NFT_TABLES]
@@ -236,7 +244,9 @@ def _rules_from(target: SshTarget, sections: dict[str, Section]) -> LiveRules:
         v4=parse_saved_ruleset(v4_text, 4, label=f"{target} iptables-save", facts=facts),
         v6=parse_saved_ruleset(v6_text, 6, label=f"{target} ip6tables-save", facts=facts),
         ipsets_read=sets is not None, other_nft_tables=other,
-        legacy_tables_too="iptables-legacy tables present" in v4_text + v6_text)
+        legacy_tables_too="iptables-legacy tables present" in v4_text + v6_text,
+        sshd_settings=next((line[len(SSHD_SETTINGS):] for line in sshd if line.startswith(SSHD_SETTINGS)), ""),
+        sshd_warnings=[line[len(SSHD_WARNING):] for line in sshd if line.startswith(SSHD_WARNING)])
 
 
 def read_log(target: SshTarget, minutes: int) -> tuple[LiveRules, LogText]:

@@ -1,20 +1,34 @@
-"""The outside half of verification: probe the server's addresses from here (TCP and UDP, IPv4
-and IPv6) and compare what answers with what the rendered rules allow from this address.
+"""The outside half of verification: probe the server's addresses from each vantage point (this
+deployer, and a host outside the admin CIDRs: the lab's internet namespace or `verify.vantage`)
+and compare what answers with what the rendered rules allow from the address each one sends from.
 
 A denied port must be silent (a RST or ICMP unreachable means packets got through); an allowed
-port that something listens on must answer."""
+port that something listens on must answer. A quick check probes the SSH port, the policy's
+ports, every listening port and a sample of favourites; a full one scans every TCP port (nmap)
+and the common UDP services, and judges each port against the rules."""
 from __future__ import annotations
 
+import bisect
 import ipaddress
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .evaluate import cloud_allows, host_allows
+from .exposure import port_boundaries
+from .networks import Network, parse_cidr
 from .policy import FirewallPolicy
+from .port_scan import ALL_TCP_PORTS, COMMON_UDP_PORTS, Scan, ScanError, Vantage
 from .reachability import CLOSED, FILTERED, OPEN, local_source_address, measure
 from .release import Release
 
 SAMPLE_CLOSED_PORTS = (21, 23, 25, 53, 110, 139, 445, 3306, 5432, 6379, 8080, 8443, 9200, 27017)
 SAMPLE_CLOSED_UDP_PORTS = (53, 123, 161, 1900, 5353, 11211)  # amplification favourites
+FULL, QUICK = "full", "quick"
+MISMATCH = "MISMATCH"
+THIS_DEPLOYER = Vantage("this deployer")
 
 
 @dataclass(frozen=True)
@@ -26,9 +40,19 @@ class HostReport:
 
 
 @dataclass(frozen=True)
+class View:
+    """One vantage point and how thoroughly it probes."""
+
+    vantage: Vantage
+    scan: str = QUICK  # FULL or QUICK
+    outsider: bool = False  # must send from outside the admin CIDRs ("anyone else" is its view)
+
+
+@dataclass
 class OutsideResult:
-    table: str  # one row per probe, then the `verified: ...` line when everything matched
+    table: str  # a section per vantage, scan times, then the `verified: ...` line when all matched
     mismatches: int
+    mismatch_lines: list[str] = field(default_factory=list)  # the header and rows that differ
 
 
 def parse_host_report(text: str) -> HostReport:
@@ -68,29 +92,172 @@ def ports_to_probe(release: Release, policy: FirewallPolicy, report: HostReport)
     return {protocol: sorted(numbers) for protocol, numbers in ports.items()}
 
 
-def verify_from_here(release: Release, policy: FirewallPolicy, addresses: list[str], report: HostReport) -> OutsideResult:
-    """Probe every address and judge each answer against both layers of the release."""
-    ports = ports_to_probe(release, policy, report)
-    measured = {}
+class _Policy:
+    """What the rendered rules (both layers) allow one source, per port; every port between two
+    rule boundaries meets the same rules, so a full scan asks once per stretch, not per port."""
+
+    def __init__(self, release: Release, source: str):
+        self.release, self.source = release, parse_cidr(source)
+        self.version = self.source.version
+        cuts = {1, 65536} | port_boundaries(release.rulesets[0 if self.version == 4 else 1])
+        cuts |= {p for info in release.port_infos if info["protocol"] in ("tcp", "udp")
+                 for p in (info["fromPort"], info["toPort"] + 1)}
+        self.starts = sorted(p for p in cuts if 1 <= p <= 65536)
+        self.allowed = lru_cache(maxsize=None)(self._allowed)
+
+    def _allowed(self, protocol: str, port: int) -> bool:
+        return (host_allows(self.release.rulesets[0 if self.version == 4 else 1], protocol, port, self.source)
+                and cloud_allows(self.release.port_infos, protocol, port, self.source))
+
+    def allows(self, protocol: str, port: int) -> bool:
+        return self.allowed(protocol, self.starts[bisect.bisect_right(self.starts, port) - 1])
+
+
+def _source(view: View, address: str, report: HostReport) -> str:
+    """The address the server sees this vantage's probes come from."""
+    if view.vantage is THIS_DEPLOYER:
+        client = report.client
+        if client and ipaddress.ip_address(client).version == ipaddress.ip_address(address).version:
+            return client  # behind NAT the server sees another address than ours
+        return local_source_address(address)
+    return view.vantage.source_address(address)
+
+
+def _scan_ports(view: View, listed: dict[str, list[int]]) -> tuple[list[int], list[int]]:
+    if view.scan == FULL:
+        return list(ALL_TCP_PORTS), sorted({*listed["udp"], *COMMON_UDP_PORTS})
+    return listed["tcp"], listed["udp"]
+
+
+def _measure(view: View, address: str, tcp: list[int], udp: list[int]) -> Scan:
+    """States of every port asked for. The deployer's quick check connects from here; anything
+    else is an nmap scan at the vantage."""
+    if view.vantage is THIS_DEPLOYER and view.scan == QUICK:
+        started = time.monotonic()
+        states = _connect_probes(address, tcp, udp)
+        return Scan(address, states, time.monotonic() - started)
+    return view.vantage.scan(address, tcp, udp)
+
+
+def _connect_probes(address: str, tcp: list[int], udp: list[int], timeout: float = 2.0) -> dict[tuple[str, int], str]:
+    """(protocol, port) -> state, connecting from this machine (reachability.measure)."""
+    return {(protocol, port): state for protocol, ports in (("tcp", tcp), ("udp", udp))
+            for (_, port), state in measure(protocol, [(address, p) for p in ports], timeout=timeout).items()}
+
+
+def _confirm(view: View, address: str, suspects: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
+    """A full scan runs fast and may miss an answer: each port that disagrees is asked again,
+    slowly, before it counts as a mismatch."""
+    tcp = [port for protocol, port in suspects if protocol == "tcp"]
+    udp = [port for protocol, port in suspects if protocol == "udp"]
+    if view.vantage is THIS_DEPLOYER:
+        return _connect_probes(address, tcp, udp, timeout=3)
+    return view.vantage.scan(address, tcp, udp, slow=True).states
+
+
+@dataclass
+class _Section:
+    rows: list[tuple[str, ...]] = field(default_factory=list)
+    times: list[str] = field(default_factory=list)
+    probes: int = 0
+    mismatches: int = 0
+
+
+def _verify_view(view: View, release: Release, policy: FirewallPolicy, addresses: list[str], report: HostReport,
+                 admin_cidrs: Sequence[Network]) -> tuple[_Section, str]:
+    """Every address from one vantage, the addresses scanned side by side."""
+    listed = ports_to_probe(release, policy, report)
+    with ThreadPoolExecutor(max_workers=len(addresses) or 1) as pool:
+        results = list(pool.map(lambda address: _verify_address(view, release, address, report, admin_cidrs, listed),
+                                addresses))
+    section = _Section()
+    for part, _ in results:
+        section.rows += part.rows
+        section.times += part.times
+        section.probes += part.probes
+        section.mismatches += part.mismatches
+    return section, ", ".join(dict.fromkeys(source for _, source in results))
+
+
+def _verify_address(view: View, release: Release, address: str, report: HostReport, admin_cidrs: Sequence[Network],
+                    listed: dict[str, list[int]]) -> tuple[_Section, str]:
+    section = _Section()
+    source = _source(view, address, report)
+    if view.outsider and any(ipaddress.ip_address(source) in network for network in admin_cidrs):
+        raise ScanError(f"{view.vantage.name} reaches {address} from {source}, inside firewall.adminCidrs: "
+                        "it sees what an admin sees, not what anyone else does; use a host outside them")
+    allowed = _Policy(release, source)
+    tcp, udp = _scan_ports(view, listed)
+    scan = _measure(view, address, tcp, udp)
+    states = dict(scan.states)
+    judged = {key: (allowed.allows(*key), key[1] in report.listening[key[0]]) for key in states}
+    suspects = [key for key, state in states.items() if not agrees_with_policy(key[0], *judged[key], state)]
+    if suspects and view.scan == FULL:
+        states.update(_confirm(view, address, suspects))
+    shown = [(protocol, port) for protocol in ("tcp", "udp") for port in listed[protocol] if (protocol, port) in states]
+    shown += sorted(key for key in suspects if key not in shown)
+    for key in shown:
+        protocol, port = key
+        is_allowed, is_listening = judged[key]
+        ok = agrees_with_policy(protocol, is_allowed, is_listening, states[key])
+        section.mismatches += not ok
+        section.rows.append((address, f"{protocol}/{port}", "yes" if is_listening else "no",
+                             "allowed" if is_allowed else "denied", states[key], "ok" if ok else MISMATCH))
+    if view.scan == FULL:
+        section.rows += _summary_rows(address, states, judged, set(shown))
+    section.probes = len(states)
+    udp_note = f" + {len(udp)} udp" if any(k[0] == "udp" for k in scan.states) else \
+        " (udp not measured: nmap's UDP scan needs root there)" if udp else ""
+    section.times.append(f"{address}: {len(tcp)} tcp{udp_note} port(s) in {scan.seconds:.1f} s")
+    return section, source
+
+
+def _summary_rows(address: str, states: dict[tuple[str, int], str], judged: dict[tuple[str, int], tuple[bool, bool]],
+                  shown: set[tuple[str, int]]) -> list[tuple[str, ...]]:
+    """One row per protocol for every scanned port not shown above: how many answered how."""
+    rows: list[tuple[str, ...]] = []
     for protocol in ("tcp", "udp"):
-        targets = [(address, port) for address in addresses for port in ports[protocol]]
-        measured.update({(protocol, *target): state for target, state in measure(protocol, targets).items()})
-    rows, mismatches = [], 0
-    client = report.client
-    for (protocol, address, port), state in measured.items():
-        version = ipaddress.ip_address(address).version
-        source = client if client and ipaddress.ip_address(client).version == version else local_source_address(address)
-        network = ipaddress.ip_network(source)
-        allowed = (host_allows(release.rulesets[0 if version == 4 else 1], protocol, port, network)
-                   and cloud_allows(release.port_infos, protocol, port, network))
-        is_listening = port in report.listening[protocol]
-        ok = agrees_with_policy(protocol, allowed, is_listening, state)
-        mismatches += not ok
-        rows.append((address, f"{protocol}/{port}", "yes" if is_listening else "no",
-                     "allowed" if allowed else "denied", state, "ok" if ok else "MISMATCH"))
-    header = ("address", "port", "listening", f"policy for {client or 'this deployer'}", "measured", "")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
+        rest = [key for key in states if key[0] == protocol and key not in shown]
+        if not rest:
+            continue
+        counts = {state: sum(1 for key in rest if states[key] == state) for state in (OPEN, CLOSED, FILTERED)}
+        allowed = sum(1 for key in rest if judged[key][0])
+        measured = ", ".join(f"{count} {state}" for state, count in counts.items() if count)
+        rows.append((address, f"{protocol}: {len(rest)} more", "",
+                     f"{allowed} allowed" if allowed else "all denied", measured, "ok"))
+    return rows
+
+
+def verify_outside(release: Release, policy: FirewallPolicy, addresses: list[str], report: HostReport, views: list[View],
+                   admin_cidrs: Sequence[Network] = ()) -> OutsideResult:
+    """Probe every address from every vantage and judge each answer against both layers."""
+    lines, mismatch_lines, probes, mismatches = [], [], 0, 0
+
+    def verify(view: View) -> tuple[_Section, str] | ScanError:
+        try:
+            return _verify_view(view, release, policy, addresses, report, admin_cidrs)
+        except ScanError as error:
+            return error
+
+    with ThreadPoolExecutor(max_workers=len(views) or 1) as pool:  # the vantages probe side by side
+        results = list(pool.map(verify, views))
+    for view, result in zip(views, results, strict=True):
+        if isinstance(result, ScanError):  # this vantage measured nothing: that fails the check
+            lines.append(f"from {view.vantage.name}: {result}")
+            mismatch_lines.append(lines[-1])
+            mismatches += 1
+            continue
+        section, sources = result
+        header = ("address", "port", "listening", f"policy for {sources}", "measured", "")
+        rows = [header, *section.rows]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        text = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+        title = f"from {view.vantage.name} ({sources}), {view.scan} scan:"
+        lines += [title, *text, f"{view.scan} scan from {view.vantage.name}: " + "; ".join(section.times)]
+        if section.mismatches:
+            mismatch_lines += [title, text[0], *(line for line in text[1:] if line.endswith(MISMATCH))]
+        probes += section.probes
+        mismatches += section.mismatches
     if not mismatches:
-        lines.append(f"verified: {len(rows)} probes on {len(addresses)} address(es) match the policy")
-    return OutsideResult("\n".join(lines), mismatches)
+        lines.append(f"verified: {probes} probes on {len(addresses)} address(es) match the policy")
+    return OutsideResult("\n".join(lines), mismatches, mismatch_lines)

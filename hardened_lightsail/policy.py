@@ -5,8 +5,9 @@ stack YAML into these objects and the renderers and the analysis only ever read 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
-from .networks import Network, split_families
+from .networks import Network, NetworkIndex, cidr_text, split_families
 
 TCP, UDP = "tcp", "udp"
 PROTOCOLS = (TCP, UDP)
@@ -99,6 +100,18 @@ class FirewallPolicy:
     # Addresses the deployer connects from; the lock-out check proves they keep SSH. The lab
     # fills this in itself; on Lightsail set it when your address is known.
     deployer_addresses: tuple[Network, ...] = ()
+    # Where the blocklist's entries came from, for messages: (first index, config key) per part,
+    # e.g. ((0, "firewall.blocklist"), (3, "firewall.blocklistFiles[0] (lists/drop.txt)")).
+    # Not a config key and not part of the policy's value (same networks, same policy).
+    blocklist_origins: tuple[tuple[int, str], ...] = field(default=(), compare=False, metadata={"config": False})
+
+    def blocklist_entry(self, index: int) -> str:
+        """`firewall.blocklist[3]`, or the file an entry was read from."""
+        origin = "firewall.blocklist"
+        for start, where in self.blocklist_origins:  # in order of their first index
+            if start <= index:
+                origin = where
+        return f"firewall.blocklist[{index}]" if origin == "firewall.blocklist" else origin
 
     @property
     def admin_v4(self) -> list[Network]:
@@ -108,13 +121,29 @@ class FirewallPolicy:
     def admin_v6(self) -> list[Network]:
         return split_families(self.admin_cidrs)[1]
 
+    @cached_property
+    def _blocklist_families(self) -> tuple[list[Network], list[Network]]:
+        # Sorted once per policy: lists run to hundreds of thousands of networks.
+        return split_families(self.blocklist)
+
     @property
     def blocklist_v4(self) -> list[Network]:
-        return split_families(self.blocklist)[0]
+        return self._blocklist_families[0]
 
     @property
     def blocklist_v6(self) -> list[Network]:
-        return split_families(self.blocklist)[1]
+        return self._blocklist_families[1]
+
+    @cached_property
+    def blocklist_texts(self) -> tuple[list[str], list[str]]:
+        """blocklist_v4 and blocklist_v6 as text, written once per policy for both policy.json
+        and the ipset file."""
+        return [cidr_text(n) for n in self.blocklist_v4], [cidr_text(n) for n in self.blocklist_v6]
+
+    @cached_property
+    def blocklist_index(self) -> NetworkIndex:
+        """Is a source blocked: a few hash lookups, however long the list (see NetworkIndex)."""
+        return NetworkIndex(self.blocklist)
 
 
 @dataclass(frozen=True)
@@ -138,6 +167,35 @@ class LabSettings:
     boot_seconds: int = 0
 
 
+SCAN_MODES = ("full", "quick")  # every TCP port and the common UDP services | the policy's ports and a sample
+
+
+@dataclass(frozen=True)
+class Vantage:
+    """Config key `verify.vantage`: a host outside firewall.adminCidrs, reached over SSH with its
+    own pinned host key, from which the outside verification also probes (the "anyone else"
+    rows, measured). Its private key is the secret `verify.vantage.privateKey`, never held here."""
+
+    host: str  # an address or DNS name the deployer can SSH to
+    user: str
+    host_key: str  # its public host key, "ssh-ed25519 AAAA..." (`ssh-keyscan -t ed25519 HOST`)
+    port: int = 22
+    scan: str = "full"  # nmap runs there: full is polite from a host of your own
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    """Config key `verify`: how the outside verification probes."""
+
+    # From the deployer's own link. None: full in the lab (the whole TCP port space), quick for
+    # Lightsail (a full scan of a cloud address from your own line is impolite, and slow).
+    scan: str | None = None
+    vantage: Vantage | None = None
+
+    def deployer_scan(self, target: str) -> str:
+        return self.scan or ("full" if target == "lab" else "quick")
+
+
 @dataclass(frozen=True)
 class StackSettings:
     """The whole validated stack config."""
@@ -146,3 +204,4 @@ class StackSettings:
     firewall: FirewallPolicy
     server: ServerSettings = field(default_factory=ServerSettings)
     lab: LabSettings = field(default_factory=LabSettings)
+    verify: VerifySettings = field(default_factory=VerifySettings)

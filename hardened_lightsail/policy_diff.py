@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import posixpath
 import subprocess
 import sys
 import tempfile
@@ -13,10 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import ERROR, Finding, analyse
-from .config import ConfigError, firewall_config_values, settings_from_values, values_from_stack_file
+from .config import (
+    ConfigError,
+    FileReader,
+    beside,
+    firewall_config_values,
+    settings_from_values,
+    values_from_stack_file,
+)
 from .effective_settings import effective_settings
-from .exposure import ExposureRow, exposure_table
-from .networks import Network, split_families
+from .exposure import OTHER_PORTS, ExposureRow, exposure_table
+from .networks import Network, network_order
 from .policy import FirewallPolicy, PortRange, Service
 from .release import Release, render_release
 
@@ -101,16 +109,20 @@ def compare_exposure(base: Side, head: Side) -> list[RowChange]:
     instead of one row removed and another added."""
     assert head.policy is not None and head.release is not None  # the head side always has its stack file
     if base.policy is None:
-        return [RowChange(_closed(row), row) for row in exposure_table(head.policy, head.release)]
-    if base.hash == head.hash:  # same bytes, same answers: don't evaluate twice
-        return [RowChange(row, row) for row in exposure_table(head.policy, head.release)]
-    probes = _probe_policy(base.policy, head.policy)
-    assert base.release is not None  # rendered with its policy
-    before = {(row.port, row.family, row.source): row for row in exposure_table(probes, base.release)}
-    after = {(row.port, row.family, row.source): row for row in exposure_table(probes, head.release)}
-    # A port only one release opens without naming it (a drifted artifact) is closed on the other.
-    return ([RowChange(before.get(key, _closed(row)), row) for key, row in after.items()]
-            + [RowChange(row, _closed(row)) for key, row in before.items() if key not in after])
+        changes = [RowChange(_closed(row), row) for row in exposure_table(head.policy, head.release)]
+    elif base.hash == head.hash:  # same bytes, same answers: don't evaluate twice
+        changes = [RowChange(row, row) for row in exposure_table(head.policy, head.release)]
+    else:
+        probes = _probe_policy(base.policy, head.policy)
+        assert base.release is not None  # rendered with its policy
+        before = {(row.port, row.family, row.source): row for row in exposure_table(probes, base.release)}
+        after = {(row.port, row.family, row.source): row for row in exposure_table(probes, head.release)}
+        # A port only one release opens without naming it (a drifted artifact) is closed on the other.
+        changes = ([RowChange(before.get(key, _closed(row)), row) for key, row in after.items()]
+                   + [RowChange(row, _closed(row)) for key, row in before.items() if key not in after])
+    # The ports nobody names are news only when something lets them in.
+    return [c for c in changes if not (c.after.port.endswith(OTHER_PORTS) and not c.change
+                                       and not (c.after.reachable or c.after.host or c.after.cloud))]
 
 
 def change_counts(changes: list[RowChange]) -> dict[str, tuple[int, int]]:
@@ -125,9 +137,10 @@ def change_counts(changes: list[RowChange]) -> dict[str, tuple[int, int]]:
 
 def blocklist_changes(base: FirewallPolicy | None, head: FirewallPolicy) -> dict[int, tuple[list[Network], list[Network]]]:
     """{4|6: (added CIDRs, removed CIDRs)}, each sorted."""
-    before = split_families(base.blocklist) if base else ([], [])
-    after = split_families(head.blocklist)
-    return {version: (sorted(set(after[index]) - set(before[index])), sorted(set(before[index]) - set(after[index])))
+    before = (base.blocklist_v4, base.blocklist_v6) if base else ([], [])
+    after = (head.blocklist_v4, head.blocklist_v6)
+    return {version: (sorted(set(after[index]) - set(before[index]), key=network_order),
+                      sorted(set(before[index]) - set(after[index]), key=network_order))
             for index, version in enumerate((4, 6))}
 
 
@@ -217,7 +230,7 @@ def _blocklist_section(base: FirewallPolicy | None, head: FirewallPolicy) -> str
     changes = blocklist_changes(base, head)
     if not any(added or removed for added, removed in changes.values()):
         return ""
-    totals = split_families(head.blocklist)
+    totals = (head.blocklist_v4, head.blocklist_v6)
     counts = ", ".join(f"{_family(v)} +{len(a):,}/−{len(r):,}" for v, (a, r) in changes.items())
     lines = [f"**Blocklist** (host layer, dropped before anything else): {counts} CIDRs; now "
              f"{len(totals[0]):,} IPv4 and {len(totals[1]):,} IPv6 entries"]
@@ -326,8 +339,8 @@ def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
         raise ConfigError(["--base needs git, and git is not installed"]) from None
 
 
-def stack_file_at(ref: str, stack_file: Path) -> tuple[str, bytes | None]:
-    """(path in the repository, content at `ref`) of `stack_file`, read from the git repository
+def stack_file_at(ref: str, stack_file: Path) -> tuple[Path, str, bytes | None]:
+    """(repository, path in it, content at `ref`) of `stack_file`, read from the git repository
     that contains it, so --base means the same whatever directory fw runs from. Content is None
     when the file does not exist at `ref` (a new stack)."""
     path = stack_file.resolve()
@@ -343,18 +356,29 @@ def stack_file_at(ref: str, stack_file: Path) -> tuple[str, bytes | None]:
         raise ConfigError([f"--base {ref}: no such commit in {repo} (fetch it first, e.g. "
                            "`git fetch origin main`, and pass origin/main)"])
     if _git(repo, "cat-file", "-e", f"{ref}:{relative}").returncode != 0:
-        return relative, None
+        return repo, relative, None
     shown = _git(repo, "cat-file", "blob", f"{ref}:{relative}")
     if shown.returncode != 0:
         raise ConfigError([f"{ref}:{relative}: git could not read it: {shown.stderr.decode().strip()}"])
-    return relative, shown.stdout
+    return repo, relative, shown.stdout
 
 
-def _validated(side: str, label: str, path: Path) -> FirewallPolicy:
+def files_at(ref: str, repo: Path, stack_path: str) -> FileReader:
+    """Reads the files a stack file names (firewall.blocklistFiles) as they were at `ref`."""
+    def read(path: str) -> str:
+        name = posixpath.normpath(posixpath.join(posixpath.dirname(stack_path), path))
+        shown = _git(repo, "cat-file", "blob", f"{ref}:{name}")
+        if shown.returncode != 0:
+            raise OSError(f"not in git at {ref}:{name}")
+        return shown.stdout.decode()
+    return read
+
+
+def _validated(side: str, label: str, path: Path, read_file: FileReader) -> FirewallPolicy:
     """The firewall policy `pulumi up` would render from a stack file (target additions included);
     problems name the side and the file as the user knows it."""
     try:
-        return effective_settings(settings_from_values(values_from_stack_file(path))).firewall
+        return effective_settings(settings_from_values(values_from_stack_file(path), read_file=read_file)).firewall
     except ConfigError as error:
         # File-level problems start with the path read (a temporary file for the base side).
         raise ConfigError([f"{side} {label}{problem[len(str(path)):]}" if problem.startswith(str(path))
@@ -364,12 +388,12 @@ def _validated(side: str, label: str, path: Path) -> FirewallPolicy:
 def read_sides(stack_file: Path, base_ref: str) -> tuple[Side, Side]:
     """Validate and render the stack file at `base_ref` and in the working tree; the problems
     of both sides are reported together."""
-    relative, base_content = stack_file_at(base_ref, stack_file)
+    repo, relative, base_content = stack_file_at(base_ref, stack_file)
     base_label = f"{base_ref}:{relative}"
     problems: list[str] = []
     base_policy = head_policy = None
     try:
-        head_policy = _validated("head", relative, stack_file)
+        head_policy = _validated("head", relative, stack_file, beside(stack_file))
     except ConfigError as error:
         problems += error.problems
     if base_content is not None:
@@ -377,7 +401,7 @@ def read_sides(stack_file: Path, base_ref: str) -> tuple[Side, Side]:
             base_file = Path(directory) / stack_file.name
             base_file.write_bytes(base_content)
             try:
-                base_policy = _validated("base", base_label, base_file)
+                base_policy = _validated("base", base_label, base_file, files_at(base_ref, repo, relative))
             except ConfigError as error:
                 problems += error.problems
     if problems:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import ClassVar
 
-from .networks import Network, covers
+from .networks import Network, NetworkIndex, covers
 
 ALL, SOME, NONE = "all", "some", "none"
 PORT_MAX = 65535
@@ -384,8 +384,7 @@ class InSet(Condition):
             return _negate(NONE, self.negated)  # unknown contents: reported, taken as not listed
         if self.flags != ("src",) or ipset.networks is None:
             return SOME
-        inside = any(covers(member, probe.source) for member in ipset.networks)
-        return _negate(ALL if inside else NONE, self.negated)
+        return _negate(ALL if ipset.index.covers(probe.source) else NONE, self.negated)
 
 
 @dataclass(frozen=True)
@@ -453,6 +452,11 @@ class IpSet:
     name: str
     kind: str  # hash:net, hash:ip, hash:ip,port, list:set, ...
     networks: tuple[Network, ...] | None  # None for types the analysis can't evaluate
+
+    @cached_property
+    def index(self) -> NetworkIndex:
+        """Membership in a few hash lookups: sets hold blocklists of hundreds of thousands."""
+        return NetworkIndex(self.networks or ())
 
 
 def conditions_match(conditions: Iterable[Condition], probe: Probe, facts: HostFacts) -> str:

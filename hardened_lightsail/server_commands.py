@@ -30,6 +30,8 @@ def live_findings(live: LiveRules) -> tuple[list[Finding], list[ExposureRow]]:
         findings.append(Finding(WARNING, f"{live.target}: nftables table{'s' if len(live.other_nft_tables) > 1 else ''} "
                                          f"{', '.join(live.other_nft_tables)} filter{'' if len(live.other_nft_tables) > 1 else 's'} "
                                          "packets too (`nft list ruleset`); this analysis reads iptables only"))
+    # sshd behind the firewall: a password login is one guess away for anyone the rules let reach SSH.
+    findings += [Finding(WARNING, f"{live.target}: {warning}") for warning in live.sshd_warnings]
     if live.legacy_tables_too:
         findings.append(Finding(WARNING, f"{live.target}: iptables-legacy tables are loaded as well as the nft ones: "
                                          "packets go through both; read them with iptables-legacy-save"))
@@ -44,6 +46,8 @@ def cmd_check_host(args: argparse.Namespace) -> int:
     sets = f"{len(live.v4.facts.sets or {})} ipset(s)" if live.ipsets_read else "ipsets not read"
     print(f"live rules of {live.target}: iptables-save {len(live.v4.rules)} filter rules, ip6tables-save "
           f"{len(live.v6.rules)}, {sets} (line numbers: `sudo iptables-save | cat -n`)")
+    if live.sshd_settings:
+        print(f"sshd: {live.sshd_settings}")
     print()
     findings, rows = live_findings(live)
     return print_lint(findings, rows)

@@ -19,6 +19,8 @@ from .host_keys import KNOWN_HOSTS_ALIAS, HostKeyError, PublicHostKey, offered_k
 
 EXIT_SSH_FAILED = 255  # ssh's own failure: connection refused, timed out, authentication failed
 KEY_VARIABLE = "HL_SSH_KEY"  # the private key's environment variable (never passed on to ssh)
+VANTAGE_KEY_VARIABLE = "HL_VERIFY_VANTAGE_KEY"  # the vantage's private key (verify.vantage)
+SECRET_VARIABLES = (KEY_VARIABLE, VANTAGE_KEY_VARIABLE)
 # What ssh prints when the server's key is not the pinned one (or it offers no key of its type).
 HOST_KEY_FAILURES = ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED",
                      "no matching host key type found")
@@ -48,6 +50,11 @@ class SshEndpoint:
     @property
     def where(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def environment_without_secrets() -> dict[str, str]:
+    """This process's environment minus the private keys: what every child process gets."""
+    return {name: value for name, value in os.environ.items() if name not in SECRET_VARIABLES}
 
 
 @contextmanager
@@ -112,7 +119,7 @@ def run_remote(endpoint: SshEndpoint, remote_command: str, connect_timeout: int 
         argv = ["ssh", "-i", key_file, "-p", str(endpoint.port), *ssh_options(pinned, known_hosts, connect_timeout),
                 f"{endpoint.user}@{endpoint.host}", remote_command]
         feed: dict[str, Any] = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
-        env = {name: value for name, value in os.environ.items() if name != KEY_VARIABLE}
+        env = environment_without_secrets()
         try:
             result: subprocess.CompletedProcess[bytes] = subprocess.run(argv, capture_output=True, timeout=timeout,
                                                                         env=env, **feed)

@@ -29,9 +29,16 @@ def _stop(problems: list[str], what: str) -> None:
     raise pulumi.RunError(f"{what}: {len(problems)} problem(s), listed above; nothing was changed")
 
 
+def _secret_keys() -> frozenset[str]:
+    """The config keys the engine holds as secrets (a nested secret makes its top-level key one)."""
+    listed = set(runtime_config.get_config_secret_keys_env())
+    keys = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    return frozenset(key for key in keys if key in listed or runtime_config.is_config_secret(key))
+
+
 def read_stack_settings() -> StackSettings:
     try:
-        return settings_from_values(_config_values(), pulumi.get_stack())
+        return settings_from_values(_config_values(), pulumi.get_stack(), secret_keys=_secret_keys())
     except ConfigError as error:
         _stop(error.problems, "invalid stack config")
         raise  # unreachable: _stop raises

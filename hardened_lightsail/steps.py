@@ -24,10 +24,11 @@ from pathlib import Path
 from .cloud_readback import CloudReadback, describe
 from .commit_confirm import DeployError, RemoteRelease, deploy, timed_progress
 from .config import load_policy_file
-from .outside_verification import parse_host_report, verify_from_here
+from .outside_verification import FULL, QUICK, THIS_DEPLOYER, View, parse_host_report, verify_outside
+from .port_scan import Vantage
 from .release import render_release
 from .server_readiness import ready_step
-from .ssh_session import SshEndpoint
+from .ssh_session import VANTAGE_KEY_VARIABLE, HostKeyMismatch, SshEndpoint
 
 EXPOSURE_MARKER = "--- measured from outside ---"
 
@@ -36,6 +37,24 @@ def measured_exposure(step_output: str) -> str:
     """The exposure table out of the deploy step's stdout (what follows the marker)."""
     _, marker, table = step_output.partition(EXPOSURE_MARKER + "\n")
     return table.rstrip("\n") if marker else ""
+
+
+def verification_views(env: Mapping[str, str]) -> list[View]:
+    """This deployer (HL_VERIFY_SCAN: full|quick), then the vantage outside the admin CIDRs when
+    there is one (HL_VERIFY_VANTAGE): the lab's internet namespace, or verify.vantage over SSH."""
+    views = [View(THIS_DEPLOYER, env.get("HL_VERIFY_SCAN", QUICK))]
+    vantage = json.loads(env.get("HL_VERIFY_VANTAGE") or "null")
+    if vantage and vantage.get("namespace"):
+        from lab.docnet import require_documentation_address  # the lab scans its own addresses only
+        for address in filter(None, json.loads(env["HL_ADDRESSES"])):
+            require_documentation_address(address)
+        views.append(View(Vantage(f"the lab's internet namespace {vantage['namespace']}",
+                                  namespace=vantage["namespace"]), FULL, outsider=True))
+    elif vantage:
+        endpoint = SshEndpoint(vantage["host"], int(vantage["port"]), vantage["user"], env[VANTAGE_KEY_VARIABLE],
+                               vantage["hostKey"])
+        views.append(View(Vantage(f"vantage {endpoint.where}", endpoint=endpoint), vantage["scan"], outsider=True))
+    return views
 
 
 def deploy_step(env: Mapping[str, str] = os.environ) -> int:
@@ -55,15 +74,20 @@ def deploy_step(env: Mapping[str, str] = os.environ) -> int:
         return 1
     say("verify on the host: live rules, ipsets and boot files match the release")
     addresses = [a for a in json.loads(env["HL_ADDRESSES"]) if a]
-    outside = verify_from_here(release, policy, addresses, parse_host_report(report))
     warnings = [line for line in report.splitlines() if line.startswith("warning:")]
     for warning in warnings:
         say(f"verify on the host: {warning}")
+    views = verification_views(env)
+    say("verify from outside: " + "; ".join(f"{view.scan} scan from {view.vantage.name}" for view in views))
+    try:
+        outside = verify_outside(release, policy, addresses, parse_host_report(report), views, policy.admin_cidrs)
+    except HostKeyMismatch as error:  # the vantage is not the host its pinned key names
+        print(f"verify from outside: {error}", file=sys.stderr)
+        return 1
     if outside.mismatches:
         print(outside.table)
-        header, *rows = outside.table.splitlines()
         print(f"exposure differs from the policy on {outside.mismatches} port(s):\n" +
-              "\n".join([header, *(row for row in rows if row.endswith("MISMATCH")), *warnings]), file=sys.stderr)
+              "\n".join([*outside.mismatch_lines, *warnings]), file=sys.stderr)
         return 1
     say(f"verify from outside: {outside.table.splitlines()[-1]}")
     print(f"{EXPOSURE_MARKER}\n{outside.table}")

@@ -21,14 +21,13 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, TextIO
 
-import yaml
 from pulumi.automation import CommandError, CommandResult, LocalWorkspace, PulumiCommand, Stack
 from pulumi.automation._cmd import OnOutput
 from pulumi.automation.errors import create_command_error
 
 from . import engine_env
 from .analysis import analyse, errors
-from .config import NAMESPACE, ConfigError, load_stack_file, settings_from_values
+from .config import NAMESPACE, ConfigError, load_stack_file, load_yaml, settings_from_values
 from .effective_settings import effective_settings
 from .exposure import exposure_table, format_table
 from .policy import StackSettings
@@ -80,7 +79,7 @@ def read_base(base: str) -> tuple[dict[str, Any], StackSettings]:
         raise TrialInputError(f"unknown base stack {base!r}: no {path.name} in {PROJECT_DIR} "
                               f"(stacks: {', '.join(known) or 'none'})")
     settings = load_stack_file(path)  # the same checks and messages as `fw check` (ConfigError)
-    return yaml.safe_load(path.read_text())["config"], settings
+    return load_yaml(path.read_text())["config"], settings
 
 
 def lab_twin(config: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from .cloud_layer import load_cloud_layer
 from .errors import LabError
 from .lifecycle import describe_running, lab_down, lab_for, lab_status, lab_up
 from .slots import registered_labs
+from .topology import MAX_SERVERS
 
 EXIT_ERROR = 2
 CLOUD_PORTS_HELP = ("cloud-ports.json for the edge (the list given to InstancePublicPorts.port_infos); "
@@ -35,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--dir", required=True, help="lab state directory (keys, configs, pid files, logs)")
     up.add_argument("--slot", type=int, help="address slot 0-15 (default: the lowest free one)")
     up.add_argument("--cloud-ports", help=CLOUD_PORTS_HELP)
+    up.add_argument("--servers", type=int, default=1,
+                    help=f"how many servers, 1-{MAX_SERVERS}, behind the one edge (default 1; a running lab "
+                         "gains or loses servers to match)")
 
     down = commands.add_parser("down", help="remove the lab and its runtime files (idempotent)")
     down.add_argument("--name", required=True)
@@ -55,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "up":
-        result = describe_running(lab_up(args.name, args.dir, args.slot, args.cloud_ports))
+        result = describe_running(lab_up(args.name, args.dir, args.slot, args.cloud_ports, servers=args.servers))
     elif args.command == "down":
         result = lab_down(args.name, args.dir)
     elif args.command == "status":

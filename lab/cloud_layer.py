@@ -157,7 +157,7 @@ def describe_open_ports(port_infos: list[dict]) -> str:
 
 def render_edge_rules(lab: LabTopology, port_infos: list[dict], family: int, source: str) -> str:
     """The edge's whole filter table for one family, in iptables-restore format."""
-    server_port = lab.segments["server"].edge.interface
+    server_port = lab.segments["server"].edge.interface  # the servers' bridge
     uplink_port = lab.segments["uplink"].edge.interface
     key = "cidrs" if family == 4 else "ipv6Cidrs"
     lines = [
@@ -167,11 +167,11 @@ def render_edge_rules(lab: LabTopology, port_infos: list[dict], family: int, sou
         ":FORWARD ACCEPT [0:0]",
         ":OUTPUT ACCEPT [0:0]",
         ":lightsail - [0:0]",
-        "# Everything routed towards the server passes the Lightsail allow-list.",
+        "# Everything routed towards the servers passes the Lightsail allow-list.",
         f"-A FORWARD -o {server_port} -j lightsail",
-        "# Only the server may reach the deployer uplink: the root namespace would answer anyone",
+        "# Only the servers may reach the deployer uplink: the root namespace would answer anyone",
         "# else through the machine's real default route.",
-        f'-A FORWARD -o {uplink_port} ! -i {server_port} -m comment --comment "lab: uplink is for the server only" -j DROP',
+        f'-A FORWARD -o {uplink_port} ! -i {server_port} -m comment --comment "lab: uplink is for the servers only" -j DROP',
         "# Lightsail is stateful: replies and related ICMP pass whatever the allow-list says.",
         '-A lightsail -m conntrack --ctstate ESTABLISHED,RELATED -m comment --comment "lightsail: stateful" -j ACCEPT',
     ]

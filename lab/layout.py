@@ -1,9 +1,12 @@
 """Where each file of one lab lives under its state directory (nothing outside it is ours).
 
+The first server's files are the lab directory's own (ssh/, sshd_config, nginx/, run/, log/,
+server-fs/), as in a one-server lab; server i > 0 has the same tree under `servers/<i>/`.
 `down` removes exactly the entries listed in RUNTIME_ENTRIES, so a lab directory that also
 holds the user's own files (say, a Pulumi project's `.lab/`) keeps them."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,27 +23,20 @@ SERVER_FILE_MOUNTS = ("/var/lib/dpkg/lock-frontend",)
 # Top-level names under the state directory that the lab creates and `down` removes (only
 # from a directory whose lab.json names that lab).
 RUNTIME_ENTRIES = ("lab.json", "ssh", "sshd_config", "sshd_config.image", "nginx", "run", "log", "edge", "server-fs",
-                   "boot")
+                   "boot", "servers")
+SERVERS_DIR = "servers"
 
 
 @dataclass(frozen=True)
-class LabLayout:
+class ServerLayout:
+    """One server's files: its sshd, nginx, daemons' pid files and logs, and its filesystem."""
+
     root: Path
 
-    @property
-    def lab_json(self) -> Path:
-        """Name and slot of the lab that owns this directory."""
-        return self.root / "lab.json"
-
-    # --- SSH: the lab's own keys and config, never /etc/ssh or ~/.ssh --------------------
+    # --- SSH: the server's own keys and config, never /etc/ssh or ~/.ssh ----------------
     @property
     def ssh_dir(self) -> Path:
         return self.root / "ssh"
-
-    @property
-    def client_key(self) -> Path:
-        """Private key of the deployer/admin (the `root` login on the lab server)."""
-        return self.ssh_dir / "id_ed25519"
 
     @property
     def host_key(self) -> Path:
@@ -56,10 +52,6 @@ class LabLayout:
     def known_hosts(self) -> Path:
         """The server's public host key as a known_hosts line (for people and `fw` at a shell)."""
         return self.ssh_dir / "known_hosts"
-
-    @property
-    def authorized_keys(self) -> Path:
-        return self.ssh_dir / "authorized_keys"
 
     @property
     def sshd_config(self) -> Path:
@@ -116,12 +108,42 @@ class LabLayout:
     def log_file(self, service: str) -> Path:
         return self.log_dir / f"{service}.log"
 
-    # --- edge: the cloud-layer rules last loaded (for the operator to read) -------------------
-    @property
-    def edge_dir(self) -> Path:
-        return self.root / "edge"
-
     # --- server filesystem overlays (bind-mounted over SERVER_BIND_MOUNTS) --------------------
     def server_fs(self, host_path: str) -> Path:
         """The lab directory that the server's sessions see at `host_path`."""
         return self.root / "server-fs" / host_path.lstrip("/")
+
+
+@dataclass(frozen=True)
+class LabLayout(ServerLayout):
+    """The lab directory: the lab-wide files, and (inherited) the first server's."""
+
+    @property
+    def lab_json(self) -> Path:
+        """Name, slot and server count of the lab that owns this directory."""
+        return self.root / "lab.json"
+
+    def record(self) -> dict | None:
+        """What lab.json says (None: no lab owns this directory, or the file is damaged)."""
+        try:
+            return json.loads(self.lab_json.read_text())
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+            return None
+
+    @property
+    def client_key(self) -> Path:
+        """Private key of the deployer/admin (the `root` login on every lab server)."""
+        return self.ssh_dir / "id_ed25519"
+
+    @property
+    def authorized_keys(self) -> Path:
+        """The deployer's public key, authorized on every server of the lab."""
+        return self.ssh_dir / "authorized_keys"
+
+    def server(self, index: int) -> ServerLayout:
+        return ServerLayout(self.root if index == 0 else self.root / SERVERS_DIR / str(index))
+
+    # --- edge: the cloud-layer rules last loaded (for the operator to read) -------------------
+    @property
+    def edge_dir(self) -> Path:
+        return self.root / "edge"

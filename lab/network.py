@@ -32,6 +32,13 @@ def _ensure_addresses(namespace: str | None, endpoint: Endpoint) -> None:
     ip(namespace, "link", "set", "dev", endpoint.interface, "up")
 
 
+def bridge_mac(lab: LabTopology, segment: Segment) -> str:
+    """A fixed, locally administered MAC for a bridge. Left to itself a bridge takes the lowest
+    MAC of its ports, so a server added to a running lab could change the router's MAC under
+    the other servers' neighbour caches (their IPv6 to the router then went silent)."""
+    return f"02:68:6c:{lab.slot:02x}:{list(lab.segments).index(segment.name):02x}:01"
+
+
 def _ensure_segment(lab: LabTopology, segment: Segment) -> None:
     edge_ns = lab.namespace(EDGE)
     if segment.bridged and not link_exists(edge_ns, segment.edge.interface):
@@ -40,6 +47,7 @@ def _ensure_segment(lab: LabTopology, segment: Segment) -> None:
         ip(edge_ns, "link", "add", segment.edge.interface, "type", "bridge",
            "stp_state", "0", "mcast_snooping", "0")
     if segment.bridged:
+        ip(edge_ns, "link", "set", "dev", segment.edge.interface, "address", bridge_mac(lab, segment))
         # Up before its ports and addresses: a bridge brought up last ignored the clients'
         # (multicast) neighbour solicitations for its first ~0.5 s, so the first IPv6 packet
         # from a client waited for the 1 s NS retransmission (ARP's broadcast was unaffected).
@@ -48,6 +56,9 @@ def _ensure_segment(lab: LabTopology, segment: Segment) -> None:
         _ensure_veth(lab, host)
         if segment.bridged:
             ip(edge_ns, "link", "set", "dev", host.edge_port, "master", segment.edge.interface)
+            # A bridge port has no address of its own (a lab made before the server segment was
+            # bridged had the edge's server address on this veth end).
+            ip(edge_ns, "address", "flush", "dev", host.edge_port)
         ip(edge_ns, "link", "set", "dev", host.edge_port, "up")
         _ensure_addresses(_host_namespace(lab, host), host)
     _ensure_addresses(edge_ns, segment.edge)
@@ -88,7 +99,8 @@ def build_network(lab: LabTopology) -> None:
 
 def teardown_network(lab: LabTopology) -> None:
     """Remove the root uplink (its routes go with it) and every lab namespace, if present.
-    Processes running in the namespaces must be stopped first, or the namespaces live on."""
+    Processes running in the namespaces must be stopped first, or the namespaces live on.
+    (A server's veth pair goes with its namespace.)"""
     delete_link(None, lab.uplink_interface)
     for namespace in lab.namespaces.values():
         delete_namespace(namespace)

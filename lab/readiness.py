@@ -9,18 +9,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .errors import LabError
 from .probe import probe
-from .topology import ROOT, SERVER, LabTopology
+from .topology import ROOT, LabTopology, server_index
 
 READY_WITHIN_SECONDS = 5.0
 ATTEMPT_SECONDS = 0.3  # per echo request; a lost one is simply sent again
 
 
 def router_targets(lab: LabTopology) -> dict[str, list[tuple[str, str, int]]]:
-    """{client: [(router address, "icmp", 0) for IPv4 and IPv6]}. Left out: the server, whose
+    """{client: [(router address, "icmp", 0) for IPv4 and IPv6]}. Left out: the servers, whose
     firewall is whatever policy is under test (a blocklist may drop its router), and the root
     uplink, whose replies pass this machine's own firewall."""
     return {host.role: [(str(segment.edge.ipv4.ip), "icmp", 0), (str(segment.edge.ipv6.ip), "icmp", 0)]
-            for segment in lab.segments.values() for host in segment.hosts if host.role not in (ROOT, SERVER)}
+            for segment in lab.segments.values() for host in segment.hosts
+            if host.role != ROOT and server_index(host.role) is None}
 
 
 def wait_until_routers_answer(lab: LabTopology, within: float = READY_WITHIN_SECONDS) -> None:

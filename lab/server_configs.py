@@ -7,18 +7,22 @@ from pathlib import Path
 from .topology import HIDDEN_TCP_PORTS, HTTP_PORT, HTTPS_PORT, SSH_PORT, LabTopology
 
 
-def sshd_config(lab: LabTopology, port: int = SSH_PORT, host_key: Path | None = None) -> str:
-    """The server's sshd: its host key (the pinned one unless told), on `port`."""
-    layout = lab.layout
+def _server_label(lab: LabTopology, index: int) -> str:
+    return f"lab {lab.name}" + (f" server {index}" if index else "")
+
+
+def sshd_config(lab: LabTopology, index: int = 0, port: int = SSH_PORT, host_key: Path | None = None) -> str:
+    """Server `index`'s sshd: its host key (the pinned one unless told), on `port`."""
+    layout = lab.server_layout(index)
     return f"""\
-# sshd for hardened-lightsail lab {lab.name}: its own keys, pid file and authorized_keys.
+# sshd for hardened-lightsail {_server_label(lab, index)}: its own keys, pid file and authorized_keys.
 Port {port}
 AddressFamily any
 ListenAddress 0.0.0.0
 ListenAddress ::
 HostKey {host_key or layout.host_key}
 PidFile {layout.pid_file("sshd")}
-AuthorizedKeysFile {layout.authorized_keys}
+AuthorizedKeysFile {lab.layout.authorized_keys}
 PermitRootLogin prohibit-password
 PubkeyAuthentication yes
 PasswordAuthentication no
@@ -39,8 +43,9 @@ Subsystem sftp internal-sftp
 """
 
 
-def nginx_config(lab: LabTopology) -> str:
-    layout = lab.layout
+def nginx_config(lab: LabTopology, index: int = 0) -> str:
+    layout = lab.server_layout(index)
+    label = _server_label(lab, index)
     temp = layout.nginx_temp
 
     def listen(port: int, extra: str = "") -> str:
@@ -48,7 +53,7 @@ def nginx_config(lab: LabTopology) -> str:
 
     hidden = "".join(listen(port) for port in HIDDEN_TCP_PORTS)
     return f"""\
-# nginx for hardened-lightsail lab {lab.name}: config, pid, logs and temp files in the lab directory.
+# nginx for hardened-lightsail {label}: config, pid, logs and temp files in the lab directory.
 # Workers run as root so they can use the lab directory wherever it is (a lab, not a real site).
 user root;
 worker_processes 1;
@@ -70,18 +75,18 @@ http {{
 
     # The public web site.
     server {{
-{listen(HTTP_PORT, " default_server")}        return 200 "hardened-lightsail lab {lab.name}: http\\n";
+{listen(HTTP_PORT, " default_server")}        return 200 "hardened-lightsail {label}: http\\n";
     }}
     server {{
 {listen(HTTPS_PORT, " ssl")}        ssl_certificate {layout.tls_cert};
         ssl_certificate_key {layout.tls_key};
-        return 200 "hardened-lightsail lab {lab.name}: https\\n";
+        return 200 "hardened-lightsail {label}: https\\n";
     }}
 
     # Hidden services (telnet, PostgreSQL, an app port): they listen, but must stay invisible
     # from outside unless the policy opens them.
     server {{
-{hidden}        return 200 "hardened-lightsail lab {lab.name}: hidden service on port $server_port\\n";
+{hidden}        return 200 "hardened-lightsail {label}: hidden service on port $server_port\\n";
     }}
 }}
 """

@@ -7,8 +7,12 @@ Slot k (0..15) gives every lab its own addresses and interface names, so labs si
   internet  edge <-> inet, inet2
                            198.51.100.16k/28    2001:db8:b:<16k>::/64     edge .1/::1, inet .2/::2,
                                                                           inet2 .3/::3
-  server    edge <-> srv   203.0.113.16k/28     2001:db8:c:<16k>::/64     edge .1/::1, srv .10/::10
-(<> in hex; host numbers are offsets from the segment's first address.) Every slot's admin link
+  server    edge <-> srv, srv1, ...
+                           203.0.113.16k/28     2001:db8:c:<16k>::/64     edge .1/::1, server i: see
+                                                                          server_host_number(i)
+(<> in hex; host numbers are offsets from the segment's first address.) A lab has 1 to
+MAX_SERVERS servers (server.count), each in its own namespace, on one segment bridged in the
+edge, so the edge enforces the cloud layer for all of them. Every slot's admin link
 lies in 192.0.2.0/25 and 2001:db8:a::/60, every uplink in 192.0.2.128/25 and 2001:db8:a:100::/60:
 the deployer's side of any lab is DEPLOYER_CIDRS, whatever slot the lab was given."""
 from __future__ import annotations
@@ -24,16 +28,21 @@ from pathlib import Path
 from .commands import run_command
 from .docnet import require_documentation_address
 from .errors import LabError
-from .layout import SERVER_BIND_MOUNTS, LabLayout
+from .layout import SERVER_BIND_MOUNTS, LabLayout, ServerLayout
 
 SLOT_COUNT = 16
-NAME_MAX_LENGTH = 24  # namespaces are hl-NAME-inet2 (interface names use the slot, not the name)
+NAME_MAX_LENGTH = 24  # namespaces are hl-NAME-srv12 (interface names use the slot, not the name)
+# A slot's server segment is a /28: .0 and .15 are its network and broadcast, .1 the edge, which
+# leaves 13 host numbers (IPv6 has room to spare in its /64).
+MAX_SERVERS = 13
 # Used with fullmatch: `match` with `$` would let "lab\n" through into namespace names.
 NAME_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,%d}[a-z0-9])?" % (NAME_MAX_LENGTH - 2))  # noqa: UP031 (an f-string doubles the braces)
 
 # Roles of the hosts in a lab; "root" is the machine's own namespace (the deployer's uplink).
+# SERVER is the first server; server i > 0 is "server<i>" (server_role).
 SERVER, EDGE, INTERNET, INTERNET2, ADMIN, ROOT = "server", "edge", "internet", "internet2", "admin", "root"
 NAMESPACE_SUFFIX = {SERVER: "srv", EDGE: "edge", INTERNET: "inet", INTERNET2: "inet2", ADMIN: "adm"}
+SERVER_ROLE = re.compile(r"server([1-9][0-9]?)")  # fullmatch
 
 # Never run in the root namespace through LabTopology.run/exec_argv.
 ROOT_FORBIDDEN_TOOLS = frozenset({
@@ -64,11 +73,48 @@ def uplink_interface_name(slot: int) -> str:
     return f"hl{slot}{UPLINK_SUFFIX}"
 
 
+def server_role(index: int) -> str:
+    """The role of server `index`: the first is "server" (as in a one-server lab), then "server1"..."""
+    return SERVER if index == 0 else f"{SERVER}{index}"
+
+
+def server_index(role: str) -> int | None:
+    """server -> 0, server3 -> 3; None for a role that is not a server's."""
+    if role == SERVER:
+        return 0
+    match = SERVER_ROLE.fullmatch(role)
+    return int(match.group(1)) if match and int(match.group(1)) < MAX_SERVERS else None
+
+
+def server_host_number(index: int) -> int:
+    """Server i's host number in the server /28 and /64: .10 to .14, then .2 to .9 (IPv4), and
+    ::10 + i (IPv6). The first server keeps .10, the address a one-server lab always had."""
+    return 2 + (8 + index) % MAX_SERVERS
+
+
 def namespace_name(name: str, role: str) -> str:
     """Network namespace of `role` in lab `name` (independent of the slot)."""
+    index = server_index(role)
+    if index is not None:
+        return f"hl-{name}-{NAMESPACE_SUFFIX[SERVER]}{index or ''}"
     if role not in NAMESPACE_SUFFIX:
-        raise LabError(f"unknown lab role {role!r}: use one of {', '.join([*NAMESPACE_SUFFIX, ROOT])}")
+        raise LabError(f"unknown lab role {role!r}: use one of {', '.join([*NAMESPACE_SUFFIX, ROOT])} "
+                       f"(or server1 ... server{MAX_SERVERS - 1} in a lab of several servers)")
     return f"hl-{name}-{NAMESPACE_SUFFIX[role]}"
+
+
+def recorded_server_count(layout: LabLayout) -> int:
+    """How many servers the lab in this directory has (lab.json; 1 for a lab made before labs
+    had several)."""
+    servers = (layout.record() or {}).get("servers", 1)
+    return servers if isinstance(servers, int) and not isinstance(servers, bool) and 1 <= servers <= MAX_SERVERS else 1
+
+
+def validate_server_count(servers: int) -> int:
+    if isinstance(servers, bool) or not isinstance(servers, int) or not 1 <= servers <= MAX_SERVERS:
+        raise LabError(f"lab server count {servers!r} is not valid: use a number from 1 to {MAX_SERVERS} "
+                       "(a slot's server segment is a /28)")
+    return servers
 
 
 def validate_name(name: str) -> str:
@@ -119,15 +165,18 @@ def _v6(network: str, host: int) -> ipaddress.IPv6Interface:
 
 @dataclass(frozen=True)
 class LabTopology:
-    """Everything about lab `name` in slot `slot` that can be known without looking."""
+    """Everything about lab `name` in slot `slot`, with `servers` servers, that can be known
+    without looking."""
 
     name: str
     slot: int
     state_dir: Path
+    servers: int = 1
 
     def __post_init__(self) -> None:
         validate_name(self.name)
         validate_slot(self.slot)
+        validate_server_count(self.servers)
         object.__setattr__(self, "state_dir", Path(self.state_dir).absolute())
 
     # --- names -----------------------------------------------------------------------------
@@ -136,8 +185,14 @@ class LabTopology:
         return None if role == ROOT else namespace_name(self.name, role)
 
     @property
+    def server_roles(self) -> list[str]:
+        return [server_role(index) for index in range(self.servers)]
+
+    @property
     def namespaces(self) -> dict[str, str]:
-        return {role: self.namespace(role) for role in NAMESPACE_SUFFIX}
+        """Every namespace of the lab, by role: the servers first, then the rest."""
+        roles = [*self.server_roles, *(role for role in NAMESPACE_SUFFIX if role != SERVER)]
+        return {role: self.namespace(role) for role in roles}
 
     @property
     def uplink_interface(self) -> str:
@@ -182,10 +237,14 @@ class LabTopology:
                 ),
                 bridged=True,
             ),
+            # The servers share one link, bridged in the edge (like instances in one subnet):
+            # the edge routes and filters everything from outside to any of them.
             "server": Segment(
                 "server",
-                endpoint(EDGE, "e-srv", srv4, 1, 28, srv6, 1),
-                (endpoint(SERVER, "srv", srv4, 10, 28, srv6, 0x10, "e-srv"),),
+                endpoint(EDGE, "br-srv", srv4, 1, 28, srv6, 1),
+                tuple(endpoint(server_role(index), f"srv{index or ''}", srv4, server_host_number(index), 28,
+                               srv6, 0x10 + index, f"e-srv{index or ''}") for index in range(self.servers)),
+                bridged=True,
             ),
         }
 
@@ -203,22 +262,27 @@ class LabTopology:
 
     @property
     def server_ipv4(self) -> str:
+        """The first server's IPv4 address (the only one in a one-server lab)."""
         return self.address(SERVER, 4)
 
     @property
     def server_ipv6(self) -> str:
         return self.address(SERVER, 6)
 
+    def server_layout(self, index: int) -> ServerLayout:
+        """Where server `index` keeps its files (the first server's are the lab directory's own)."""
+        return self.layout.server(index)
+
     # --- running things ---------------------------------------------------------------------
     def _namespace_of(self, where: str) -> str | None:
         if where == ROOT:
             return None
-        if where in NAMESPACE_SUFFIX:
+        if where in self.namespaces:
             return self.namespace(where)
         if where in self.namespaces.values():
             return where
         raise LabError(f"{where!r} is not a host of lab {self.name}: use a role "
-                       f"({', '.join([*NAMESPACE_SUFFIX, ROOT])}) or one of its namespaces")
+                       f"({', '.join([*self.namespaces, ROOT])}) or one of its namespaces")
 
     def exec_argv(self, where: str, argv: Sequence[str]) -> list[str]:
         """`argv` prefixed so that it runs in `where` (a role, a namespace name, or "root").
@@ -240,14 +304,15 @@ class LabTopology:
                            what=f"{' '.join(argv)} (in {where})")
 
     def ssh_argv(self, origin: str, remote_command: Sequence[str] = (), *, family: int = 4,
-                 user: str = "root", connect_timeout: int = 5, options: Sequence[str] = ()) -> list[str]:
-        """An ssh command line from `origin` to the server, with the lab key and no state kept.
+                 user: str = "root", connect_timeout: int = 5, options: Sequence[str] = (),
+                 server: int = 0) -> list[str]:
+        """An ssh command line from `origin` to server `server`, with the lab key and no state kept.
 
         No config file, no known_hosts, no control socket: every call is a fresh TCP connection,
         which is what commit-confirm and the firewall tests must measure. Like ssh itself, the
         words of `remote_command` are joined with spaces and run by the server's login shell,
         so pass a shell command line as one string: ["echo ok > /tmp/x"]."""
-        target = require_documentation_address(self.address(SERVER, family))
+        target = require_documentation_address(self.address(server_role(server), family))
         argv = [
             "ssh", "-F", "/dev/null",
             "-i", str(self.layout.client_key), "-o", "IdentitiesOnly=yes",
@@ -289,7 +354,7 @@ class LabTopology:
                 "hostIpv6": self.server_ipv6,
                 "port": SSH_PORT,
                 "privateKeyPath": str(self.layout.client_key),
-                "knownHostsPath": str(self.layout.known_hosts),  # the server's host key, for ssh
+                "knownHostsPath": str(self.layout.known_hosts),  # the first server's host key, for ssh
                 "publicKeyPath": str(self.layout.client_key) + ".pub",
             },
             "ports": {
@@ -297,4 +362,12 @@ class LabTopology:
                 "hiddenTcp": list(HIDDEN_TCP_PORTS), "hiddenUdp": list(HIDDEN_UDP_PORTS),
             },
             "serverFiles": {path: str(self.layout.server_fs(path)) for path in SERVER_BIND_MOUNTS},
+            # Every server (the first one is also `ssh.host` above): one entry each, in order.
+            "servers": [{
+                "index": index, "role": role, "namespace": self.namespace(role),
+                "ipv4": self.address(role, 4), "ipv6": self.address(role, 6),
+                "hostPublicKeyPath": str(self.server_layout(index).host_key) + ".pub",
+                "knownHostsPath": str(self.server_layout(index).known_hosts),  # its host key, for ssh
+                "serverFiles": {path: str(self.server_layout(index).server_fs(path)) for path in SERVER_BIND_MOUNTS},
+            } for index, role in enumerate(self.server_roles)],
         }

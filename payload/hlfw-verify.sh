@@ -1,7 +1,8 @@
 # shellcheck shell=sh
 # hlfw-verify.sh - sourced by hlfw (never run on its own).
-# `hlfw verify`: live rules and boot files compared with a release, and the sockets
-# that listen (for the deployer's check from outside).
+# `hlfw verify`: live rules and boot files compared with a release, what sshd lets in
+# (hlfw-sshd.sh: a warning, never a failure) and the sockets that listen (for the
+# deployer's check from outside).
 
 # "proto address port" for every listening TCP socket and bound UDP socket,
 # e.g. "tcp 0.0.0.0 22", "tcp :: 22", "udp 127.0.0.1 53"; "*" is a socket bound to
@@ -71,6 +72,14 @@ cmd_verify() {
         esac
         _verify_problems="$_verify_problems persisted-$_verify_name"
     done
+    # A firewall that lets only admins reach SSH still fronts an sshd: say when it takes passwords.
+    sshd_login_report >"$WORK_DIR/sshd"
+    while IFS= read -r _verify_sshd; do
+        case $_verify_sshd in
+            'warning: '*) warn "${_verify_sshd#warning: }" ;;
+            *) info "$_verify_sshd" ;;
+        esac
+    done <"$WORK_DIR/sshd"
     info "listening:"
     listening_sockets
     if [ -n "$_verify_problems" ]; then

@@ -8,7 +8,7 @@
   links and namespaces (pytest_sessionstart/pytest_sessionfinish).
 - `lab` (module): one running lab for a test module, torn down however the module ends.
 - `lab_factory` (function): more labs in one test (`lab_factory.up(slot=None, cloud_ports=None,
-  host_key=None, boot=None)`).
+  servers=1, host_keys=None, boot=None)`).
 Tests that need root and network namespaces carry `@pytest.mark.netfilter`; where those are not
 available they are skipped, with the reason."""
 from __future__ import annotations
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab import lab_down, lab_up
 from lab.slots import registered_labs
-from lab.topology import NAMESPACE_SUFFIX, namespace_name, uplink_interface_name
+from lab.topology import MAX_SERVERS, NAMESPACE_SUFFIX, namespace_name, server_role, uplink_interface_name
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Under pytest-xdist (scripts/test runs test files side by side) each worker is a process of its
@@ -122,6 +122,7 @@ def _other_peoples_labs() -> set[str]:
         if not entry["name"].startswith(TEST_RUN):
             names.add(uplink_interface_name(slot))
             names.update(namespace_name(entry["name"], role) for role in NAMESPACE_SUFFIX)
+            names.update(namespace_name(entry["name"], server_role(index)) for index in range(MAX_SERVERS))
     return names
 
 
@@ -213,7 +214,7 @@ class LabFactory:
         self._tmp, self._made = tmp_path_factory, []
 
     def up(self, slot: int | None = None, cloud_ports=None, **options):
-        """A new lab; `options` go to lab_up (host_key, boot)."""
+        """A new lab; `options` go to lab_up (servers, host_keys, boot)."""
         name = f"{self._prefix}{len(self._made)}"
         state_dir = self._tmp.mktemp(f"lab-{name}")
         self._made.append((name, state_dir))  # before up: a half-built lab is torn down too
@@ -248,5 +249,5 @@ def lab(tmp_path_factory, request):
 
 @pytest.fixture
 def lab_factory(tmp_path_factory, request):
-    """Make more labs in one test: `lab_factory.up(slot=None, cloud_ports=None)`."""
+    """Make more labs in one test: `lab_factory.up(slot=None, cloud_ports=None, servers=1)`."""
     return _factory(tmp_path_factory, request)

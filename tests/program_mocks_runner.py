@@ -94,10 +94,14 @@ def aws_stores(port_infos: list[dict], behaviour: str) -> list[dict]:
     return sent
 
 
-def command_stdout(name: str) -> str:
-    if name == "lab-lab":  # `hl-lab up`: the lab's description and the deployer key
+def command_stdout(name: str, inputs: dict) -> str:
+    if name == "lab-lab":  # `hl-lab up`: the lab's description (HL_LAB_SERVERS servers) and the deployer key
         from lab.topology import LabTopology
-        return json.dumps({**LabTopology("mock-lab", MOCK_LAB_SLOT, "/tmp/mock-lab").describe(),
+        environment = inputs.get("environment") or {}
+        if environment.get(SIG_KEY) == SECRET_SIG:  # a map holding a secret (the host keys) comes wrapped whole
+            environment = environment["value"]
+        servers = int(environment.get("HL_LAB_SERVERS", 1))
+        return json.dumps({**LabTopology("mock-lab", MOCK_LAB_SLOT, "/tmp/mock-lab", servers).describe(),
                            "privateKey": fake_private_key(name)})
     if name.endswith("-ready"):
         return "ready"
@@ -153,7 +157,7 @@ def run_scenario(scenario: dict) -> dict:
             if args.typ == "aws:lightsail/staticIpAttachment:StaticIpAttachment":
                 return f"{name}-id", {**inputs, "ipAddress": static_ip(server_index(name))}
             if args.typ in ("command:remote:Command", "command:local:Command"):
-                return f"{name}-id", {**inputs, "stdout": command_stdout(name), "stderr": ""}
+                return f"{name}-id", {**inputs, "stdout": command_stdout(name, inputs), "stderr": ""}
             if args.typ == HOST_KEY:
                 private, public = fake_host_key(name)
                 return f"{name}-id", {**inputs, "privateKey": private, "publicKey": public, "fingerprint": "SHA256:fake"}
@@ -195,7 +199,7 @@ def run_scenario(scenario: dict) -> dict:
     logger.addHandler(LogCapture())
 
     os.environ.pop("PULUMI_CONFIG", None)  # only the scenario's config
-    pulumi.runtime.set_all_config(scenario["config"])
+    pulumi.runtime.set_all_config(scenario["config"], scenario.get("secret_keys"))
     mocks = FakeCloud()
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=scenario["stack"],
                              preview=scenario.get("preview", False), logger=logger,

@@ -21,7 +21,7 @@ from hardened_lightsail.analysis import (
 )
 from hardened_lightsail.config import settings_from_values
 from hardened_lightsail.evaluate import host_allows
-from hardened_lightsail.exposure import ANYONE_ELSE, ExposureRow, exposure_table, format_table
+from hardened_lightsail.exposure import ANYONE_ELSE, ExposureRow, exposure_map, exposure_table, format_table
 from hardened_lightsail.iptables_rules import Rule, Ruleset
 from hardened_lightsail.networks import parse_cidr
 from hardened_lightsail.policy import PortRange
@@ -270,6 +270,13 @@ def test_exposure_table_of_the_minimal_web_server():
         ExposureRow("tcp/443", 6, ANYONE_ELSE, True, True),
         ExposureRow("ping", 4, ANYONE_ELSE, True, True),
         ExposureRow("ping", 6, ANYONE_ELSE, True, True),
+        # The ports nobody names, asked of the rules like the others (port 1 stands for them).
+        ExposureRow("tcp (other ports)", 4, ADMIN, False, False),
+        ExposureRow("tcp (other ports)", 4, ANYONE_ELSE, False, False),
+        ExposureRow("tcp (other ports)", 6, ANYONE_ELSE, False, False),
+        ExposureRow("udp (other ports)", 4, ADMIN, False, False),
+        ExposureRow("udp (other ports)", 4, ANYONE_ELSE, False, False),
+        ExposureRow("udp (other ports)", 6, ANYONE_ELSE, False, False),
     ]
     assert format_table(table).splitlines() == [
         "port            family  source          cloud   host    reachable",
@@ -284,6 +291,50 @@ def test_exposure_table_of_the_minimal_web_server():
         "ping            IPv6    anyone else     open    open    YES",
         "any other port  both    anyone          closed  closed  no",
     ]
+
+
+def _with_host_rule(release, family: int, rule: Rule):
+    rulesets = list(release.rulesets)
+    rulesets[family == 6] = dataclasses.replace(rulesets[family == 6], rules=[rule, *rulesets[family == 6].rules])
+    return dataclasses.replace(release, rulesets=tuple(rulesets))
+
+
+def test_any_other_port_row_comes_from_the_rules_not_a_fixed_string():
+    settings, release = load_case("minimal-web")
+    # Hand-edited: every TCP port from the admin, every UDP port over IPv6 from anyone.
+    admin_all = Rule("INPUT", "ACCEPT", "hand-added", protocol="tcp", source=parse_cidr(ADMIN))
+    tampered = _with_host_rule(release, 4, admin_all)
+    tampered = _with_host_rule(tampered, 6, Rule("INPUT", "ACCEPT", "hand-added", protocol="udp"))
+    table = exposure_table(settings.firewall, tampered)
+    lines = format_table(table).splitlines()
+    assert not any(line.startswith("any other port") for line in lines), lines
+    assert [line.split() for line in lines if "(other ports)" in line] == [
+        ["tcp", "(other", "ports)", "IPv4", ADMIN, "closed", "open", "no"],
+        ["tcp", "(other", "ports)", "IPv4", "anyone", "else", "closed", "closed", "no"],
+        ["tcp", "(other", "ports)", "IPv6", "anyone", "else", "closed", "closed", "no"],
+        ["udp", "(other", "ports)", "IPv4", ADMIN, "closed", "closed", "no"],
+        ["udp", "(other", "ports)", "IPv4", "anyone", "else", "closed", "closed", "no"],
+        ["udp", "(other", "ports)", "IPv6", "anyone", "else", "closed", "open", "no"],
+    ]
+    summary = exposure_map(table)
+    assert "any other port" not in summary
+    assert summary["tcp (other ports) IPv4 from 203.0.113.7/32"] == "closed (cloud closed, host open)"
+    assert summary["udp (other ports) IPv6 from anyone else"] == "closed (cloud closed, host open)"
+    # Both layers are asked: the host opening what the cloud closes is a layer disagreement.
+    assert "error: layers disagree: udp (other ports) IPv6 from anyone else is open in the host layer but " \
+           "closed in the cloud layer" in [str(f) for f in layer_findings(settings.firewall, tampered)]
+
+
+def test_other_ports_are_probed_at_a_port_no_rule_or_cloud_rule_names():
+    settings, release = load_case("minimal-web")
+    # Port 1 opened in both layers is a row of its own; "other ports" moves on to port 2.
+    opened = _with_host_rule(release, 4, Rule("INPUT", "ACCEPT", "hand-added", protocol="tcp",
+                                              dports=PortRange(1, 1)))
+    opened = dataclasses.replace(opened, port_infos=opened.port_infos + [{
+        "protocol": "tcp", "fromPort": 1, "toPort": 1, "cidrs": ["0.0.0.0/0"], "ipv6Cidrs": [], "cidrListAliases": []}])
+    table = exposure_table(settings.firewall, opened)
+    assert ExposureRow("tcp/1", 4, ANYONE_ELSE, True, True) in table
+    assert exposure_map(table)["any other port"] == "closed"
 
 
 def test_ping_off_is_closed_in_both_layers():

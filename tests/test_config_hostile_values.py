@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import re
 import subprocess
+import types
 import typing
 from pathlib import Path
 
@@ -21,20 +22,32 @@ from hardened_lightsail.policy import StackSettings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq2h3HbdTKM1w3WQ3Hd2X1b3lXmZQ9u5Yy6yYtq0f6S"
+ENCRYPTED = {"secure": "v1:aGFyZGVuZWQ=:bGlnaHRzYWls"}  # how a stack file holds a secret
 # A config with every list holding an item, so every field has a path to feed.
 SAMPLE = config_values(settings_from_values({
     "target": "lightsail",
     "firewall": {"adminCidrs": ["203.0.113.0/24"], "blocklist": ["198.51.100.0/24"],
                  "deployerAddresses": ["203.0.113.8/32"],
                  "services": [{"name": "web", "protocol": "tcp", "ports": "443", "sources": ["0.0.0.0/0"]}]},
+    "verify": {"scan": "full", "vantage": {"host": "198.51.100.7", "user": "probe", "hostKey": HOST_KEY,
+                                           "privateKey": ENCRYPTED}},
     "lab": {"slot": 3},
 }))
+SAMPLE["verify"]["vantage"]["privateKey"] = ENCRYPTED  # a secret: never in the settings, kept in the file
+
+
+def _unoptional(hint):
+    """Vantage | None -> Vantage: the walk goes into an optional part of the config too."""
+    arguments = [a for a in typing.get_args(hint) if a is not type(None)]
+    is_union = typing.get_origin(hint) in (typing.Union, types.UnionType)  # Optional[X] or X | None
+    return arguments[0] if is_union and len(arguments) == 1 else hint
 
 
 def config_fields(model=StackSettings, sample=SAMPLE, path=""):
     """(path, sample value) of every value the config holds: the model's fields, by their config
     keys, into nested settings and the first item of each list."""
-    hints = typing.get_type_hints(model)
+    hints = {name: _unoptional(hint) for name, hint in typing.get_type_hints(model).items()}
     for key, name in config_keys(model).items():
         here, value = f"{path}.{key}" if path else key, sample[key]
         if isinstance(value, dict):
@@ -73,7 +86,8 @@ def test_the_walk_finds_every_kind_of_field():
             "firewall.services[0].ports", "firewall.services[0].sources[0]", "firewall.dropLog.prefix",
             "firewall.sshRateLimit.perMinute", "firewall.blocklist[0]", "firewall.deployerAddresses[0]",
             "server.availabilityZone", "server.blueprintId", "server.bundleId", "server.ipAddressType",
-            "lab.slot"} <= set(FIELDS)
+            "lab.slot", "verify.scan", "verify.vantage.host", "verify.vantage.user", "verify.vantage.hostKey",
+            "verify.vantage.port", "verify.vantage.scan"} <= set(FIELDS)
     # ... and every leaf of the model: a field added to policy.py shows up here by itself.
     assert len(FIELDS) >= 28, sorted(FIELDS)
 

@@ -27,7 +27,7 @@ FW = PROJECT_DIR / "scripts" / "fw"
 ADMIN = "203.0.113.7/32"
 EXAMPLE_CIDRS = '(e.g. "203.0.113.7/32" or "2001:db8::/64")'
 FIREWALL_KEYS = ("adminCidrs, services, sshPort, ping, pingPerSecond, confirmTimeoutSeconds, blocklist, "
-                 "allowLockout, sshRateLimit, portScan, dropLog, docker, deployerAddresses")
+                 "blocklistFiles, allowLockout, sshRateLimit, portScan, dropLog, docker, deployerAddresses")
 
 
 def net(text: str):
@@ -248,7 +248,7 @@ ONE_PROBLEM = [
       "space and _ . : - [ ]"]),
     ("unknown-top-level-key",
      {"firewal": {}, **with_firewall()},
-     ["firewal: unknown key; did you mean 'firewall'? (known: target, server, firewall, lab)"]),
+     ["firewal: unknown key; did you mean 'firewall'? (known: target, server, firewall, lab, verify)"]),
     ("unknown-nested-key",
      with_firewall(portScan={"treshold": 5}),
      ["firewall.portScan.treshold: unknown key; did you mean 'threshold'? "
@@ -459,3 +459,83 @@ def test_an_unknown_blueprint_is_refused_with_the_supported_families():
     assert raised.value.problems == [
         'server.blueprintId: "windows_server_2022" is not a Linux image we can harden; use one of ubuntu_*, '
         'debian_*, amazon_linux_*, centos_*, almalinux_* (e.g. "ubuntu_24_04")']
+
+
+# --- verify: how the outside verification probes, and from where
+
+VANTAGE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq2h3HbdTKM1w3WQ3Hd2X1b3lXmZQ9u5Yy6yYtq0f6S"
+PRIVATE = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+SET_SECRET = ("set it with `scripts/pulumi config set --path --secret "
+              "hardened-lightsail:verify.vantage.privateKey -s dev` < KEY_FILE")
+
+
+def vantage(**keys) -> dict:
+    return {"host": "198.51.100.7", "user": "probe", "hostKey": VANTAGE_KEY, "privateKey": {"secure": "v1:abc"},
+            **keys}
+
+
+def verify_problems(verify: dict, target: str = "lightsail", secret_keys=None) -> list[str]:
+    try:
+        settings_from_values({**with_firewall(), "target": target, "verify": verify}, "dev", secret_keys=secret_keys)
+    except ConfigError as error:
+        return error.problems
+    return []
+
+
+def test_the_deployer_scans_fully_in_the_lab_and_quickly_on_lightsail_unless_told():
+    lab = settings_from_values({**with_firewall(), "target": "lab"})
+    lightsail = settings_from_values(with_firewall())
+    assert (lab.verify.deployer_scan("lab"), lightsail.verify.deployer_scan("lightsail")) == ("full", "quick")
+    told = settings_from_values({**with_firewall(), "verify": {"scan": "full"}})
+    assert told.verify.deployer_scan("lightsail") == "full"
+
+
+def test_a_vantage_is_read_with_its_pinned_key_and_no_private_key_in_the_settings():
+    settings = settings_from_values({**with_firewall(), "verify": {"vantage": vantage(port=2222)}})
+    assert settings.verify.vantage.host_key == VANTAGE_KEY and settings.verify.vantage.port == 2222
+    assert settings.verify.vantage.scan == "full"
+    assert "privateKey" not in repr(settings) and "private" not in repr(settings.verify)
+    # The program gets the key decrypted: fine when the engine holds `verify` as a secret.
+    decrypted = {**with_firewall(), "verify": {"vantage": vantage(privateKey=PRIVATE)}}
+    assert settings_from_values(decrypted, "dev", secret_keys=frozenset({"hardened-lightsail:verify"})).verify.vantage
+
+
+@pytest.mark.parametrize("verify, expected", [
+    ({"scan": "thorough"}, ['verify.scan: "thorough" is not one of: full, quick']),
+    ({"vantage": vantage(privateKey=PRIVATE)},
+     [f"verify.vantage.privateKey: is stored in plain text: a private key must be a secret; {SET_SECRET}"]),
+    ({"vantage": vantage(privateKey="hunter2")},
+     [f"verify.vantage.privateKey: is not an OpenSSH private key (-----BEGIN OPENSSH PRIVATE KEY----- ...): "
+      f"{SET_SECRET}"]),
+    ({"vantage": vantage(hostKey="ssh-ed25519")},
+     ['verify.vantage.hostKey: "ssh-ed25519" is not a public host key ("ssh-ed25519 AAAA...", e.g. from '
+      '`ssh-keyscan -t ed25519 HOST`, checked by hand)']),
+    ({"vantage": vantage(host="-oProxyCommand=x")},
+     ['verify.vantage.host: "-oProxyCommand=x" is not a host name or address (e.g. "198.51.100.7")']),
+    ({"vantage": {"host": "198.51.100.7", "user": "probe"}},
+     ['verify.vantage.hostKey: is required: a vantage is a host reached over SSH with its pinned key (see README, '
+      '"What is verified from where")',
+      'verify.vantage.privateKey: is required: a vantage is a host reached over SSH with its pinned key (see '
+      'README, "What is verified from where")']),
+    ({"vantage": vantage(scan="slow", prot=1)},
+     ["verify.vantage.prot: unknown key; did you mean 'port'? (known: host, user, hostKey, port, scan, privateKey)",
+      'verify.vantage.scan: "slow" is not one of: full, quick']),
+])
+def test_bad_verify_settings_name_the_key_and_the_fix(verify, expected):
+    assert verify_problems(verify) == expected
+
+
+def test_a_lab_stack_measures_from_its_internet_namespace_not_a_vantage():
+    assert verify_problems({"vantage": vantage()}, target="lab") == [
+        "verify.vantage: the lab measures what anyone else sees from its own internet namespace; remove "
+        "verify.vantage from a lab stack (it is for Lightsail targets)"]
+
+
+def test_fw_check_refuses_a_plain_text_vantage_key_with_exit_2(tmp_path):
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(yaml.safe_dump({"config": {"hardened-lightsail:firewall": {"adminCidrs": [ADMIN]},
+                                               "hardened-lightsail:verify": {"vantage": vantage(privateKey=PRIVATE)}}}))
+    result = subprocess.run([str(FW), "check", "--config", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: verify.vantage.privateKey: is stored in plain text"), result.stderr
+    assert "BEGIN OPENSSH" not in result.stdout + result.stderr.replace("-----BEGIN OPENSSH PRIVATE KEY----- ...", "")

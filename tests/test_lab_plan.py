@@ -11,6 +11,7 @@ from lab import LabError, LabTopology, lab_down, read_port_infos, render_edge_ru
 from lab.cloud_layer import validate_port_infos
 from lab.machine_addresses import MachineAddress, slot_conflicts
 from lab.probe import nmap_argv, parse_nmap_xml, probe
+from lab.topology import MAX_SERVERS
 
 from lab_fixtures import SESSION_LAB_PREFIX, guard_problems
 
@@ -29,13 +30,40 @@ def test_slot_3_addresses_follow_the_plan():
                               "internet2": "hl-demo-inet2", "admin": "hl-demo-adm"}
 
 
-def test_interface_names_fit_linux_limit_in_every_slot():
+@pytest.mark.parametrize("servers", [1, MAX_SERVERS])
+def test_interface_names_fit_linux_limit_in_every_slot(servers):
     for slot in range(16):
-        lab = LabTopology("a-long-lab-name1", slot, "/tmp/x")
+        lab = LabTopology("a-long-lab-name1", slot, "/tmp/x", servers)
         names = [e.interface for seg in lab.segments.values() for e in (seg.edge, *seg.hosts)]
         names += [h.edge_port for seg in lab.segments.values() for h in seg.hosts]
         assert max(len(name) for name in names) <= 15
-        assert len(set(names)) == 11  # 6 in the edge (a bridge, 5 veth ends), 5 in the hosts
+        # In the edge: two bridges and a veth end per host (4 + servers); in the hosts: one each.
+        assert len(set(names)) == 2 + 2 * (4 + servers)
+
+
+def test_a_fleet_shares_the_server_segment_each_server_in_its_own_namespace():
+    lab = LabTopology("demo", 3, "/tmp/demo", servers=MAX_SERVERS)
+    servers = lab.describe()["servers"]
+    assert [s["role"] for s in servers[:3]] == ["server", "server1", "server2"]
+    assert [s["namespace"] for s in servers[:3]] == ["hl-demo-srv", "hl-demo-srv1", "hl-demo-srv2"]
+    # The first server keeps the one-server lab's addresses; the rest fill the /28 around it.
+    assert [s["ipv4"] for s in servers] == [f"203.0.113.{48 + n}" for n in (*range(10, 15), *range(2, 10))]
+    assert [s["ipv6"] for s in servers[:3]] == ["2001:db8:c:30::10", "2001:db8:c:30::11", "2001:db8:c:30::12"]
+    segment = ipaddress.ip_network("203.0.113.48/28")
+    edge = ipaddress.ip_address(lab.describe()["addresses"]["edge"]["server"]["ipv4"])
+    addresses = {ipaddress.ip_address(s["ipv4"]) for s in servers}
+    assert len(addresses) == MAX_SERVERS and edge not in addresses
+    assert all(a in segment and a not in (segment.network_address, segment.broadcast_address) for a in addresses)
+    assert servers[2]["hostPublicKeyPath"] == "/tmp/demo/servers/2/ssh/ssh_host_ed25519_key.pub"
+    assert servers[0]["hostPublicKeyPath"] == "/tmp/demo/ssh/ssh_host_ed25519_key.pub"
+    assert lab.ssh_argv("admin", ["true"], server=2)[-2:] == ["root@203.0.113.60", "true"]
+    assert lab.namespaces["server12"] == "hl-demo-srv12"
+
+
+@pytest.mark.parametrize("servers", [0, MAX_SERVERS + 1, True, "2"])
+def test_a_server_count_a_slot_cannot_hold_is_refused_with_the_range(servers):
+    with pytest.raises(LabError, match=f"use a number from 1 to {MAX_SERVERS} "):
+        LabTopology("demo", 0, "/tmp/x", servers)
 
 
 def machine(*entries):
@@ -116,8 +144,9 @@ def test_edge_rules_put_each_family_s_sources_in_its_own_table():
     lab = LabTopology("demo", 0, "/tmp/demo")
     v4 = [line for line in render_edge_rules(lab, infos, 4, "p.json").splitlines() if line.startswith("-A")]
     v6 = [line for line in render_edge_rules(lab, infos, 6, "p.json").splitlines() if line.startswith("-A")]
-    assert v4[:2] == ["-A FORWARD -o hl0e-srv -j lightsail",
-                      '-A FORWARD -o hl0e-up ! -i hl0e-srv -m comment --comment "lab: uplink is for the server only" -j DROP']
+    # The servers' bridge: one allow-list for every server of the lab.
+    assert v4[:2] == ["-A FORWARD -o hl0br-srv -j lightsail",
+                      '-A FORWARD -o hl0e-up ! -i hl0br-srv -m comment --comment "lab: uplink is for the servers only" -j DROP']
     assert v4[3:-1] == [
         '-A lightsail -s 192.0.2.0/24 -p tcp --dport 22 -m comment --comment "lightsail [0]: tcp 22" -j ACCEPT',
         '-A lightsail -s 0.0.0.0/0 -p udp --dport 8000:8010 -m comment --comment "lightsail [1]: udp 8000-8010" -j ACCEPT',

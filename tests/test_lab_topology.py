@@ -293,11 +293,11 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path):
     assert not namespace_exists("hl-ok-srv")
 
 
-def _host_rolled_back(lab, changed_at: str, active: str, layers: dict, drill: bool = True) -> None:
-    """What the payload leaves on the server after a rollback of release bbbb...: its state file,
+def _host_rolled_back(lab, changed_at: str, active: str, layers: dict, drill: bool = True, server: int = 0) -> None:
+    """What the payload leaves on a server after a rollback of release bbbb...: its state file,
     and its copies of the releases it applied (each with its cloud-ports.json, and bbbb... with
     its policy.json: a lock-out drill or not), written as the payload does."""
-    state_dir = lab.layout.server_fs("/var/lib/hardened-lightsail")
+    state_dir = lab.server_layout(server).server_fs("/var/lib/hardened-lightsail")
     for release, infos in layers.items():
         (state_dir / "releases" / release).mkdir(parents=True, exist_ok=True)
         (state_dir / "releases" / release / "cloud-ports.json").write_text(json.dumps(infos))

@@ -131,8 +131,9 @@ def config_map(values: dict, other: tuple = ()) -> dict[str, str]:
 
 
 def run_program(stack: str, values: dict, other_config: tuple = (), preview: bool = False,
-                cloud: str = "as-sent") -> dict:
-    scenario = {"stack": stack, "config": config_map(values, other_config), "preview": preview, "cloud": cloud}
+                cloud: str = "as-sent", secret_keys: tuple = ()) -> dict:
+    scenario = {"stack": stack, "config": config_map(values, other_config), "preview": preview, "cloud": cloud,
+                "secret_keys": [f"{NAMESPACE}:{key}" for key in secret_keys]}
     result = subprocess.run([sys.executable, str(RUNNER)], input=json.dumps(scenario), capture_output=True,
                             text=True, timeout=180, cwd=PROJECT_DIR)
     assert result.returncode == 0, f"the mock runner failed:\n{result.stderr[-4000:]}"
@@ -517,6 +518,7 @@ def test_exports_name_the_first_server_the_release_and_the_exposure(name):
     assert exports["servers"] == [
         {"name": server, "publicIp": static_ip(index),
          "ipv6Addresses": [ipv6_address(index)] if dual_stack else [],
+         "sshCommand": f"ssh {port}{scenario.login_user}@{static_ip(index)}",
          "verifiedExposure": f"verified exposure of {server}-firewall-deploy"}
         for index, server in enumerate(scenario.servers)]
     assert set(exports) == {"publicIp", "ipv6Addresses", "sshCommand", "releaseHash", "exposure",
@@ -809,3 +811,36 @@ def test_a_service_name_that_would_split_a_rules_line_is_refused_before_anything
     assert report.raw["logs"] == [{"level": "error", "message": (
         'firewall.services[0].name: "web\\n-A INPUT -j ACCEPT" is not a service name (lowercase letters, digits, '
         "'-', up to 24 characters, e.g. \"https\")")}]
+
+
+# --- verification from a vantage outside the admin CIDRs
+
+VANTAGE_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nZmFrZSB2YW50YWdl\n-----END OPENSSH PRIVATE KEY-----\n"
+VANTAGE_HOST_KEY = fake_host_key("vantage")[1]
+
+
+def _with_vantage(**vantage) -> dict:
+    values = SCENARIOS["dev-yaml"].values
+    return {**values, "verify": {"vantage": {"host": "198.51.100.7", "user": "probe", "hostKey": VANTAGE_HOST_KEY,
+                                             "privateKey": VANTAGE_PRIVATE_KEY, **vantage}}}
+
+
+def test_a_vantage_reaches_the_deploy_step_with_its_key_kept_secret():
+    report = Report(run_program("dev", _with_vantage(port=2200), secret_keys=("verify",)))
+    report.assert_fully_resolved()
+    deploy = report.inputs("web-0-firewall-deploy")["environment"]
+    assert deploy["HL_VERIFY_SCAN"] == "quick"  # the deployer's own link to a cloud address
+    assert json.loads(deploy["HL_VERIFY_VANTAGE"]) == {"host": "198.51.100.7", "port": 2200, "user": "probe",
+                                                       "hostKey": " ".join(VANTAGE_HOST_KEY.split()[:2]), "scan": "full"}
+    assert unsecret(deploy["HL_VERIFY_VANTAGE_KEY"]) == VANTAGE_PRIVATE_KEY
+    assert VANTAGE_PRIVATE_KEY not in json.dumps(report.raw["exports"]) + json.dumps(report.raw["logs"])
+    plain = Report(run_program("dev", SCENARIOS["dev-yaml"].values))
+    assert "HL_VERIFY_VANTAGE" not in plain.inputs("web-0-firewall-deploy")["environment"]
+
+
+def test_a_vantage_key_in_plain_text_stops_the_program_before_anything_is_registered():
+    report = Report(run_program("dev", _with_vantage()))
+    assert report.raw["error"]["message"] == "invalid stack config: 1 problem(s), listed above; nothing was changed"
+    assert report.raw["registrations"] == []
+    assert any(log["message"].startswith("verify.vantage.privateKey: is stored in plain text") for log in
+               report.raw["logs"]), report.raw["logs"]

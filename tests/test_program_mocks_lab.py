@@ -90,16 +90,30 @@ def test_the_ssh_target_is_the_labs_server_with_its_key_kept_secret():
     ready = report.inputs("lab-firewall-ready")["environment"]
     assert ready["HL_SSH_HOST_KEY"] == pinned
     assert (ready["HL_READY_TIMEOUT"], ready["HL_FIRST_BOOT_KEY_GRACE"]) == ("60", "15")
+
+
+def test_the_lab_verifies_every_port_from_the_deployer_and_from_its_internet_namespace():
+    report = Report(run_program(STACK, VALUES))
+    report.assert_fully_resolved()
+    deploy = report.inputs("lab-firewall-deploy")["environment"]
+    assert deploy["HL_VERIFY_SCAN"] == "full"
+    namespace = report.raw["exports"]["labInternetNamespace"]
+    assert namespace and json.loads(deploy["HL_VERIFY_VANTAGE"]) == {"namespace": namespace}
+    assert "HL_VERIFY_VANTAGE_KEY" not in deploy
+    quick = Report(run_program(STACK, {**VALUES, "verify": {"scan": "quick"}}))
+    assert quick.inputs("lab-firewall-deploy")["environment"]["HL_VERIFY_SCAN"] == "quick"
     assert report.raw["exports"]["sshCommand"].startswith("ssh -i /tmp/mock-lab/ssh/id_ed25519 "
                                                           "-o StrictHostKeyChecking=yes -o UserKnownHostsFile=")
 
 
-def test_a_booting_lab_server_is_waited_for_longer():
-    report = Report(run_program(STACK, {**VALUES, "lab": {"bootSeconds": 30}}))
+@pytest.mark.parametrize("count", [1, 3])
+def test_a_booting_lab_server_is_waited_for_longer(count):
+    report = Report(run_program(STACK, {**VALUES, "lab": {"bootSeconds": 30}, "server": {"count": count}}))
     report.assert_fully_resolved()
     assert report.inputs("lab-lab")["environment"]["HL_LAB_BOOT_SECONDS"] == "30"
-    ready = report.inputs("lab-firewall-ready")["environment"]
-    assert (ready["HL_READY_TIMEOUT"], ready["HL_FIRST_BOOT_KEY_GRACE"]) == ("90", "45")
+    for name in ["lab", *(f"lab-{index}" for index in range(1, count))]:  # every server of a fleet boots
+        ready = report.inputs(f"{name}-firewall-ready")["environment"]
+        assert (ready["HL_READY_TIMEOUT"], ready["HL_FIRST_BOOT_KEY_GRACE"]) == ("90", "45")
 
 
 def _release_hash_from_fw(tmp_path, values: dict) -> tuple[str, str]:
@@ -148,8 +162,54 @@ def test_a_lab_slot_held_by_another_checkout_is_refused_before_anything_is_regis
                         rf"\(free now: [\d, ]+\), or let `up` allocate one: `scripts/pulumi config rm --path "
                         rf"hardened-lightsail:lab\.slot -s {STACK}`", error), error
     assert "down" not in error
-    # A free one is honoured: handed to `hl-lab up`, and a new slot means a new lab.
-    honoured = Report(run_program(STACK, {**VALUES, "lab": {"slot": 7}}))
+    # A free one (as the error listed them: other labs may run on this machine) is honoured:
+    # handed to `hl-lab up`, and a new slot means a new lab.
+    free = re.search(r"\(free now: ([\d, ]+)\)", error).group(1).split(", ")[0]
+    honoured = Report(run_program(STACK, {**VALUES, "lab": {"slot": int(free)}}))
     honoured.assert_fully_resolved()
-    assert honoured.inputs("lab-lab")["environment"]["HL_LAB_SLOT"] == "7"
-    assert honoured.inputs("lab-lab")["triggers"][1] == "7"
+    assert honoured.inputs("lab-lab")["environment"]["HL_LAB_SLOT"] == free
+    assert honoured.inputs("lab-lab")["triggers"][1] == free
+
+
+def test_a_lab_fleet_is_one_lab_whose_servers_each_get_the_whole_host_chain():
+    report = Report(run_program(STACK, {**VALUES, "server": {"count": 3}}))
+    report.assert_fully_resolved()
+    assert report.inputs("lab-lab")["environment"]["HL_LAB_SERVERS"] == "3"
+    names = ["lab", "lab-1", "lab-2"]  # the first keeps a one-server lab's name: a lab that grows keeps it
+    hosts = [report.inputs(f"{name}-firewall-deploy")["environment"]["HL_SSH_HOST"] for name in names]
+    assert hosts == ["203.0.113.58", "203.0.113.59", "203.0.113.60"]
+    for name, host in zip(names, hosts, strict=True):
+        deploy = report.inputs(f"{name}-firewall-deploy")["environment"]
+        assert json.loads(deploy["HL_ADDRESSES"])[0] == host  # each server verified from outside on its own
+        assert report.inputs(f"{name}-firewall-host-state")["host"] == host
+        assert report.options(f"{name}-firewall-ready")["depends_on"] == ["lab-cloud-firewall"]
+        assert report.options(f"{name}-firewall-copy")["depends_on"] == [f"{name}-firewall-ready"]
+    identities = {report.inputs(f"{name}-firewall-host-state")["serverIdentity"] for name in names}
+    assert len(identities) == 3
+    # Each server has its own pinned host key, like separate instances: made by the program, handed
+    # to `hl-lab up` as one secret list in server order, and checked by every connection to it.
+    keys = [fake_host_key(f"{name}-host-key") for name in names]
+    environment = report.inputs("lab-lab")["environment"]
+    assert json.loads(unsecret(environment["HL_LAB_HOST_KEYS"])) == [list(key) for key in keys]
+    assert "HL_LAB_HOST_KEY" not in environment and "HL_LAB_HOST_PUBLIC_KEY" not in environment
+    for name, (_, public) in zip(names, keys, strict=True):
+        assert report.options(f"{name}-host-key")["replacement_trigger"] == report.inputs("lab-lab")["triggers"]
+        for step in ("ready", "deploy"):
+            assert report.inputs(f"{name}-firewall-{step}")["environment"]["HL_SSH_HOST_KEY"] == public
+        assert report.inputs(f"{name}-firewall-host-state")["hostKey"] == public
+    servers = report.raw["exports"]["servers"]
+    assert [(s["name"], s["publicIp"], s["labServerNamespace"]) for s in servers] == [
+        ("lab", "203.0.113.58", "hl-mock-lab-srv"), ("lab-1", "203.0.113.59", "hl-mock-lab-srv1"),
+        ("lab-2", "203.0.113.60", "hl-mock-lab-srv2")]
+    assert [s["ipv6Addresses"] for s in servers] == [["2001:db8:c:30::10"], ["2001:db8:c:30::11"], ["2001:db8:c:30::12"]]
+    assert report.raw["exports"]["publicIp"] == "203.0.113.58"
+    labs = [entry["name"] for entry in report.raw["wire"] if entry["type"] == "hardened-lightsail:lab:LabServer"]
+    assert labs == ["lab"]  # one lab (one edge) for the fleet, not one per server
+
+
+def test_a_lab_fleet_larger_than_a_slot_is_refused_naming_the_key():
+    report = Report(run_program(STACK, {**VALUES, "server": {"count": 14}}))
+    assert report.raw["registrations"] == []
+    errors = [log["message"] for log in report.raw["logs"] if log["level"] == "error"]
+    assert errors == ["server.count: 14: a lab holds at most 13 servers (they share its slot's /28 of "
+                      "203.0.113.0/24); use 1-13 in lab stacks"]

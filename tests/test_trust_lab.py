@@ -110,7 +110,20 @@ def _wait_for_ssh_child(pid: int, within: float = 20) -> None:
     raise AssertionError(f"process {pid} started no ssh within {within} s")
 
 
-@pytest.mark.parametrize("what", ["deploy step", "host state read"])
+def _read_until(stream, text: str, within: float = 30) -> str:
+    """The step's output up to the first line holding `text` (the step is then where the test wants it)."""
+    seen, deadline = [], time.monotonic() + within
+    while time.monotonic() < deadline:
+        line = stream.readline().decode(errors="replace")
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+        if not line:
+            break
+    raise AssertionError(f"no {text!r} in the step's output: {''.join(seen)}")
+
+
+@pytest.mark.parametrize("what", ["deploy step", "ready step", "host state read"])
 def test_a_step_killed_with_sigkill_leaves_no_key_anywhere(lab, tmp_path, what):
     private = _unique_deployer_key(lab, tmp_path)
     secret_line = private.splitlines()[2]  # a line of key material, not the armour
@@ -122,6 +135,9 @@ def test_a_step_killed_with_sigkill_leaves_no_key_anywhere(lab, tmp_path, what):
         argv = [HL_STEP, "deploy"]
         env = step_environment(end, HL_REMOTE_DIR="/nonexistent", HL_RELEASE=release.hash,
                                HL_RELEASE_DIR=str(release_dir), HL_CONFIRM_TIMEOUT="30", HL_ADDRESSES="[]")
+    elif what == "ready step":  # the server says cloud-init runs: the step keeps logging in to ask again
+        argv = [HL_STEP, "ready"]
+        env = step_environment(end, HL_READY_TIMEOUT="60")
     else:
         props = {"host": end.host, "port": end.port, "user": "root", "privateKey": private, "hostKey": end.host_key,
                  "remoteDir": "/nonexistent", "release": release.hash}
@@ -130,9 +146,15 @@ def test_a_step_killed_with_sigkill_leaves_no_key_anywhere(lab, tmp_path, what):
                 json.dumps(props)]
         env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR)}
     sshd = int(lab.layout.pid_file("sshd").read_text())
+    step = None
+    if what == "ready step":
+        lab.layout.cloud_init_status.write_text("running\n")
+        step = subprocess.Popen(argv, cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _read_until(step.stdout, "cloud-init running")  # past the key scan, logging in again and again
     os.kill(sshd, signal.SIGSTOP)  # the step's ssh hangs on the server's banner: mid-run, key in hand
     try:
-        step = subprocess.Popen(argv, cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if step is None:
+            step = subprocess.Popen(argv, cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         python = step.pid  # scripts/hl-step execs python: the same pid
         _wait_for_ssh_child(python)
         held = _memory_files(python)
@@ -141,6 +163,7 @@ def test_a_step_killed_with_sigkill_leaves_no_key_anywhere(lab, tmp_path, what):
         step.wait(timeout=10)
     finally:
         os.kill(sshd, signal.SIGCONT)
+        lab.layout.cloud_init_status.write_text("done\n")
     assert step.returncode == -signal.SIGKILL
     time.sleep(0.5)
     assert not [name for name in os.listdir("/tmp") if name.startswith("hl-ssh-")]
@@ -153,7 +176,7 @@ def test_readiness_gets_through_a_booting_server_that_moves_sshd_and_installs_th
     ports.write_text(json.dumps(OPEN_SSH_PORTS))
     private, public = generate_host_key("booting")
     started = time.monotonic()
-    booting = lab_factory.up(cloud_ports=ports, host_key=(private, public), boot=BootPlan(8, ssh_port=2222))
+    booting = lab_factory.up(cloud_ports=ports, host_keys=[(private, public)], boot=BootPlan(8, ssh_port=2222))
     end = endpoint(booting, public, port=2222)
     ready = subprocess.run([HL_STEP, "ready", "--first-contact"], env=step_environment(end, HL_READY_TIMEOUT="60",
                            HL_FIRST_BOOT_KEY_GRACE="30"), capture_output=True, text=True, timeout=120)
@@ -177,7 +200,7 @@ def test_readiness_gets_through_a_booting_server_that_moves_sshd_and_installs_th
 
 def test_the_image_key_is_refused_at_once_when_this_is_not_the_first_contact(lab_factory):
     private, public = generate_host_key("booting")
-    booting = lab_factory.up(host_key=(private, public), boot=BootPlan(16))
+    booting = lab_factory.up(host_keys=[(private, public)], boot=BootPlan(16))
     end = endpoint(booting, public)
     started = time.monotonic()
     ready = subprocess.run([HL_STEP, "ready"], env=step_environment(end, HL_READY_TIMEOUT="60"),
