@@ -48,6 +48,6 @@ pulumi.export("exposure", exposure_map(exposure_table(settings.firewall, release
 pulumi.export("verifiedExposure", firewalls[0].exposure)
 pulumi.export("servers", [{"name": s.name, "publicIp": s.public_ip, "ipv6Addresses": s.ipv6_addresses,
                            "sshCommand": s.ssh_command, "verifiedExposure": f.exposure, **s.details}
-                          for s, f in zip(servers, firewalls)])
+                          for s, f in zip(servers, firewalls, strict=True)])
 for key, value in servers[0].extra_outputs.items():
     pulumi.export(key, value)

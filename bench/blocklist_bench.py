@@ -201,7 +201,7 @@ def new_flow_round_trips(address: str, count: int, source: str | None) -> dict:
             sock.send(b"hl-bench")
             try:
                 sock.recv(64)
-            except (socket.timeout, ConnectionRefusedError):
+            except (TimeoutError, ConnectionRefusedError):
                 lost += 1
                 continue
             samples.append((time.perf_counter_ns() - started) / 1000)

@@ -32,7 +32,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from engine import PROJECT_DIR, engine_missing_reason, pulumi  # noqa: E402
 from lab import ADMIN_CIDRS, LabTopology  # noqa: E402
 from lab.identity import stack_lab  # noqa: E402
 from lab.machine_addresses import machine_addresses, slot_conflicts  # noqa: E402
@@ -40,6 +39,8 @@ from lab.netns import link_exists  # noqa: E402
 from lab.probe import probe  # noqa: E402
 from lab.slots import registered_labs  # noqa: E402
 from lab.topology import SLOT_COUNT, uplink_interface_name  # noqa: E402
+
+from engine import PROJECT_DIR, engine_missing_reason, pulumi  # noqa: E402
 
 CONFIRM_TIMEOUT_SECONDS = 10
 TARGET_FIRST_UP, TARGET_CHANGE, ROLLBACK_MARGIN = 60.0, 15.0, 5.0

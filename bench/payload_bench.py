@@ -26,9 +26,10 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from blocklist_bench import documentation_blocklist  # noqa: E402
 from hardened_lightsail.config import settings_from_values  # noqa: E402
 from hardened_lightsail.release import PAYLOAD_DIR, PAYLOAD_ENTRY, render_release  # noqa: E402
+
+from blocklist_bench import documentation_blocklist  # noqa: E402
 from payload_helpers import HostSandbox  # noqa: E402
 
 ADMIN = "198.51.100.10"

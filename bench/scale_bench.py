@@ -45,11 +45,12 @@ REPO = Path(__file__).resolve().parent.parent
 for path in (REPO, REPO / "tests", REPO / "bench"):
     sys.path.insert(0, str(path))
 
-from blocklist_bench import CLIENT, ECHO_PORT, LINK_V4, LINK_V6, Bench  # noqa: E402
-from engine import BUILT_CLI, engine_missing_reason  # noqa: E402
 from hardened_lightsail.config import NAMESPACE  # noqa: E402
 from lab import ADMIN_CIDRS  # noqa: E402
 from lab.probe import probe  # noqa: E402
+
+from blocklist_bench import CLIENT, ECHO_PORT, LINK_V4, LINK_V6, Bench  # noqa: E402
+from engine import BUILT_CLI, engine_missing_reason  # noqa: E402
 from lab_bench import LabStack, free_slot  # noqa: E402
 from payload_bench import ADMIN, APPLY_CONNECTION, Host  # noqa: E402
 
@@ -337,7 +338,7 @@ def measure_per_packet(lists: list[ListFigures], rounds: int, round_trips: int) 
     for figures in lists:
         figures.per_packet = {family: statistics.median(samples[(figures.size, family)]) for family in (4, 6)}
     return {(figures.size, family): statistics.median(
-        high / low for high, low in zip(samples[(figures.size, family)], samples[(smallest, family)]))
+        high / low for high, low in zip(samples[(figures.size, family)], samples[(smallest, family)], strict=False))
         for figures in lists for family in (4, 6)}
 
 

@@ -7,8 +7,9 @@ that is too open never also leaves a host layer undeployed."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import partial
-from typing import Optional, Sequence
+from typing import Any
 
 import pulumi
 import pulumi_command as command
@@ -23,14 +24,14 @@ READBACK_STEP = "scripts/hl-step cloud-readback"
 
 
 def read_back_cloud_firewalls(servers: Sequence[ServerHandle], host_firewalls: Sequence[pulumi.Resource],
-                              policy_port_infos: list[dict]) -> Optional[command.local.Command]:
+                              policy_port_infos: list[dict[str, Any]]) -> command.local.Command | None:
     """The step that fails `up` when a server's stored cloud firewall is more open than
     `policy_port_infos` (the rendered cloud layer); None when no server has one to read back."""
-    checked = [server for server in servers if server.cloud_firewall is not None]
+    checked = [(server.name, firewall) for server in servers if (firewall := server.cloud_firewall) is not None]
     if not checked:
         return None
-    verdicts = [server.cloud_firewall.port_infos.apply(
-        partial(_verdict, server.name, server.cloud_firewall, policy_port_infos)) for server in checked]
+    verdicts = [firewall.port_infos.apply(
+        partial(_verdict, name, firewall, policy_port_infos)) for name, firewall in checked]
     # Why a failing local.Command and not a pulumi.RunError from the apply: the SDK re-raises the
     # first failed apply as soon as it completes, and the program ends there with resources still
     # waiting on other outputs never registered (measured with the real engine: a command that
@@ -46,7 +47,8 @@ def read_back_cloud_firewalls(servers: Sequence[ServerHandle], host_firewalls: S
         opts=pulumi.ResourceOptions(depends_on=list(host_firewalls)))
 
 
-def _verdict(server: str, cloud_firewall: pulumi.Resource, policy_port_infos: list[dict], stored) -> dict:
+def _verdict(server: str, cloud_firewall: pulumi.Resource, policy_port_infos: list[dict[str, Any]],
+             stored: Any) -> dict[str, Any]:
     readback = read_back(server, policy_port_infos, from_provider_outputs(stored))
     if readback.less_open:
         pulumi.log.warn(readback.less_open_report(), resource=cloud_firewall)

@@ -25,7 +25,7 @@ class SshTarget:
     # How long a new server may take to answer SSH, finish cloud-init and free the package lock.
     ready_timeout_seconds: int = 900
 
-    def connection_args(self) -> command.remote.ConnectionArgsDict:
+    def connection_args(self) -> command.remote.ConnectionArgs:
         # hostKey: pulumi-command accepts only this key and offers only its algorithm (ed25519).
         return command.remote.ConnectionArgs(
             host=self.host, port=self.port, user=self.user,

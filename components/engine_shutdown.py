@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+from types import TracebackType
 
 import grpc
 import pulumi
@@ -30,12 +31,12 @@ def end_quietly_when_the_engine_stops() -> None:
     signal.signal(signal.SIGINT, _leave)
     previous_hook, previous_thread_hook = sys.excepthook, threading.excepthook
 
-    def hook(kind, error, trace):
+    def hook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
         if engine_stopped(error):
             _leave()
         previous_hook(kind, error, trace)
 
-    def thread_hook(args):
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
         if not engine_stopped(args.exc_value):
             previous_thread_hook(args)
 
@@ -58,7 +59,7 @@ def engine_stopped(error: BaseException | None) -> bool:
     return False
 
 
-def _leave(*_signal) -> None:
+def _leave(*_signal: object) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

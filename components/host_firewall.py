@@ -12,9 +12,11 @@ firewall (the last confirmed rules stay, and stay persisted)."""
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import pulumi
 import pulumi_command as command
@@ -28,12 +30,20 @@ from hardened_lightsail.steps import measured_exposure
 from .connection import SshTarget
 from .host_state import HostState, HostStateArgs
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-BUILD_DIR = PROJECT_DIR / ".build" / "releases"
-# Deployer-side step, run from the project directory (the engine starts plugins there). No
-# absolute path in any input, so a stack deployed from one checkout shows no diff from another.
-DEPLOY_STEP = "scripts/hl-step deploy"
-READY_STEP = "scripts/hl-step ready"
+# Relative to the program's directory, where the engine runs the program and starts the command
+# provider. No absolute path in any input, so a stack deployed from one checkout shows no diff
+# from another.
+BUILD_DIR = Path(".build") / "releases"
+PROJECT_STEPS = "scripts/hl-step"  # this project's: it runs hardened_lightsail.steps with the checkout's .venv
+
+
+def steps_command() -> str:
+    """The command that runs the deployer-side steps (hardened_lightsail.steps): this project's
+    scripts/hl-step, or in a program of your own, its own interpreter (`venv/bin/python -m
+    hardened_lightsail.steps`, relative to the program's directory when the venv is inside it)."""
+    if Path(PROJECT_STEPS).is_file():
+        return PROJECT_STEPS
+    return f"{shlex.quote(os.path.relpath(sys.executable))} -m hardened_lightsail.steps"
 
 
 @dataclass
@@ -41,12 +51,16 @@ class HostFirewallArgs:
     target: SshTarget
     release: Release
     confirm_timeout_seconds: int
-    public_addresses: pulumi.Input[list]  # the server's addresses to probe from outside (v4 and v6)
-    server_identity: pulumi.Input[str]  # changes when the server is replaced: its new disk needs the rules
-    ready: pulumi.Resource  # the server exists and can be dialled (its cloud firewall and address are in place)
+    public_addresses: pulumi.Input[list[str]]  # the server's addresses to probe from outside (v4 and v6)
+    # Changes when the server is replaced: its new disk needs the rules (default: the address,
+    # for a server that is not replaced under the same address).
+    server_identity: pulumi.Input[str] | None = None
+    # The server exists and can be dialled (its cloud firewall and address are in place); None
+    # for a server that is already running.
+    ready: pulumi.Resource | None = None
     verify_scan: str = "quick"  # from the deployer: full | quick (VerifySettings.deployer_scan)
     verify: VerifySettings = VerifySettings()  # verify.vantage: a host outside the admin CIDRs to probe from
-    outside_namespace: Optional[pulumi.Input[str]] = None  # the lab's internet namespace: probes from there too
+    outside_namespace: pulumi.Input[str] | None = None  # the lab's internet namespace: probes from there too
 
 
 class HostFirewall(pulumi.ComponentResource):
@@ -57,24 +71,26 @@ class HostFirewall(pulumi.ComponentResource):
         # directory is copied INTO the login home (which exists, so a retried copy lands in the
         # same place); the payload then keeps a verified copy in its own root-owned state directory.
         release_dir_name = f".hardened-lightsail-{release.hash}"
-        local_dir = release.write(BUILD_DIR / release_dir_name).relative_to(PROJECT_DIR)
+        local_dir = release.write(BUILD_DIR / release_dir_name)
         remote_dir = target.home_dir().apply(lambda path: f"{path}/{release_dir_name}")
         connection = target.connection_args()
         # A new release, or a replaced server (same address, empty firewall), copies again.
-        keyed = [release.hash, args.server_identity]
+        server_identity = target.host if args.server_identity is None else args.server_identity
+        keyed = [release.hash, server_identity]
+        steps = steps_command()
 
-        def child(*after: pulumi.Resource) -> pulumi.ResourceOptions:
-            return pulumi.ResourceOptions(parent=self, depends_on=list(after))
+        def child(*after: pulumi.Resource | None) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(parent=self, depends_on=[resource for resource in after if resource])
 
         # Created once per server (its first contact, where the image's host key may still be
         # served for a while), updated for every new release: whatever is pushed next is pushed
         # to the server with the pinned key, or `up` stops here with the mismatch.
         ready = command.local.Command(
-            f"{name}-ready", create=f"{READY_STEP} --first-contact", update=READY_STEP,
+            f"{name}-ready", create=f"{steps} ready --first-contact", update=f"{steps} ready",
             environment={**_ssh_environment(target), "HL_RELEASE": release.hash,
                          "HL_READY_TIMEOUT": str(target.ready_timeout_seconds),
                          "HL_FIRST_BOOT_KEY_GRACE": str(target.first_boot_key_grace_seconds)},
-            triggers=[args.server_identity], opts=child(args.ready))
+            triggers=[server_identity], opts=child(args.ready))
         copy = command.remote.CopyToRemote(
             f"{name}-copy", connection=connection, source=pulumi.FileArchive(str(local_dir)),  # relative: no checkout path in the state
             remote_path=target.home_dir(), triggers=keyed,
@@ -87,13 +103,13 @@ class HostFirewall(pulumi.ComponentResource):
             f"{name}-packages", connection=connection, triggers=keyed, opts=child(copy),
             create=remote_dir.apply(lambda d: f"sh {d}/hlfw install-deps"))
         self.host_state = HostState(f"{name}-host-state", HostStateArgs(
-            release=release.hash, server_identity=args.server_identity, host=target.host, port=target.port,
+            release=release.hash, server_identity=server_identity, host=target.host, port=target.port,
             user=target.user, private_key=target.private_key, host_key=target.host_key, remote_dir=remote_dir),
             opts=child(packages))
         # The unit that changes the firewall. Keyed on the host state's deployment token, which is
         # new whenever the release, the server or what the host runs (after a refresh) changed.
         deploy = command.local.Command(
-            f"{name}-deploy", create=DEPLOY_STEP, triggers=[release.hash, self.host_state.deployment],
+            f"{name}-deploy", create=f"{steps} deploy", triggers=[release.hash, self.host_state.deployment],
             environment={**_ssh_environment(target), "HL_REMOTE_DIR": remote_dir, "HL_RELEASE": release.hash,
                          "HL_RELEASE_DIR": str(local_dir),
                          "HL_CONFIRM_TIMEOUT": str(args.confirm_timeout_seconds),
@@ -110,17 +126,17 @@ class HostFirewall(pulumi.ComponentResource):
                                "hostState": self.host_state.hostState})
 
 
-def _ssh_environment(target: SshTarget) -> dict:
+def _ssh_environment(target: SshTarget) -> dict[str, pulumi.Input[str]]:
     """What the deploy step needs to open its own ssh sessions (the key stays a secret)."""
     return {"HL_SSH_HOST": target.host, "HL_SSH_PORT": pulumi.Output.from_input(target.port).apply(str),
             "HL_SSH_USER": target.user, "HL_SSH_KEY": pulumi.Output.secret(target.private_key),
             "HL_SSH_HOST_KEY": target.host_key}
 
 
-def _verify_environment(args: HostFirewallArgs) -> dict:
+def _verify_environment(args: HostFirewallArgs) -> dict[str, pulumi.Input[str]]:
     """How the deploy step probes from outside: its own scan, and the second vantage point (the
     lab's internet namespace, or verify.vantage with its private key, a secret)."""
-    env = {"HL_VERIFY_SCAN": args.verify_scan}
+    env: dict[str, pulumi.Input[str]] = {"HL_VERIFY_SCAN": args.verify_scan}
     vantage = args.verify.vantage
     if args.outside_namespace is not None:
         env["HL_VERIFY_VANTAGE"] = pulumi.Output.from_input(args.outside_namespace).apply(

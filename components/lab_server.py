@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pulumi_command as command
@@ -47,7 +49,7 @@ def slot_problems(identity: LabIdentity, settings: StackSettings) -> list[str]:
     return [] if error is None else [slot_fix(error, identity.stack)]
 
 
-def cloud_ports_file(port_infos: list[dict]) -> str:
+def cloud_ports_file(port_infos: list[dict[str, Any]]) -> str:
     """Write the cloud layer to a file named by its hash; returns its path relative to the project."""
     content = (json.dumps(port_infos, indent=2) + "\n").encode()
     relative = CLOUD_PORTS_DIR / f"cloud-ports-{hashlib.sha256(content).hexdigest()[:16]}.json"
@@ -106,7 +108,7 @@ class LabServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.lab]))
         info = self.lab.stdout.apply(json.loads)
 
-        def public(key_path):
+        def public(key_path: Callable[[dict[str, Any]], Any]) -> pulumi.Output[Any]:
             return pulumi.Output.unsecret(info.apply(key_path))
 
         self.slot = public(lambda i: i["slot"])
@@ -116,7 +118,7 @@ class LabServer(pulumi.ComponentResource):
         self.register_outputs({"publicIp": self.servers[0].public_ip, "ipv6Addresses": self.servers[0].ipv6_addresses})
 
 
-def _fleet_inputs(count: int, host_keys: list[HostKey]) -> dict:
+def _fleet_inputs(count: int, host_keys: list[HostKey]) -> dict[str, Any]:
     """How many servers and their host keys, for `hl-lab up`. A one-server lab's inputs stay what
     they always were (no count; HL_LAB_HOST_KEY, HL_LAB_HOST_PUBLIC_KEY), so its stacks show no
     change; a fleet's keys go as one secret JSON list of [private, public], in server order."""
@@ -131,8 +133,8 @@ def _fleet_inputs(count: int, host_keys: list[HostKey]) -> dict:
 class _LabHost:
     """One server of the lab, as `hl-lab up` described it (its entry in `servers`)."""
 
-    def __init__(self, public, index: int):
-        def server(key_path):
+    def __init__(self, public: Callable[[Callable[[dict[str, Any]], Any]], pulumi.Output[Any]], index: int):
+        def server(key_path: Callable[[dict[str, Any]], Any]) -> pulumi.Output[Any]:
             return public(lambda i: key_path(i["servers"][index]))
 
         self.public_ip = server(lambda s: s["ipv4"])

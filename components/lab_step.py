@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Optional
 
 from lab.boot import BootPlan
 from lab.cloud_layer import describe_open_ports, load_cloud_layer
@@ -42,7 +42,7 @@ def slot_fix(error: LabError, stack: str) -> str:
             f"`scripts/pulumi config rm --path {SLOT_KEY} -s {stack}`")
 
 
-def recorded_slot(previous_stdout: Optional[str]) -> Optional[int]:
+def recorded_slot(previous_stdout: str | None) -> int | None:
     """The slot in the stack's state: the last `up`'s output (only the slot is read from it)."""
     try:
         slot = json.loads(previous_stdout or "")["slot"]
@@ -51,7 +51,7 @@ def recorded_slot(previous_stdout: Optional[str]) -> Optional[int]:
     return slot if isinstance(slot, int) else None
 
 
-def host_keys(env) -> Optional[list[tuple[str, str]]]:
+def host_keys(env: Mapping[str, str]) -> list[tuple[str, str]] | None:
     """The stack's host keys for the lab's servers, in order (None: the lab makes its own)."""
     if env.get("HL_LAB_HOST_KEYS"):
         return [(private, public) for private, public in json.loads(env["HL_LAB_HOST_KEYS"])]
@@ -60,7 +60,7 @@ def host_keys(env) -> Optional[list[tuple[str, str]]]:
     return None
 
 
-def up(env=os.environ) -> int:
+def up(env: Mapping[str, str] = os.environ) -> int:
     requested = int(env["HL_LAB_SLOT"]) if env.get("HL_LAB_SLOT") else None
     owner = stack_lab(Path.cwd(), env["HL_LAB_STACK"]).owner  # run in the checkout, as the engine does
     servers = int(env.get("HL_LAB_SERVERS") or 1)
@@ -78,7 +78,7 @@ def up(env=os.environ) -> int:
     return 0
 
 
-def cloud(env=os.environ) -> int:
+def cloud(env: Mapping[str, str] = os.environ) -> int:
     lab = lab_for(env["HL_LAB_NAME"], Path(env["HL_LAB_DIR"]))
     open_ports = describe_open_ports(load_cloud_layer(lab, env["HL_CLOUD_PORTS"]))
     forget_return(lab.layout)
@@ -87,12 +87,12 @@ def cloud(env=os.environ) -> int:
     return 0
 
 
-def down(env=os.environ) -> int:
+def down(env: Mapping[str, str] = os.environ) -> int:
     print(json.dumps(lab_down(env["HL_LAB_NAME"], Path(env["HL_LAB_DIR"]))))
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = {"up": up, "cloud": cloud, "down": down}
     if len(argv) != 1 or argv[0] not in commands:

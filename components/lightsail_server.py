@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from typing import Any, cast
 
 import pulumi
 import pulumi_aws as aws
@@ -58,8 +59,8 @@ else systemctl restart ssh 2>/dev/null || systemctl restart sshd; fi
 @dataclass
 class LightsailServerArgs:
     settings: ServerSettings
-    port_infos: list[dict]  # the rendered cloud layer
-    tags: dict
+    port_infos: list[dict[str, Any]]  # the rendered cloud layer
+    tags: dict[str, Any]
     ssh_port: int = 22  # firewall.sshPort: the only SSH port either firewall layer leaves open
 
 
@@ -76,16 +77,16 @@ class LightsailServer(pulumi.ComponentResource):
         # server gets a new key); replacing the key replaces the instance (user data).
         host_key = HostKey(f"{name}-host-key", server=name, opts=pulumi.ResourceOptions(
             parent=self, replacement_trigger=[settings.availability_zone, settings.blueprint_id, settings.bundle_id]))
-        user_data = pulumi.Output.all(host_key.privateKey, host_key.publicKey).apply(
-            lambda keys: first_boot_user_data(args.ssh_port, keys[0], keys[1]))
+        user_data: pulumi.Output[str] = pulumi.Output.secret(pulumi.Output.all(host_key.privateKey, host_key.publicKey).apply(
+            lambda keys: first_boot_user_data(args.ssh_port, keys[0], keys[1])))
         instance = aws.lightsail.Instance(
             f"{name}-instance", availability_zone=settings.availability_zone,
             blueprint_id=settings.blueprint_id, bundle_id=settings.bundle_id,
             ip_address_type=settings.ip_address_type, key_pair_name=key_pair.name, tags=args.tags,
             # Create-only: it carries the private host key, so it stays a secret in the state.
-            user_data=pulumi.Output.secret(user_data), opts=child)
+            user_data=user_data, opts=child)
         self.public_ports = aws.lightsail.InstancePublicPorts(
-            f"{name}-cloud-firewall", instance_name=instance.name, port_infos=to_provider_args(args.port_infos),
+            f"{name}-cloud-firewall", instance_name=instance.name, port_infos=cast(list[aws.lightsail.InstancePublicPortsPortInfoArgsDict], to_provider_args(args.port_infos)),  # the provider's keys
             # PutInstancePublicPorts replaces the whole set and the provider replaces rather than
             # updates (pulumi-aws#1511): delete first so the two never fight over the instance.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True))
@@ -94,7 +95,9 @@ class LightsailServer(pulumi.ComponentResource):
             f"{name}-ip-attachment", static_ip_name=static_ip.name, instance_name=instance.name,
             # The address we dial points at the instance once its cloud firewall is the policy's.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.public_ports]))
-        self.target = SshTarget(host=static_ip.ip_address, user=login_user(settings.blueprint_id),
+        user = login_user(settings.blueprint_id)
+        assert user is not None  # the config check refused a blueprint we don't know
+        self.target = SshTarget(host=static_ip.ip_address, user=user,
                                 private_key=key_pair.private_key, host_key=host_key.publicKey, port=args.ssh_port)
         # Dialable: the static IP points at the instance, behind the policy's cloud firewall.
         # HostFirewall's readiness step waits for the rest (sshd, the pinned key, cloud-init).

@@ -2,13 +2,14 @@
 disagree, SSH open to the world. Errors stop `pulumi preview`/`up` and `fw check` (exit 2)."""
 from __future__ import annotations
 
-from typing import Union
+from collections.abc import Iterable
+from typing import Any
 
 from .evaluate import cloud_allows, evaluable, host_allows
 from .exposure import ANYONE_ELSE, exposure_table
 from .findings import ERROR, WARNING, Finding, errors, errors_first
 from .iptables_rules import Ruleset
-from .networks import any_network, covers, parse_cidr
+from .networks import Network, any_network, covers, parse_cidr
 from .policy import FirewallPolicy
 from .release import Release
 from .rule_conditions import conditions_cover
@@ -20,7 +21,7 @@ __all__ = ["ERROR", "WARNING", "Finding", "analyse", "errors", "shadow_finding",
 def lockout_findings(policy: FirewallPolicy, release: Release) -> list[Finding]:
     """Every admin CIDR and every known deployer address must reach SSH through both layers."""
     problems = []
-    for family, ruleset in zip((4, 6), release.rulesets):
+    for family, ruleset in zip((4, 6), release.rulesets, strict=True):
         for admin in (policy.admin_v4 if family == 4 else policy.admin_v6):
             for index, blocked in _blocking(policy, admin):
                 problems.append(f"{policy.blocklist_entry(index)} {blocked} blocks (part of) admin CIDR {admin}")
@@ -43,14 +44,14 @@ def lockout_findings(policy: FirewallPolicy, release: Release) -> list[Finding]:
                            "firewall.allowLockout: true for a rollback drill") for p in problems]
 
 
-def _blocking(policy: FirewallPolicy, network) -> list[tuple[int, object]]:
+def _blocking(policy: FirewallPolicy, network: Network) -> list[tuple[int, object]]:
     """(position in firewall.blocklist, entry) of the entries that share an address with
     `network`, found through the blocklist's index (not one comparison per entry)."""
     hits = set(policy.blocklist_index.overlapping(network))
     return [(index, blocked) for index, blocked in enumerate(policy.blocklist) if blocked in hits] if hits else []
 
 
-def shadowed_rules(ruleset: Union[Ruleset, SavedRuleset]) -> list[tuple]:
+def shadowed_rules(ruleset: Ruleset | SavedRuleset) -> list[tuple[Any, Any]]:
     """(earlier, later) pairs of one chain where the earlier rule decides every packet the later
     one matches, so the later one can never match. Rules of a policy's Ruleset come back as its
     own Rule objects; a ruleset read from a file gives its SavedRules."""
@@ -74,14 +75,14 @@ def shadowed_rules(ruleset: Union[Ruleset, SavedRuleset]) -> list[tuple]:
 def shadow_finding(saved: SavedRuleset, earlier: SavedRule, later: SavedRule) -> Finding:
     """A rule that can never match: an error when it was meant to decide the other way (an
     accept hidden by a drop, or a drop hidden by an accept), else a warning."""
-    verb = {"ACCEPT": "accepts", "DROP": "drops", "REJECT": "rejects"}[earlier.target]
+    verb = {"ACCEPT": "accepts", "DROP": "drops", "REJECT": "rejects"}[earlier.target or ""]
     flips = (earlier.target == "ACCEPT") != (later.target == "ACCEPT") and later.target in TERMINAL
     above = f"line {earlier.line} " if saved.line_numbers else ""
     return Finding(ERROR if flips else WARNING, f"{saved.where(later)}: `{later.text}` can never match: "
                                                 f"{above}`{earlier.text}` above it already {verb} every packet it would")
 
 
-def shadow_findings(rulesets) -> list[Finding]:
+def shadow_findings(rulesets: Iterable[Ruleset | SavedRuleset]) -> list[Finding]:
     return [shadow_finding(saved, earlier, later)
             for saved in map(evaluable, rulesets) for earlier, later in shadowed_rules(saved)]
 

@@ -11,27 +11,28 @@ from pathlib import Path
 from .analysis import ERROR, Finding, analyse, errors
 from .config import ConfigError, load_stack_file
 from .effective_settings import effective_settings
-from .exposure import exposure_table, format_table
+from .exposure import ExposureRow, exposure_table, format_table
 from .live_host import HostError
-from .release import render_release
+from .policy import StackSettings
+from .release import Release, render_release
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 EXIT_OK, EXIT_USAGE = 0, 2
 
 
-def _stack_file(args) -> Path:
+def _stack_file(args: argparse.Namespace) -> Path:
     if args.config:
         return Path(args.config)
     return PROJECT_DIR / f"Pulumi.{args.stack}.yaml"
 
 
-def _load(args):
+def _load(args: argparse.Namespace) -> tuple[StackSettings, Release]:
     """The settings and release `pulumi up` would use for this stack file (target additions included)."""
     settings = effective_settings(load_stack_file(_stack_file(args)))
     return settings, render_release(settings.firewall)
 
 
-def cmd_render(args) -> int:
+def cmd_render(args: argparse.Namespace) -> int:
     settings, release = _load(args)
     findings = analyse(settings.firewall, release)
     for finding in findings:
@@ -44,7 +45,7 @@ def cmd_render(args) -> int:
     return EXIT_OK
 
 
-def cmd_check(args) -> int:
+def cmd_check(args: argparse.Namespace) -> int:
     if args.host:
         from .server_commands import cmd_check_host  # ssh only when a host is read
         return cmd_check_host(args)
@@ -69,17 +70,17 @@ def cmd_check(args) -> int:
     return EXIT_USAGE if counts[ERROR] else EXIT_OK
 
 
-def print_lint(findings: list[Finding], rows) -> int:
+def print_lint(findings: list[Finding], rows: list[ExposureRow]) -> int:
     """Print the lint of a server's rules (rules_lint.format_lint); exit 2 when there are errors."""
     from .rules_lint import format_lint
     print(format_lint(findings, rows), end="")
     return EXIT_USAGE if errors(findings) else EXIT_OK
 
 
-def cmd_lint_rules(args) -> int:
+def cmd_lint_rules(args: argparse.Namespace) -> int:
     """Lint saved rulesets (what runs on a server today) for the classic mistakes."""
-    from .rules_lint import lint_rulesets
     from .rule_conditions import HostFacts
+    from .rules_lint import lint_rulesets
     from .saved_rules import parse_ipset_save, parse_saved_ruleset
     if not args.rules:
         print("error: --rules6 needs --rules (the IPv4 rules) too", file=sys.stderr)
@@ -113,9 +114,9 @@ def _add_source(parser: argparse.ArgumentParser, required: bool = True) -> None:
     source.add_argument("--config", help="read a file in the Pulumi.<stack>.yaml format")
 
 
-def _add_trial(commands) -> None:
+def _add_trial(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`fw trial`: a disposable copy of a stack, up -> verify -> destroy (hardened_lightsail/trial.py)."""
-    def run(args) -> int:
+    def run(args: argparse.Namespace) -> int:
         from .trial import cmd_trial  # the Automation API loads only when a trial runs
         return cmd_trial(args)
     trial = commands.add_parser("trial", help="stand up a disposable copy of a stack, verify it, destroy it")
@@ -131,12 +132,12 @@ def _add_trial(commands) -> None:
     trial.set_defaults(run=run)
 
 
-def _add_diff(commands) -> None:
+def _add_diff(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`fw diff`: markdown for a PR comment, base ref vs working tree (hardened_lightsail/policy_diff.py),
     or a running server's live rules vs the stack's policy (--from-host, host_diff.py)."""
     from . import policy_diff
 
-    def run(args) -> int:
+    def run(args: argparse.Namespace) -> int:
         if args.from_host:
             from .server_commands import cmd_diff_from_host
             return cmd_diff_from_host(args, _stack_file(args))
@@ -162,9 +163,9 @@ def _add_diff(commands) -> None:
     diff.set_defaults(run=run)
 
 
-def _add_logs(commands) -> None:
+def _add_logs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`fw logs`: the host's dropped-packet log lines, summarized (drop_log.py, server_commands.py)."""
-    def run(args) -> int:
+    def run(args: argparse.Namespace) -> int:
         from .server_commands import cmd_logs
         return cmd_logs(args, _stack_file(args) if args.stack or args.config else None)
 
@@ -216,10 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        return int(args.run(args))
     except ConfigError as error:
         for problem in error.problems:
             print(f"error: {problem}", file=sys.stderr)

@@ -4,7 +4,10 @@ The list is given to the provider exactly as returned (camelCase keys, as in `cl
 order is stable so an unchanged policy shows no diff in `pulumi preview`."""
 from __future__ import annotations
 
-from .networks import ANY_V4, ANY_V6, split_families
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .networks import ANY_V4, ANY_V6, Network, split_families
 from .policy import FirewallPolicy
 
 # Ping is ICMP type 8 code 0 / ICMPv6 type 128 code 0: the provider rejects -1 ("any code").
@@ -13,7 +16,7 @@ ICMPV6_ECHO = ("icmpv6", 128, 0)
 _PROTOCOL_ORDER = {"tcp": 0, "udp": 1, "icmp": 2, "icmpv6": 3}
 
 
-def _port_info(protocol: str, from_port: int, to_port: int, networks) -> dict:
+def _port_info(protocol: str, from_port: int, to_port: int, networks: Iterable[Network]) -> dict[str, Any]:
     v4, v6 = split_families(networks)
     # Both lists are always explicit: a missing list would let AWS fill in its own default.
     return {
@@ -26,7 +29,7 @@ def _port_info(protocol: str, from_port: int, to_port: int, networks) -> dict:
     }
 
 
-def cloud_port_infos(policy: FirewallPolicy) -> list[dict]:
+def cloud_port_infos(policy: FirewallPolicy) -> list[dict[str, Any]]:
     """The complete allow-list for the cloud layer (PutInstancePublicPorts replaces the whole set)."""
     ssh_sources = policy.admin_cidrs
     if policy.allow_lockout:
@@ -50,12 +53,12 @@ _PROVIDER_NAMES = {"fromPort": "from_port", "toPort": "to_port", "ipv6Cidrs": "i
                    "cidrListAliases": "cidr_list_aliases"}
 
 
-def to_provider_args(port_infos: list[dict]) -> list[dict]:
+def to_provider_args(port_infos: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The same list with the snake_case keys the Python provider SDK takes."""
     return [{_PROVIDER_NAMES.get(key, key): value for key, value in info.items()} for info in port_infos]
 
 
-def from_provider_outputs(port_infos) -> list[dict]:
+def from_provider_outputs(port_infos: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
     """The resource's `port_infos` output (what AWS stores, as the provider read it back) in the
     cloud-ports.json shape; a list the provider left out is empty."""
     camel = {snake: key for key, snake in _PROVIDER_NAMES.items()}

@@ -11,8 +11,10 @@ can't read (not a CIDR, a protocol it doesn't know) counts as open to everything
 from __future__ import annotations
 
 import ipaddress
+import itertools
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable, Optional
+from typing import Any
 
 ANY = -1  # icmp/icmpv6 type or code: any
 PORT_CLASSES = ("tcp", "udp")
@@ -37,7 +39,7 @@ class Grant:
     last: int
     key: str  # cidrs, ipv6Cidrs or cidrListAliases
     source: str  # as written
-    span: tuple  # (first, last) address as numbers, or ("alias", name)
+    span: tuple[Any, ...]  # (first, last) address as numbers, or ("alias", name)
     entry: int  # index of the entry it comes from
 
 
@@ -86,17 +88,17 @@ class CloudReadback:
                           "it keeps closed what the policy opens:",
                           *(f"  {row.line('-')}" for row in self.less_open)])
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "CloudReadback":
-        rows = lambda items: tuple(ReadbackRow(**{**row, "sources": tuple(row["sources"])})  # noqa: E731
-                                   for row in items)
+    def from_json(cls, data: dict[str, Any]) -> CloudReadback:
+        def rows(items: list[dict[str, Any]]) -> tuple[ReadbackRow, ...]:
+            return tuple(ReadbackRow(**{**row, "sources": tuple(row["sources"])}) for row in items)
         return cls(data["server"], data["stored_entries"], rows(data["more_open"]), rows(data["less_open"]))
 
 
-def read_back(server: str, policy: list[dict], stored: list[dict]) -> CloudReadback:
+def read_back(server: str, policy: list[dict[str, Any]], stored: list[dict[str, Any]]) -> CloudReadback:
     """Compare what AWS stores (`stored`, cloud-ports.json shape) with the rendered `policy`."""
     policy_grants, stored_grants = _grants(policy), _grants(stored)
     return CloudReadback(server, len(stored), tuple(_rows(stored_grants, policy_grants, stored, policy)),
@@ -105,7 +107,7 @@ def read_back(server: str, policy: list[dict], stored: list[dict]) -> CloudReadb
 
 # --- reading entries as grants
 
-def _classes(info: dict) -> list[tuple[str, int, int]]:
+def _classes(info: dict[str, Any]) -> list[tuple[str, int, int]]:
     """(class, first, last) spans an entry opens; ports outside 0-65535 are clamped."""
     protocol, low, high = info.get("protocol"), info.get("fromPort"), info.get("toPort")
     low = low if isinstance(low, int) and not isinstance(low, bool) else ANY
@@ -125,7 +127,7 @@ def _classes(info: dict) -> list[tuple[str, int, int]]:
     return [(str(protocol), 0, TOP)]  # a protocol this check doesn't know: all of it
 
 
-def _span(key: str, text) -> Optional[tuple]:
+def _span(key: str, text: object) -> tuple[Any, ...] | None:
     if key == "cidrListAliases":
         return ("alias", str(text))
     try:
@@ -137,7 +139,7 @@ def _span(key: str, text) -> Optional[tuple]:
     return int(network.network_address), int(network.broadcast_address)
 
 
-def _grants(infos: list[dict]) -> list[Grant]:
+def _grants(infos: list[dict[str, Any]]) -> list[Grant]:
     grants = []
     for index, info in enumerate(infos):
         for cls, first, last in _classes(info):
@@ -155,7 +157,7 @@ def _grants(infos: list[dict]) -> list[Grant]:
 
 # --- what one side opens that the other doesn't
 
-def _covered(span: tuple, spans: list[tuple]) -> bool:
+def _covered(span: tuple[Any, ...], spans: list[tuple[Any, ...]]) -> bool:
     if span[0] == "alias":
         return span in spans
     reach = span[0]
@@ -175,7 +177,7 @@ def _uncovered(grant: Grant, others: list[Grant]) -> list[tuple[int, int]]:
     cuts = sorted({grant.first, grant.last + 1, *(max(g.first, grant.first) for g in relevant),
                    *(min(g.last, grant.last) + 1 for g in relevant)})
     open_parts: list[tuple[int, int]] = []
-    for low, next_low in zip(cuts, cuts[1:]):
+    for low, next_low in itertools.pairwise(cuts):
         spans = [g.span for g in relevant if g.first <= low and next_low - 1 <= g.last]
         if not _covered(grant.span, spans):
             if open_parts and open_parts[-1][1] == low - 1:
@@ -206,12 +208,12 @@ def _icmp_span(low: int, high: int) -> str:
     return f"type {first_type} code {first_code} to type {last_type} code {last_code}"
 
 
-def _rows(grants: list[Grant], others: list[Grant], infos: list[dict],
-          rendered: Optional[list[dict]]) -> list[ReadbackRow]:
+def _rows(grants: list[Grant], others: list[Grant], infos: list[dict[str, Any]],
+          rendered: list[dict[str, Any]] | None) -> list[ReadbackRow]:
     """Rows of what `grants` open beyond `others`, grouped by entry, ports and key. With `rendered`
     (the policy, when `grants` is what AWS stores), a world-wide source in a list the policy left
     empty is named as AWS's default."""
-    grouped: dict[tuple, list[str]] = {}
+    grouped: dict[tuple[Any, ...], list[str]] = {}
     for grant in grants:
         parts = _uncovered(grant, others)
         if not parts:
@@ -234,7 +236,7 @@ def _rows(grants: list[Grant], others: list[Grant], infos: list[dict],
             for (protocol, ports, key, note), sources in grouped.items()]
 
 
-def _left_empty(rendered: list[dict], info: dict, key: str) -> bool:
+def _left_empty(rendered: list[dict[str, Any]], info: dict[str, Any], key: str) -> bool:
     """Whether the policy has this entry's protocol and ports with no source in `key`."""
     return any(entry["protocol"] == info.get("protocol") and entry["fromPort"] == info.get("fromPort")
                and entry["toPort"] == info.get("toPort") and not entry.get(key) for entry in rendered)

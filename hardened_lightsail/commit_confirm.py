@@ -14,9 +14,10 @@ import shlex
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TextIO
 
 from .foreign_rules import exposure_changes
 from .ssh_session import EXIT_SSH_FAILED, HostKeyMismatch, SshEndpoint, run_remote
@@ -48,7 +49,7 @@ class RemoteRelease:
 Progress = Callable[[str], None]
 
 
-def timed_progress(stream=sys.stdout) -> Progress:
+def timed_progress(stream: TextIO = sys.stdout) -> Progress:
     """Progress lines, timed from now (pulumi-command shows a step's output while it runs)."""
     started = time.monotonic()
 
@@ -187,7 +188,7 @@ def read_host_state(target: RemoteRelease) -> str:
     report, _, files = result.stdout.partition("--- exit ")
     status, _, files = files.partition("\n")
     rules = {int(name[-1]): text for name, text in
-             zip(*[iter(re.split(r"^--- rules\.v([46])\n", files, flags=re.M)[1:])] * 2)}
+             zip(*[iter(re.split(r"^--- rules\.v([46])\n", files, flags=re.M)[1:])] * 2, strict=True)}
     reasons = [line[len("drift:"):].strip() for line in report.splitlines() if line.startswith("drift:")]
     if "in_sync=" not in report:
         return f"drift: release {target.release} is not on this host (or its hlfw does not run: exit {status.strip()})"

@@ -6,17 +6,31 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 
 import yaml
 
 from .blueprints import LOGIN_USERS, login_user
 from .host_keys import HostKeyError, PublicHostKey
 from .networks import CidrError, Network, cidr_text, parse_cidr, split_families
-from .policy import (PROTOCOLS, SCAN_MODES, DropLog, FirewallPolicy, LabSettings, PortRange, PortScanTrap,
-                     ServerSettings, Service, SshRateLimit, StackSettings, Vantage, VerifySettings)
+from .policy import (
+    PROTOCOLS,
+    SCAN_MODES,
+    DropLog,
+    FirewallPolicy,
+    LabSettings,
+    PortRange,
+    PortScanTrap,
+    ServerSettings,
+    Service,
+    SshRateLimit,
+    StackSettings,
+    Vantage,
+    VerifySettings,
+)
 from .user_text import key_path, printable, show
 
 NAMESPACE = "hardened-lightsail"
@@ -57,7 +71,7 @@ class _Checker:
     """Collects problems while walking the raw config, so the user sees all of them at once.
     `stack` (when known) goes into the commands that hints suggest."""
 
-    def __init__(self, stack: Optional[str] = None, read_file: Optional[FileReader] = None) -> None:
+    def __init__(self, stack: str | None = None, read_file: FileReader | None = None) -> None:
         self.problems: list[str] = []
         self.stack = stack
         self.read_file = read_file or (lambda path: Path(path).read_text())
@@ -71,16 +85,16 @@ class _Checker:
         stack = ["-s", self.stack] if self.stack else []
         return "`" + " ".join(shlex.quote(word) for word in [CLI, *words, *stack]) + "`"
 
-    def set_commands(self, path: str, value: Any) -> Optional[list[str]]:
+    def set_commands(self, path: str, value: Any) -> list[str] | None:
         """The `config set --path` commands that store `value` at `path` (lists and maps item by item);
         None when a key or value holds control characters (no command line could carry it as typed)."""
         texts = [path, *_texts(value)]
         if not all(printable(text) for text in texts):
             return None
         if isinstance(value, list):
-            return [c for index, item in enumerate(value) for c in self.set_commands(f"{path}[{index}]", item)]
+            return [c for index, item in enumerate(value) for c in self.set_commands(f"{path}[{index}]", item) or []]
         if isinstance(value, dict):
-            return [c for key, item in value.items() for c in self.set_commands(f"{path}.{key}", item)]
+            return [c for key, item in value.items() for c in self.set_commands(f"{path}.{key}", item) or []]
         text = ("true" if value else "false") if isinstance(value, bool) else str(value)
         return [self.command("config", "set", "--path", f"{NAMESPACE}:{path}", text)]
 
@@ -100,7 +114,7 @@ class _Checker:
                         f"command line as text): set the items one index at a time: {drop} then "
                         f"{' then '.join(sets)}{none}")
 
-    def unpathed_keys(self, values: Mapping[str, Any], known: Mapping[str, Any]) -> dict:
+    def unpathed_keys(self, values: Mapping[str, Any], known: Mapping[str, Any]) -> dict[str, Any]:
         """Keys like "firewall.sshPort" are what `config set` stores without --path: one top-level
         key that the program never reads. Each is reported with the commands that move it where
         it belongs; the other keys are returned."""
@@ -117,7 +131,7 @@ class _Checker:
                            f"--path. Move it: {' then '.join(commands)}")
         return rest
 
-    def mapping(self, path: str, value: Any, allowed: Mapping[str, Any]) -> dict:
+    def mapping(self, path: str, value: Any, allowed: Mapping[str, Any]) -> dict[str, Any]:
         """A mapping whose keys must all be known (a typo like `adminCidr` is an error)."""
         if value is None:
             return {}
@@ -150,8 +164,8 @@ class _Checker:
             return default
         return value
 
-    def string(self, path: str, value: Any, default: str, choices: Optional[tuple] = None,
-               pattern: Optional[re.Pattern] = None, what: str = "") -> str:
+    def string(self, path: str, value: Any, default: str, choices: tuple[str, ...] | None = None,
+               pattern: re.Pattern[str] | None = None, what: str = "") -> str:
         """A string that is one of `choices`, or all of it matches `pattern` (`what` says what it is)."""
         if value is None:
             return default
@@ -166,7 +180,7 @@ class _Checker:
             return default
         return value
 
-    def cidr_list(self, path: str, value: Any, default: tuple = (), required: bool = False) -> tuple[Network, ...]:
+    def cidr_list(self, path: str, value: Any, default: tuple[str, ...] = (), required: bool = False) -> tuple[Network, ...]:
         if value is None:
             if required:
                 self.fail(path, "is required: list the CIDRs you administer the server from "
@@ -192,7 +206,7 @@ class _Checker:
                                 f"most {MAX_CIDRS_PER_RULE} per family; merge them into wider CIDRs")
         return tuple(networks)
 
-    def ports(self, path: str, value: Any) -> Optional[PortRange]:
+    def ports(self, path: str, value: Any) -> PortRange | None:
         text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
         match = PORTS.fullmatch(text) if isinstance(text, str) else None
         if not match:
@@ -210,7 +224,7 @@ class _Checker:
         return port_range
 
 
-def _json_list(text: str) -> Optional[list]:
+def _json_list(text: str) -> list[Any] | None:
     """The list a string spells in JSON ('["203.0.113.7/32"]', '[]'), or None."""
     import json
     try:
@@ -229,13 +243,13 @@ def _texts(value: Any) -> list[str]:
     return [str(value)]
 
 
-def _closest(key: str, allowed: Mapping[str, Any]) -> Optional[str]:
+def _closest(key: str, allowed: Mapping[str, Any]) -> str | None:
     import difflib
     matches = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
     return matches[0] if matches else None
 
 
-def config_keys(model, **renames: str) -> dict[str, str]:
+def config_keys(model: type, **renames: str) -> dict[str, str]:
     """camelCase config key -> dataclass field, derived from the model so they can't drift."""
     def camel(name: str) -> str:
         head, *rest = name.split("_")
@@ -245,7 +259,7 @@ def config_keys(model, **renames: str) -> dict[str, str]:
     return names
 
 
-def _service(check: _Checker, path: str, raw: Any) -> Optional[Service]:
+def _service(check: _Checker, path: str, raw: Any) -> Service | None:
     raw = check.mapping(path, raw, {"name": 0, "protocol": 0, "ports": 0, "sources": 0})
     if not raw:
         if not check.problems or not check.problems[-1].startswith(path):
@@ -296,7 +310,7 @@ def _services(check: _Checker, raw: Any, ssh_port: int) -> tuple[Service, ...]:
     return tuple(service for _, service in services)
 
 
-def _firewall(check: _Checker, raw: Any) -> Optional[FirewallPolicy]:
+def _firewall(check: _Checker, raw: Any) -> FirewallPolicy | None:
     # blocklistFiles is read into `blocklist`: the policy holds the networks, not where they came from.
     keys = {key: field for model_key, field in config_keys(FirewallPolicy).items()
             for key in ((model_key, "blocklistFiles") if model_key == "blocklist" else (model_key,))}
@@ -462,9 +476,9 @@ def _lab(check: _Checker, raw: Any) -> LabSettings:
                                                   0, 600, " seconds"))
 
 
-def _verify(check: _Checker, raw: Any, target: str, secret_keys: Optional[frozenset]) -> VerifySettings:
+def _verify(check: _Checker, raw: Any, target: str, secret_keys: frozenset[str] | None) -> VerifySettings:
     raw = check.mapping("verify", raw, config_keys(VerifySettings))
-    scan = check.string("verify.scan", raw.get("scan"), None, SCAN_MODES) if raw.get("scan") is not None else None
+    scan = check.string("verify.scan", raw.get("scan"), "", SCAN_MODES) if raw.get("scan") is not None else None
     vantage = None
     if raw.get("vantage") is not None:
         if target == "lab":
@@ -474,7 +488,7 @@ def _verify(check: _Checker, raw: Any, target: str, secret_keys: Optional[frozen
     return VerifySettings(scan=scan, vantage=vantage)
 
 
-def _vantage(check: _Checker, raw: Any, secret_keys: Optional[frozenset]) -> Optional[Vantage]:
+def _vantage(check: _Checker, raw: Any, secret_keys: frozenset[str] | None) -> Vantage | None:
     path = "verify.vantage"
     raw = check.mapping(path, raw, {**config_keys(Vantage), "privateKey": 0})
     if not raw:
@@ -505,7 +519,7 @@ def _vantage(check: _Checker, raw: Any, secret_keys: Optional[frozenset]) -> Opt
     return Vantage(host=host, user=user, host_key=host_key or "", port=port, scan=scan)
 
 
-def _secret_private_key(check: _Checker, path: str, value: Any, secret_keys: Optional[frozenset]) -> None:
+def _secret_private_key(check: _Checker, path: str, value: Any, secret_keys: frozenset[str] | None) -> None:
     """The key must be a Pulumi secret: encrypted (`secure:`) in the stack file, a secret config
     value in the program (`secret_keys` names the top-level keys the engine holds secret)."""
     if value is None:
@@ -519,9 +533,9 @@ def _secret_private_key(check: _Checker, path: str, value: Any, secret_keys: Opt
         check.fail(path, f"is stored in plain text: a private key must be a secret; {store}")
 
 
-def settings_from_values(values: Mapping[str, Any], stack: Optional[str] = None,
-                         read_file: Optional[FileReader] = None,
-                         secret_keys: Optional[frozenset] = None) -> StackSettings:
+def settings_from_values(values: Mapping[str, Any], stack: str | None = None,
+                         read_file: FileReader | None = None,
+                         secret_keys: frozenset[str] | None = None) -> StackSettings:
     """Validate the project's config values (keys without the namespace prefix). `stack` names
     the stack in the commands that hints suggest; `read_file` reads the files the config names
     (default: relative to the working directory, where the engine runs the program);
@@ -566,11 +580,11 @@ def values_from_stack_file(path: Path) -> dict[str, Any]:
     try:
         document = load_yaml(Path(path).read_text()) or {}
     except FileNotFoundError:
-        raise ConfigError([f"{path}: no such file; create it or pass --stack/--config with the right name"])
+        raise ConfigError([f"{path}: no such file; create it or pass --stack/--config with the right name"]) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError([f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})"])
+        raise ConfigError([f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})"]) from error
     config = document.get("config") if isinstance(document, dict) else None
     if not isinstance(config, dict):
         raise ConfigError([f"{path}: has no `config:` mapping (see Pulumi.dev.yaml for the format)"])
@@ -579,7 +593,7 @@ def values_from_stack_file(path: Path) -> dict[str, Any]:
     return {key[len(prefix):]: parse_value(value) for key, value in config.items() if key.startswith(prefix)}
 
 
-def stack_name_of(path: Path) -> Optional[str]:
+def stack_name_of(path: Path) -> str | None:
     """`dev` for Pulumi.dev.yaml; None for a file named otherwise."""
     match = re.fullmatch(r"Pulumi\.(.+)\.yaml", Path(path).name)
     return match.group(1) if match else None
@@ -611,7 +625,8 @@ def firewall_config_values(policy: FirewallPolicy) -> dict[str, Any]:
 
     Shipped in each release as policy.json, so a deployer-side step (or an operator reading the
     server) sees exactly the policy the rules were rendered from."""
-    return config_values(policy)
+    values: dict[str, Any] = config_values(policy)
+    return values
 
 
 def config_values(settings: Any) -> Any:

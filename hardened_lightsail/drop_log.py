@@ -9,11 +9,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Optional
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 from .rule_conditions import SteadyState
+from .saved_rules import SavedRuleset
 
 SUPPRESSED = re.compile(r"(\d+) (?:callbacks|messages) suppressed")
 # What syslog and the journal put before the kernel's own text: "web kernel: [  12.345678] ".
@@ -29,8 +31,8 @@ class DropLine:
     family: int
     source: str
     protocol: str  # TCP, UDP, ICMP, ICMPv6, ...
-    port: Optional[int]  # destination port (TCP/UDP)
-    icmp_type: Optional[int] = None
+    port: int | None  # destination port (TCP/UDP)
+    icmp_type: int | None = None
 
     @property
     def port_label(self) -> str:
@@ -69,7 +71,7 @@ class DropSummary:
     limited_at: dict[int, float] = field(default_factory=dict)  # family -> when that limit was reached
 
 
-def _line_time(line: str, log: "LogText") -> tuple[Optional[float], str]:
+def _line_time(line: str, log: LogText) -> tuple[float | None, str]:
     """(epoch seconds, the rest of the line) for one line of the log source."""
     if log.source == "journal":
         stamp, _, rest = line.partition(" ")
@@ -106,9 +108,9 @@ class LogText:
     year: int = 1970
 
 
-def log_rules(rulesets) -> dict[str, dict[int, list]]:
+def log_rules(rulesets: Iterable[SavedRuleset]) -> dict[str, dict[int, list[tuple[str, LogLimit | None]]]]:
     """prefix -> family -> [(the rule's place, its LogLimit or None)] for every LOG rule."""
-    found: dict[str, dict[int, list]] = {}
+    found: dict[str, dict[int, list[tuple[str, LogLimit | None]]]] = {}
     for ruleset in rulesets:
         for rule in ruleset.rules:
             if rule.target != "LOG":
@@ -117,7 +119,7 @@ def log_rules(rulesets) -> dict[str, dict[int, list]]:
             limit = None
             for condition in rule.conditions:
                 if isinstance(condition, SteadyState) and condition.module == "limit":
-                    words = dict(zip(condition.words[::2], condition.words[1::2]))
+                    words = dict(zip(condition.words[::2], condition.words[1::2], strict=False))
                     limit = parse_limit(words.get("--limit", "3/hour"), int(words.get("--limit-burst", 5)),
                                         ruleset.where(rule))
             found.setdefault(prefix, {}).setdefault(ruleset.family, []).append((ruleset.where(rule), limit))
@@ -128,7 +130,7 @@ def _fields(text: str) -> dict[str, str]:
     return dict(word.split("=", 1) for word in text.split() if "=" in word)
 
 
-def parse_drop_line(text: str, prefix: str, time: float) -> Optional[DropLine]:
+def parse_drop_line(text: str, prefix: str, time: float) -> DropLine | None:
     start = text.find(prefix)
     if start < 0:
         return None
@@ -144,7 +146,7 @@ def parse_drop_line(text: str, prefix: str, time: float) -> Optional[DropLine]:
     return DropLine(time, source.version, str(source), fields["PROTO"], port, icmp)
 
 
-def summarize(log: LogText, prefix: str, minutes: int, limits: Optional[dict[int, LogLimit]] = None) -> DropSummary:
+def summarize(log: LogText, prefix: str, minutes: int, limits: dict[int, LogLimit] | None = None) -> DropSummary:
     """The lines of the last `minutes` with `prefix`; `limits`: each family's LOG rule limit."""
     summary = DropSummary(prefix, log.source, minutes, log.now, limits=dict(limits or {}))
     since = log.now - minutes * 60
@@ -166,7 +168,7 @@ def summarize(log: LogText, prefix: str, minutes: int, limits: Optional[dict[int
     return summary
 
 
-def limit_reached(lines: list[DropLine], limit: LogLimit) -> Optional[float]:
+def limit_reached(lines: list[DropLine], limit: LogLimit) -> float | None:
     """When the LOG rule's token bucket ran dry: after some run of lines i..j, fewer than one
     token was left even if the bucket was full at i (burst + rate * (t_j - t_i) - (j - i + 1) < 1).
     A packet dropped right after that was not logged."""
@@ -182,14 +184,14 @@ def limit_reached(lines: list[DropLine], limit: LogLimit) -> Optional[float]:
 # --- text ---------------------------------------------------------------------------------------
 
 def _clock(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _table(header: tuple, rows: list[tuple]) -> list[str]:
+def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     numeric = [all(isinstance(row[i], int) for row in rows) for i in range(len(header))]
     return ["  ".join((str(cell).rjust(width) if number else str(cell).ljust(width))
-                      for cell, width, number in zip(row, widths, numeric)).rstrip() for row in [header, *rows]]
+                      for cell, width, number in zip(row, widths, numeric, strict=True)).rstrip() for row in [header, *rows]]
 
 
 def format_summary(summary: DropSummary, where: str, top: int = 10) -> str:

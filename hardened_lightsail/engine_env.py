@@ -27,9 +27,10 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Any
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 STATE_DIR = PROJECT_DIR / ".pulumi-state"
@@ -122,7 +123,7 @@ def install_command_provider(cli: Path, binary: Path, pulumi_home: Path, env: Ma
         fcntl.flock(lock, fcntl.LOCK_EX)  # two runs at once install once, never half
         if stamp.exists() and stamp.read_text() == stamp_text and (slot / "pulumi-resource-command").exists():
             return
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True, "env": dict(env)}
+        quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True, "env": dict(env)}
         subprocess.run([str(cli), "plugin", "rm", "resource", "command", COMMAND_PROVIDER_VERSION, "--yes"],
                        check=False, **quiet)
         done = subprocess.run([str(cli), "plugin", "install", "resource", "command",
@@ -184,7 +185,7 @@ VALUE_FLAGS = {"-s", "--stack", "-C", "--cwd", "--copy-config-from", "--secrets-
                "--color", "--tracing", "--profiling", "--memprofilerate", "-v", "--verbose", "--config-file"}
 
 
-def _positional(args: list[str]) -> tuple[list[str], Optional[str]]:
+def _positional(args: list[str]) -> tuple[list[str], str | None]:
     """The bare words of a command line (flag values skipped) and the `-s/--stack` value."""
     positional: list[str] = []
     stack = None
@@ -205,7 +206,7 @@ def _positional(args: list[str]) -> tuple[list[str], Optional[str]]:
     return positional, stack
 
 
-def named_stack(args: list[str]) -> Optional[str]:
+def named_stack(args: list[str]) -> str | None:
     """The stack a command names: `-s/--stack NAME` anywhere, or the NAME of `stack init|select
     NAME`. Nothing else (not `--copy-config-from lab`, not the currently selected stack)."""
     positional, stack = _positional(args)
@@ -235,7 +236,7 @@ def stack_targets_lab(stack: str) -> bool:
         return False
 
 
-def encryption_salt(stack: str) -> Optional[str]:
+def encryption_salt(stack: str) -> str | None:
     match = re.search(r"^encryptionsalt:\s*(\S+)\s*$", stack_file(stack).read_text(), re.MULTILINE)
     return match.group(1) if match else None
 
@@ -272,7 +273,7 @@ def made_with_lab_passphrase(salt: str) -> bool:
     return True
 
 
-def lab_passphrase(args: list[str], environ: Mapping[str, str]) -> tuple[Optional[str], Optional[str]]:
+def lab_passphrase(args: list[str], environ: Mapping[str, str]) -> tuple[str | None, str | None]:
     """(passphrase to set or None, the line that tells the user what was decided or None)."""
     if environ.get("PULUMI_CONFIG_PASSPHRASE") is not None or environ.get("PULUMI_CONFIG_PASSPHRASE_FILE"):
         return None, None
@@ -309,8 +310,7 @@ def main(args: list[str]) -> int:
         print("scripts/pulumi: " + "; ".join(describe(eng)), file=sys.stderr)
     sys.stderr.flush()
     os.chdir(PROJECT_DIR)  # the project's Pulumi.yaml, and its relative backend directory
-    os.execve(str(eng.cli), [str(eng.cli), *args], eng.env)
-    return 0  # not reached
+    os.execve(str(eng.cli), [str(eng.cli), *args], eng.env)  # never returns
 
 
 if __name__ == "__main__":

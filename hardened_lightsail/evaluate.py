@@ -13,7 +13,7 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional, Union
+from typing import Any
 
 from .iptables_rules import Ruleset
 from .networks import Network, parse_cidr
@@ -32,7 +32,7 @@ class HostVerdict:
     accepted_by: tuple[SavedRule, ...] = ()  # ACCEPT rules some of the probe's packets end at
 
 
-def evaluable(ruleset: Union[Ruleset, SavedRuleset]) -> SavedRuleset:
+def evaluable(ruleset: Ruleset | SavedRuleset) -> SavedRuleset:
     """The rules as the analysis reads them: a policy's Ruleset is read back from its text
     (once per ruleset and content: tables ask thousands of questions of the same one)."""
     if isinstance(ruleset, SavedRuleset):
@@ -49,11 +49,11 @@ def evaluable(ruleset: Union[Ruleset, SavedRuleset]) -> SavedRuleset:
     return saved
 
 
-_READ_BACK: dict[int, tuple] = {}  # id(ruleset) -> (weak reference, fingerprint, SavedRuleset)
+_READ_BACK: dict[int, tuple[weakref.ref[Ruleset], tuple[Any, ...], SavedRuleset]] = {}  # id(ruleset) -> (weak reference, fingerprint, SavedRuleset)
 
 
 @lru_cache(maxsize=32)
-def _read_back(text: str, family: int, sets: tuple) -> SavedRuleset:
+def _read_back(text: str, family: int, sets: tuple[tuple[str, tuple[Network, ...]], ...]) -> SavedRuleset:
     ipsets = {name: IpSet(name, "hash:net", members) for name, members in sets}
     return parse_saved_ruleset(text, family, label=f"rules.v{family}", facts=HostFacts(sets=ipsets),
                                line_numbers=False, noflush=True)
@@ -64,21 +64,21 @@ class _Walk:
 
     def __init__(self, ruleset: SavedRuleset, probe: Probe, start: str):
         self.ruleset, self.probe, self.start = ruleset, probe, start
-        self.memo: dict[tuple, frozenset] = {}
+        self.memo: dict[tuple[Any, ...], frozenset[str]] = {}
         self.because: dict[int, SavedRule] = {}
         self.accepted_by: dict[int, SavedRule] = {}
 
-    def policy(self) -> frozenset:
+    def policy(self) -> frozenset[str]:
         return frozenset({_ACCEPT if self.ruleset.policies.get(self.start, "ACCEPT") == "ACCEPT" else _DROP})
 
-    def from_rule(self, chain: str, position: int, stack: tuple) -> frozenset:
+    def from_rule(self, chain: str, position: int, stack: tuple[Any, ...]) -> frozenset[str]:
         key = (chain, position, stack)
         if key not in self.memo:
             self.memo[key] = frozenset({_UNKNOWN})  # a loop back here decides nothing
             self.memo[key] = self._from_rule(chain, position, stack)
         return self.memo[key]
 
-    def _from_rule(self, chain: str, position: int, stack: tuple) -> frozenset:
+    def _from_rule(self, chain: str, position: int, stack: tuple[Any, ...]) -> frozenset[str]:
         rules = self.ruleset.chain_rules(chain)
         for index in range(position, len(rules)):
             rule = rules[index]
@@ -98,7 +98,7 @@ class _Walk:
             return taken | rest
         return self.chain_end(chain, stack)
 
-    def taken(self, rule: SavedRule, chain: str, index: int, stack: tuple) -> Optional[frozenset]:
+    def taken(self, rule: SavedRule, chain: str, index: int, stack: tuple[Any, ...]) -> frozenset[str] | None:
         target = rule.target
         if target is None or target in CONTINUING:
             return None
@@ -117,14 +117,14 @@ class _Walk:
             return self.from_rule(target, 0, stack + ((chain, index + 1),))
         return frozenset({_UNKNOWN})
 
-    def chain_end(self, chain: str, stack: tuple) -> frozenset:
+    def chain_end(self, chain: str, stack: tuple[Any, ...]) -> frozenset[str]:
         if chain in BUILTIN_CHAINS["filter"] or not stack:
             return self.policy()
         caller, resume = stack[-1]
         return self.from_rule(caller, resume, stack[:-1])
 
 
-def host_verdict(ruleset: Union[Ruleset, SavedRuleset], protocol: str, port: Optional[int], source: Network,
+def host_verdict(ruleset: Ruleset | SavedRuleset, protocol: str, port: int | None, source: Network,
                  icmp_echo: bool = False, chain: str = "INPUT") -> HostVerdict:
     """What the host's INPUT chain (or FORWARD) does with a new connection (or a ping) from
     `source`."""
@@ -139,7 +139,7 @@ def host_verdict(ruleset: Union[Ruleset, SavedRuleset], protocol: str, port: Opt
     return HostVerdict(PARTLY, tuple(rule for _, rule in sorted(walk.because.items())), accepted)
 
 
-def host_allows(ruleset: Union[Ruleset, SavedRuleset], protocol: str, port: Optional[int], source: Network,
+def host_allows(ruleset: Ruleset | SavedRuleset, protocol: str, port: int | None, source: Network,
                 icmp_echo: bool = False) -> bool:
     """Does the host ruleset accept every new connection (or ping) from `source`?"""
     return host_verdict(ruleset, protocol, port, source, icmp_echo).outcome == OPEN
@@ -153,7 +153,7 @@ def _span(text: str) -> tuple[int, int]:
     return int(network.network_address), int(network.broadcast_address)
 
 
-def cloud_allows(port_infos: list[dict], protocol: str, port: Optional[int], source: Network,
+def cloud_allows(port_infos: list[dict[str, Any]], protocol: str, port: int | None, source: Network,
                  icmp_echo: bool = False) -> bool:
     """Does the Lightsail allow-list let `source` reach `protocol/port` (or ping)?"""
     first, last = int(source.network_address), int(source.broadcast_address)

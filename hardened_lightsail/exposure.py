@@ -7,15 +7,17 @@ same table is built for a ruleset read off a server (`fw check --rules/--host`),
 cloud layer is unknown (None) and a port may be open to some packets only ("partly")."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any
 
 from .evaluate import CLOSED, OPEN, cloud_allows, evaluable, host_verdict
-from .networks import any_network, parse_cidr, split_families
-from .policy import PROTOCOLS, PortRange
+from .iptables_rules import Ruleset
+from .networks import Network, any_network, parse_cidr, split_families
+from .policy import PROTOCOLS, FirewallPolicy, PortRange
 from .release import Release
 from .rule_conditions import AddressIs, InSet, Intervals
-from .saved_rules import BUILTIN_CHAINS, SavedRuleset
+from .saved_rules import BUILTIN_CHAINS, SavedRule, SavedRuleset
 
 ANYONE_ELSE = "anyone else"
 OTHER_PORTS = "(other ports)"
@@ -28,7 +30,7 @@ class ExposureRow:
     port: str  # "tcp/22", "udp/5000-5010", "ping", "tcp (other ports)"
     family: int
     source: str  # a CIDR named in the policy or the rules, or ANYONE_ELSE
-    cloud: Optional[bool]  # None: not known (a ruleset read off a server has no cloud layer)
+    cloud: bool | None  # None: not known (a ruleset read off a server has no cloud layer)
     host: bool  # every new connection of this row is accepted
     host_partly: tuple[str, ...] = ()  # some are and some aren't: the rules that split them
 
@@ -48,19 +50,19 @@ class PortProbe:
 
     label: str
     protocol: str  # tcp, udp or icmp (ping)
-    first: Optional[int]
-    last: Optional[int]
-    sources: tuple = ()
+    first: int | None
+    last: int | None
+    sources: tuple[Network, ...] = ()
 
 
-def policy_probes(policy, release: Release) -> list[PortProbe]:
+def policy_probes(policy: FirewallPolicy, release: Release) -> list[PortProbe]:
     """Every port the policy names, then every tcp/udp port either layer opens although the
     policy does not name it (a hand-edited or drifted artifact): without those rows a port
     opened in one layer only would never reach the layer check."""
     named = [PortProbe(f"tcp/{policy.ssh_port}", "tcp", policy.ssh_port, policy.ssh_port, policy.admin_cidrs)]
     named += [PortProbe(f"{s.protocol}/{s.ports}", s.protocol, s.ports.first, s.ports.last, s.sources)
               for s in policy.services]
-    unnamed: dict[tuple[str, int, int], set] = {}
+    unnamed: dict[tuple[str, int, int], set[Network]] = {}
     for info in release.port_infos:
         if info["protocol"] in PROTOCOLS:
             unnamed.setdefault((info["protocol"], info["fromPort"], info["toPort"]), set()).update(
@@ -69,15 +71,16 @@ def policy_probes(policy, release: Release) -> list[PortProbe]:
         for (protocol, first, last), sources in _accepted_ports(evaluable(ruleset)).items():
             unnamed.setdefault((protocol, first, last), set()).update(sources)
     for known in named:
-        unnamed.pop((known.protocol, known.first, known.last), None)
+        if known.first is not None and known.last is not None:  # ping has no ports
+            unnamed.pop((known.protocol, known.first, known.last), None)
     extra = [PortProbe(f"{protocol}/{PortRange(first, last)}", protocol, first, last, tuple(sources))
              for (protocol, first, last), sources in sorted(unnamed.items())]
     return named + extra + [PortProbe("ping", "icmp", None, None)]
 
 
-def _accepted_ports(ruleset: SavedRuleset) -> dict[tuple[str, int, int], set]:
+def _accepted_ports(ruleset: SavedRuleset) -> dict[tuple[str, int, int], set[Network]]:
     """(protocol, first, last) -> sources, for every rule that accepts named destination ports."""
-    found: dict[tuple[str, int, int], set] = {}
+    found: dict[tuple[str, int, int], set[Network]] = {}
     for rule in ruleset.rules:
         if rule.target != "ACCEPT" or _on_link_only(rule):
             continue
@@ -90,7 +93,7 @@ def _accepted_ports(ruleset: SavedRuleset) -> dict[tuple[str, int, int], set]:
 LINK_LOCAL = parse_cidr("fe80::/10")
 
 
-def _on_link_only(rule) -> bool:
+def _on_link_only(rule: SavedRule) -> bool:
     """A rule for link-local sources or destinations only (e.g. DHCPv6 replies): such traffic
     never crosses a router, so it is no row of what the server exposes."""
     for direction in ("src", "dst"):
@@ -101,12 +104,12 @@ def _on_link_only(rule) -> bool:
     return False
 
 
-def _protocols(rule) -> list[str]:
+def _protocols(rule: SavedRule) -> list[str]:
     named = [c for c in rule.by_dimension.get("protocol", ()) if not c.negated]
     return sorted(named[0].names & set(PROTOCOLS)) if named else []
 
 
-def _named_ports(rule) -> list[tuple[str, int, int]]:
+def _named_ports(rule: SavedRule) -> list[tuple[str, int, int]]:
     """(protocol, first, last) for each port range the rule names as a destination (as written,
     without negation)."""
     ports = [c for kind in ("ports-dport", "ports-either") for c in rule.by_dimension.get(kind, ())]
@@ -114,25 +117,25 @@ def _named_ports(rule) -> list[tuple[str, int, int]]:
             for condition in ports if not condition.negated for first, last in condition.written.ranges]
 
 
-def ruleset_probes(rulesets: Sequence[Optional[SavedRuleset]]) -> list[PortProbe]:
+def ruleset_probes(rulesets: Sequence[SavedRuleset | None]) -> list[PortProbe]:
     """Rows for a ruleset read off a server: every destination port a rule names (tcp/udp),
     ping, and one row per protocol for every port no rule names. Each row's sources are the
     networks named by the rules that can apply to it (and the members of small allow-list sets)."""
-    rulesets = [r for r in rulesets if r is not None]
-    ranges = sorted({key for ruleset in rulesets for rule in ruleset.rules for key in _named_ports(rule)})
+    known = [r for r in rulesets if r is not None]
+    ranges = sorted({key for ruleset in known for rule in ruleset.rules for key in _named_ports(rule)})
     probes = []
     for protocol, first, last in ranges:
         probes.append(PortProbe(f"{protocol}/{PortRange(first, last)}", protocol, first, last,
-                                _sources(rulesets, protocol, first, last)))
-    probes.append(PortProbe("ping", "icmp", None, None, _sources(rulesets, "icmp", None, None)))
+                                _sources(known, protocol, first, last)))
+    probes.append(PortProbe("ping", "icmp", None, None, _sources(known, "icmp", None, None)))
     for protocol in PROTOCOLS:
-        port = unnamed_port(rulesets, protocol)
+        port = unnamed_port(known, protocol)
         probes.append(PortProbe(f"{protocol} {OTHER_PORTS}", protocol, port, port,
-                                _sources(rulesets, protocol, port, port)))
+                                _sources(known, protocol, port, port)))
     return probes
 
 
-def unnamed_port(rulesets, protocol: str, also_named: Sequence[tuple[str, int, int]] = ()) -> int:
+def unnamed_port(rulesets: Sequence[SavedRuleset], protocol: str, also_named: Sequence[tuple[str, int, int]] = ()) -> int:
     """The lowest port above 0 that no rule (nor `also_named`: (protocol, first, last)) names as a
     destination: every rule treats all such ports alike, so it stands for them all."""
     ranges = {key for ruleset in rulesets for rule in ruleset.rules for key in _named_ports(rule)
@@ -144,10 +147,11 @@ def unnamed_port(rulesets, protocol: str, also_named: Sequence[tuple[str, int, i
     return port
 
 
-def other_port_probes(probes: list[PortProbe], rulesets, port_infos: list[dict]) -> list[PortProbe]:
+def other_port_probes(probes: list[PortProbe], rulesets: Sequence[Ruleset | SavedRuleset | None],
+                      port_infos: list[dict[str, Any]]) -> list[PortProbe]:
     """One probe per protocol for the ports no row, rule or cloud rule names, asked for every
     source the other rows name (an admin-only "accept everything" shows) and anyone else."""
-    named = [(p.protocol, p.first, p.last) for p in probes if p.first is not None]
+    named = [(p.protocol, p.first, p.last) for p in probes if p.first is not None and p.last is not None]
     named += [(info["protocol"], info["fromPort"], info["toPort"]) for info in port_infos
               if info["protocol"] in PROTOCOLS]
     sources = tuple(dict.fromkeys(source for probe in probes for source in probe.sources))
@@ -160,12 +164,12 @@ def other_port_probes(probes: list[PortProbe], rulesets, port_infos: list[dict])
     return probes
 
 
-def _rule_protocols(rule) -> Optional[frozenset]:
+def _rule_protocols(rule: SavedRule) -> frozenset[str] | None:
     named = [c for c in rule.by_dimension.get("protocol", ()) if not c.negated]
     return frozenset(named[0].names) if named else None
 
 
-def _rule_ports(rule) -> Optional[Intervals]:
+def _rule_ports(rule: SavedRule) -> Intervals | None:
     ports = None
     for condition in rule.by_dimension.get("ports-dport", ()):
         ports = condition.ports if ports is None else ports.intersect(condition.ports)
@@ -173,12 +177,13 @@ def _rule_ports(rule) -> Optional[Intervals]:
 
 
 MAX_REACH_ENTRIES = 32
+_Reach = tuple[frozenset[str] | None, Intervals | None]  # (protocols, destination ports); None: any
 
 
-def chain_reach(ruleset: SavedRuleset) -> dict[str, list]:
+def chain_reach(ruleset: SavedRuleset) -> dict[str, list[_Reach]]:
     """chain -> [(protocols or None, destination ports or None)]: what a packet must be to get
     into the chain at all (through the jumps that lead there). Built-in chains: anything."""
-    reach: dict[str, list] = {chain: [(None, None)] for chain in BUILTIN_CHAINS["filter"]}
+    reach: dict[str, list[_Reach]] = {chain: [(None, None)] for chain in BUILTIN_CHAINS["filter"]}
     for _ in range(8):  # jumps nest a few levels; a loop just stops growing
         grown = False
         for rule in ruleset.rules:
@@ -203,18 +208,19 @@ def chain_reach(ruleset: SavedRuleset) -> dict[str, list]:
     return reach
 
 
-def _can_apply(protocols, ports, protocol: str, first: Optional[int], last: Optional[int]) -> bool:
+def _can_apply(protocols: frozenset[str] | None, ports: Intervals | None, protocol: str, first: int | None, last: int | None) -> bool:
     if protocols is not None and not ({protocol, "ipv6-icmp" if protocol == "icmp" else protocol} & protocols):
         return False
     if ports is None:
         return True
-    return first is not None and any(a <= last and first <= b for a, b in ports.ranges)
+    return first is not None and last is not None and any(a <= last and first <= b for a, b in ports.ranges)
 
 
-def _sources(rulesets, protocol: str, first: Optional[int], last: Optional[int]) -> tuple:
+def _sources(rulesets: Sequence[SavedRuleset], protocol: str, first: int | None, last: int | None
+             ) -> tuple[Network, ...]:
     """The networks named by the rules a packet of this row can meet (its chain reached by
     jumps that let such packets through), and the members of small allow-list sets."""
-    sources = set()
+    sources: set[Network] = set()
     for ruleset in rulesets:
         reach = chain_reach(ruleset)
         for rule in ruleset.rules:
@@ -233,10 +239,10 @@ def _sources(rulesets, protocol: str, first: Optional[int], last: Optional[int])
                         key=lambda n: (n.version, n)))
 
 
-def port_boundaries(ruleset: SavedRuleset) -> set[int]:
+def port_boundaries(ruleset: Ruleset | SavedRuleset) -> set[int]:
     """Every port where a rule's destination port range starts, or ends (its last port + 1):
     between two of them, every port meets the same rules."""
-    points = set()
+    points: set[int] = set()
     for rule in evaluable(ruleset).rules:
         for condition in rule.by_dimension.get("ports-dport", ()):
             for first, last in condition.written.ranges:
@@ -244,25 +250,27 @@ def port_boundaries(ruleset: SavedRuleset) -> set[int]:
     return points
 
 
-def _checked_ports(probe: PortProbe, ruleset: SavedRuleset) -> list[Optional[int]]:
+def _checked_ports(probe: PortProbe, ruleset: SavedRuleset) -> list[int | None]:
     """Ports that stand for every port of the probe's range: its first port and each port
     where a rule's port range starts or ends inside it."""
     if probe.first is None:
         return [None]
-    points = {probe.first} | {p for p in port_boundaries(ruleset) if probe.first < p <= probe.last}
-    if probe.last != probe.first:
+    last = probe.first if probe.last is None else probe.last
+    points = {probe.first} | {p for p in port_boundaries(ruleset) if probe.first < p <= last}
+    if probe.last is not None and probe.last != probe.first:
         points.add(probe.last)  # both ends, as the cloud layer is checked
-    return sorted(points)
+    return [*sorted(points)]
 
 
-def exposure_rows(probes: list[PortProbe], rulesets: Sequence, port_infos: Optional[list[dict]] = None
+def exposure_rows(probes: list[PortProbe], rulesets: Sequence[Ruleset | SavedRuleset | None],
+                  port_infos: list[dict[str, Any]] | None = None
                   ) -> list[ExposureRow]:
     """One row per probe, family and source (the named networks, then "anyone else").
     `rulesets` is (IPv4, IPv6); a family given as None gets no rows; `port_infos` None: no
     cloud layer is known."""
     rows = []
     for probe in probes:
-        for family, ruleset in zip((4, 6), rulesets):
+        for family, ruleset in zip((4, 6), rulesets, strict=False):  # [v4] alone: no IPv6 rows
             if ruleset is None:
                 continue
             ruleset = evaluable(ruleset)
@@ -273,19 +281,19 @@ def exposure_rows(probes: list[PortProbe], rulesets: Sequence, port_infos: Optio
             for source, name in [(n, str(n)) for n in named] + [(any_network(family), ANYONE_ELSE)]:
                 verdicts = [host_verdict(ruleset, host_protocol, port, source, echo) for port in ports]
                 outcomes = {v.outcome for v in verdicts}
-                partly = ()
+                partly: tuple[str, ...] = ()
                 if outcomes != {OPEN} and outcomes != {CLOSED}:
                     partly = tuple(dict.fromkeys(ruleset.where(rule, short=True) for v in verdicts for rule in v.because)) \
                         or ("not every port",)
                 cloud = None if port_infos is None else all(
                     cloud_allows(port_infos, probe.protocol, port, source, echo)
-                    for port in ([None] if echo else sorted({probe.first, probe.last})))
+                    for port in ([None] if echo else sorted({probe.first, probe.last})))  # type: ignore[type-var]  # None only for ping
                 rows.append(ExposureRow(port=probe.label, family=family, source=name, cloud=cloud,
                                         host=outcomes == {OPEN}, host_partly=partly))
     return rows
 
 
-def exposure_table(policy, release: Release) -> list[ExposureRow]:
+def exposure_table(policy: FirewallPolicy, release: Release) -> list[ExposureRow]:
     """What a policy's release exposes, cloud and host layer: the ports it names, then the
     ports nobody names (one row per protocol, family and source), both evaluated alike."""
     probes = policy_probes(policy, release)
@@ -304,12 +312,12 @@ def _other_ports_closed(rows: list[ExposureRow]) -> tuple[list[ExposureRow], boo
     return ([row for row in rows if not row.port.endswith(OTHER_PORTS)] if closed else rows), closed
 
 
-def ruleset_exposure(rulesets: Sequence[Optional[SavedRuleset]]) -> list[ExposureRow]:
+def ruleset_exposure(rulesets: Sequence[SavedRuleset | None]) -> list[ExposureRow]:
     """What a ruleset read off a server exposes through its host layer."""
     return exposure_rows(ruleset_probes(rulesets), rulesets)
 
 
-def _mark(allowed: Optional[bool]) -> str:
+def _mark(allowed: bool | None) -> str:
     return "open" if allowed else "closed"
 
 
@@ -345,8 +353,8 @@ def format_table(rows: list[ExposureRow], markdown: bool = False) -> str:
     layered = any(row.cloud is not None for row in rows)
     if layered:
         shown, other_closed = _other_ports_closed(rows)
-        header = ("port", "family", "source", "cloud", "host", "reachable")
-        body = [(r.port, f"IPv{r.family}", r.source, _mark(r.cloud), host_cell(r), "YES" if r.reachable else "no")
+        header: tuple[str, ...] = ("port", "family", "source", "cloud", "host", "reachable")
+        body: list[tuple[str, ...]] = [(r.port, f"IPv{r.family}", r.source, _mark(r.cloud), host_cell(r), "YES" if r.reachable else "no")
                 for r in shown]
         if other_closed:
             body.append((OTHER_PORTS_ROW, "both", "anyone", "closed", "closed", "no"))
@@ -358,5 +366,5 @@ def format_table(rows: list[ExposureRow], markdown: bool = False) -> str:
         lines += ["| " + " | ".join(row) + " |" for row in body]
         return "\n".join(lines)
     widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
                      for row in [header, *body])

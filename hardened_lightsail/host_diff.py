@@ -4,9 +4,11 @@ shape of `fw diff`: so the first `pulumi up` on an existing server holds no surp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from .exposure import (ExposureRow, PortProbe, exposure_rows, host_cell, policy_probes, ruleset_probes)
+from .exposure import ExposureRow, PortProbe, exposure_rows, host_cell, policy_probes, ruleset_probes
 from .findings import ERROR, Finding
+from .policy import FirewallPolicy
 from .policy_diff import CLOSES, DEFAULT_MAX_CHARS, OPENS, bounded, findings_section, table_lines
 from .release import Release
 from .saved_rules import SavedRuleset
@@ -41,7 +43,7 @@ class HostRowChange:
 
 def merged_probes(first: list[PortProbe], second: list[PortProbe]) -> list[PortProbe]:
     """One probe per port (range), with the sources either list names for it."""
-    merged: dict[tuple, PortProbe] = {}
+    merged: dict[tuple[Any, ...], PortProbe] = {}
     for probe in [*first, *second]:
         key = (probe.protocol, probe.first, probe.last)
         known = merged.get(key)
@@ -50,7 +52,7 @@ def merged_probes(first: list[PortProbe], second: list[PortProbe]) -> list[PortP
     return list(merged.values())
 
 
-def compare_with_host(policy, release: Release, live: tuple[SavedRuleset, SavedRuleset]) -> list[HostRowChange]:
+def compare_with_host(policy: FirewallPolicy, release: Release, live: tuple[SavedRuleset, SavedRuleset]) -> list[HostRowChange]:
     """Every row either side names, asked of the live rules and of the release alike."""
     probes = merged_probes(policy_probes(policy, release), ruleset_probes(live))
     now = {(r.port, r.family, r.source): r for r in exposure_rows(probes, live)}

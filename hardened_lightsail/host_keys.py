@@ -27,7 +27,7 @@ class PublicHostKey:
     blob: bytes  # the key in SSH wire format (what the fingerprint hashes)
 
     @classmethod
-    def parse(cls, line: str) -> "PublicHostKey":
+    def parse(cls, line: str) -> PublicHostKey:
         """`ssh-ed25519 AAAA... [comment]` (an authorized_keys / .pub line)."""
         words = line.split()
         if len(words) < 2:

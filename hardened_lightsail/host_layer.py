@@ -6,9 +6,10 @@ port-scan trap, then a rate-limited log and the final drop. Nothing here touches
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 from .iptables_rules import NEVER, UNDER_LIMIT, Rule, Ruleset, quote
-from .networks import any_network, parse_cidr, split_families
+from .networks import Network, any_network, parse_cidr, split_families
 from .policy import FirewallPolicy, PortRange
 
 # Chain and set names are part of the contract with the payload and the lab (keep them short:
@@ -175,7 +176,8 @@ def host_ruleset(policy: FirewallPolicy, family: int) -> Ruleset:
     return rs
 
 
-def _docker_published_ports(rs: Ruleset, policy: FirewallPolicy, admins, blocked, family: int) -> None:
+def _docker_published_ports(rs: Ruleset, policy: FirewallPolicy, admins: list[Network], blocked: list[Network],
+                            family: int) -> None:
     """Published container ports arrive by nat PREROUTING (DNAT) and FORWARD, never INPUT: Docker
     hands them to DOCKER-USER first. There the published (original) port is in conntrack, the
     packet itself already carries the container's."""
@@ -238,7 +240,7 @@ def _ipv6_control(rs: Ruleset, icmp: str) -> None:
                 matches=("-d", "fe80::/10", "--sport", "547", "--dport", "546"), new_connections=False))
 
 
-def _port_scan_trap(rs: Ruleset, policy: FirewallPolicy, admins, family: int) -> None:
+def _port_scan_trap(rs: Ruleset, policy: FirewallPolicy, admins: list[Network], family: int) -> None:
     """New TCP/UDP that reached this point hit a port that is closed for its source: count it."""
     trap = policy.port_scan
     rs.section(f"port-scan trap: {trap.threshold} closed-port hits in {trap.window_seconds} s "
@@ -258,17 +260,17 @@ def _port_scan_trap(rs: Ruleset, policy: FirewallPolicy, admins, family: int) ->
     rs.add(Rule(CHAIN_SCAN, "RETURN", "counted; not (yet) a scanner: logged and dropped below"))
 
 
-def _by_family(networks, family: int):
+def _by_family(networks: Iterable[Network], family: int) -> tuple[list[Network], list[Network]]:
     v4, v6 = split_families(networks)
     return (v4, v6) if family == 4 else (v6, v4)
 
 
-def _none_if_any(network):
+def _none_if_any(network: Network) -> Network | None:
     """`-s 0.0.0.0/0` says nothing: leave it out so the rule reads as "from anywhere"."""
     return None if network == any_network(network.version) else network
 
 
-def _net(text: str):
+def _net(text: str) -> Network:
     return parse_cidr(text)
 
 

@@ -2,13 +2,13 @@
 one hash lookup whether the list holds 10 or 100,000 networks (one rule per CIDR would not)."""
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 from .iptables_rules import Ruleset
 from .networks import cidr_text
 
 
-def ipset_restore_file(rulesets: list[Ruleset], written: Optional[Mapping[str, Sequence[str]]] = None) -> str:
+def ipset_restore_file(rulesets: list[Ruleset], written: Mapping[str, Sequence[str]] | None = None) -> str:
     """The sets the rulesets reference, in `ipset restore` format; empty when there are none.
     `written`: sets whose members are already text (set name -> the members' cidr_text, in order)."""
     lines = []

@@ -3,7 +3,6 @@ prints itself in `iptables-restore` format, so what is checked is exactly what i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from .networks import Network
 from .policy import PortRange
@@ -18,12 +17,12 @@ class Rule:
     chain: str
     target: str  # ACCEPT, DROP, RETURN, LOG or a user chain
     why: str  # one line for the operator: printed above the rule and kept as -m comment
-    protocol: Optional[str] = None
-    source: Optional[Network] = None
-    source_set: Optional[str] = None  # ipset name (members known to the analysis via Ruleset.sets)
-    dports: Optional[PortRange] = None
-    in_interface: Optional[str] = None
-    not_in_interface: Optional[str] = None
+    protocol: str | None = None
+    source: Network | None = None
+    source_set: str | None = None  # ipset name (members known to the analysis via Ruleset.sets)
+    dports: PortRange | None = None
+    in_interface: str | None = None
+    not_in_interface: str | None = None
     matches: tuple[str, ...] = ()  # further match arguments, verbatim
     target_args: tuple[str, ...] = ()
     # False for rules that can't decide a clean new connection attempt (state, flag checks):

@@ -15,11 +15,11 @@ import shlex
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 from .drop_log import LogText
 from .release import PAYLOAD_DIR
-from .rule_conditions import HostFacts
+from .rule_conditions import HostFacts, IpSet
 from .saved_rules import SavedRuleset, parse_ipset_save, parse_saved_ruleset
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -42,13 +42,13 @@ class HostError(Exception):
 class SshTarget:
     user: str
     address: str
-    port: Optional[int] = None
-    identity: Optional[str] = None  # private key file
-    known_hosts: Optional[str] = None  # a known_hosts file to check the host key against
+    port: int | None = None
+    identity: str | None = None  # private key file
+    known_hosts: str | None = None  # a known_hosts file to check the host key against
     options: tuple[str, ...] = ()  # further `-o KEY=VALUE` options (from a stack's sshCommand)
 
     @classmethod
-    def parse(cls, text: str, **settings) -> "SshTarget":
+    def parse(cls, text: str, **settings: Any) -> SshTarget:
         """USER@ADDRESS (ADDRESS: a name, an IPv4 address, or an IPv6 address, bare or in [])."""
         user, at, address = text.rpartition("@")
         address = address[1:-1] if address.startswith("[") and address.endswith("]") else address
@@ -120,13 +120,13 @@ fi
 class Section:
     stdout: str = ""
     stderr: str = ""
-    status: Optional[int] = None
+    status: int | None = None
 
 
 def parse_sections(text: str) -> dict[str, Section]:
     """The script's output, split back into one Section per captured command."""
     sections: dict[str, Section] = {}
-    current: Optional[Section] = None
+    current: Section | None = None
     out: list[str] = []
     for line in text.splitlines():
         if line.startswith("@@hl-begin "):
@@ -178,8 +178,8 @@ def _require(sections: dict[str, Section], name: str, target: SshTarget, needed_
     if section.status != 0:
         error = section.stderr.strip() or section.stdout.strip()
         user = sections["whoami"].stdout.strip() if "whoami" in sections else target.user
-        if "password is required" in error or "terminal is required" in error or "sudo:" in error and \
-                "not allowed" in error:
+        if "password is required" in error or "terminal is required" in error or ("sudo:" in error and \
+                "not allowed" in error):
             raise HostError(f"{target}: {user} can't run {name} as root: `sudo -n` {error.splitlines()[-1]}. "
                             f"Log in as root, or allow {user} to run iptables-save, ip6tables-save, ipset and "
                             "dmesg/journalctl through sudo without a password")
@@ -204,7 +204,7 @@ class LiveRules:
     sshd_warnings: list[str] = field(default_factory=list)  # ways in with a password
 
 
-def _facts(sections: dict[str, Section], sets) -> HostFacts:
+def _facts(sections: dict[str, Section], sets: dict[str, IpSet] | None) -> HostFacts:
     addresses, interfaces = [], set()
     for line in sections.get("addresses", Section()).stdout.splitlines():
         words = line.split()
@@ -263,8 +263,8 @@ def read_log(target: SshTarget, minutes: int) -> tuple[LiveRules, LogText]:
 
 # --- finding a stack's server ------------------------------------------------------------------
 
-def target_from_stack(stack: str, identity: Optional[str] = None, known_hosts: Optional[str] = None,
-                      port: Optional[int] = None) -> SshTarget:
+def target_from_stack(stack: str, identity: str | None = None, known_hosts: str | None = None,
+                      port: int | None = None) -> SshTarget:
     """The first server of `stack`, as its outputs tell a user: `sshCommand` (user, port, key
     file, options) and `publicIp`, read with `scripts/pulumi stack output`."""
     try:
@@ -282,12 +282,12 @@ def target_from_stack(stack: str, identity: Optional[str] = None, known_hosts: O
     return target_from_ssh_command(outputs["sshCommand"], identity=identity, known_hosts=known_hosts, port=port)
 
 
-def target_from_ssh_command(command: str, identity: Optional[str] = None, known_hosts: Optional[str] = None,
-                            port: Optional[int] = None) -> SshTarget:
+def target_from_ssh_command(command: str, identity: str | None = None, known_hosts: str | None = None,
+                            port: int | None = None) -> SshTarget:
     """Reads `ssh [-i KEY] [-p PORT] [-o OPTION]... USER@HOST` (a stack's sshCommand output);
     explicit settings win over what the command says."""
     words = shlex.split(command)
-    settings: dict = {"identity": None, "port": None}
+    settings: dict[str, Any] = {"identity": None, "port": None}
     options, destination, index = [], None, 1
     while index < len(words):
         word = words[index]

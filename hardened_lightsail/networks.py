@@ -10,11 +10,11 @@ import bisect
 import ipaddress
 import re
 import socket
-from typing import Iterable, Optional, Union
+from collections.abc import Callable, Iterable
 
 from .user_text import show
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 ANY_V4 = ipaddress.IPv4Network("0.0.0.0/0")
 ANY_V6 = ipaddress.IPv6Network("::/0")
@@ -26,10 +26,10 @@ class CidrError(ValueError):
 
 FAMILY_BITS = {4: 32, 6: 128}
 _SOCKET_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
-_NETWORK_CLASS = {4: ipaddress.IPv4Network, 6: ipaddress.IPv6Network}
+_NETWORK_CLASS: dict[int, Callable[[tuple[int, int]], Network]] = {4: ipaddress.IPv4Network, 6: ipaddress.IPv6Network}
 
 
-def _parse_plain(text: str) -> Optional[Network]:
+def _parse_plain(text: str) -> Network | None:
     """The usual spellings ("192.0.2.0/24", "2001:db8::/32", a bare address) parsed by the C
     library, about 4x quicker than ipaddress's parser; None for anything else or anything with
     host bits set, which parse_cidr then hands to ipaddress (same result, its error messages)."""
@@ -45,7 +45,8 @@ def _parse_plain(text: str) -> Optional[Network]:
     prefix = int(length) if slash else bits
     if prefix > bits or number & ((1 << (bits - prefix)) - 1):
         return None
-    return _NETWORK_CLASS[version]((number, prefix))
+    network: Network = _NETWORK_CLASS[version]((number, prefix))
+    return network
 
 
 # Digits, hex digits, dots and colons, and a prefix length: all of it (fullmatch). ipaddress alone
@@ -101,7 +102,7 @@ def cidr_text(network: Network) -> str:
     (RFC 5952), except for IPv4-mapped and -compatible addresses, which are left to ipaddress."""
     version, address = network.version, network.network_address
     text = socket.inet_ntop(_SOCKET_FAMILY[version], int(address).to_bytes(_PACKED_LENGTH[version], "big"))
-    if version == 6 and ("." in text or address.scope_id):
+    if version == 6 and ("." in text or getattr(address, "scope_id", None)):  # IPv6Address only
         return str(network)
     return f"{text}/{network.prefixlen}"
 
@@ -129,7 +130,7 @@ class NetworkIndex:
     def covering(self, network: Network) -> list[Network]:
         """Members that contain every address of `network` (itself included)."""
         version, address, bits = network.version, int(network.network_address), FAMILY_BITS[network.version]
-        found = []
+        found: list[Network] = []
         for length in self._lengths[version]:
             if length > network.prefixlen:
                 break
@@ -148,7 +149,7 @@ class NetworkIndex:
             self._starts[version] = sorted((start, length) for length, starts in self._members[version].items()
                                            for start in starts)
         starts, first, last = self._starts[version], int(network.network_address), int(network.broadcast_address)
-        inside = []
+        inside: list[Network] = []
         for start, length in starts[bisect.bisect_left(starts, (first, network.prefixlen + 1)):]:
             if start > last:
                 break
@@ -158,7 +159,7 @@ class NetworkIndex:
 
 def covers(outer: Network, inner: Network) -> bool:
     """True when every address of `inner` is in `outer` (same family only)."""
-    return outer.version == inner.version and inner.subnet_of(outer)
+    return outer.version == inner.version and inner.subnet_of(outer)  # type: ignore[arg-type]  # same family, checked first
 
 
 def any_network(version: int) -> Network:

@@ -11,14 +11,15 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Optional
 
 from .evaluate import cloud_allows, host_allows
 from .exposure import port_boundaries
-from .networks import parse_cidr
+from .networks import Network, parse_cidr
+from .policy import FirewallPolicy
 from .port_scan import ALL_TCP_PORTS, COMMON_UDP_PORTS, Scan, ScanError, Vantage
 from .reachability import CLOSED, FILTERED, OPEN, local_source_address, measure
 from .release import Release
@@ -56,7 +57,8 @@ class OutsideResult:
 
 def parse_host_report(text: str) -> HostReport:
     """The client line and the listening sockets from `hlfw verify` output (loopback left out)."""
-    client, listening, in_listening = None, {"tcp": set(), "udp": set()}, False
+    listening: dict[str, set[int]] = {"tcp": set(), "udp": set()}
+    client, in_listening = None, False
     for line in text.splitlines():
         words = line.split()
         if line.startswith("client:") and len(words) > 1:
@@ -81,7 +83,7 @@ def agrees_with_policy(protocol: str, allowed: bool, listening: bool, state: str
     return state in (OPEN, FILTERED) if listening else state in (CLOSED, FILTERED)
 
 
-def ports_to_probe(release: Release, policy, report: HostReport) -> dict[str, list[int]]:
+def ports_to_probe(release: Release, policy: FirewallPolicy, report: HostReport) -> dict[str, list[int]]:
     """Every listening port, the SSH port, every policy port (range ends) and a sample of others."""
     ports = {"tcp": {policy.ssh_port, *SAMPLE_CLOSED_PORTS}, "udp": set(SAMPLE_CLOSED_UDP_PORTS)}
     for protocol in ports:
@@ -137,13 +139,13 @@ def _measure(view: View, address: str, tcp: list[int], udp: list[int]) -> Scan:
     return view.vantage.scan(address, tcp, udp)
 
 
-def _connect_probes(address: str, tcp: list[int], udp: list[int], timeout: float = 2.0) -> dict:
+def _connect_probes(address: str, tcp: list[int], udp: list[int], timeout: float = 2.0) -> dict[tuple[str, int], str]:
     """(protocol, port) -> state, connecting from this machine (reachability.measure)."""
     return {(protocol, port): state for protocol, ports in (("tcp", tcp), ("udp", udp))
             for (_, port), state in measure(protocol, [(address, p) for p in ports], timeout=timeout).items()}
 
 
-def _confirm(view: View, address: str, suspects: list[tuple[str, int]]) -> dict:
+def _confirm(view: View, address: str, suspects: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
     """A full scan runs fast and may miss an answer: each port that disagrees is asked again,
     slowly, before it counts as a mismatch."""
     tcp = [port for protocol, port in suspects if protocol == "tcp"]
@@ -155,14 +157,14 @@ def _confirm(view: View, address: str, suspects: list[tuple[str, int]]) -> dict:
 
 @dataclass
 class _Section:
-    rows: list[tuple] = field(default_factory=list)
+    rows: list[tuple[str, ...]] = field(default_factory=list)
     times: list[str] = field(default_factory=list)
     probes: int = 0
     mismatches: int = 0
 
 
-def _verify_view(view: View, release: Release, policy, addresses: list[str], report: HostReport,
-                 admin_cidrs) -> tuple[_Section, str]:
+def _verify_view(view: View, release: Release, policy: FirewallPolicy, addresses: list[str], report: HostReport,
+                 admin_cidrs: Sequence[Network]) -> tuple[_Section, str]:
     """Every address from one vantage, the addresses scanned side by side."""
     listed = ports_to_probe(release, policy, report)
     with ThreadPoolExecutor(max_workers=len(addresses) or 1) as pool:
@@ -177,7 +179,7 @@ def _verify_view(view: View, release: Release, policy, addresses: list[str], rep
     return section, ", ".join(dict.fromkeys(source for _, source in results))
 
 
-def _verify_address(view: View, release: Release, address: str, report: HostReport, admin_cidrs,
+def _verify_address(view: View, release: Release, address: str, report: HostReport, admin_cidrs: Sequence[Network],
                     listed: dict[str, list[int]]) -> tuple[_Section, str]:
     section = _Section()
     source = _source(view, address, report)
@@ -210,9 +212,10 @@ def _verify_address(view: View, release: Release, address: str, report: HostRepo
     return section, source
 
 
-def _summary_rows(address: str, states: dict, judged: dict, shown: set) -> list[tuple]:
+def _summary_rows(address: str, states: dict[tuple[str, int], str], judged: dict[tuple[str, int], tuple[bool, bool]],
+                  shown: set[tuple[str, int]]) -> list[tuple[str, ...]]:
     """One row per protocol for every scanned port not shown above: how many answered how."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for protocol in ("tcp", "udp"):
         rest = [key for key in states if key[0] == protocol and key not in shown]
         if not rest:
@@ -225,12 +228,12 @@ def _summary_rows(address: str, states: dict, judged: dict, shown: set) -> list[
     return rows
 
 
-def verify_outside(release: Release, policy, addresses: list[str], report: HostReport, views: list[View],
-                   admin_cidrs=()) -> OutsideResult:
+def verify_outside(release: Release, policy: FirewallPolicy, addresses: list[str], report: HostReport, views: list[View],
+                   admin_cidrs: Sequence[Network] = ()) -> OutsideResult:
     """Probe every address from every vantage and judge each answer against both layers."""
     lines, mismatch_lines, probes, mismatches = [], [], 0, 0
 
-    def verify(view: View):
+    def verify(view: View) -> tuple[_Section, str] | ScanError:
         try:
             return _verify_view(view, release, policy, addresses, report, admin_cidrs)
         except ScanError as error:
@@ -238,7 +241,7 @@ def verify_outside(release: Release, policy, addresses: list[str], report: HostR
 
     with ThreadPoolExecutor(max_workers=len(views) or 1) as pool:  # the vantages probe side by side
         results = list(pool.map(verify, views))
-    for view, result in zip(views, results):
+    for view, result in zip(views, results, strict=True):
         if isinstance(result, ScanError):  # this vantage measured nothing: that fails the check
             lines.append(f"from {view.vantage.name}: {result}")
             mismatch_lines.append(lines[-1])
@@ -248,7 +251,7 @@ def verify_outside(release: Release, policy, addresses: list[str], report: HostR
         header = ("address", "port", "listening", f"policy for {sources}", "measured", "")
         rows = [header, *section.rows]
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        text = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+        text = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
         title = f"from {view.vantage.name} ({sources}), {view.scan} scan:"
         lines += [title, *text, f"{view.scan} scan from {view.vantage.name}: " + "; ".join(section.times)]
         if section.mismatches:

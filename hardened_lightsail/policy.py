@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Optional
 
 from .networks import Network, NetworkIndex, cidr_text, split_families
 
@@ -22,10 +21,10 @@ class PortRange:
     def __str__(self) -> str:
         return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
 
-    def overlaps(self, other: "PortRange") -> bool:
+    def overlaps(self, other: PortRange) -> bool:
         return self.first <= other.last and other.first <= self.last
 
-    def contains(self, other: "PortRange") -> bool:
+    def contains(self, other: PortRange) -> bool:
         return self.first <= other.first and other.last <= self.last
 
     @property
@@ -162,7 +161,7 @@ class ServerSettings:
 class LabSettings:
     """Config key `lab`: where the lab lives on this machine (lab target only)."""
 
-    slot: Optional[int] = None  # 0-15; picks address blocks so labs can coexist (None = auto)
+    slot: int | None = None  # 0-15; picks address blocks so labs can coexist (None = auto)
     # A new lab server boots like a Lightsail instance over this many seconds (sshd late, on 22
     # with the image's key, then the first-boot step, cloud-init and the package lock); 0: ready at once.
     boot_seconds: int = 0
@@ -190,8 +189,8 @@ class VerifySettings:
 
     # From the deployer's own link. None: full in the lab (the whole TCP port space), quick for
     # Lightsail (a full scan of a cloud address from your own line is impolite, and slow).
-    scan: Optional[str] = None
-    vantage: Optional[Vantage] = None
+    scan: str | None = None
+    vantage: Vantage | None = None
 
     def deployer_scan(self, target: str) -> str:
         return self.scan or ("full" if target == "lab" else "quick")

@@ -2,6 +2,7 @@
 markdown (stack file at a git ref vs the working tree, both rendered as `pulumi up` would)."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import posixpath
@@ -10,14 +11,20 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .analysis import ERROR, Finding, analyse
-from .config import (ConfigError, FileReader, beside, firewall_config_values, settings_from_values,
-                     values_from_stack_file)
+from .config import (
+    ConfigError,
+    FileReader,
+    beside,
+    firewall_config_values,
+    settings_from_values,
+    values_from_stack_file,
+)
 from .effective_settings import effective_settings
 from .exposure import OTHER_PORTS, ExposureRow, exposure_table
-from .networks import network_order
+from .networks import Network, network_order
 from .policy import FirewallPolicy, PortRange, Service
 from .release import Release, render_release
 
@@ -40,15 +47,15 @@ class Side:
     """One side of the comparison: where it was read from and what it renders to."""
 
     label: str  # e.g. "origin/main:Pulumi.dev.yaml", for messages
-    policy: Optional[FirewallPolicy]  # None: the stack file does not exist there (a new stack)
-    release: Optional[Release]
+    policy: FirewallPolicy | None  # None: the stack file does not exist there (a new stack)
+    release: Release | None
 
     @classmethod
-    def rendered(cls, label: str, policy: Optional[FirewallPolicy]) -> "Side":
+    def rendered(cls, label: str, policy: FirewallPolicy | None) -> Side:
         return cls(label, policy, render_release(policy) if policy is not None else None)
 
     @property
-    def hash(self) -> Optional[str]:
+    def hash(self) -> str | None:
         return self.release.hash if self.release else None
 
 
@@ -78,7 +85,7 @@ def _probe_policy(base: FirewallPolicy, head: FirewallPolicy) -> FirewallPolicy:
     Only what `exposure_table` reads matters (SSH port and admin CIDRs, services' protocol, ports
     and sources); service names are irrelevant. A base SSH port that the head moved away from
     is kept as a pseudo-service, so the old port shows as closing."""
-    merged: dict[tuple[str, PortRange], set] = {}
+    merged: dict[tuple[str, PortRange], set[Network]] = {}
     for service in (*head.services, *base.services):
         merged.setdefault((service.protocol, service.ports), set()).update(service.sources)
     if base.ssh_port != head.ssh_port:
@@ -100,12 +107,14 @@ def compare_exposure(base: Side, head: Side) -> list[RowChange]:
     Both releases are asked about the same ports and sources (all that either side names), so a
     narrowed source reads "closes for anyone else" while the kept network stays unchanged,
     instead of one row removed and another added."""
+    assert head.policy is not None and head.release is not None  # the head side always has its stack file
     if base.policy is None:
         changes = [RowChange(_closed(row), row) for row in exposure_table(head.policy, head.release)]
     elif base.hash == head.hash:  # same bytes, same answers: don't evaluate twice
         changes = [RowChange(row, row) for row in exposure_table(head.policy, head.release)]
     else:
         probes = _probe_policy(base.policy, head.policy)
+        assert base.release is not None  # rendered with its policy
         before = {(row.port, row.family, row.source): row for row in exposure_table(probes, base.release)}
         after = {(row.port, row.family, row.source): row for row in exposure_table(probes, head.release)}
         # A port only one release opens without naming it (a drifted artifact) is closed on the other.
@@ -126,7 +135,7 @@ def change_counts(changes: list[RowChange]) -> dict[str, tuple[int, int]]:
     return counts
 
 
-def blocklist_changes(base: Optional[FirewallPolicy], head: FirewallPolicy) -> dict[int, tuple[list, list]]:
+def blocklist_changes(base: FirewallPolicy | None, head: FirewallPolicy) -> dict[int, tuple[list[Network], list[Network]]]:
     """{4|6: (added CIDRs, removed CIDRs)}, each sorted."""
     before = (base.blocklist_v4, base.blocklist_v6) if base else ([], [])
     after = (head.blocklist_v4, head.blocklist_v6)
@@ -146,7 +155,7 @@ def _flatten(values: Any, path: str) -> dict[str, Any]:
 
 def setting_changes(base: FirewallPolicy, head: FirewallPolicy) -> list[tuple[str, Any, Any]]:
     """(config key, before, after) for every other firewall setting that differs, in config order."""
-    def flat(policy):
+    def flat(policy: FirewallPolicy) -> dict[str, Any]:
         values = {key: value for key, value in firewall_config_values(policy).items() if key not in SHOWN_ELSEWHERE}
         return _flatten(values, "firewall")
     before, after = flat(base), flat(head)
@@ -185,7 +194,7 @@ def _row_cells(change: RowChange) -> list[str]:
     return [row.port, _family(row.family), row.source, *(_cell(change, column) for column in COLUMNS[3:])]
 
 
-def table_lines(header: tuple, rows: list[list[str]]) -> list[str]:
+def table_lines(header: tuple[str, ...], rows: list[list[str]]) -> list[str]:
     return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             + ["| " + " | ".join(cells) + " |" for cells in rows])
 
@@ -217,7 +226,7 @@ def _summary(changes: list[RowChange]) -> str:
     return f"**{opened:,} opened, {closed:,} closed** (reachable from outside) · {layers}"
 
 
-def _blocklist_section(base: Optional[FirewallPolicy], head: FirewallPolicy) -> str:
+def _blocklist_section(base: FirewallPolicy | None, head: FirewallPolicy) -> str:
     changes = blocklist_changes(base, head)
     if not any(added or removed for added, removed in changes.values()):
         return ""
@@ -276,8 +285,9 @@ def _heading(stack: str, base_ref: str, base: Side, head: Side, changes: list[Ro
 
 def _what_else_changes(base: Side, head: Side) -> list[str]:
     """Blocklist, other settings and release files: what the exposure table does not show."""
+    assert head.policy is not None and head.release is not None  # the head side always has its stack file
     sections = [_blocklist_section(base.policy, head.policy)]
-    if base.policy is not None and base.hash != head.hash:
+    if base.policy is not None and base.release is not None and base.hash != head.hash:
         files = changed_files(base.release, head.release)
         sections += [_settings_section(base.policy, head.policy),
                      "Release files that change: " + ", ".join(f"`{name}`" for name in files)]
@@ -309,6 +319,7 @@ def diff_markdown(stack: str, base_ref: str, base: Side, head: Side, max_chars: 
     the rest: changed rows first, unchanged rows (collapsed) last."""
     changes = compare_exposure(base, head)
     heading = _heading(stack, base_ref, base, head, changes)
+    assert head.policy is not None and head.release is not None  # the head side always has its stack file
     tail = [*_what_else_changes(base, head), findings_section(analyse(head.policy, head.release), max_chars // 4)]
     tail_text = "\n\n".join(part for part in tail if part)
     tables = _exposure_tables(changes, max_chars - len(heading) - len(tail_text) - 200)  # 200: separators
@@ -321,14 +332,14 @@ def diff_markdown(stack: str, base_ref: str, base: Side, head: Side, max_chars: 
 
 # --- reading both sides (git, files) and the command
 
-def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     try:
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True)
     except FileNotFoundError:
-        raise ConfigError(["--base needs git, and git is not installed"])
+        raise ConfigError(["--base needs git, and git is not installed"]) from None
 
 
-def stack_file_at(ref: str, stack_file: Path) -> tuple[Path, str, Optional[bytes]]:
+def stack_file_at(ref: str, stack_file: Path) -> tuple[Path, str, bytes | None]:
     """(repository, path in it, content at `ref`) of `stack_file`, read from the git repository
     that contains it, so --base means the same whatever directory fw runs from. Content is None
     when the file does not exist at `ref` (a new stack)."""
@@ -371,7 +382,7 @@ def _validated(side: str, label: str, path: Path, read_file: FileReader) -> Fire
     except ConfigError as error:
         # File-level problems start with the path read (a temporary file for the base side).
         raise ConfigError([f"{side} {label}{problem[len(str(path)):]}" if problem.startswith(str(path))
-                           else f"{side} {label}: {problem}" for problem in error.problems])
+                           else f"{side} {label}: {problem}" for problem in error.problems]) from None
 
 
 def read_sides(stack_file: Path, base_ref: str) -> tuple[Side, Side]:
@@ -405,7 +416,7 @@ def stack_name_of(stack_file: Path) -> str:
     return name
 
 
-def cmd_diff(args, stack_file: Path) -> int:
+def cmd_diff(args: argparse.Namespace, stack_file: Path) -> int:
     """`fw diff`: print the markdown; exit 0 even when the head has lint errors (it is a report)."""
     base, head = read_sides(stack_file, args.base)
     sys.stdout.write(diff_markdown(args.stack or stack_name_of(stack_file), args.base, base, head, args.max_chars))

@@ -10,9 +10,9 @@ import shlex
 import subprocess
 import time
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Optional, Sequence
 
 from .reachability import CLOSED, FILTERED, OPEN
 from .ssh_session import SshEndpoint, environment_without_secrets, run_remote
@@ -38,7 +38,7 @@ class Scan:
     """What one address answered on every scanned port, and how long it took."""
 
     address: str
-    states: dict  # (protocol, port) -> open | closed | filtered
+    states: dict[tuple[str, int], str]  # (protocol, port) -> open | closed | filtered
     seconds: float
 
 
@@ -67,7 +67,7 @@ def _ranges(ports: Sequence[int]) -> str:
 
 
 def _expand(text: str) -> list[int]:
-    ports = []
+    ports: list[int] = []
     for part in text.split(","):
         first, _, last = part.partition("-")
         if first:
@@ -75,7 +75,8 @@ def _expand(text: str) -> list[int]:
     return ports
 
 
-def parse_scan(xml_text: str, address: str, tcp_ports: Sequence[int], udp_ports: Sequence[int]) -> dict:
+def parse_scan(xml_text: str, address: str, tcp_ports: Sequence[int], udp_ports: Sequence[int]
+               ) -> dict[tuple[str, int], str]:
     """(protocol, port) -> state for every scanned port. Raises ScanError when nmap did not scan
     the address to the end (it timed out, or the output is not a finished scan)."""
     try:
@@ -85,7 +86,7 @@ def parse_scan(xml_text: str, address: str, tcp_ports: Sequence[int], udp_ports:
     host = root.find("host")
     if host is None or host.find("ports") is None:
         raise ScanError(f"nmap did not finish scanning {address} within {HOST_TIMEOUT_SECONDS} s")
-    states = {}
+    states: dict[tuple[str, int], str] = {}
     folded: list[str] = []
     for group in host.iter("extraports"):
         state = NMAP_STATES.get(group.get("state", ""), FILTERED)
@@ -95,9 +96,10 @@ def parse_scan(xml_text: str, address: str, tcp_ports: Sequence[int], udp_ports:
                 states[(reason.get("proto", "tcp"), port)] = state
         if not named:
             folded.append(state)
-    for port in host.iter("port"):
-        states[(port.get("protocol"), int(port.get("portid")))] = NMAP_STATES.get(port.find("state").get("state"),
-                                                                                  FILTERED)
+    for element in host.iter("port"):
+        state_element = element.find("state")
+        states[(element.get("protocol", ""), int(element.get("portid", "0")))] = NMAP_STATES.get(
+            "" if state_element is None else state_element.get("state", ""), FILTERED)
     wanted = [("tcp", port) for port in tcp_ports] + [("udp", port) for port in udp_ports]
     missing = [key for key in wanted if key not in states]
     if missing and len(set(folded)) == 1:  # an older nmap: one folded group, ports not named
@@ -114,10 +116,10 @@ class Vantage:
     internet); `endpoint`: a host reached over SSH with its pinned key; neither: this machine."""
 
     name: str  # for people: "this deployer", "internet namespace hl-lab-inet", "vantage 198.51.100.7"
-    namespace: Optional[str] = None
-    endpoint: Optional[SshEndpoint] = None
+    namespace: str | None = None
+    endpoint: SshEndpoint | None = None
 
-    def run(self, shell_command: str, timeout: float) -> subprocess.CompletedProcess:
+    def run(self, shell_command: str, timeout: float) -> subprocess.CompletedProcess[str]:
         """A POSIX sh command line run at the vantage; stdout and stderr as text."""
         if self.endpoint is not None:
             return run_remote(self.endpoint, shell_command, connect_timeout=10, timeout=timeout)

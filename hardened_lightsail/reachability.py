@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 OPEN, CLOSED, FILTERED = "open", "closed", "filtered"
@@ -25,12 +26,12 @@ def tcp_probe(address: str, port: int, timeout: float = 2.0) -> tuple[str, str]:
         sock.settimeout(timeout)
         try:
             sock.connect((address, port))
-        except socket.timeout:
+        except TimeoutError:
             return FILTERED, "no answer"
         except ConnectionRefusedError:
             return CLOSED, "refused"
         except OSError as error:
-            return FILTERED, errno.errorcode.get(error.errno, str(error.errno))
+            return FILTERED, errno.errorcode.get(error.errno or 0, str(error.errno))
         return OPEN, "connected"
 
 
@@ -42,7 +43,7 @@ def local_source_address(destination: str) -> str:
     """The address this machine would send from to reach `destination` (no packet is sent)."""
     with socket.socket(_family(destination), socket.SOCK_DGRAM) as sock:
         sock.connect((destination, 9))
-        return sock.getsockname()[0]
+        return str(sock.getsockname()[0])
 
 
 def udp_probe(address: str, port: int, timeout: float = 2.0) -> tuple[str, str]:
@@ -54,21 +55,22 @@ def udp_probe(address: str, port: int, timeout: float = 2.0) -> tuple[str, str]:
             sock.connect((address, port))  # a connected UDP socket reports ICMP unreachable
             sock.send(UDP_PAYLOAD)
             sock.recv(2048)
-        except socket.timeout:
+        except TimeoutError:
             return FILTERED, "no answer"
         except ConnectionRefusedError:
             return CLOSED, "port unreachable"
         except OSError as error:
-            return FILTERED, errno.errorcode.get(error.errno, str(error.errno))
+            return FILTERED, errno.errorcode.get(error.errno or 0, str(error.errno))
         return OPEN, "answered"
 
 
-PROBES = {"tcp": tcp_probe, "udp": udp_probe}
+PROBES: dict[str, Callable[..., tuple[str, str]]] = {"tcp": tcp_probe, "udp": udp_probe}
 
 
-def measure(protocol: str, targets: list[tuple[str, int]], timeout: float = 2.0, workers: int = 16) -> dict:
+def measure(protocol: str, targets: list[tuple[str, int]], timeout: float = 2.0, workers: int = 16
+            ) -> dict[tuple[str, int], str]:
     """{(address, port): state} for `protocol`, in parallel (bounded: one probe per target)."""
     probe = PROBES[protocol]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         states = pool.map(lambda target: probe(*target, timeout=timeout)[0], targets)
-        return dict(zip(targets, states))
+        return dict(zip(targets, states, strict=True))

@@ -8,15 +8,19 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .cloud_layer import cloud_port_infos
 from .config import firewall_config_values
 from .host_layer import blocklist_set, docker_hook_file, host_ruleset
-from .iptables_rules import Ruleset
 from .ipsets import ipset_restore_file
+from .iptables_rules import Ruleset
 from .policy import FirewallPolicy
 
-PAYLOAD_DIR = Path(__file__).resolve().parent.parent / "payload"
+# An installed package carries the payload inside it (pyproject.toml maps payload/ there); a
+# checkout has it beside the package.
+_PACKAGE_DIR = Path(__file__).resolve().parent
+PAYLOAD_DIR = _PACKAGE_DIR / "payload" if (_PACKAGE_DIR / "payload").is_dir() else _PACKAGE_DIR.parent / "payload"
 PAYLOAD_ENTRY = "hlfw"  # the entry point; it sources its parts (hlfw-*.sh) from its own directory
 HASH_LENGTH = 16  # hex characters: 64 bits, plenty for one server's history, short in names
 
@@ -26,7 +30,7 @@ class Release:
     hash: str
     files: dict[str, bytes]  # file name -> content, including manifest.sha256 and RELEASE
     rulesets: tuple[Ruleset, Ruleset]  # (v4, v6), for the analysis
-    port_infos: list[dict]
+    port_infos: list[dict[str, Any]]
 
     def write(self, directory: Path) -> Path:
         """Write the files (read-only for others) and return the directory."""

@@ -9,9 +9,10 @@ machine."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterable, Optional
+from typing import ClassVar
 
 from .networks import Network, NetworkIndex, covers
 
@@ -35,7 +36,7 @@ class Probe:
     that network not inside any narrower network a rule names (those get rows of their own)."""
 
     protocol: str  # tcp, udp, icmp, ipv6-icmp
-    port: Optional[int]  # destination port; None for ICMP
+    port: int | None  # destination port; None for ICMP
     source: Network
     icmp_echo: bool = False
 
@@ -48,10 +49,10 @@ class Probe:
 class HostFacts:
     """What the analysis knows about the host beyond its rules; None: unknown."""
 
-    sets: Optional[dict] = None  # ipset name -> IpSet (None: the sets' contents weren't given)
-    public_interfaces: Optional[frozenset] = None  # where probes arrive (e.g. {"eth0"})
-    local_addresses: Optional[tuple] = None  # the host's own addresses (probe destinations)
-    forwarding: Optional[bool] = None  # does the kernel route (ip_forward / IPv6 forwarding on)?
+    sets: dict[str, IpSet] | None = None  # ipset name -> IpSet (None: the sets' contents weren't given)
+    public_interfaces: frozenset[str] | None = None  # where probes arrive (e.g. {"eth0"})
+    local_addresses: tuple[Network, ...] | None = None  # the host's own addresses (probe destinations)
+    forwarding: bool | None = None  # does the kernel route (ip_forward / IPv6 forwarding on)?
 
 
 # --- integer sets (ports, ICMP type/code pairs) ---------------------------------------------
@@ -63,7 +64,7 @@ class Intervals:
     ranges: tuple[tuple[int, int], ...]
 
     @classmethod
-    def of(cls, pairs: Iterable[tuple[int, int]]) -> "Intervals":
+    def of(cls, pairs: Iterable[tuple[int, int]]) -> Intervals:
         merged: list[list[int]] = []
         for first, last in sorted((min(a, b), max(a, b)) for a, b in pairs):
             if merged and first <= merged[-1][1] + 1:
@@ -72,7 +73,7 @@ class Intervals:
                 merged.append([first, last])
         return cls(tuple((a, b) for a, b in merged))
 
-    def complement(self, low: int = 0, high: int = PORT_MAX) -> "Intervals":
+    def complement(self, low: int = 0, high: int = PORT_MAX) -> Intervals:
         gaps, cursor = [], low
         for first, last in self.ranges:
             if first > cursor:
@@ -82,14 +83,14 @@ class Intervals:
             gaps.append((cursor, high))
         return Intervals(tuple(gaps))
 
-    def intersect(self, other: "Intervals") -> "Intervals":
+    def intersect(self, other: Intervals) -> Intervals:
         pairs = [(max(a, c), min(b, d)) for a, b in self.ranges for c, d in other.ranges if max(a, c) <= min(b, d)]
         return Intervals.of(pairs)
 
     def __contains__(self, value: int) -> bool:
         return any(first <= value <= last for first, last in self.ranges)
 
-    def issubset(self, other: "Intervals") -> bool:
+    def issubset(self, other: Intervals) -> bool:
         return all(any(c <= a and b <= d for c, d in other.ranges) for a, b in self.ranges)
 
     def __bool__(self) -> bool:
@@ -105,7 +106,9 @@ FULL_PORTS = Intervals(((0, PORT_MAX),))
 class Condition:
     """Base: `dimension` groups conditions that constrain the same packet field."""
 
-    dimension = "other"
+    @property
+    def dimension(self) -> str:  # a property, so subclasses may compute it (or set a constant)
+        return "other"
 
     @property
     def covers_dimensions(self) -> tuple[str, ...]:
@@ -119,20 +122,20 @@ class Condition:
     def on_probe(self, probe: Probe, facts: HostFacts) -> str:
         raise NotImplementedError
 
-    def covers(self, other: "Condition") -> bool:
+    def covers(self, other: Condition) -> bool:
         return self == other
 
 
 @dataclass(frozen=True)
 class ProtocolIs(Condition):
-    names: frozenset
+    names: frozenset[str]
     negated: bool = False
     dimension = "protocol"
 
-    def on_probe(self, probe, facts):
+    def on_probe(self, probe: Probe, facts: HostFacts) -> str:
         return _negate(ALL if probe.protocol in self.names else NONE, self.negated)
 
-    def covers(self, other):
+    def covers(self, other: Condition) -> bool:
         if not isinstance(other, ProtocolIs):
             return False
         if not self.negated:
@@ -149,19 +152,19 @@ class AddressIs(Condition):
     negated: bool = False
 
     @property
-    def dimension(self):
+    def dimension(self) -> str:
         return f"address-{self.direction}"
 
     @cached_property
     def _collapsed(self) -> list[Network]:
-        return [n for v in (4, 6) for n in ipaddress.collapse_addresses([x for x in self.networks if x.version == v])]
+        return [n for v in (4, 6) for n in ipaddress.collapse_addresses([x for x in self.networks if x.version == v])]  # type: ignore[type-var]  # one family per call; the stubs can't see the filter
 
     @cached_property
     def _spans(self) -> tuple[tuple[int, int, int], ...]:
         """(version, first, last) address numbers: tables ask millions of times, ints are quick."""
         return tuple((n.version, int(n.network_address), int(n.broadcast_address)) for n in self.networks)
 
-    def on_probe(self, probe, facts):
+    def on_probe(self, probe: Probe, facts: HostFacts) -> str:
         if self.direction == "src":
             # The probe's source stands for the part of its network outside narrower named ones.
             source = probe.source
@@ -170,7 +173,7 @@ class AddressIs(Condition):
             return _negate(ALL if inside else NONE, self.negated)
         return _negate(_destination_match(self.networks, probe, facts), self.negated)
 
-    def covers(self, other):
+    def covers(self, other: Condition) -> bool:
         if not isinstance(other, AddressIs) or other.direction != self.direction:
             return False
         mine, theirs = self._collapsed, other._collapsed
@@ -189,7 +192,7 @@ _NOT_A_PUBLIC_DESTINATION = [ipaddress.ip_network(n) for n in (
     "127.0.0.0/8", "224.0.0.0/4", "255.255.255.255/32", "0.0.0.0/8", "::1/128", "ff00::/8", "fe80::/10")]
 
 
-def _destination_match(networks, probe: Probe, facts: HostFacts) -> str:
+def _destination_match(networks: Iterable[Network], probe: Probe, facts: HostFacts) -> str:
     """A probe goes to one of the host's own public addresses: known, or at least not loopback,
     multicast or link-local."""
     if facts.local_addresses:
@@ -210,10 +213,10 @@ class InterfaceIs(Condition):
     negated: bool = False
 
     @property
-    def dimension(self):
+    def dimension(self) -> str:
         return f"interface-{self.direction}"
 
-    def on_probe(self, probe, facts):
+    def on_probe(self, probe: Probe, facts: HostFacts) -> str:
         if self.direction == "out":
             return SOME  # only meaningful in FORWARD/OUTPUT, which probes don't reach
         if self.name == "lo":
@@ -225,7 +228,7 @@ class InterfaceIs(Condition):
             result = ALL if self.name == "+" else SOME
         return _negate(result, self.negated)
 
-    def covers(self, other):
+    def covers(self, other: Condition) -> bool:
         if not isinstance(other, InterfaceIs) or other.direction != self.direction:
             return False
         if not self.negated:
@@ -263,14 +266,14 @@ class PortsIn(Condition):
     negated: bool = field(default=False, compare=False)
 
     @property
-    def dimension(self):
+    def dimension(self) -> str:
         return f"ports-{self.kind}"
 
     @property
-    def covers_dimensions(self):
+    def covers_dimensions(self) -> tuple[str, ...]:
         return ("ports-either", "ports-dport", "ports-sport") if self.kind == "either" else (self.dimension,)
 
-    def on_probe(self, probe, facts):
+    def on_probe(self, probe: Probe, facts: HostFacts) -> str:
         if self.kind == "dport":
             return ALL if probe.port is not None and probe.port in self.ports else NONE
         source_ports = _source_port_match(self.ports)
@@ -280,7 +283,7 @@ class PortsIn(Condition):
             return ALL
         return source_ports
 
-    def covers(self, other):
+    def covers(self, other: Condition) -> bool:
         if not isinstance(other, PortsIn):
             return False
         if self.kind == other.kind or (self.kind == "either" and other.kind in ("dport", "sport")):
@@ -302,13 +305,13 @@ class IcmpTypeIs(Condition):
 
     dimension = "icmp-type"
 
-    def on_probe(self, probe, facts):
+    def on_probe(self, probe: Probe, facts: HostFacts) -> str:
         if not probe.icmp_echo:
             return NONE
         echo = 8 if probe.family == 4 else 128
         return ALL if echo * 256 in self.values else NONE
 
-    def covers(self, other):
+    def covers(self, other: Condition) -> bool:
         return isinstance(other, IcmpTypeIs) and other.values.issubset(self.values)
 
 
@@ -316,14 +319,14 @@ class IcmpTypeIs(Condition):
 class StateIn(Condition):
     """conntrack --ctstate / state --state: the connection states matched (negation applied)."""
 
-    states: frozenset
+    states: frozenset[str]
 
     dimension = "conntrack-state"
 
-    def on_probe(self, probe, facts):
+    def on_probe(self, probe: Probe, facts: HostFacts) -> str:
         return ALL if "NEW" in self.states else NONE
 
-    def covers(self, other):
+    def covers(self, other: Condition) -> bool:
         return isinstance(other, StateIn) and other.states <= self.states
 
 
@@ -331,17 +334,17 @@ class StateIn(Condition):
 class TcpFlagsIn(Condition):
     """--tcp-flags / --syn: the flag bytes matched (negation applied)."""
 
-    flag_values: frozenset
+    flag_values: frozenset[int]
 
     dimension = "tcp-flags"
     SYN = 0x02
 
-    def on_probe(self, probe, facts):
+    def on_probe(self, probe: Probe, facts: HostFacts) -> str:
         if probe.protocol != "tcp":
             return NONE
         return ALL if self.SYN in self.flag_values else NONE
 
-    def covers(self, other):
+    def covers(self, other: Condition) -> bool:
         return isinstance(other, TcpFlagsIn) and other.flag_values <= self.flag_values
 
 
@@ -357,10 +360,10 @@ class SteadyState(Condition):
     dimension = "stateful"
     pure = False
 
-    def on_probe(self, probe, facts):
+    def on_probe(self, probe: Probe, facts: HostFacts) -> str:
         return ALL if self.matching else NONE
 
-    def covers(self, other):
+    def covers(self, other: Condition) -> bool:
         return False  # a rate limit or a list can stop matching at any time
 
 
@@ -375,7 +378,7 @@ class InSet(Condition):
 
     dimension = "ipset"
 
-    def on_probe(self, probe, facts):
+    def on_probe(self, probe: Probe, facts: HostFacts) -> str:
         ipset = (facts.sets or {}).get(self.name)
         if ipset is None:
             return _negate(NONE, self.negated)  # unknown contents: reported, taken as not listed
@@ -389,18 +392,18 @@ class KindIn(Condition):
     """addrtype / pkttype: the probe's address or packet type is one known value."""
 
     field_name: str  # "src-type", "dst-type", "pkt-type"
-    kinds: frozenset  # the kinds matched (negation applied)
+    kinds: frozenset[str]  # the kinds matched (negation applied)
 
     @property
-    def dimension(self):
+    def dimension(self) -> str:
         return self.field_name
 
-    PROBE_KIND = {"src-type": "UNICAST", "dst-type": "LOCAL", "pkt-type": "unicast"}
+    PROBE_KIND: ClassVar[dict[str, str]] = {"src-type": "UNICAST", "dst-type": "LOCAL", "pkt-type": "unicast"}
 
-    def on_probe(self, probe, facts):
+    def on_probe(self, probe: Probe, facts: HostFacts) -> str:
         return ALL if self.PROBE_KIND[self.field_name] in self.kinds else NONE
 
-    def covers(self, other):
+    def covers(self, other: Condition) -> bool:
         return isinstance(other, KindIn) and other.field_name == self.field_name and other.kinds <= self.kinds
 
 
@@ -412,7 +415,7 @@ class Fixed(Condition):
     words: tuple[str, ...]
     result: str
 
-    def on_probe(self, probe, facts):
+    def on_probe(self, probe: Probe, facts: HostFacts) -> str:
         return self.result
 
 
@@ -424,7 +427,7 @@ class PacketDetail(Condition):
     module: str
     words: tuple[str, ...]
 
-    def on_probe(self, probe, facts):
+    def on_probe(self, probe: Probe, facts: HostFacts) -> str:
         return SOME
 
 
@@ -435,10 +438,10 @@ class NotUnderstood(Condition):
     words: tuple[str, ...]
     pure = False
 
-    def on_probe(self, probe, facts):
+    def on_probe(self, probe: Probe, facts: HostFacts) -> str:
         return SOME
 
-    def covers(self, other):
+    def covers(self, other: Condition) -> bool:
         return False
 
 
@@ -448,7 +451,7 @@ class IpSet:
 
     name: str
     kind: str  # hash:net, hash:ip, hash:ip,port, list:set, ...
-    networks: Optional[tuple[Network, ...]]  # None for types the analysis can't evaluate
+    networks: tuple[Network, ...] | None  # None for types the analysis can't evaluate
 
     @cached_property
     def index(self) -> NetworkIndex:
@@ -456,7 +459,7 @@ class IpSet:
         return NetworkIndex(self.networks or ())
 
 
-def conditions_match(conditions, probe: Probe, facts: HostFacts) -> str:
+def conditions_match(conditions: Iterable[Condition], probe: Probe, facts: HostFacts) -> str:
     outcome = ALL
     for condition in conditions:  # a plain loop: exposure tables ask this millions of times
         result = condition.on_probe(probe, facts)
@@ -467,14 +470,14 @@ def conditions_match(conditions, probe: Probe, facts: HostFacts) -> str:
     return outcome
 
 
-def by_dimension(conditions) -> dict[str, tuple[Condition, ...]]:
+def by_dimension(conditions: Iterable[Condition]) -> dict[str, tuple[Condition, ...]]:
     grouped: dict[str, list[Condition]] = {}
     for condition in conditions:
         grouped.setdefault(condition.dimension, []).append(condition)
     return {dimension: tuple(group) for dimension, group in grouped.items()}
 
 
-def conditions_cover(earlier, later: dict[str, tuple[Condition, ...]]) -> bool:
+def conditions_cover(earlier: Iterable[Condition], later: dict[str, tuple[Condition, ...]]) -> bool:
     """Does every packet the later rule's conditions (`by_dimension`) match also match the
     `earlier` conditions? Only conditions on the same packet field can cover each other."""
     for condition in earlier:  # plain loops: a long chain asks this for every pair of rules

@@ -7,7 +7,7 @@ reaches, chains that accept by default, no IPv6 rules or IPv6 rules that open wh
 and everything the reader could not understand. Pure: the caller reads the files or the host."""
 from __future__ import annotations
 
-from typing import Optional
+from collections.abc import Iterable
 
 from .analysis import shadow_finding, shadowed_rules
 from .evaluate import CLOSED, PARTLY, HostVerdict, host_verdict
@@ -41,7 +41,7 @@ def _at(ruleset: SavedRuleset, line: int) -> str:
     return f"{ruleset.label} line {line}" if ruleset.line_numbers else ruleset.label
 
 
-def _lines(ruleset: SavedRuleset, rules) -> str:
+def _lines(ruleset: SavedRuleset, rules: Iterable[SavedRule]) -> str:
     """"line 8" or "lines 8, 9" (the file's label alone when it has no line numbers)."""
     numbers = sorted({rule.line for rule in rules})
     if not ruleset.line_numbers:
@@ -49,7 +49,7 @@ def _lines(ruleset: SavedRuleset, rules) -> str:
     return f"line {numbers[0]}" if len(numbers) == 1 else f"lines {', '.join(map(str, numbers))}"
 
 
-def _at_rules(ruleset: SavedRuleset, rules) -> str:
+def _at_rules(ruleset: SavedRuleset, rules: Iterable[SavedRule]) -> str:
     return f"{ruleset.label} {_lines(ruleset, rules)}" if ruleset.line_numbers else ruleset.label
 
 
@@ -86,7 +86,7 @@ def rule_findings(ruleset: SavedRuleset) -> list[tuple[int, Finding]]:
 
 def chain_findings(ruleset: SavedRuleset) -> list[tuple[int, Finding]]:
     """User chains the built-in chains never reach: their rules never run (one finding per file)."""
-    jumps: dict[str, set] = {}
+    jumps: dict[str, set[str]] = {}
     for rule in ruleset.rules:
         if rule.target in ruleset.chains:
             jumps.setdefault(rule.chain, set()).add(rule.target)
@@ -200,7 +200,7 @@ def _described(row: ExposureRow) -> str:
     return row.host_state + (f" ({', '.join(row.host_partly)})" if row.host_partly else "")
 
 
-def ipv6_findings(v4: SavedRuleset, v6: Optional[SavedRuleset], rows: list[ExposureRow]) -> list[Finding]:
+def ipv6_findings(v4: SavedRuleset, v6: SavedRuleset | None, rows: list[ExposureRow]) -> list[Finding]:
     """No IPv6 rules, or IPv6 rules that open (or close) for anyone what the IPv4 ones don't."""
     if v6 is None:
         return [Finding(WARNING, f"no IPv6 rules given (--rules6): {NO_IPV6_RULES}")]
@@ -217,7 +217,7 @@ def ipv6_findings(v4: SavedRuleset, v6: Optional[SavedRuleset], rows: list[Expos
     return findings
 
 
-def empty_findings(ruleset: SavedRuleset, other: Optional[SavedRuleset]) -> list[Finding]:
+def empty_findings(ruleset: SavedRuleset, other: SavedRuleset | None) -> list[Finding]:
     """A family with no rules at all (nothing loaded: every chain accepts)."""
     if not ruleset.empty:
         return []
@@ -227,7 +227,7 @@ def empty_findings(ruleset: SavedRuleset, other: Optional[SavedRuleset]) -> list
                            f"IPv{ruleset.family}")]
 
 
-def lint_rulesets(v4: SavedRuleset, v6: Optional[SavedRuleset]) -> tuple[list[Finding], list[ExposureRow]]:
+def lint_rulesets(v4: SavedRuleset, v6: SavedRuleset | None) -> tuple[list[Finding], list[ExposureRow]]:
     """(findings, errors first; the exposure table) of a server's rules."""
     rulesets = [r for r in (v4, v6) if r is not None]
     rows = ruleset_exposure([v4, v6])

@@ -11,13 +11,34 @@ from __future__ import annotations
 import ipaddress
 import shlex
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Optional
+from typing import Any, ClassVar
 
-from .rule_conditions import (ALL, NONE, AddressIs, Condition, Fixed, HostFacts, IcmpTypeIs, InSet,
-                              InterfaceIs, Intervals, IpSet, KindIn, NotUnderstood, PacketDetail, PortsIn,
-                              ProtocolIs, StateIn, SteadyState, TcpFlagsIn, by_dimension)
+from .networks import Network
+from .rule_conditions import (
+    ALL,
+    NONE,
+    AddressIs,
+    Condition,
+    Fixed,
+    HostFacts,
+    IcmpTypeIs,
+    InSet,
+    InterfaceIs,
+    Intervals,
+    IpSet,
+    KindIn,
+    NotUnderstood,
+    PacketDetail,
+    PortsIn,
+    ProtocolIs,
+    StateIn,
+    SteadyState,
+    TcpFlagsIn,
+    by_dimension,
+)
 
 BUILTIN_CHAINS = {"filter": ("INPUT", "FORWARD", "OUTPUT"), "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
                   "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
@@ -36,7 +57,7 @@ UNDERSTOOD_NOTE = "the analysis below may miss what it does"
 @dataclass(frozen=True)
 class SavedRule:
     chain: str
-    target: Optional[str]  # None: no -j (the rule only counts packets)
+    target: str | None  # None: no -j (the rule only counts packets)
     conditions: tuple[Condition, ...]
     line: int  # 1-based line in the file; 0 when the text has no meaningful line numbers
     text: str  # the rule as written
@@ -46,14 +67,14 @@ class SavedRule:
     target_options: tuple[tuple[str, tuple[str, ...]], ...] = ()
     table: str = "filter"
 
-    def target_option(self, name: str) -> Optional[tuple[str, ...]]:
+    def target_option(self, name: str) -> tuple[str, ...] | None:
         for option, values in self.target_options:
             if option == name:
                 return values
         return None
 
     @cached_property
-    def by_dimension(self) -> dict:
+    def by_dimension(self) -> dict[str, tuple[Any, ...]]:  # one dimension's conditions share a class
         return by_dimension(self.conditions)
 
     @property
@@ -129,7 +150,7 @@ class _LineError(ValueError):
 
 # --- values --------------------------------------------------------------------------------------
 
-def _port_number(text: str, protocol: Optional[str]) -> int:
+def _port_number(text: str, protocol: str | None) -> int:
     if text.isdigit():
         number = int(text)
         if number <= 65535:
@@ -143,7 +164,7 @@ def _port_number(text: str, protocol: Optional[str]) -> int:
     raise _LineError(f"unknown port name {text!r}")
 
 
-def _port_items(text: str, protocol: Optional[str]) -> list[tuple[int, int]]:
+def _port_items(text: str, protocol: str | None) -> list[tuple[int, int]]:
     """"22", "1000:2000", ":1024", "8000:" and comma lists of them (multiport)."""
     pairs = []
     for item in text.split(","):
@@ -157,7 +178,7 @@ def _port_items(text: str, protocol: Optional[str]) -> list[tuple[int, int]]:
     return pairs
 
 
-def _networks(text: str, family: int) -> tuple:
+def _networks(text: str, family: int) -> tuple[Network, ...]:
     """-s/-d values: an address (a host), a network, or a comma list; host bits are masked off
     as iptables does (it saves `10.0.0.1/8` as `10.0.0.0/8`)."""
     networks = []
@@ -166,20 +187,20 @@ def _networks(text: str, family: int) -> tuple:
         try:
             network = ipaddress.ip_network(written, strict=False)
         except ValueError:
-            raise _LineError(f"{item!r} is not an address or network (host names are not resolved here)")
+            raise _LineError(f"{item!r} is not an address or network (host names are not resolved here)") from None
         if network.version != family:
             raise _LineError(f"{item} is an IPv{network.version} address in an IPv{family} ruleset")
         networks.append(network)
     return tuple(networks)
 
 
-def _range_networks(text: str, family: int) -> tuple:
+def _range_networks(text: str, family: int) -> tuple[Network, ...]:
     first, _, last = text.partition("-")
     try:
         low, high = ipaddress.ip_address(first), ipaddress.ip_address(last or first)
         return tuple(ipaddress.summarize_address_range(low, high))
     except (ValueError, TypeError):
-        raise _LineError(f"{text!r} is not an address range")
+        raise _LineError(f"{text!r} is not an address range") from None
 
 
 ICMP_TYPES = {  # name -> (type, code or None), as `iptables -p icmp -h` lists them
@@ -209,7 +230,7 @@ ICMPV6_TYPES = {  # as `ip6tables -p icmpv6 -h` lists them
 }
 
 
-def _icmp_values(text: str, names: dict) -> Intervals:
+def _icmp_values(text: str, names: dict[str, tuple[int, int | None]]) -> Intervals:
     if text == "any":
         return Intervals(((0, 255 * 256 + 255),))
     if text in names:
@@ -255,7 +276,7 @@ ADDRESS_TYPES = frozenset({"UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST",
 PACKET_TYPES = frozenset({"unicast", "broadcast", "multicast", "host"})
 
 
-def _kinds(field_name: str, text: str, negated: bool, universe: frozenset) -> KindIn:
+def _kinds(field_name: str, text: str, negated: bool, universe: frozenset[str]) -> KindIn:
     kinds = frozenset(k.upper() if field_name != "pkt-type" else k.lower() for k in text.split(","))
     if field_name == "pkt-type" and "host" in kinds:
         kinds |= {"unicast"}
@@ -265,7 +286,7 @@ def _kinds(field_name: str, text: str, negated: bool, universe: frozenset) -> Ki
     return KindIn(field_name, universe - kinds if negated else kinds)
 
 
-def _ports_condition(kind: str, option: _Option, protocol: Optional[str]) -> PortsIn:
+def _ports_condition(kind: str, option: _Option, protocol: str | None) -> PortsIn:
     written = Intervals.of(_port_items(option.values[0], protocol))
     ports = written.complement() if option.negated else written
     return PortsIn(kind, ports, written, option.negated)
@@ -276,10 +297,10 @@ def _ports_condition(kind: str, option: _Option, protocol: Optional[str]) -> Por
 @dataclass(frozen=True)
 class MatchModule:
     options: dict[str, int]  # option -> number of values it takes
-    build: Callable[["_Context", list[_Option]], list[Condition]]
+    build: Callable[[_Context, list[_Option]], list[Condition]]
     aliases: dict[str, str] = field(default_factory=dict)
 
-    def canonical(self, option: str) -> Optional[str]:
+    def canonical(self, option: str) -> str | None:
         name = self.aliases.get(option, option)
         return name if name in self.options else None
 
@@ -287,7 +308,7 @@ class MatchModule:
 @dataclass
 class _Context:
     family: int
-    protocol: Optional[str]
+    protocol: str | None
     module: str
 
 
@@ -307,7 +328,7 @@ def _build_tcp_udp(context: _Context, options: list[_Option]) -> list[Condition]
 
 def _build_icmp(context: _Context, options: list[_Option]) -> list[Condition]:
     names = ICMP_TYPES if context.module == "icmp" else ICMPV6_TYPES
-    conditions = []
+    conditions: list[Condition] = []
     for option in options:
         values = _icmp_values(option.values[0], names)
         conditions.append(IcmpTypeIs(values.complement(0, 255 * 256 + 255) if option.negated else values))
@@ -501,7 +522,7 @@ def _protocol(text: str) -> str:
 class _RuleReader:
     """Walks one rule's words the way iptables parses its command line."""
 
-    GENERIC = {"-s": "--source", "--src": "--source", "-d": "--destination", "--dst": "--destination",
+    GENERIC: ClassVar[dict[str, str]] = {"-s": "--source", "--src": "--source", "-d": "--destination", "--dst": "--destination",
                "-p": "--protocol", "-i": "--in-interface", "-o": "--out-interface", "-j": "--jump",
                "-g": "--goto", "-m": "--match", "-f": "--fragment", "-c": "--set-counters"}
 
@@ -510,15 +531,15 @@ class _RuleReader:
         self.position = 0
         self.conditions: list[Condition] = []
         self.modules: list[_Module] = []
-        self.protocol: Optional[str] = None
-        self.target: Optional[str] = None
+        self.protocol: str | None = None
+        self.target: str | None = None
         self.goto = False
         self.target_options: list[tuple[str, tuple[str, ...]]] = []
         self.notes: list[Note] = []
         self.other_family = False
 
     # words
-    def _next(self) -> Optional[str]:
+    def _next(self) -> str | None:
         if self.position >= len(self.words):
             return None
         word = self.words[self.position]
@@ -644,7 +665,7 @@ def _declared(ruleset: SavedRuleset, table: str, name: str, line: int, policy: s
         ruleset.chains.setdefault(name, line)
 
 
-def parse_saved_ruleset(text: str, family: int = 4, label: Optional[str] = None,
+def parse_saved_ruleset(text: str, family: int = 4, label: str | None = None,
                         facts: HostFacts = HostFacts(), line_numbers: bool = True,
                         noflush: bool = False) -> SavedRuleset:
     """The filter table (and the rules of the other tables) of an iptables-save file.
@@ -653,7 +674,7 @@ def parse_saved_ruleset(text: str, family: int = 4, label: Optional[str] = None,
     does not declare keeps whatever policy it has, so none is assumed (a full restore resets
     them to ACCEPT)."""
     ruleset = SavedRuleset(family=family, label=label or f"rules.v{family}", facts=facts, line_numbers=line_numbers)
-    table: Optional[str] = None
+    table: str | None = None
     inserted: dict[str, list[SavedRule]] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -766,7 +787,7 @@ ADDRESS_ONLY_SETS = ("hash:ip", "hash:net", "bitmap:ip")
 def parse_ipset_save(text: str) -> dict[str, IpSet]:
     """Sets from `ipset save` / `ipset restore` text: name -> IpSet (members for address sets)."""
     kinds: dict[str, str] = {}
-    members: dict[str, list] = {}
+    members: dict[str, list[str]] = {}
     for raw in text.splitlines():
         words = raw.split()
         if len(words) >= 3 and words[0] in ("create", "-N"):

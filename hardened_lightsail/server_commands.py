@@ -3,13 +3,14 @@
 drop_log); nothing here changes the server."""
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
-from typing import Optional
 
 from .analysis import analyse
 from .config import load_stack_file
 from .drop_log import format_summary, log_rules, summarize
+from .exposure import ExposureRow
 from .findings import WARNING, Finding
 from .host_diff import compare_with_host, host_diff_markdown
 from .live_host import HostError, LiveRules, SshTarget, read_log, read_rules, target_from_stack
@@ -18,11 +19,11 @@ from .release import render_release
 from .rules_lint import lint_rulesets
 
 
-def _target(args, host: str) -> SshTarget:
+def _target(args: argparse.Namespace, host: str) -> SshTarget:
     return SshTarget.parse(host, identity=args.identity, known_hosts=args.known_hosts, port=args.ssh_port)
 
 
-def live_findings(live: LiveRules) -> tuple[list[Finding], list]:
+def live_findings(live: LiveRules) -> tuple[list[Finding], list[ExposureRow]]:
     """Lint of the live rules, with what only a live read can tell."""
     findings, rows = lint_rulesets(live.v4, live.v6)
     if live.other_nft_tables:
@@ -37,12 +38,12 @@ def live_findings(live: LiveRules) -> tuple[list[Finding], list]:
     return findings, rows
 
 
-def cmd_check_host(args) -> int:
+def cmd_check_host(args: argparse.Namespace) -> int:
     from .cli import print_lint  # the same output as `fw check --rules`
     if args.rules or args.rules6 or args.stack or args.config:
         raise HostError("--host reads the rules from the server: leave out --rules/--rules6/--stack/--config")
     live = read_rules(_target(args, args.host))
-    sets = f"{len(live.v4.facts.sets)} ipset(s)" if live.ipsets_read else "ipsets not read"
+    sets = f"{len(live.v4.facts.sets or {})} ipset(s)" if live.ipsets_read else "ipsets not read"
     print(f"live rules of {live.target}: iptables-save {len(live.v4.rules)} filter rules, ip6tables-save "
           f"{len(live.v6.rules)}, {sets} (line numbers: `sudo iptables-save | cat -n`)")
     if live.sshd_settings:
@@ -52,7 +53,7 @@ def cmd_check_host(args) -> int:
     return print_lint(findings, rows)
 
 
-def cmd_diff_from_host(args, stack_file: Path) -> int:
+def cmd_diff_from_host(args: argparse.Namespace, stack_file: Path) -> int:
     """Markdown: the stack's policy against the server's live rules; exit 0 (it is a report)."""
     settings = load_stack_file(stack_file)
     release = render_release(settings.firewall)
@@ -64,9 +65,9 @@ def cmd_diff_from_host(args, stack_file: Path) -> int:
     return 0
 
 
-def cmd_logs(args, stack_file: Optional[Path]) -> int:
+def cmd_logs(args: argparse.Namespace, stack_file: Path | None) -> int:
     prefix = args.prefix
-    if args.stack or args.config:
+    if (args.stack or args.config) and stack_file is not None:
         policy = load_stack_file(stack_file).firewall
         prefix = prefix or policy.drop_log.prefix
     if args.host:

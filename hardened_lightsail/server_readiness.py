@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional
 
 from .commit_confirm import Progress, timed_progress
 from .reachability import OPEN, tcp_probe
@@ -60,7 +60,7 @@ class BootStatus:
     package_lock: str  # "free", "unknown (no fuser)" or the lock files held
 
     @classmethod
-    def parse(cls, text: str) -> "BootStatus":
+    def parse(cls, text: str) -> BootStatus:
         values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
         return cls(values.get("cloud-init", "unknown").strip(), values.get("package-lock", "unknown").strip())
 
@@ -99,7 +99,7 @@ def wait_for_sshd(endpoint: SshEndpoint, clock: Clock) -> None:
             return
         news = f"{endpoint.where} {detail}: sshd is not there yet"
         if endpoint.port != IMAGE_SSH_PORT:
-            boot_state, boot_detail = tcp_probe(endpoint.host, IMAGE_SSH_PORT, timeout=1.0)
+            _boot_state, boot_detail = tcp_probe(endpoint.host, IMAGE_SSH_PORT, timeout=1.0)
             news += (f" (port {IMAGE_SSH_PORT}: {boot_detail}; a fresh server's sshd is on {IMAGE_SSH_PORT} "
                      f"until its first-boot step moves it to {endpoint.port})")
         clock.report(news)
@@ -108,7 +108,7 @@ def wait_for_sshd(endpoint: SshEndpoint, clock: Clock) -> None:
         time.sleep(POLL_SECONDS)
 
 
-def wait_for_pinned_key(endpoint: SshEndpoint, clock: Clock, grace_until: Optional[float]) -> None:
+def wait_for_pinned_key(endpoint: SshEndpoint, clock: Clock, grace_until: float | None) -> None:
     """Until the server offers the pinned key. Another key: a HostKeyMismatch, except on a first
     contact before `grace_until` (monotonic time), where the image's key is expected for a while."""
     pinned = endpoint.pinned
@@ -122,7 +122,7 @@ def wait_for_pinned_key(endpoint: SshEndpoint, clock: Clock, grace_until: Option
             return
         if offered and (grace_until is None or time.monotonic() >= grace_until):
             raise HostKeyMismatch(mismatch_message(endpoint, offered))
-        if offered:
+        if offered and grace_until is not None:  # (None: raised just above)
             clock.report(f"{endpoint.where} offers {', '.join(map(str, offered))}, not the pinned {pinned}: a new "
                          "server serves its image's key until its first-boot step installs the pinned one; waiting "
                          f"(nothing is sent to it) up to {grace_until - time.monotonic():.0f} s more")
@@ -153,7 +153,7 @@ def wait_for_first_boot(endpoint: SshEndpoint, clock: Clock) -> BootStatus:
         time.sleep(POLL_SECONDS)
 
 
-def wait_until_ready(endpoint: SshEndpoint, timeout: float, first_contact_grace: Optional[float],
+def wait_until_ready(endpoint: SshEndpoint, timeout: float, first_contact_grace: float | None,
                      say: Progress) -> BootStatus:
     """Every phase against one deadline; raises NotReady or HostKeyMismatch."""
     clock = Clock(say, timeout)

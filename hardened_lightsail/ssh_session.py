@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
+from typing import Any
 
 from .host_keys import KNOWN_HOSTS_ALIAS, HostKeyError, PublicHostKey, offered_keys
 
@@ -38,7 +39,7 @@ class SshEndpoint:
     host_key: str  # the pinned public key, "ssh-ed25519 AAAA..."
 
     @classmethod
-    def from_environment(cls, env: Mapping[str, str] = os.environ) -> "SshEndpoint":
+    def from_environment(cls, env: Mapping[str, str] = os.environ) -> SshEndpoint:
         return cls(host=env["HL_SSH_HOST"], port=int(env.get("HL_SSH_PORT", "22")),
                    user=env["HL_SSH_USER"], private_key=env[KEY_VARIABLE], host_key=env["HL_SSH_HOST_KEY"])
 
@@ -103,7 +104,7 @@ def mismatch_message(endpoint: SshEndpoint, offered: Sequence[PublicHostKey]) ->
 
 
 def run_remote(endpoint: SshEndpoint, remote_command: str, connect_timeout: int = 5,
-               timeout: float = 120, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+               timeout: float = 120, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
     """One ssh process = one new TCP connection to the server with the pinned key.
     `stdin` is sent to the remote command (e.g. a release archive); stdout/stderr come back as
     text. Raises HostKeyMismatch when the server is not the one pinned."""
@@ -117,10 +118,11 @@ def run_remote(endpoint: SshEndpoint, remote_command: str, connect_timeout: int 
         known_hosts = files.enter_context(memory_file(pinned.known_hosts_line(), "hl-known-hosts"))
         argv = ["ssh", "-i", key_file, "-p", str(endpoint.port), *ssh_options(pinned, known_hosts, connect_timeout),
                 f"{endpoint.user}@{endpoint.host}", remote_command]
-        feed = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+        feed: dict[str, Any] = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
         env = environment_without_secrets()
         try:
-            result = subprocess.run(argv, capture_output=True, timeout=timeout, env=env, **feed)
+            result: subprocess.CompletedProcess[bytes] = subprocess.run(argv, capture_output=True, timeout=timeout,
+                                                                        env=env, **feed)
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess(argv, EXIT_SSH_FAILED, "", f"ssh: no answer within {timeout} s")
     stderr = result.stderr.decode(errors="replace")

@@ -4,16 +4,19 @@ The messages are the same lines `scripts/fw check` prints, shown as Pulumi error
 traceback, before any resource is registered."""
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
 from pulumi.runtime import config as runtime_config
 
 from .analysis import analyse, errors
 from .config import NAMESPACE, ConfigError, parse_value, settings_from_values
-from .policy import StackSettings
+from .policy import FirewallPolicy, StackSettings
+from .policy_loading import policy_from_values
 from .release import Release, render_release
 
 
-def _config_values() -> dict:
+def _config_values() -> dict[str, Any]:
     """Every `hardened-lightsail:*` value the engine handed us (unknown keys included)."""
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     prefix = NAMESPACE + ":"
@@ -26,7 +29,7 @@ def _stop(problems: list[str], what: str) -> None:
     raise pulumi.RunError(f"{what}: {len(problems)} problem(s), listed above; nothing was changed")
 
 
-def _secret_keys() -> frozenset:
+def _secret_keys() -> frozenset[str]:
     """The config keys the engine holds as secrets (a nested secret makes its top-level key one)."""
     listed = set(runtime_config.get_config_secret_keys_env())
     keys = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
@@ -41,10 +44,24 @@ def read_stack_settings() -> StackSettings:
         raise  # unreachable: _stop raises
 
 
+def policy_from_config(values: Any) -> FirewallPolicy:
+    """A program's own `firewall` config value (the keys of this project's `firewall:`) as a
+    policy; when it is bad, every problem is a Pulumi error and the run stops untouched."""
+    try:
+        return policy_from_values(values)
+    except ConfigError as error:
+        _stop(error.problems, "invalid firewall policy")
+        raise  # unreachable: _stop raises
+
+
 def checked_release(settings: StackSettings) -> Release:
+    return checked_policy_release(settings.firewall)
+
+
+def checked_policy_release(policy: FirewallPolicy) -> Release:
     """Render the release and refuse it when the analysis finds errors (lock-out, mismatch)."""
-    release = render_release(settings.firewall)
-    findings = analyse(settings.firewall, release)
+    release = render_release(policy)
+    findings = analyse(policy, release)
     for finding in findings:
         if finding.level != "error":
             pulumi.log.warn(finding.message)

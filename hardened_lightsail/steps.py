@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Mapping
 
 from .cloud_readback import CloudReadback, describe
 from .commit_confirm import DeployError, RemoteRelease, deploy, timed_progress
@@ -112,9 +112,9 @@ def cloud_readback_step(env: Mapping[str, str] = os.environ) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # Each step takes no arguments but `ready`, which takes --first-contact at most.
-    steps = {"deploy": lambda args: deploy_step(), "cloud-readback": lambda args: cloud_readback_step(),
+    steps: dict[str, Callable[[list[str]], int]] = {"deploy": lambda args: deploy_step(), "cloud-readback": lambda args: cloud_readback_step(),
              "ready": ready_step}
-    allowed = {"ready": ([], ["--first-contact"])}
+    allowed: dict[str, tuple[list[str], ...]] = {"ready": ([], ["--first-contact"])}
     if not argv or argv[0] not in steps or argv[1:] not in allowed.get(argv[0], ([],)):
         print("usage: hl-step deploy | hl-step cloud-readback | hl-step ready [--first-contact]", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ Exit codes: 0 verified; 1 the trial failed or its verification did (after the cl
 input, nothing created; 130 interrupted by Ctrl-C (after the cleanup; 143 for SIGTERM)."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -14,11 +15,14 @@ import signal
 import subprocess
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Mapping, MutableMapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable, Optional
+from types import FrameType
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
 from pulumi.automation import CommandError, CommandResult, LocalWorkspace, PulumiCommand, Stack
+from pulumi.automation._cmd import OnOutput
 from pulumi.automation.errors import create_command_error
 
 from . import engine_env
@@ -26,7 +30,11 @@ from .analysis import analyse, errors
 from .config import NAMESPACE, ConfigError, load_stack_file, load_yaml, settings_from_values
 from .effective_settings import effective_settings
 from .exposure import exposure_table, format_table
+from .policy import StackSettings
 from .release import render_release
+
+if TYPE_CHECKING:
+    from lab.identity import LabIdentity  # the lab loads only when a lab trial runs
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -55,7 +63,7 @@ def parse_ttl(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def trial_name(base: str, token: Optional[str] = None) -> str:
+def trial_name(base: str, token: str | None = None) -> str:
     """`trial-<base>-<6 hex>`, the base shortened so the whole stays a valid lab name."""
     token = token or secrets.token_hex(3)
     room = NAME_LENGTH - len(PREFIX) - len(token) - 1
@@ -63,7 +71,7 @@ def trial_name(base: str, token: Optional[str] = None) -> str:
     return f"{PREFIX}{short}-{token}" if short else f"{PREFIX}{token}"
 
 
-def read_base(base: str) -> tuple[dict, object]:
+def read_base(base: str) -> tuple[dict[str, Any], StackSettings]:
     """(the `config:` mapping of Pulumi.<base>.yaml, its validated settings); bad input raises."""
     path = PROJECT_DIR / f"Pulumi.{base}.yaml"
     if "/" in base or not path.is_file():
@@ -74,7 +82,7 @@ def read_base(base: str) -> tuple[dict, object]:
     return load_yaml(path.read_text())["config"], settings
 
 
-def lab_twin(config: dict) -> dict:
+def lab_twin(config: dict[str, Any]) -> dict[str, Any]:
     """A stack's config turned into its lab twin: the same firewall policy against the lab, so a
     Lightsail policy can be tried for free. The lab's own admin CIDRs join the policy's (its
     deployer must keep SSH) and SSH stays on 22 (the lab's sshd); everything else is unchanged."""
@@ -88,13 +96,13 @@ def lab_twin(config: dict) -> dict:
     return {**twin, f"{NAMESPACE}:target": "lab", f"{NAMESPACE}:firewall": firewall}
 
 
-def _has_secret(value) -> bool:
+def _has_secret(value: Any) -> bool:
     if isinstance(value, dict):
         return set(value) == {"secure"} or any(_has_secret(v) for v in value.values())
     return isinstance(value, list) and any(_has_secret(v) for v in value)
 
 
-def config_entries(config: dict, decrypted: Callable[[str], str]) -> dict:
+def config_entries(config: dict[str, Any], decrypted: Callable[[str], str]) -> dict[str, Any]:
     """The base's config in `pulumi config set-all --json` form. Secret values are encrypted
     with the base stack's key, so those come decrypted from the base stack and stay secret."""
     entries = {}
@@ -127,7 +135,7 @@ def engine_environment(lab: bool) -> dict[str, str]:
     return env
 
 
-def pulumi_root() -> Optional[str]:
+def pulumi_root() -> str | None:
     """The directory whose bin/pulumi scripts/pulumi would run."""
     try:
         return str(engine_env.find_cli(os.environ)[0].parent.parent)
@@ -142,9 +150,9 @@ class TrialCommand(PulumiCommand):
     terminal would also hit the plugins, and a second SIGINT makes the engine quit at once,
     leaving operations in flight unrecorded.)"""
 
-    def __init__(self, root: Optional[str]):
+    def __init__(self, root: str | None):
         super().__init__(root=root)
-        self.running: Optional[subprocess.Popen] = None
+        self.running: subprocess.Popen[str] | None = None
         self.cancel_requested = False
 
     def cancel_up(self) -> None:
@@ -153,13 +161,14 @@ class TrialCommand(PulumiCommand):
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGINT)
 
-    def run(self, args, cwd, additional_env, on_output=None, on_error=None) -> CommandResult:
+    def run(self, args: list[str], cwd: str, additional_env: Mapping[str, str], on_output: OnOutput | None = None,
+            on_error: OnOutput | None = None) -> CommandResult:
         if "--non-interactive" not in args:
             args.insert(0, "--non-interactive")
         env = {**os.environ, **additional_env, "PULUMI_AUTOMATION_API": "true"}
         chunks: dict[str, list[str]] = {"stdout": [], "stderr": []}
 
-        def consume(stream, callback, lines):
+        def consume(stream: IO[str], callback: OnOutput | None, lines: list[str]) -> None:
             for line in iter(stream.readline, ""):
                 lines.append(line.rstrip())
                 if callback:
@@ -186,7 +195,7 @@ class TrialCommand(PulumiCommand):
                                code=process.returncode)
         if result.code != 0:
             error = create_command_error(result)
-            error.result = result
+            error.result = result  # type: ignore[attr-defined]  # engine_error reads it back; the SDK's error has no field for it
             raise error
         return result
 
@@ -194,6 +203,8 @@ class TrialCommand(PulumiCommand):
 class TrialWorkspace(LocalWorkspace):
     """Every operation names its stack (--stack), so the trial never changes which stack the
     developer has selected."""
+
+    pulumi_command: TrialCommand  # open_workspace gives it one
 
     def create_stack(self, stack_name: str) -> None:
         self._run_pulumi_cmd_sync(["stack", "init", stack_name, "--no-select"])
@@ -233,17 +244,18 @@ class Interrupts:
     to cut the cleanup short (a half-destroyed trial is worse than a slow one)."""
 
     def __init__(self, command: TrialCommand):
-        self.command, self.received, self.cleaning = command, None, False
+        self.command, self.cleaning = command, False
+        self.received: int | None = None  # the first signal's number
 
-    def __enter__(self) -> "Interrupts":
+    def __enter__(self) -> Interrupts:
         self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
-    def _handle(self, signum, frame) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         first = self.received is None
         self.received = self.received or signum
         # os.write, not print: the main thread may be inside a print when the signal lands.
@@ -256,12 +268,12 @@ class Interrupts:
 
     @property
     def exit_code(self) -> int:
-        return 128 + self.received
+        return 128 + (self.received or 0)
 
 
 # --- the lab's share: a free slot, and nothing of the lab left behind ------------------------------
 
-def trial_lab(name: str):
+def trial_lab(name: str) -> LabIdentity:
     """The lab a trial stack stands up (components/lab_server.py names it the same way)."""
     from lab.identity import stack_lab
     return stack_lab(PROJECT_DIR, name)
@@ -274,7 +286,7 @@ def check_lab_slot_free(name: str) -> None:
         raise TrialInputError(f"no lab slot for the trial: {problem}")
 
 
-def sweep_lab(name: str) -> Optional[str]:
+def sweep_lab(name: str) -> str | None:
     """Take down whatever is left of trial `name`'s lab (normally the destroy did): None, or the problem."""
     from lab.errors import LabError
     from lab.lifecycle import lab_down
@@ -288,7 +300,7 @@ def sweep_lab(name: str) -> Optional[str]:
 
 # --- one trial --------------------------------------------------------------------------------------
 
-def verification_problems(outputs: dict) -> list[str]:
+def verification_problems(outputs: dict[str, Any]) -> list[str]:
     """Every server's verifiedExposure must carry its `verified:` line and no MISMATCH."""
     servers = outputs.get("servers") or [{"name": "server", "verifiedExposure": outputs.get("verifiedExposure")}]
     problems = []
@@ -303,7 +315,7 @@ def verification_problems(outputs: dict) -> list[str]:
     return problems
 
 
-def print_result(name: str, outputs: dict, asked_for: str) -> None:
+def print_result(name: str, outputs: dict[str, Any], asked_for: str) -> None:
     print(f"\n== trial {name}: the exposure the policy asks for ==\n{asked_for}")
     for server in outputs.get("servers") or []:
         print(f"\n== {server['name']} ({server.get('publicIp')}): measured from outside ==\n"
@@ -316,7 +328,7 @@ def print_result(name: str, outputs: dict, asked_for: str) -> None:
 PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----(\\n)?")
 
 
-def _echo(stream):
+def _echo(stream: TextIO) -> OnOutput:
     return lambda line: print(PRIVATE_KEY.sub("[private key not shown]", line), file=stream, flush=True)
 
 
@@ -337,7 +349,7 @@ def destroy_trial(workspace: TrialWorkspace, name: str, lab: bool) -> list[str]:
     return problems
 
 
-def _preflight(base: str, in_lab: bool = False):
+def _preflight(base: str, in_lab: bool = False) -> tuple[dict[str, Any], StackSettings, TrialWorkspace]:
     """Everything that can be refused before a trial stack exists: (config, settings, workspace)."""
     config, settings = read_base(base)
     if in_lab:
@@ -361,7 +373,7 @@ def _preflight(base: str, in_lab: bool = False):
     return config, settings, workspace
 
 
-def _trial_config(base: str, config: dict, workspace: TrialWorkspace) -> dict:
+def _trial_config(base: str, config: dict[str, Any], workspace: TrialWorkspace) -> dict[str, Any]:
     """The base's config for `config set-all --json`; secrets are decrypted by the base stack."""
     decrypted = {}
     if any(_has_secret(value) for value in config.values()):
@@ -369,11 +381,11 @@ def _trial_config(base: str, config: dict, workspace: TrialWorkspace) -> dict:
             decrypted = {key: item.value for key, item in workspace.get_all_config(base).items()}
         except CommandError as error:
             raise TrialInputError(f"stack {base} has secret config, which the trial can only copy from the "
-                                  f"stack itself: {engine_error(error)}")
+                                  f"stack itself: {engine_error(error)}") from error
     return config_entries(config, lambda key: decrypted[key])
 
 
-def _configure(stack: Stack, tags: dict, entries: dict) -> None:
+def _configure(stack: Stack, tags: dict[str, Any], entries: dict[str, Any]) -> None:
     # Tagged first: a trial that dies before its cleanup is still found by --reap.
     for key, value in tags.items():
         stack.set_tag(key, value)
@@ -381,7 +393,7 @@ def _configure(stack: Stack, tags: dict, entries: dict) -> None:
     stack.set_all_config_json(json.dumps({key: value for key, value in entries.items() if key != f"{NAMESPACE}:lab"}))
 
 
-def _up_and_verify(stack: Stack, name: str, settings) -> tuple[list[str], dict]:
+def _up_and_verify(stack: Stack, name: str, settings: StackSettings) -> tuple[list[str], dict[str, Any]]:
     """(problems, outputs): no problems means verified."""
     result = stack.up(on_output=_echo(sys.stdout), on_error=_echo(sys.stderr), color="never")
     outputs = {key: item.value for key, item in result.outputs.items()}
@@ -398,10 +410,11 @@ def run_trial(base: str, ttl: timedelta, keep: bool, in_lab: bool = False) -> in
     name = next(n for n in iter(lambda: trial_name(base), None) if n not in taken)
     if lab:
         check_lab_slot_free(name)
-    expires = f"{(datetime.now(timezone.utc) + ttl):%Y-%m-%dT%H:%M:%SZ}"
+    expires = f"{(datetime.now(UTC) + ttl):%Y-%m-%dT%H:%M:%SZ}"
     tags = {TRIAL_TAG: "true", EXPIRES_TAG: expires, BASE_TAG: base, TARGET_TAG: settings.target}
     print(f"trial {name}: a copy of stack {base} ({settings.target}), expires {expires}", flush=True)
-    problems, outputs, created, cleanup = ["not run"], {}, False, []
+    outputs: dict[str, Any] = {}
+    problems, created, cleanup = ["not run"], False, []
     with Interrupts(workspace.pulumi_command) as interrupts:
         try:
             stack = Stack.create(name, workspace)
@@ -430,7 +443,7 @@ def run_trial(base: str, ttl: timedelta, keep: bool, in_lab: bool = False) -> in
     return EXIT_FAILED if problems or cleanup else EXIT_OK
 
 
-def _verified_lines(outputs: dict) -> str:
+def _verified_lines(outputs: dict[str, Any]) -> str:
     servers = outputs.get("servers") or [{"verifiedExposure": outputs.get("verifiedExposure")}]
     lines = [line for s in servers for line in (s.get("verifiedExposure") or "").splitlines()
              if line.startswith("verified:")]
@@ -439,7 +452,7 @@ def _verified_lines(outputs: dict) -> str:
 
 # --- reaping ------------------------------------------------------------------------------------------
 
-def _trials(workspace: TrialWorkspace) -> dict[str, dict]:
+def _trials(workspace: TrialWorkspace) -> dict[str, MutableMapping[str, str]]:
     """Every trial stack in the backend: {name: its tags}."""
     trials = {}
     for summary in workspace.list_stacks():
@@ -450,10 +463,10 @@ def _trials(workspace: TrialWorkspace) -> dict[str, dict]:
     return trials
 
 
-def reap(now: Optional[datetime] = None, name: Optional[str] = None, everything: bool = False) -> int:
+def reap(now: datetime | None = None, name: str | None = None, everything: bool = False) -> int:
     """Destroy every trial stack whose expiry has passed (`everything`: every trial, expired or
     not; `name`: that trial only, whatever its expiry); list the live ones with their time left."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     trials = _trials(open_workspace(lab=False))
     if name is not None:
         if name not in trials:
@@ -462,17 +475,17 @@ def reap(now: Optional[datetime] = None, name: Optional[str] = None, everything:
     failed, live = 0, 0
     for trial, tags in sorted(trials.items()):
         try:
-            expires = datetime.strptime(tags.get(EXPIRES_TAG, ""), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+            expires = datetime.strptime(tags.get(EXPIRES_TAG, ""), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         except ValueError:
             expires = None  # a trial that died between its creation and its tags: reap it
         early = expires is not None and expires > now
-        if early and not (everything or name):
+        if early and expires is not None and not (everything or name):
             live += 1
             print(f"{trial} (copy of {tags.get(BASE_TAG, '?')}, {tags.get(TARGET_TAG, '?')}): "
                   f"live, expires in {format_remaining(expires - now)}")
             continue
         lab = tags.get(TARGET_TAG) == "lab"
-        why = f"destroying now, {format_remaining(expires - now)} before its expiry" if early else "expired, destroying"
+        why = f"destroying now, {format_remaining(expires - now)} before its expiry" if early and expires else "expired, destroying"
         print(f"{trial}: {why}", flush=True)
         problems = destroy_trial(open_workspace(lab), trial, lab)
         failed += bool(problems)
@@ -482,7 +495,7 @@ def reap(now: Optional[datetime] = None, name: Optional[str] = None, everything:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def cmd_trial(args) -> int:
+def cmd_trial(args: argparse.Namespace) -> int:
     try:
         if args.now and args.reap is None:
             raise TrialInputError("--now goes with --reap: `fw trial --reap --now` destroys every kept trial")

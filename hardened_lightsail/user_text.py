@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 SHOWN_CHARACTERS = 60  # a longer value is cut, with its length named
-PLAIN_KEY = re.compile(r"[A-Za-z0-9_]{1,%d}" % SHOWN_CHARACTERS)
+PLAIN_KEY = re.compile(r"[A-Za-z0-9_]{1,%d}" % SHOWN_CHARACTERS)  # noqa: UP031 (an f-string doubles the braces)
 
 
 def printable(text: str) -> bool:

@@ -7,7 +7,8 @@ import argparse
 import json
 import os
 import sys
-from typing import NoReturn, Optional, Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 from .cloud_layer import load_cloud_layer
 from .errors import LabError
@@ -73,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if args.command == "status" and result["state"] != "up" else 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if os.geteuid() != 0:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import ipaddress
 import json
 from pathlib import Path
-from typing import Optional, Union
 
 from .errors import LabError
 from .netns import in_namespace
@@ -99,7 +98,7 @@ def validate_port_infos(data, source: str = "cloud-ports.json") -> list[dict]:
     return infos
 
 
-def _file_text(path: Optional[Union[str, Path]]) -> Optional[str]:
+def _file_text(path: str | Path | None) -> str | None:
     """The file's text, or None when there is no file or it is blank (Lightsail's default)."""
     if path is None or not Path(path).exists():
         return None
@@ -110,7 +109,7 @@ def _file_text(path: Optional[Union[str, Path]]) -> Optional[str]:
     return text if text.strip() else None
 
 
-def read_port_infos(path: Optional[Union[str, Path]]) -> list[dict]:
+def read_port_infos(path: str | Path | None) -> list[dict]:
     """The port infos in `path`; Lightsail's default when there is no file or it is empty."""
     text = _file_text(path)
     if text is None:
@@ -122,7 +121,7 @@ def read_port_infos(path: Optional[Union[str, Path]]) -> list[dict]:
     return validate_port_infos(data, str(path))
 
 
-def _match_args(info: dict, family: int) -> Optional[list[str]]:
+def _match_args(info: dict, family: int) -> list[str] | None:
     """iptables match arguments for one entry in one family; None when it doesn't apply."""
     protocol, low, high = info["protocol"], info["fromPort"], info["toPort"]
     if protocol in ("tcp", "udp"):
@@ -195,7 +194,7 @@ def render_edge_rules(lab: LabTopology, port_infos: list[dict], family: int, sou
     return "\n".join(lines)
 
 
-def load_cloud_layer(lab: LabTopology, path: Optional[Union[str, Path]] = None,
+def load_cloud_layer(lab: LabTopology, path: str | Path | None = None,
                      keep_previous: bool = True) -> list[dict]:
     """Replace the edge's rules with the ones for `path` (None: Lightsail's default).
 

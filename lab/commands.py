@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import subprocess
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 from .errors import LabError
 
 
-def run_command(argv: Sequence[str], *, input: Optional[str] = None, timeout: float = 30,
-                check: bool = True, env: Optional[Mapping[str, str]] = None,
-                what: Optional[str] = None) -> subprocess.CompletedProcess:
+def run_command(argv: Sequence[str], *, input: str | None = None, timeout: float = 30,
+                check: bool = True, env: Mapping[str, str] | None = None,
+                what: str | None = None) -> subprocess.CompletedProcess:
     """Run `argv`; `what` names it in messages (default: the command line)."""
     what = what or " ".join(argv)
     try:

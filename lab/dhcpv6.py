@@ -123,10 +123,9 @@ class Dhcpv6Exchange:
         self._processes.clear()
 
     def _spawn(self, argv: list[str], env: dict, name: str) -> None:
-        log = open(self.directory / f"{name}.out", "ab")
-        process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                   start_new_session=True)
-        log.close()
+        with open(self.directory / f"{name}.out", "ab") as log:  # the daemon keeps its own copy
+            process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                       start_new_session=True)
         self._processes.append(process)
         self._pids.append(process.pid)  # `ip netns exec` execs the daemon: same pid
 

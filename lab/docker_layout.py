@@ -12,8 +12,8 @@ Addresses are documentation ranges (Docker's 172.17.0.0/16 is not one)."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
 from .netns import add_namespace, delete_namespace, in_namespace, ip, namespace_pids
 from .processes import stop_pids
@@ -37,7 +37,7 @@ class DockerLayout:
     namespace (`container_address`) whose `ports` are published on every host address."""
 
     def __init__(self, host_namespace: str, container_namespace: str, ports: list[PublishedPort],
-                 gateway: str = "192.0.2.1", container_address: str = "192.0.2.2", run: Optional[Runner] = None):
+                 gateway: str = "192.0.2.1", container_address: str = "192.0.2.2", run: Runner | None = None):
         self.host, self.container = host_namespace, container_namespace
         self.run = run or (lambda argv: in_namespace(host_namespace, argv, check=False))
         self.ports, self.gateway, self.container_address = ports, gateway, container_address

@@ -19,9 +19,8 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Optional
 
 from .cloud_layer import describe_open_ports, load_cloud_layer
 from .errors import LabError
@@ -43,12 +42,12 @@ def host_state(layout: ServerLayout) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def _rollback_key(state: dict) -> Optional[tuple[str, str]]:
+def _rollback_key(state: dict) -> tuple[str, str] | None:
     """Identifies one rollback (release and when), or None when the host is not rolled back."""
     return (state.get("release", ""), state.get("changed_at", "")) if state.get("state") == "rolled-back" else None
 
 
-def _layer_in_force_on_the_host(layout: LabLayout, server: ServerLayout, state: dict) -> tuple[Optional[Path], str]:
+def _layer_in_force_on_the_host(layout: LabLayout, server: ServerLayout, state: dict) -> tuple[Path | None, str]:
     """The cloud layer of the release the host runs now, or else the edge's layer before the last one."""
     active = state.get("active_release", "")
     release_layer = server.server_fs(HOST_STATE_DIR) / "releases" / active / "cloud-ports.json"
@@ -70,7 +69,7 @@ def was_a_drill(server: ServerLayout, release: str) -> bool:
         return False
 
 
-def follow_rollback(lab: LabTopology, state: dict, server: int = 0) -> Optional[dict]:
+def follow_rollback(lab: LabTopology, state: dict, server: int = 0) -> dict | None:
     """Return the edge after the rollback `state` (of server `server`) describes; the note
     written, or None if the edge already matched."""
     layer, what = _layer_in_force_on_the_host(lab.layout, lab.server_layout(server), state)
@@ -78,7 +77,7 @@ def follow_rollback(lab: LabTopology, state: dict, server: int = 0) -> Optional[
     if layer is None or (in_force.exists() and json.loads(in_force.read_text()) == json.loads(layer.read_text())):
         return None
     infos = load_cloud_layer(lab, layer, keep_previous=False)
-    note = {"at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "rolledBack": state.get("release"),
+    note = {"at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "rolledBack": state.get("release"),
             "release": state.get("active_release") or None,
             "server": server,
             "message": f"release {state.get('release')} was rolled back on {_host(lab, server)}, so the lab edge went "
@@ -92,7 +91,7 @@ def _host(lab: LabTopology, server: int) -> str:
     return "the host" if lab.servers == 1 else f"the host of server {server} (of {lab.servers}, which share the edge)"
 
 
-def return_note(layout: LabLayout) -> Optional[dict]:
+def return_note(layout: LabLayout) -> dict | None:
     """What the follower last did, while it still explains the layer in force."""
     try:
         return json.loads((layout.edge_dir / NOTE).read_text())
@@ -113,7 +112,7 @@ def _servers_now(lab: LabTopology) -> LabTopology:
 
 def follow(lab: LabTopology) -> None:
     # Rollbacks from before we started (or before a server was added) are not ours.
-    seen: dict[int, Optional[tuple]] = {}
+    seen: dict[int, tuple | None] = {}
     while True:
         lab = _servers_now(lab)
         for server in range(lab.servers):

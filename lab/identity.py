@@ -11,7 +11,6 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from .errors import LabError
 from .topology import NAME_MAX_LENGTH, validate_name
@@ -37,7 +36,7 @@ class LabIdentity:
         """The directory relative to the checkout (what the stack's commands are given)."""
         return str(self.state_dir.relative_to(self.checkout))
 
-    def slot_problem(self, requested: Optional[int] = None, may_move: bool = False) -> Optional[LabError]:
+    def slot_problem(self, requested: int | None = None, may_move: bool = False) -> LabError | None:
         """Why `up` could not give this lab a slot now (None: it could); claims nothing.
         `may_move`: the stack's lab is replaced to move it, so its present slot is no obstacle."""
         from .lifecycle import machine_conflicts

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 from .commands import run_command
 from .topology import LabTopology, server_role
@@ -52,7 +51,7 @@ def ensure_keys(lab: LabTopology) -> None:
     os.chmod(layout.authorized_keys, 0o600)
 
 
-def ensure_server_keys(lab: LabTopology, index: int, host_key: Optional[HostKeyPair] = None,
+def ensure_server_keys(lab: LabTopology, index: int, host_key: HostKeyPair | None = None,
                        image_key: bool = False) -> bool:
     """Server `index`'s SSH host key (`host_key`, a stack's, or one made here), its image key when
     it boots, its known_hosts line and its TLS certificate (for its own addresses). True when the

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 # The host paths the server sees as lab-owned bind mounts (its private mount namespace).
 # /usr/local/sbin holds the lab's stand-in for `cloud-init` (lab/boot.py).
@@ -124,7 +123,7 @@ class LabLayout(ServerLayout):
         """Name, slot and server count of the lab that owns this directory."""
         return self.root / "lab.json"
 
-    def record(self) -> Optional[dict]:
+    def record(self) -> dict | None:
         """What lab.json says (None: no lab owns this directory, or the file is damaged)."""
         try:
             return json.loads(self.lab_json.read_text())

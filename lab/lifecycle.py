@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 from .boot import BootPlan
 from .cloud_layer import load_cloud_layer
@@ -21,18 +21,27 @@ from .processes import stop_pids
 from .readiness import wait_until_routers_answer
 from .services import reload_sshd, service_pids, start_services, stop_services
 from .slots import claim_slot, find_slot, registered_labs, release_slot
-from .topology import (EDGE, MAX_SERVERS, NAMESPACE_SUFFIX, LabTopology, namespace_name, recorded_server_count,
-                       server_role, validate_name, validate_server_count)
+from .topology import (
+    EDGE,
+    MAX_SERVERS,
+    NAMESPACE_SUFFIX,
+    LabTopology,
+    namespace_name,
+    recorded_server_count,
+    server_role,
+    validate_name,
+    validate_server_count,
+)
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
-def _recorded_lab(state_dir: Path) -> Optional[dict]:
+def _recorded_lab(state_dir: Path) -> dict | None:
     """Name, slot and server count recorded in the lab directory, if any."""
     return LabLayout(state_dir).record()
 
 
-def _check_directory_owner(name: str, state_dir: Path) -> Optional[dict]:
+def _check_directory_owner(name: str, state_dir: Path) -> dict | None:
     recorded = _recorded_lab(state_dir)
     if recorded is not None and recorded.get("name") != name:
         raise LabError(f"{state_dir} belongs to lab {recorded.get('name')!r}, not {name!r}: "
@@ -60,10 +69,10 @@ def _remove_servers(lab: LabTopology, keep: int) -> None:
         shutil.rmtree(everything.server_layout(index).root, ignore_errors=True)
 
 
-def lab_up(name: str, state_dir: PathLike, slot: Optional[int] = None,
-           cloud_ports: Optional[PathLike] = None, *, preferred_slot: Optional[int] = None,
-           owner: Optional[dict] = None, keep_cloud_layer: bool = False, servers: int = 1,
-           host_keys: Optional[Sequence[HostKeyPair]] = None, boot: Optional[BootPlan] = None) -> LabTopology:
+def lab_up(name: str, state_dir: PathLike, slot: int | None = None,
+           cloud_ports: PathLike | None = None, *, preferred_slot: int | None = None,
+           owner: dict | None = None, keep_cloud_layer: bool = False, servers: int = 1,
+           host_keys: Sequence[HostKeyPair] | None = None, boot: BootPlan | None = None) -> LabTopology:
     """Create lab `name` with `servers` servers (or complete/refresh it if it exists, adding or
     removing servers to match) and return its topology.
 
@@ -113,7 +122,7 @@ def lab_up(name: str, state_dir: PathLike, slot: Optional[int] = None,
     return lab
 
 
-def _slot_of(name: str, state_dir: Path) -> Optional[int]:
+def _slot_of(name: str, state_dir: Path) -> int | None:
     """Where lab `name` lives: the registry, the lab directory, or the edge's interface names."""
     slot = find_slot(name)
     if slot is None:
@@ -200,7 +209,7 @@ def describe_running(lab: LabTopology) -> dict:
     }
 
 
-def lab_for(name: str, state_dir: Optional[PathLike] = None) -> LabTopology:
+def lab_for(name: str, state_dir: PathLike | None = None) -> LabTopology:
     """The topology of a lab that is up, from the registry (or the lab directory, if given)."""
     validate_name(name)
     found = next(((slot, entry["dir"]) for slot, entry in registered_labs().items()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from .commands import run_command
 from .errors import LabError
@@ -16,13 +16,13 @@ NETNS_RUN_DIR = "/run/netns"  # where `ip netns add` pins namespaces (iproute2's
 LAB_NAMESPACE_PREFIX = "hl-"
 
 
-def ip(namespace: Optional[str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def ip(namespace: str | None, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """`ip [-n NAMESPACE] ARGS`; namespace None is the root namespace (links and routes only)."""
     prefix = ["ip"] if namespace is None else ["ip", "-n", namespace]
     return run_command([*prefix, *args], check=check)
 
 
-def in_namespace(namespace: str, argv: Sequence[str], *, input: Optional[str] = None,
+def in_namespace(namespace: str, argv: Sequence[str], *, input: str | None = None,
                  timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
     """Run `argv` inside a lab namespace. Refuses anything else: firewall and sysctl changes
     must never reach the machine's own (root) namespace."""
@@ -59,13 +59,13 @@ def namespace_pids(namespace: str) -> list[int]:
     return [int(word) for word in result.stdout.split() if word.isdigit()]
 
 
-def link_exists(namespace: Optional[str], device: str) -> bool:
+def link_exists(namespace: str | None, device: str) -> bool:
     if namespace is not None and not namespace_exists(namespace):
         return False
     return ip(namespace, "link", "show", "dev", device, check=False).returncode == 0
 
 
-def delete_link(namespace: Optional[str], device: str) -> None:
+def delete_link(namespace: str | None, device: str) -> None:
     if link_exists(namespace, device):
         ip(namespace, "link", "delete", "dev", device)
 

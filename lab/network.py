@@ -5,14 +5,11 @@ server subnets: no firewall rule, no sysctl. IPv6 addresses are `nodad` (usable 
 neighbour entry is static, so neighbour discovery really happens on every segment."""
 from __future__ import annotations
 
-from typing import Optional
-
-from .netns import (add_namespace, delete_link, delete_namespace, ip, link_exists,
-                    namespace_exists, sysctl)
+from .netns import add_namespace, delete_link, delete_namespace, ip, link_exists, namespace_exists, sysctl
 from .topology import EDGE, ROOT, SERVER, Endpoint, LabTopology, Segment
 
 
-def _host_namespace(lab: LabTopology, host: Endpoint) -> Optional[str]:
+def _host_namespace(lab: LabTopology, host: Endpoint) -> str | None:
     return lab.namespace(host.role)
 
 
@@ -29,7 +26,7 @@ def _ensure_veth(lab: LabTopology, host: Endpoint) -> None:
     ip(None, "link", "add", *host_side, "type", "veth", "peer", "name", host.edge_port, "netns", edge_ns)
 
 
-def _ensure_addresses(namespace: Optional[str], endpoint: Endpoint) -> None:
+def _ensure_addresses(namespace: str | None, endpoint: Endpoint) -> None:
     ip(namespace, "address", "replace", str(endpoint.ipv4), "dev", endpoint.interface)
     ip(namespace, "-6", "address", "replace", str(endpoint.ipv6), "dev", endpoint.interface, "nodad")
     ip(namespace, "link", "set", "dev", endpoint.interface, "up")

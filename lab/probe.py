@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import sys
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, NamedTuple, Optional, Sequence
+from typing import NamedTuple
 
 from .commands import run_command
 from .docnet import require_documentation_address
@@ -53,11 +54,11 @@ def targets(addresses: Iterable[str], tcp_ports: Iterable[int] = (), udp_ports: 
             for protocol, ports in (("tcp", tcp_ports), ("udp", udp_ports), ("icmp", icmp)) for port in ports]
 
 
-def _in_namespace(namespace: Optional[str], argv: Sequence[str]) -> list[str]:
+def _in_namespace(namespace: str | None, argv: Sequence[str]) -> list[str]:
     return list(argv) if namespace is None else ["ip", "netns", "exec", namespace, *argv]
 
 
-def probe(namespace: Optional[str], probe_targets: Iterable[Sequence], *,
+def probe(namespace: str | None, probe_targets: Iterable[Sequence], *,
           timeout: float = DEFAULT_TIMEOUT_SECONDS, workers: int = DEFAULT_WORKERS) -> list[ProbeResult]:
     """Probe each target from `namespace` (None: the root namespace); results in target order."""
     checked = []
@@ -110,7 +111,7 @@ def parse_nmap_xml(xml_text: str, ports: Iterable[int]) -> dict[int, str]:
     return {int(port): found.get(int(port), fallback) for port in ports}
 
 
-def nmap_scan(namespace: Optional[str], target: str, ports: Iterable[int], *, scan: str = "sS",
+def nmap_scan(namespace: str | None, target: str, ports: Iterable[int], *, scan: str = "sS",
               extra_args: Sequence[str] = (), timeout: float = 120) -> dict[int, str]:
     """Run nmap from `namespace` (None: root namespace) against one address; port -> state
     ("open", "closed", "filtered", "open|filtered", ...)."""

@@ -58,7 +58,7 @@ def probe_icmp(address: str, _port: int, timeout: float) -> tuple[str, str]:
                 icmp = packet if v6 else packet[(packet[0] & 0x0F) * 4:]  # IPv4 raw reads include the IP header
                 if len(icmp) >= 8 and icmp[0] == reply_type and struct.unpack("!H", icmp[4:6])[0] == ident:
                     return "open", "echo reply"
-        except socket.timeout:
+        except TimeoutError:
             pass
         except OSError as error:
             return "filtered", errno.errorcode.get(error.errno, str(error.errno))

@@ -7,11 +7,11 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Optional
 
 
-def read_pid(pid_file: Path) -> Optional[int]:
+def read_pid(pid_file: Path) -> int | None:
     try:
         text = pid_file.read_text().strip()
     except (FileNotFoundError, NotADirectoryError):
@@ -35,7 +35,7 @@ def command_line(pid: int) -> str:
         return ""
 
 
-def running_pid(pid_file: Path, marker: str) -> Optional[int]:
+def running_pid(pid_file: Path, marker: str) -> int | None:
     """The pid in `pid_file` if that process is alive and its command line contains `marker`."""
     pid = read_pid(pid_file)
     if pid is not None and is_alive(pid) and marker in command_line(pid):
@@ -43,7 +43,7 @@ def running_pid(pid_file: Path, marker: str) -> Optional[int]:
     return None
 
 
-def wait_for_pid_file(pid_file: Path, marker: str, timeout: float) -> Optional[int]:
+def wait_for_pid_file(pid_file: Path, marker: str, timeout: float) -> int | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pid = running_pid(pid_file, marker)
@@ -76,7 +76,7 @@ def stop_pids(pids: Iterable[int], grace_seconds: float = 3.0) -> list[int]:
     return [pid for pid in pids if is_alive(pid)]
 
 
-def detach(pid_file: str, log: Optional[str] = None) -> bool:
+def detach(pid_file: str, log: str | None = None) -> bool:
     """Fork a lab daemon off: True in the parent, once the child's pid is in `pid_file` (the
     parent then exits, which is what the starter waits for); False in the child, which is in its
     own session with stdin closed and stdout/stderr going to `log` (or nowhere)."""

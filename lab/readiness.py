@@ -35,7 +35,7 @@ def wait_until_routers_answer(lab: LabTopology, within: float = READY_WITHIN_SEC
     waiting = router_targets(lab)
     with ThreadPoolExecutor(max_workers=len(waiting)) as pool:
         while waiting:
-            still = dict(zip(waiting, pool.map(unanswered, waiting, waiting.values())))
+            still = dict(zip(waiting, pool.map(unanswered, waiting, waiting.values()), strict=True))
             waiting = {role: targets for role, targets in still.items() if targets}
             if waiting and time.monotonic() >= deadline:
                 silent_hosts = "; ".join(f"{role} -> {', '.join(t.address for t in targets)}"

@@ -3,7 +3,6 @@ the lab directory, so nothing reads or writes /etc/ssh, /etc/nginx or /var/log."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from .topology import HIDDEN_TCP_PORTS, HTTP_PORT, HTTPS_PORT, SSH_PORT, LabTopology
 
@@ -12,7 +11,7 @@ def _server_label(lab: LabTopology, index: int) -> str:
     return f"lab {lab.name}" + (f" server {index}" if index else "")
 
 
-def sshd_config(lab: LabTopology, index: int = 0, port: int = SSH_PORT, host_key: Optional[Path] = None) -> str:
+def sshd_config(lab: LabTopology, index: int = 0, port: int = SSH_PORT, host_key: Path | None = None) -> str:
     """Server `index`'s sshd: its host key (the pinned one unless told), on `port`."""
     layout = lab.server_layout(index)
     return f"""\

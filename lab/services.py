@@ -10,10 +10,10 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Optional
 
 from .boot import DONE, RUNNING, BootPlan, cloud_init_stand_in
 from .commands import run_command
@@ -41,14 +41,14 @@ def _program(name: str) -> str:
     return path
 
 
-def _start(argv: list[str], what: str, extra_env: Optional[dict] = None) -> None:
+def _start(argv: list[str], what: str, extra_env: dict | None = None) -> None:
     """Run a command that starts a daemon; it returns once the daemon has detached."""
     run_command(argv, timeout=START_TIMEOUT_SECONDS, env={**DAEMON_ENV, **(extra_env or {})},
                 what=f"starting {what}")
 
 
 def _in_server_mounts(lab: LabTopology, index: int, argv: list[str], what: str,
-                      extra_env: Optional[dict] = None) -> None:
+                      extra_env: dict | None = None) -> None:
     """Start `argv` in server `index`'s network namespace and in a private mount namespace where
     that server's lab-owned directories and files are bind-mounted over SERVER_BIND_MOUNTS,
     SERVER_FILE_BIND_MOUNTS and SERVER_FILE_MOUNTS."""
@@ -81,7 +81,7 @@ def _in_server_mounts(lab: LabTopology, index: int, argv: list[str], what: str,
             "--", "/bin/sh", "-c", script, "lab-server", *args, *argv], what, extra_env=extra_env)
 
 
-def _write_server_files(lab: LabTopology, index: int, boot: Optional[BootPlan]) -> None:
+def _write_server_files(lab: LabTopology, index: int, boot: BootPlan | None) -> None:
     """Server `index`'s sshd configs and its `cloud-init` stand-in, saying running or done."""
     layout = lab.server_layout(index)
     layout.sshd_config.write_text(sshd_config(lab, index, port=SSH_PORT if boot is None else boot.ssh_port))
@@ -175,14 +175,14 @@ def _daemons(lab: LabTopology) -> list[list[Daemon]]:
     return [*groups, [(EDGE_FOLLOWER.name, EDGE_FOLLOWER, 0, lab.layout)]]
 
 
-def service_pids(lab: LabTopology) -> dict[str, Optional[int]]:
+def service_pids(lab: LabTopology) -> dict[str, int | None]:
     """Each daemon's pid, or None when it is not running."""
     marker = str(lab.state_dir)
     return {key: running_pid(layout.pid_file(service.name), marker)
             for group in _daemons(lab) for key, service, _, layout in group}
 
 
-def booting(lab: LabTopology, index: int = 0) -> Optional[int]:
+def booting(lab: LabTopology, index: int = 0) -> int | None:
     """The pid of server `index`'s boot timeline while that server is still on its way."""
     return running_pid(lab.server_layout(index).pid_file(BOOT), str(lab.state_dir))
 
@@ -194,7 +194,7 @@ def _wait_for(pid_file: Path, marker: str, name: str, layout: ServerLayout) -> i
     return pid
 
 
-def _start_group(lab: LabTopology, group: list[Daemon], boot: Optional[BootPlan]) -> dict[str, int]:
+def _start_group(lab: LabTopology, group: list[Daemon], boot: BootPlan | None) -> dict[str, int]:
     """Start a group's daemons that aren't running. For a server's group, `boot` makes that
     server boot (its sshd comes later, started by the boot timeline)."""
     marker, pids = str(lab.state_dir), {}
@@ -222,7 +222,7 @@ def _start_group(lab: LabTopology, group: list[Daemon], boot: Optional[BootPlan]
     return pids
 
 
-def start_services(lab: LabTopology, boots: Optional[Mapping[int, BootPlan]] = None) -> dict[str, int]:
+def start_services(lab: LabTopology, boots: Mapping[int, BootPlan] | None = None) -> dict[str, int]:
     """Start every daemon that isn't running (a running one is left alone); returns pids. The
     servers in `boots` (index -> plan: new ones) boot (lab/boot.py): their sshd comes later, by
     itself. The servers start side by side, so a fleet comes up about as fast as one server."""

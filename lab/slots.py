@@ -12,10 +12,10 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
 from .errors import LabError
 from .netns import link_exists, namespace_exists
@@ -34,7 +34,7 @@ class SlotUnavailable(LabError):
     str() carries the lab CLI's fix (`--slot`); a stack's caller words its own fix from the
     fields (the config key), see components/lab_step.py."""
 
-    def __init__(self, problem: str, requested: Optional[int], free: list[int], cli_fix: str):
+    def __init__(self, problem: str, requested: int | None, free: list[int], cli_fix: str):
         super().__init__(f"{problem}: {cli_fix}")
         self.problem, self.requested, self.free = problem, requested, free
 
@@ -46,7 +46,7 @@ class Holder:
     slot: int
     name: str
     dir: str
-    owner: Optional[dict]  # {"stack": ..., "checkout": ...} for a Pulumi stack's lab
+    owner: dict | None  # {"stack": ..., "checkout": ...} for a Pulumi stack's lab
 
     def describe(self) -> str:
         if self.owner:
@@ -95,7 +95,7 @@ def _holders(slots: dict) -> list[Holder]:
         slots.items(), key=lambda item: int(item[0]))]
 
 
-def _usable(slots: dict, slot: int, conflicts: Conflicts) -> Optional[str]:
+def _usable(slots: dict, slot: int, conflicts: Conflicts) -> str | None:
     """None when a new lab may take `slot`; else who or what holds it."""
     if str(slot) in slots:
         return f"slot {slot} is taken by {_holders({str(slot): slots[str(slot)]})[0].describe()}"
@@ -107,8 +107,8 @@ def _usable(slots: dict, slot: int, conflicts: Conflicts) -> Optional[str]:
     return None
 
 
-def _choose(slots: dict, name: str, state_dir: Path, requested: Optional[int], preferred: Optional[int],
-            conflicts: Conflicts, owner: Optional[dict], may_move: bool = False) -> int:
+def _choose(slots: dict, name: str, state_dir: Path, requested: int | None, preferred: int | None,
+            conflicts: Conflicts, owner: dict | None, may_move: bool = False) -> int:
     """The slot lab `name` gets (raises when there is none); `slots` is the pruned registry.
     `may_move`: the lab will be taken down before it comes up in `requested` (a stack's lab
     whose lab.slot changed is replaced that way), so its present slot is no obstacle."""
@@ -136,7 +136,7 @@ def _choose(slots: dict, name: str, state_dir: Path, requested: Optional[int], p
     raise SlotUnavailable(_all_taken(slots, reasons, owner), None, [], "`python -m lab list` shows who holds them")
 
 
-def _all_taken(slots: dict, reasons: dict, owner: Optional[dict]) -> str:
+def _all_taken(slots: dict, reasons: dict, owner: dict | None) -> str:
     """Every slot is busy: who holds them, and which of them this checkout could give back."""
     ours = sorted({holder.owner["stack"] for holder in _holders(slots)
                    if owner and holder.owner and holder.owner.get("checkout") == owner.get("checkout")})
@@ -149,8 +149,8 @@ def _all_taken(slots: dict, reasons: dict, owner: Optional[dict]) -> str:
     return text
 
 
-def claim_slot(name: str, state_dir: Path, requested: Optional[int] = None, conflicts: Conflicts = lambda slot: [],
-               preferred: Optional[int] = None, owner: Optional[dict] = None) -> int:
+def claim_slot(name: str, state_dir: Path, requested: int | None = None, conflicts: Conflicts = lambda slot: [],
+               preferred: int | None = None, owner: dict | None = None) -> int:
     """The slot of lab `name`: its existing one, `requested`, else `preferred` if usable, else the
     lowest usable one; recorded in the registry under `owner`.
 
@@ -164,8 +164,8 @@ def claim_slot(name: str, state_dir: Path, requested: Optional[int] = None, conf
         return slot
 
 
-def check_slot(name: str, state_dir: Path, requested: Optional[int] = None, conflicts: Conflicts = lambda slot: [],
-               owner: Optional[dict] = None, may_move: bool = False) -> Optional[LabError]:
+def check_slot(name: str, state_dir: Path, requested: int | None = None, conflicts: Conflicts = lambda slot: [],
+               owner: dict | None = None, may_move: bool = False) -> LabError | None:
     """What claim_slot would refuse, without claiming (and without the lock: for previews, which
     may run without root). None when `up` would get a slot."""
     slots = dict(_read(registry_path()).get("slots", {}))
@@ -177,7 +177,7 @@ def check_slot(name: str, state_dir: Path, requested: Optional[int] = None, conf
     return None
 
 
-def find_slot(name: str) -> Optional[int]:
+def find_slot(name: str) -> int | None:
     with _locked_registry() as slots:
         for key, entry in slots.items():
             if entry["name"] == name:

@@ -20,10 +20,10 @@ from __future__ import annotations
 import ipaddress
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Optional, Sequence
 
 from .commands import run_command
 from .docnet import require_documentation_address
@@ -36,7 +36,7 @@ NAME_MAX_LENGTH = 24  # namespaces are hl-NAME-srv12 (interface names use the sl
 # leaves 13 host numbers (IPv6 has room to spare in its /64).
 MAX_SERVERS = 13
 # Used with fullmatch: `match` with `$` would let "lab\n" through into namespace names.
-NAME_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,%d}[a-z0-9])?" % (NAME_MAX_LENGTH - 2))
+NAME_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,%d}[a-z0-9])?" % (NAME_MAX_LENGTH - 2))  # noqa: UP031 (an f-string doubles the braces)
 
 # Roles of the hosts in a lab; "root" is the machine's own namespace (the deployer's uplink).
 # SERVER is the first server; server i > 0 is "server<i>" (server_role).
@@ -78,7 +78,7 @@ def server_role(index: int) -> str:
     return SERVER if index == 0 else f"{SERVER}{index}"
 
 
-def server_index(role: str) -> Optional[int]:
+def server_index(role: str) -> int | None:
     """server -> 0, server3 -> 3; None for a role that is not a server's."""
     if role == SERVER:
         return 0
@@ -140,7 +140,7 @@ class Endpoint:
     interface: str
     ipv4: ipaddress.IPv4Interface
     ipv6: ipaddress.IPv6Interface
-    edge_port: Optional[str] = None  # hosts only: the edge-side end of this host's veth
+    edge_port: str | None = None  # hosts only: the edge-side end of this host's veth
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ class LabTopology:
         object.__setattr__(self, "state_dir", Path(self.state_dir).absolute())
 
     # --- names -----------------------------------------------------------------------------
-    def namespace(self, role: str) -> Optional[str]:
+    def namespace(self, role: str) -> str | None:
         """Network namespace of `role`; None for "root" (the machine's own namespace)."""
         return None if role == ROOT else namespace_name(self.name, role)
 
@@ -274,7 +274,7 @@ class LabTopology:
         return self.layout.server(index)
 
     # --- running things ---------------------------------------------------------------------
-    def _namespace_of(self, where: str) -> Optional[str]:
+    def _namespace_of(self, where: str) -> str | None:
         if where == ROOT:
             return None
         if where in self.namespaces:
@@ -298,7 +298,7 @@ class LabTopology:
         return ["ip", "netns", "exec", namespace, *argv]
 
     def run(self, where: str, argv: Sequence[str], *, check: bool = True, timeout: float = 60,
-            input: Optional[str] = None) -> subprocess.CompletedProcess:
+            input: str | None = None) -> subprocess.CompletedProcess:
         """Run `argv` in `where` and capture text output; with check, a failure is a LabError."""
         return run_command(self.exec_argv(where, argv), input=input, timeout=timeout, check=check,
                            what=f"{' '.join(argv)} (in {where})")

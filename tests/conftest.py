@@ -22,5 +22,10 @@ def update_golden(request) -> bool:
 # --- the lab (tests/lab_fixtures.py): `lab`, `lab_factory`, the netfilter skip, and the
 # session guard that fails the run if this machine's own firewall changed.
 from lab_fixtures import (  # noqa: E402,F401
-    lab, lab_factory, pytest_collection_modifyitems, pytest_sessionfinish, pytest_sessionstart,
-    root_namespace_guard)
+    lab,
+    lab_factory,
+    pytest_collection_modifyitems,
+    pytest_sessionfinish,
+    pytest_sessionstart,
+    root_namespace_guard,
+)

@@ -32,12 +32,13 @@ def command_provider_under_test() -> str | None:
 
 
 def pulumi(args: list[str], backend: Path, cwd: Path | None = None, timeout: float = 600,
-           env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """`scripts/pulumi ARGS` with a private file backend; output is returned, never printed raw."""
+           env: dict | None = None, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """`scripts/pulumi ARGS` with a private file backend; output is returned, never printed raw.
+    `stdin` feeds e.g. `config set --secret KEY` (a secret never goes on a command line)."""
     environment = {**os.environ, "PULUMI_BACKEND_URL": f"file://{backend}",
                    "PULUMI_HOME": str(backend / "home"), "HL_USE_BUILT_PULUMI": "1", **(env or {})}
     argv = [str(PROJECT_DIR / "scripts" / "pulumi"), *(["--cwd", str(cwd)] if cwd else []), *args]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=environment)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=environment, input=stdin)
     if check and result.returncode != 0:
         raise AssertionError(f"pulumi {' '.join(args)} failed ({result.returncode}):\n"
                              f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")

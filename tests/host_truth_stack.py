@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import PROJECT_DIR, engine_missing_reason, pulumi, remove_lab_stack
 from hardened_lightsail.ssh_session import SshEndpoint, run_remote
 from lab.identity import LabIdentity, stack_lab
 from lab.layout import LabLayout
+
+from engine import PROJECT_DIR, engine_missing_reason, pulumi, remove_lab_stack
 
 CONFIRM_SECONDS = 10
 ROLLBACK_GRACE_SECONDS = 5
@@ -50,6 +51,9 @@ class HostTruthStack:
         return ["preview", "-s", self.name, "--refresh", "--diff", "--non-interactive"]
 
     def write(self, firewall: dict) -> None:
+        # A log prefix of the stack's own makes its releases its own: the lab servers share this
+        # machine's /root, where each release is copied to a directory named by its hash.
+        firewall = {"dropLog": {"prefix": f"HL-{self.name}: "}, **firewall}
         config = {"config": {"hardened-lightsail:target": "lab", "hardened-lightsail:firewall": firewall}}
         (PROJECT_DIR / f"Pulumi.{self.name}.yaml").write_text(yaml.safe_dump(config))
 
@@ -106,14 +110,15 @@ def host_truth_stack(name: str, tmp_path_factory):
 
 
 def drift_shows_and_up_repairs_it(stack: HostTruthStack, command: str, reason: str, past_the_deadline: bool) -> None:
-    """`command` on the host drifts it: `preview --refresh` names `reason`, refresh + `up` repairs
-    it through commit-confirm, and (past_the_deadline) the host still runs it after the deadline."""
+    """`command` on the host ({release}: the release's hash) drifts it: `preview --refresh` names
+    `reason`, refresh + `up` repairs it through commit-confirm, and (past_the_deadline) the host
+    still runs it after the deadline."""
     stack.write(BASE)
     stack.pulumi(stack.up)
     clean = stack.pulumi(stack.preview_refresh)
     assert "hostState" not in clean.stdout, clean.stdout
 
-    stack.on_host(command)
+    stack.on_host(command.format(release=stack.outputs()["releaseHash"]))
     preview = stack.pulumi(stack.preview_refresh)
     changed = [line for line in preview.stdout.splitlines() if "hostState" in line]
     assert changed and "drift:" in changed[0] and reason in changed[0] and '"in sync"' in changed[0], preview.stdout

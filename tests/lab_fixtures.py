@@ -26,10 +26,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lab import lab_down, lab_up  # noqa: E402  (after the path is set)
-from lab.slots import registered_labs  # noqa: E402
-from lab.topology import (MAX_SERVERS, NAMESPACE_SUFFIX, namespace_name, server_role,  # noqa: E402
-                          uplink_interface_name)
+from lab import lab_down, lab_up
+from lab.slots import registered_labs
+from lab.topology import MAX_SERVERS, NAMESPACE_SUFFIX, namespace_name, server_role, uplink_interface_name
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Under pytest-xdist (scripts/test runs test files side by side) each worker is a process of its
@@ -43,7 +42,7 @@ TEST_RUN = os.environ.get("HL_TEST_RUN") or f"t{os.getpid() % 100000}"
 SESSION_LAB_PREFIX = TEST_RUN + (XDIST_WORKER or "").removeprefix("gw") + "-"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def netns_unavailable_reason() -> str | None:
     """Why namespace tests can't run here, or None. Tries a throwaway namespace for real."""
     if os.geteuid() != 0:

@@ -20,8 +20,17 @@ from hardened_lightsail.host_layer import ban_list, hits_list
 from hardened_lightsail.release import Release, render_release
 from lab import ADMIN_CIDRS
 from lab.probe import nmap_scan, probe
-from lab.topology import (ADMIN, HIDDEN_TCP_PORTS, HIDDEN_UDP_PORTS, HTTP_PORT, HTTPS_PORT, INTERNET,
-                          INTERNET2, SERVER, SSH_PORT)
+from lab.topology import (
+    ADMIN,
+    HIDDEN_TCP_PORTS,
+    HIDDEN_UDP_PORTS,
+    HTTP_PORT,
+    HTTPS_PORT,
+    INTERNET,
+    INTERNET2,
+    SERVER,
+    SSH_PORT,
+)
 
 BAN_SECONDS, SCAN_THRESHOLD = 20, 3
 # Nobody listens here: a bare host answers RST ("closed"), which tells a scanner it exists.
@@ -123,7 +132,7 @@ def wait_until_every_client_reaches_the_web(lab) -> None:
     targets = [(lab.address(SERVER, family), "tcp", HTTP_PORT) for family in FAMILIES]
     with ThreadPoolExecutor(max_workers=len(CLIENTS)) as pool:
         seen = dict(zip(CLIENTS, pool.map(lambda client: probe(lab.namespace(client), targets, timeout=5),
-                                          CLIENTS)))
+                                          CLIENTS), strict=True))
     broken = {client: [(r.address, r.state) for r in results if r.state != "open"]
               for client, results in seen.items()}
     assert not any(broken.values()), f"the lab's web server is unreachable before any rule is loaded: {broken}"

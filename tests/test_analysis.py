@@ -9,9 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from golden_cases import case_names, load_case
-from hardened_lightsail.analysis import (ERROR, WARNING, Finding, analyse, layer_findings, lockout_findings,
-                                         shadow_findings, shadowed_rules, world_ssh_findings)
+from hardened_lightsail.analysis import (
+    ERROR,
+    WARNING,
+    Finding,
+    analyse,
+    layer_findings,
+    shadow_findings,
+    shadowed_rules,
+    world_ssh_findings,
+)
 from hardened_lightsail.config import settings_from_values
 from hardened_lightsail.evaluate import host_allows
 from hardened_lightsail.exposure import ANYONE_ELSE, ExposureRow, exposure_map, exposure_table, format_table
@@ -19,6 +26,8 @@ from hardened_lightsail.iptables_rules import Rule, Ruleset
 from hardened_lightsail.networks import parse_cidr
 from hardened_lightsail.policy import PortRange
 from hardened_lightsail.release import render_release
+
+from golden_cases import case_names, load_case
 
 FW = Path(__file__).resolve().parent.parent / "scripts" / "fw"
 ADMIN = "203.0.113.7/32"

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_policy_diff import fw_diff, git
 
 from hardened_lightsail.analysis import analyse
 from hardened_lightsail.config import ConfigError, load_stack_file, settings_from_values
 from hardened_lightsail.networks import NetworkIndex, cidr_text, parse_cidr
 from hardened_lightsail.release import render_release
-from test_policy_diff import fw_diff, git
 
 FW = Path(__file__).resolve().parent.parent / "scripts" / "fw"
 ADMIN = "203.0.113.7/32"

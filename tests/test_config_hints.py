@@ -10,8 +10,9 @@ import subprocess
 import pytest
 import yaml
 
-from engine import PROJECT_DIR, engine_missing_reason, pulumi
 from hardened_lightsail.config import ConfigError, settings_from_values
+
+from engine import PROJECT_DIR, engine_missing_reason, pulumi
 
 ADMIN = ["192.0.2.0/24", "2001:db8:a::/48"]
 

@@ -7,9 +7,9 @@ names config.py derives from it), so a field added there is fed the same values 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import re
 import subprocess
+import types
 import typing
 from pathlib import Path
 
@@ -38,9 +38,10 @@ SAMPLE["verify"]["vantage"]["privateKey"] = ENCRYPTED  # a secret: never in the 
 
 
 def _unoptional(hint):
-    """Optional[Vantage] -> Vantage: the walk goes into an optional part of the config too."""
+    """Vantage | None -> Vantage: the walk goes into an optional part of the config too."""
     arguments = [a for a in typing.get_args(hint) if a is not type(None)]
-    return arguments[0] if typing.get_origin(hint) is typing.Union and len(arguments) == 1 else hint
+    is_union = typing.get_origin(hint) in (typing.Union, types.UnionType)  # Optional[X] or X | None
+    return arguments[0] if is_union and len(arguments) == 1 else hint
 
 
 def config_fields(model=StackSettings, sample=SAMPLE, path=""):

@@ -10,8 +10,17 @@ import pytest
 import yaml
 
 from hardened_lightsail.config import ConfigError, load_stack_file, settings_from_values
-from hardened_lightsail.policy import (DropLog, FirewallPolicy, LabSettings, PortRange, PortScanTrap,
-                                       ServerSettings, Service, SshRateLimit, StackSettings)
+from hardened_lightsail.policy import (
+    DropLog,
+    FirewallPolicy,
+    LabSettings,
+    PortRange,
+    PortScanTrap,
+    ServerSettings,
+    Service,
+    SshRateLimit,
+    StackSettings,
+)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 FW = PROJECT_DIR / "scripts" / "fw"

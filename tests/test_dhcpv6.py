@@ -19,6 +19,7 @@ from hardened_lightsail.host_layer import ban_list, hits_list
 from lab.dhcpv6 import Dhcpv6Exchange, LeaseTimers
 from lab.netns import add_namespace, delete_namespace, in_namespace, ip, namespace_pids
 from lab.processes import stop_pids
+
 from lab_helpers import render
 
 pytestmark = [

@@ -19,6 +19,7 @@ import pytest
 from lab.docker_layout import BRIDGE, DockerLayout, PublishedPort
 from lab.netns import add_namespace, delete_namespace, ip, namespace_pids
 from lab.processes import stop_pids
+
 from payload_fixtures import apply, confirm, host, machine_is_untouched  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.netfilter

@@ -1,14 +1,22 @@
 """`fw logs`: the kernel's dropped-packet lines as journalctl, dmesg and kern.log print them,
 summarized per source, port and protocol, with the LOG rule's rate limit detected (unit tests;
 the lab test reads real kernel lines: tests/test_live_host.py)."""
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from hardened_lightsail.drop_log import (DropLine, LogText, format_summary, limit_reached, log_rules, parse_drop_line,
-                                         parse_limit, summarize)
+from hardened_lightsail.drop_log import (
+    DropLine,
+    LogText,
+    format_summary,
+    limit_reached,
+    log_rules,
+    parse_drop_line,
+    parse_limit,
+    summarize,
+)
 from hardened_lightsail.saved_rules import parse_saved_ruleset
 
 PREFIX = "IPTables-Dropped: "
-NOW = datetime(2026, 11, 27, 7, 30, tzinfo=timezone.utc).timestamp()
+NOW = datetime(2026, 11, 27, 7, 30, tzinfo=UTC).timestamp()
 V4 = ("IPTables-Dropped: IN=eth0 OUT= MAC=02:00:00:00:00:01:02:00:00:00:00:02:08:00 SRC=198.51.100.7 "
       "DST=203.0.113.10 LEN=60 TOS=0x00 PREC=0x00 TTL=63 ID=51515 DF PROTO=TCP SPT=40000 DPT={port} WINDOW=64240 "
       "RES=0x00 SYN URGP=0")

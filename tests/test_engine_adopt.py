@@ -10,15 +10,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_live_host import kernel_logs_namespaces  # noqa: F401  (fixture)
 
-from engine import PROJECT_DIR, engine_missing_reason, pulumi, remove_lab_stack
 from lab.identity import stack_lab
 from lab.layout import LabLayout
 from lab.probe import probe
 from lab.topology import LabTopology
+
+from engine import PROJECT_DIR, engine_missing_reason, pulumi, remove_lab_stack
 from lab_fixtures import SESSION_LAB_PREFIX
 from lab_helpers import OPEN_EDGE
-from test_live_host import kernel_logs_namespaces  # noqa: F401  (fixture)
 
 STACK = "adopttest"
 LAB = stack_lab(PROJECT_DIR, STACK)  # the lab this checkout's stack stands up
@@ -76,7 +77,7 @@ def test_our_own_live_rules_lint_clean_and_the_stack_would_change_nothing(stack,
     assert "The exposure is the same: the policy keeps open exactly what the server opens now." in diff.stdout
 
 
-def test_logs_finds_the_stacks_server_through_its_outputs(stack, kernel_logs_namespaces, tmp_path):  # noqa: F811
+def test_logs_finds_the_stacks_server_through_its_outputs(stack, kernel_logs_namespaces, tmp_path):
     outputs, env = stack
     address4, address6 = outputs["publicIp"], outputs["ipv6Addresses"][0]
     # The edge drops what the cloud layer closes before the host sees it: open it (drift that the

@@ -6,7 +6,6 @@ files, the release copy): tests/test_engine_drift_state.py, a stack of its own r
 from __future__ import annotations
 
 import pytest
-
 from host_truth_stack import MARKS, drift_shows_and_up_repairs_it, host_truth_stack
 
 pytestmark = MARKS

@@ -12,10 +12,11 @@ import subprocess
 import time
 
 import pytest
+from host_truth_stack import BASE, CONFIRM_SECONDS, MARKS, host_truth_stack
+
+from hardened_lightsail.commit_confirm import PAUSE_BEFORE_CONFIRM
 
 from engine import PROJECT_DIR
-from hardened_lightsail.commit_confirm import PAUSE_BEFORE_CONFIRM
-from host_truth_stack import BASE, CONFIRM_SECONDS, MARKS, host_truth_stack
 
 pytestmark = MARKS
 WITH_ALT_HTTP = dict(BASE, services=BASE["services"] + [{"name": "alt-http", "protocol": "tcp", "ports": "8080"}])

@@ -10,8 +10,9 @@ import time
 import pytest
 import yaml
 
-from engine import PROJECT_DIR, engine_missing_reason, pulumi, remove_lab_stack
 from lab.identity import stack_lab
+
+from engine import PROJECT_DIR, engine_missing_reason, pulumi, remove_lab_stack
 
 STACK = "labtest"
 LAB = stack_lab(PROJECT_DIR, STACK)  # its own lab name: a `labtest` of another checkout can run alongside

@@ -6,13 +6,15 @@ import json
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
+from test_engine_lab import _from_internet
+
+from lab.identity import stack_lab
 
 from engine import PROJECT_DIR, engine_missing_reason, pulumi, remove_lab_stack
-from lab.identity import stack_lab
-from test_engine_lab import _from_internet
 
 STACK = "labfleet"
 LAB = stack_lab(PROJECT_DIR, STACK)
@@ -87,7 +89,7 @@ def test_three_lab_servers_each_verified_from_outside_and_destroyed_without_a_tr
                                capture_output=True, text=True, timeout=30)
         assert login.returncode == 0 and server["publicIp"] in login.stdout, login.stderr
         known_hosts = re.search(r"UserKnownHostsFile=(\S+)", server["sshCommand"]).group(1)
-        fingerprints.add(open(known_hosts).read().split()[2])
+        fingerprints.add(Path(known_hosts).read_text().split()[2])
     assert len(fingerprints) == 3, "every server has a host key of its own"
 
     again = pulumi(["up", "-s", STACK, *UP], backend)

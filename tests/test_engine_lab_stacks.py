@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import PROJECT_DIR, engine_missing_reason
 from lab.identity import stack_lab
 from lab.slots import registered_labs
+
+from engine import PROJECT_DIR, engine_missing_reason
 
 pytestmark = [pytest.mark.engine, pytest.mark.netfilter,
               pytest.mark.skipif(engine_missing_reason() is not None, reason=engine_missing_reason() or ""),
@@ -89,7 +90,7 @@ def test_two_checkouts_lab_stacks_and_three_more_run_side_by_side(checkouts):
         ups = list(pool.map(lambda pair: run(made, backends, pair[0], [
             "up", "-s", pair[1], "--yes", "--skip-preview", "--non-interactive"], check=False), STACKS))
     all_up = time.monotonic() - started
-    for (checkout, stack), result in zip(STACKS, ups):
+    for (checkout, stack), result in zip(STACKS, ups, strict=True):
         assert result.returncode == 0, f"{checkout}/{stack}:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}"
 
     outputs = {pair: outputs_of(made, backends, *pair) for pair in STACKS}

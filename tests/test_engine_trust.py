@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import PROJECT_DIR, command_provider_under_test, engine_missing_reason, pulumi, remove_lab_stack
 from hardened_lightsail.config import settings_from_values
 from hardened_lightsail.effective_settings import effective_settings
 from hardened_lightsail.host_keys import PublicHostKey, generate_host_key
@@ -28,6 +27,8 @@ from hardened_lightsail.release import render_release
 from lab.identity import stack_lab
 from lab.layout import LabLayout
 from lab.lifecycle import lab_up
+
+from engine import PROJECT_DIR, command_provider_under_test, engine_missing_reason, pulumi, remove_lab_stack
 
 STACK = "trusttest"
 LAB = stack_lab(PROJECT_DIR, STACK)
@@ -71,7 +72,7 @@ class Impostor:
             f"PidFile {self.pid_file}\nAuthorizedKeysFile /dev/null\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nLogLevel VERBOSE\n")
 
-    def __enter__(self) -> "Impostor":
+    def __enter__(self) -> Impostor:
         os.kill(int(LabLayout(LAB.state_dir).pid_file("sshd").read_text()), signal.SIGTERM)
         time.sleep(0.5)
         subprocess.run(["ip", "netns", "exec", self.namespace, "/usr/sbin/sshd", "-f",

@@ -2,8 +2,9 @@
 the server exposes (hardened_lightsail/foreign_rules.py), judged on the release's own rules."""
 import pytest
 
-from golden_cases import load_case
 from hardened_lightsail.foreign_rules import exposure_changes
+
+from golden_cases import load_case
 
 
 @pytest.fixture(scope="module")

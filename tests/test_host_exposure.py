@@ -23,9 +23,31 @@ import pytest
 from hardened_lightsail.exposure import ANYONE_ELSE, exposure_table
 from lab.probe import nmap_scan, probe
 from lab.topology import ADMIN, EDGE, HIDDEN_TCP_PORTS, HTTP_PORT, HTTPS_PORT, INTERNET, INTERNET2, SERVER, SSH_PORT
-from lab_helpers import (APP_PORT, BAN_SECONDS, CLIENTS, FAMILIES, NMAP_PORTS, OPEN_EDGE, PROBE_TIMEOUT,
-                         SCAN_THRESHOLD, TCP_PORTS, UDP_PORTS, UNUSED_PORT, Layers, every, firewall_values,
-                         layers, needs_nmap, nmap_scans, pings, render, shipped, ssh, web_from)  # noqa: F401
+
+from lab_helpers import (  # noqa: F401 (fixtures)
+    APP_PORT,
+    BAN_SECONDS,
+    CLIENTS,
+    FAMILIES,
+    NMAP_PORTS,
+    OPEN_EDGE,
+    PROBE_TIMEOUT,
+    SCAN_THRESHOLD,
+    TCP_PORTS,
+    UDP_PORTS,
+    UNUSED_PORT,
+    Layers,
+    every,
+    firewall_values,
+    layers,
+    needs_nmap,
+    nmap_scans,
+    pings,
+    render,
+    shipped,
+    ssh,
+    web_from,
+)
 
 pytestmark = pytest.mark.netfilter
 

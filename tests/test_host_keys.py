@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -54,7 +55,7 @@ def test_a_memory_file_is_private_and_on_no_file_system():
     with memory_file("secret text\n", "hl-test") as path:
         assert path == f"/proc/{os.getpid()}/fd/{path.rsplit('/', 1)[1]}"
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-        assert open(path).read() == "secret text\n"  # what a child opening the path reads
+        assert Path(path).read_text() == "secret text\n"  # what a child opening the path reads
         assert os.readlink(path).startswith("/memfd:hl-test")
     assert not os.path.exists(path)
 

@@ -23,9 +23,24 @@ from hardened_lightsail.host_layer import hits_list
 from lab.docnet import require_documentation_address
 from lab.probe import probe
 from lab.topology import ADMIN, EDGE, HIDDEN_TCP_PORTS, HTTP_PORT, HTTPS_PORT, INTERNET, INTERNET2, SERVER, SSH_PORT
-from lab_helpers import (FAMILIES, OPEN_EDGE, PROBE_TIMEOUT, SCAN_THRESHOLD, UNUSED_PORT, every,  # noqa: F401
-                         firewall_values, layers, needs_nmap, nmap_scans, recent_list, render, shipped, ssh,
-                         web_from)
+
+from lab_helpers import (  # noqa: F401
+    FAMILIES,
+    OPEN_EDGE,
+    PROBE_TIMEOUT,
+    SCAN_THRESHOLD,
+    UNUSED_PORT,
+    every,
+    firewall_values,
+    layers,
+    needs_nmap,
+    nmap_scans,
+    recent_list,
+    render,
+    shipped,
+    ssh,
+    web_from,
+)
 
 pytestmark = pytest.mark.netfilter
 
@@ -58,7 +73,7 @@ def test_an_ssh_brute_force_burst_from_the_internet_never_connects(lab, layers, 
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=len(FAMILIES)) as pool:
         # Ten at a time: 30 attempts per family in three waves, about 3 s.
-        seen = dict(zip(FAMILIES, pool.map(lambda f: attempts(lab, INTERNET, f, ATTEMPTS, workers=10), FAMILIES)))
+        seen = dict(zip(FAMILIES, pool.map(lambda f: attempts(lab, INTERNET, f, ATTEMPTS, workers=10), FAMILIES), strict=True))
     elapsed = time.monotonic() - started
     for family in FAMILIES:
         # Not one handshake, and not one RST either: the port does not even admit it exists.

@@ -12,6 +12,7 @@ import pytest
 from lab import ADMIN_CIDRS
 from lab.fail2ban import Fail2ban
 from lab.topology import ADMIN, INTERNET2, SERVER
+
 from payload_fixtures import lab_server, lab_ssh, lab_state, render_lab_release  # noqa: F401 (fixtures)
 
 pytestmark = [

@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import pytest
+from test_lab_topology import WEB_AND_ADMIN_SSH, _host_rolled_back, _wait_for_return, cloud_ports_file, port_info  # noqa: F401 (a fixture)
 
 from hardened_lightsail.host_keys import generate_host_key
 from hardened_lightsail.ssh_session import SshEndpoint, run_remote
@@ -17,7 +18,6 @@ from lab.boot import BootPlan
 from lab.netns import namespace_exists
 from lab.probe import probe, states, targets
 from lab.services import booting, service_pids
-from test_lab_topology import WEB_AND_ADMIN_SSH, _host_rolled_back, _wait_for_return, cloud_ports_file, port_info  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.netfilter
 

@@ -12,6 +12,7 @@ from lab.cloud_layer import validate_port_infos
 from lab.machine_addresses import MachineAddress, slot_conflicts
 from lab.probe import nmap_argv, parse_nmap_xml, probe
 from lab.topology import MAX_SERVERS
+
 from lab_fixtures import SESSION_LAB_PREFIX, guard_problems
 
 
@@ -238,7 +239,7 @@ def test_guard_fails_on_a_changed_root_firewall_and_on_leftovers():
 @pytest.mark.parametrize("tool", ["iptables", "/usr/sbin/ip6tables-restore", "ipset", "nft", "sysctl"])
 def test_lab_run_refuses_firewall_tools_in_the_root_namespace(tool):
     lab = LabTopology("demo", 0, "/tmp/demo")
-    with pytest.raises(LabError, match="refusing to run .* in the root namespace"):
+    with pytest.raises(LabError, match=r"refusing to run .* in the root namespace"):
         lab.run("root", [tool, "-F"])
     assert lab.exec_argv("server", [tool, "-S"])[:4] == ["ip", "netns", "exec", "hl-demo-srv"]
 

@@ -23,6 +23,7 @@ from lab.processes import is_alive
 from lab.services import service_pids
 from lab.slots import registered_labs
 from lab.topology import SLOT_COUNT, LabTopology, uplink_interface_name
+
 from lab_fixtures import SESSION_LAB_PREFIX
 
 pytestmark = pytest.mark.netfilter
@@ -64,7 +65,7 @@ def exposure(lab, origin, tcp_ports=ALL_TCP, udp_ports=(5353,)):
 def exposures(lab, origins, **ports):
     """exposure() from several origins at once (each probe waits out its timeouts in parallel)."""
     with ThreadPoolExecutor(max_workers=len(origins)) as pool:
-        return dict(zip(origins, pool.map(lambda origin: exposure(lab, origin, **ports), origins)))
+        return dict(zip(origins, pool.map(lambda origin: exposure(lab, origin, **ports), origins), strict=True))
 
 
 def expect(open_tcp=(), filtered_tcp=(), udp_state="filtered"):

@@ -11,15 +11,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_rules_lint import RULESETS
+from test_rules_lint_corpus import EXPECTED
 
 from hardened_lightsail.live_host import RULES_SCRIPT, SCRIPT_HEAD, HostError, SshTarget, _rules_from, parse_sections
 from lab import ADMIN_CIDRS
 from lab.probe import probe
 from lab.topology import INTERNET, SERVER
+
 from lab_fixtures import SESSION_LAB_PREFIX
 from lab_helpers import EMPTY_FILTER, OPEN_EDGE, Layers, render, wait_until_every_client_reaches_the_web
-from test_rules_lint import RULESETS
-from test_rules_lint_corpus import EXPECTED
 
 pytestmark = pytest.mark.netfilter
 

@@ -18,10 +18,33 @@ import time
 import pytest
 
 from payload_fixtures import (  # noqa: F401 (fixtures)
-    ADMIN_V4, ADMIN_V6, BLOCKLIST_IPSETS, BLOCKLIST_V4, BLOCKLIST_V6, EMPTY_POLICIES, KEEPS_SSH_V4,
-    KEEPS_SSH_V6, TOO_LATE, apply, apply_and_confirm, blocklist, confirm, host, keeps_ssh, lab_good_release,
-    lab_rules, lab_server, lab_ssh, lab_state, load_rules, locks_out, machine_is_untouched,
-    render_lab_release, send_udp_on_loopback, wait_for_lab_state)
+    ADMIN_V4,
+    ADMIN_V6,
+    BLOCKLIST_IPSETS,
+    BLOCKLIST_V4,
+    BLOCKLIST_V6,
+    EMPTY_POLICIES,
+    KEEPS_SSH_V4,
+    KEEPS_SSH_V6,
+    TOO_LATE,
+    apply,
+    apply_and_confirm,
+    blocklist,
+    confirm,
+    host,
+    keeps_ssh,
+    lab_good_release,
+    lab_rules,
+    lab_server,
+    lab_ssh,
+    lab_state,
+    load_rules,
+    locks_out,
+    machine_is_untouched,
+    render_lab_release,
+    send_udp_on_loopback,
+    wait_for_lab_state,
+)
 from payload_helpers import PAYLOAD, make_release
 
 pytestmark = [
@@ -113,7 +136,7 @@ def test_reapply_of_active_release_leaves_live_rules_and_counters_untouched(host
 
 
 def test_reapply_of_pending_release_keeps_the_original_rollback_target(host, keeps_ssh):
-    directory, release_hash = keeps_ssh
+    directory, _release_hash = keeps_ssh
     assert apply(host, directory, timeout=30).returncode == 0
 
     again = apply(host, directory, timeout=30)
@@ -125,7 +148,7 @@ def test_reapply_of_pending_release_keeps_the_original_rollback_target(host, kee
 
 
 def test_reapply_after_live_drift_applies_again(host, keeps_ssh):
-    directory, release_hash = keeps_ssh
+    directory, _release_hash = keeps_ssh
     apply_and_confirm(host, keeps_ssh)
     host.netns_run(["iptables", "-I", "HL-INPUT", "-j", "ACCEPT"])
 
@@ -200,7 +223,7 @@ def test_apply_returns_at_once_because_the_sleeper_holds_no_session_pipes(host, 
     proc = host.popen_hlfw("apply", "--release", str(directory), "--timeout", "60")
     started = time.monotonic()
 
-    stdout, stderr = proc.communicate(timeout=30)  # EOF on both pipes, like an SSH channel
+    _stdout, stderr = proc.communicate(timeout=30)  # EOF on both pipes, like an SSH channel
 
     assert proc.returncode == 0, stderr
     assert time.monotonic() - started < 10
@@ -235,7 +258,7 @@ COMMIT
     previous_sets = "create hl-block-v4 hash:net family inet hashsize 1024 maxelem 65536\nadd hl-block-v4 198.51.100.0/24\n"
     load_rules(host, previous_v4, previous_v6, previous_sets)
     before = (host.save("v4"), host.save("v6"), host.ipsets())
-    directory, release_hash = blocklist
+    directory, _release_hash = blocklist
 
     assert apply(host, directory, timeout=30).returncode == 0
     assert host.save("v4") != before[0]
@@ -248,7 +271,7 @@ COMMIT
 
 def test_rollback_of_a_first_apply_restores_empty_tables_with_accept_policies(host, blocklist):
     assert host.netns_run(["iptables-save"]).stdout == ""  # a fresh host: no tables at all
-    directory, release_hash = blocklist
+    directory, _release_hash = blocklist
 
     assert apply(host, directory, timeout=3).returncode == 0
     host.wait_for_state("rolled-back", 3 + 5)
@@ -267,7 +290,7 @@ def test_rollback_forgets_bans_made_under_the_rolled_back_rules(host, keeps_ssh,
         "-A HL-INPUT -i lo -j ACCEPT\n",
         "-A HL-INPUT -i lo -j ACCEPT\n-A HL-INPUT -m recent --name hl-banned-v4 --update --seconds 3600 -j DROP\n")
     directory = tmp_path / "trap"
-    release_hash = make_release(directory, trap, KEEPS_SSH_V6)
+    make_release(directory, trap, KEEPS_SSH_V6)
     assert apply(host, directory).returncode == 0
     # What the unconfirmed rules did meanwhile: they banned the admin they locked out.
     host.netns_run(["sh", "-c", f"echo +{ADMIN_V4} > /proc/net/xt_recent/hl-banned-v4"])
@@ -279,7 +302,7 @@ def test_rollback_forgets_bans_made_under_the_rolled_back_rules(host, keeps_ssh,
 
 
 def test_rollback_if_pending_ignores_other_releases(host, keeps_ssh):
-    directory, release_hash = keeps_ssh
+    _directory, release_hash = keeps_ssh
     apply_and_confirm(host, keeps_ssh)
     live = host.save("v4")
 
@@ -341,7 +364,7 @@ def test_confirm_of_unknown_release_fails_clearly(host):
 def test_reboot_loads_the_last_confirmed_rules_never_unconfirmed_ones(host, blocklist, locks_out):
     apply_and_confirm(host, blocklist)
     confirmed_rules = (host.save("v4"), host.save("v6"), host.ipsets())
-    directory, unconfirmed_hash = locks_out
+    directory, _unconfirmed_hash = locks_out
     assert apply(host, directory, timeout=60).returncode == 0
     assert host.rules("v4") != confirmed_rules[0]
 
@@ -381,7 +404,7 @@ def test_two_concurrent_applies_are_serialised(host, keeps_ssh, blocklist, lock_
     time.sleep(0.7)
     second = host.popen_hlfw("apply", "--release", str(blocklist[0]), "--timeout", "60", env=env)
 
-    first_out, first_err = first.communicate(timeout=60)
+    _first_out, first_err = first.communicate(timeout=60)
     second_out, second_err = second.communicate(timeout=60)
 
     assert first.returncode == 0, first_err
@@ -430,7 +453,7 @@ def test_corrupt_manifest_is_refused_before_anything_is_touched(host, keeps_ssh,
     apply_and_confirm(host, keeps_ssh)
     before = (host.save("v4"), host.save("v6"), sorted(os.listdir(host.state_dir / "releases")),
               (host.state_dir / "state").read_text())
-    directory, release_hash = blocklist
+    directory, _release_hash = blocklist
     (directory / "rules.v4").write_text(BLOCKLIST_V4.replace("192.0.2.66", "0.0.0.0/0"))
 
     result = apply(host, directory)
@@ -443,7 +466,7 @@ def test_corrupt_manifest_is_refused_before_anything_is_touched(host, keeps_ssh,
 
 
 def test_file_missing_from_manifest_is_refused(host, keeps_ssh):
-    directory, release_hash = keeps_ssh
+    directory, _release_hash = keeps_ssh
     (directory / "extra.sh").write_text("echo surprise\n")
     result = apply(host, directory)
     assert result.returncode == 2
@@ -512,7 +535,7 @@ printf '%s\\n' "$input" | exec /usr/sbin/ip6tables-restore "$@"
 
 
 def test_release_file_that_does_not_match_the_manifest_is_refused(host, keeps_ssh):
-    directory, release_hash = keeps_ssh
+    directory, _release_hash = keeps_ssh
     (directory / "RELEASE").write_text("0123456789abcdef\n")
     result = apply(host, directory)
     assert result.returncode == 2
@@ -539,7 +562,7 @@ def test_non_root_without_sudo_gets_a_clear_error(tmp_path):
 # ---------------------------------------------------------------- verify
 
 def test_verify_reports_listeners_and_fails_with_a_diff_on_drift(host, keeps_ssh):
-    directory, release_hash = keeps_ssh
+    _directory, release_hash = keeps_ssh
     apply_and_confirm(host, keeps_ssh)
     listener = host.popen([sys.executable, "-c", "import socket, time\n"
                            "s = socket.socket(socket.AF_INET6); s.bind(('::', 8443)); s.listen()\n"
@@ -724,7 +747,7 @@ def test_ssh_forced_lockout_is_rolled_back_and_new_connections_work_again(lab_se
 
 def test_ssh_session_killed_mid_apply_still_ends_in_rollback(lab_server, tmp_path):
     lab = lab_server
-    directory, release_hash = lab_good_release(lab, tmp_path)
+    directory, _release_hash = lab_good_release(lab, tmp_path)
     timeout = 4
     session = subprocess.Popen(
         lab.ssh_argv("admin", [f"sh {directory}/hlfw apply --release {directory} --timeout {timeout}; sleep 60"]),

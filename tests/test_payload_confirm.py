@@ -14,8 +14,17 @@ import shutil
 import pytest
 
 from payload_fixtures import (  # noqa: F401 (fixtures)
-    ADMIN_V4, apply, confirm, host, keeps_ssh, lab_good_release, lab_server, lab_ssh, lab_state,
-    machine_is_untouched)
+    ADMIN_V4,
+    apply,
+    confirm,
+    host,
+    keeps_ssh,
+    lab_good_release,
+    lab_server,
+    lab_ssh,
+    lab_state,
+    machine_is_untouched,
+)
 
 pytestmark = [
     pytest.mark.netfilter,

@@ -14,8 +14,15 @@ import shutil
 import pytest
 
 from payload_fixtures import (  # noqa: F401 (fixtures)
-    ADMIN_V4, ADMIN_V6, apply, apply_and_confirm, host, keeps_ssh, machine_is_untouched,
-    render_lab_release)
+    ADMIN_V4,
+    ADMIN_V6,
+    apply,
+    apply_and_confirm,
+    host,
+    keeps_ssh,
+    machine_is_untouched,
+    render_lab_release,
+)
 from payload_helpers import SSHD_T_KEYS_ONLY
 
 pytestmark = [
@@ -190,9 +197,9 @@ def test_a_pending_release_is_not_in_sync_until_confirmed(host, tmp_path):
     assert (code, header["state"], header["release"]) == (1, "pending", release_hash)
     deadline = host.state()["deadline"]
     assert reasons == [f"state is pending: release {release_hash} is live but not confirmed (it rolls back at {deadline})",
-                       "persisted /etc/iptables/rules.v4 is missing (release %s has rules.v4)" % release_hash,
-                       "persisted /etc/iptables/rules.v6 is missing (release %s has rules.v6)" % release_hash,
-                       "persisted /etc/iptables/ipsets is missing (release %s has ipsets)" % release_hash]
+                       f"persisted /etc/iptables/rules.v4 is missing (release {release_hash} has rules.v4)",
+                       f"persisted /etc/iptables/rules.v6 is missing (release {release_hash} has rules.v6)",
+                       f"persisted /etc/iptables/ipsets is missing (release {release_hash} has ipsets)"]
 
 
 def test_a_rolled_back_release_says_why_and_what_differs(host, confirmed, keeps_ssh):

@@ -14,7 +14,16 @@ import shutil
 import pytest
 
 from payload_fixtures import (  # noqa: F401 (fixtures)
-    ADMIN_V4, KEEPS_SSH_V4, KEEPS_SSH_V6, apply, apply_and_confirm, blocklist, host, keeps_ssh, machine_is_untouched)
+    ADMIN_V4,
+    KEEPS_SSH_V4,
+    KEEPS_SSH_V6,
+    apply,
+    apply_and_confirm,
+    blocklist,
+    host,
+    keeps_ssh,
+    machine_is_untouched,
+)
 from payload_helpers import make_release
 
 pytestmark = [

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 from pathlib import Path
-from typing import Optional
 
 import pytest
 import yaml
@@ -38,14 +37,14 @@ HTTP_ONLY_ROWS = """| tcp/22 | IPv4 | 203.0.113.7/32 | open | open | YES |
 | ping | IPv6 | anyone else | open | open | YES |"""
 
 
-def side(label: str, firewall: Optional[dict]) -> Side:
+def side(label: str, firewall: dict | None) -> Side:
     """A rendered side from `firewall` config values (admin CIDR defaulted); None: no stack file."""
     if firewall is None:
         return Side.rendered(label, None)
     return Side.rendered(label, settings_from_values({"firewall": {"adminCidrs": [ADMIN], **firewall}}).firewall)
 
 
-def diff_of(base: Optional[dict], head: dict, **options) -> tuple[str, Side, Side]:
+def diff_of(base: dict | None, head: dict, **options) -> tuple[str, Side, Side]:
     base_side, head_side = side("origin/main:Pulumi.web.yaml", base), side("Pulumi.web.yaml", head)
     return diff_markdown("web", "origin/main", base_side, head_side, **options), base_side, head_side
 
@@ -386,7 +385,7 @@ def stack_repo(tmp_path: Path) -> Path:
     return repo
 
 
-def fw_diff(config: Path, base: str = "HEAD", cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+def fw_diff(config: Path, base: str = "HEAD", cwd: Path | None = None) -> subprocess.CompletedProcess:
     # Run from elsewhere on purpose: --base is resolved in the repository of the config file.
     return subprocess.run([str(FW), "diff", "--base", base, "--config", str(config)], capture_output=True, text=True,
                           cwd=cwd or config.parent.parent, timeout=120)

@@ -22,8 +22,18 @@ from hardened_lightsail.cloud_layer import cloud_port_infos, to_provider_args
 from hardened_lightsail.config import NAMESPACE, settings_from_values, values_from_stack_file
 from hardened_lightsail.exposure import exposure_map, exposure_table
 from hardened_lightsail.release import render_release
-from program_mocks_runner import (ARCHIVE, HOST_KEY, HOST_STATE, SECRET, UNKNOWN, fake_host_key, fake_private_key,
-                                 ipv6_address, static_ip)
+
+from program_mocks_runner import (
+    ARCHIVE,
+    HOST_KEY,
+    HOST_STATE,
+    SECRET,
+    UNKNOWN,
+    fake_host_key,
+    fake_private_key,
+    ipv6_address,
+    static_ip,
+)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RUNNER = Path(__file__).resolve().parent / "program_mocks_runner.py"
@@ -130,8 +140,8 @@ def run_program(stack: str, values: dict, other_config: tuple = (), preview: boo
     return json.loads(result.stdout)
 
 
-@functools.lru_cache(maxsize=None)
-def report_of(name: str) -> "Report":
+@functools.cache
+def report_of(name: str) -> Report:
     scenario = {**SCENARIOS, **CLOUD_SCENARIOS}[name]
     release = render_release(scenario.settings.firewall)
     return Report(run_program(scenario.stack, scenario.values, scenario.other_config, scenario.preview,
@@ -731,13 +741,13 @@ def test_stored_cloud_firewall_that_lets_in_what_the_policy_does_passes_the_read
     verdicts = readback_verdicts(report)
     stored = [len(report.outputs(f"{server}-cloud-firewall")["port_infos"]) for server in scenario.servers]
     assert verdicts == [{"server": server, "stored_entries": count, "more_open": [], "less_open": []}
-                        for server, count in zip(scenario.servers, stored)]
+                        for server, count in zip(scenario.servers, stored, strict=True)]
     if name == "aws-quirks":  # really written differently: reordered, ranges split, icmp code -1, no /32
         assert stored[0] > len(report.release.port_infos)
     step = run_readback_step(report)
     assert step.returncode == 0, step.stderr
     assert step.stdout.splitlines() == [f"{server}: the cloud firewall matches the policy ({count} port info(s) "
-                                        "as AWS stores them)" for server, count in zip(scenario.servers, stored)]
+                                        "as AWS stores them)" for server, count in zip(scenario.servers, stored, strict=True)]
     assert not [log for log in report.raw["logs"] if "cloud firewall" in log["message"]]
 
 

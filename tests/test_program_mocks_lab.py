@@ -11,13 +11,14 @@ import time
 
 import pytest
 import yaml
+from test_program_mocks import PROJECT_DIR, SECRET, Report, run_program, unsecret
 
 from hardened_lightsail.config import settings_from_values
 from hardened_lightsail.effective_settings import effective_settings
 from hardened_lightsail.release import render_release
 from lab.identity import stack_lab
+
 from program_mocks_runner import MOCK_LAB_SLOT, fake_host_key
-from test_program_mocks import PROJECT_DIR, SECRET, Report, run_program, unsecret
 
 FW = str(PROJECT_DIR / "scripts" / "fw")
 STACK = "labmock"
@@ -177,7 +178,7 @@ def test_a_lab_fleet_is_one_lab_whose_servers_each_get_the_whole_host_chain():
     names = ["lab", "lab-1", "lab-2"]  # the first keeps a one-server lab's name: a lab that grows keeps it
     hosts = [report.inputs(f"{name}-firewall-deploy")["environment"]["HL_SSH_HOST"] for name in names]
     assert hosts == ["203.0.113.58", "203.0.113.59", "203.0.113.60"]
-    for name, host in zip(names, hosts):
+    for name, host in zip(names, hosts, strict=True):
         deploy = report.inputs(f"{name}-firewall-deploy")["environment"]
         assert json.loads(deploy["HL_ADDRESSES"])[0] == host  # each server verified from outside on its own
         assert report.inputs(f"{name}-firewall-host-state")["host"] == host
@@ -191,7 +192,7 @@ def test_a_lab_fleet_is_one_lab_whose_servers_each_get_the_whole_host_chain():
     environment = report.inputs("lab-lab")["environment"]
     assert json.loads(unsecret(environment["HL_LAB_HOST_KEYS"])) == [list(key) for key in keys]
     assert "HL_LAB_HOST_KEY" not in environment and "HL_LAB_HOST_PUBLIC_KEY" not in environment
-    for name, (_, public) in zip(names, keys):
+    for name, (_, public) in zip(names, keys, strict=True):
         assert report.options(f"{name}-host-key")["replacement_trigger"] == report.inputs("lab-lab")["triggers"]
         for step in ("ready", "deploy"):
             assert report.inputs(f"{name}-firewall-{step}")["environment"]["HL_SSH_HOST_KEY"] == public

@@ -12,12 +12,13 @@ import re
 
 import pytest
 
-from golden_cases import GOLDEN_DIR, GOLDEN_FILES, case_names, load_case
 from hardened_lightsail import release as release_module
 from hardened_lightsail.host_layer import ssh_limit_table
 from hardened_lightsail.networks import parse_cidr
 from hardened_lightsail.policy import DropLog, FirewallPolicy, PortRange, PortScanTrap, Service, SshRateLimit
 from hardened_lightsail.release import render_release
+
+from golden_cases import GOLDEN_DIR, GOLDEN_FILES, case_names, load_case
 
 CASES = case_names()
 PORT_INFO_KEYS = ["protocol", "fromPort", "toPort", "cidrs", "ipv6Cidrs", "cidrListAliases"]

@@ -7,15 +7,34 @@ from pathlib import Path
 
 import pytest
 
-from golden_cases import case_names, load_case
 from hardened_lightsail.evaluate import CLOSED, OPEN, PARTLY, host_verdict
 from hardened_lightsail.exposure import exposure_table, format_table
 from hardened_lightsail.networks import parse_cidr
-from hardened_lightsail.rule_conditions import (ALL, NONE, SOME, AddressIs, Fixed, HostFacts, IcmpTypeIs, InSet,
-                                                InterfaceIs, Intervals, KindIn, NotUnderstood, PacketDetail, PortsIn,
-                                                Probe, ProtocolIs, StateIn, SteadyState, TcpFlagsIn)
+from hardened_lightsail.rule_conditions import (
+    ALL,
+    NONE,
+    SOME,
+    AddressIs,
+    Fixed,
+    HostFacts,
+    IcmpTypeIs,
+    InSet,
+    InterfaceIs,
+    Intervals,
+    KindIn,
+    NotUnderstood,
+    PacketDetail,
+    PortsIn,
+    Probe,
+    ProtocolIs,
+    StateIn,
+    SteadyState,
+    TcpFlagsIn,
+)
 from hardened_lightsail.rules_lint import lint_rulesets
 from hardened_lightsail.saved_rules import parse_ipset_save, parse_saved_ruleset, split_words
+
+from golden_cases import case_names, load_case
 
 HERE = Path(__file__).resolve().parent
 RULESETS = HERE / "rulesets"
@@ -309,7 +328,7 @@ def test_our_rendered_rules_read_back_completely_and_lint_clean(case):
     rulesets = [parse_saved_ruleset(release.files[f"rules.v{family}"].decode() +
                                     release.files.get(f"docker-hook.v{family}", b"").decode(), family,
                                     f"rules.v{family}", HostFacts(sets=sets), noflush=True) for family in (4, 6)]
-    for ruleset, rendered in zip(rulesets, release.rulesets):
+    for ruleset, rendered in zip(rulesets, release.rulesets, strict=True):
         hook = [rule for rule in ruleset.rules if rule.chain == "DOCKER-USER"]
         assert ruleset.notes == [] and len(ruleset.rules) - len(hook) == len(rendered.rules)
     findings, rows = lint_rulesets(*rulesets)

@@ -10,16 +10,17 @@ import re
 import shutil
 
 import pytest
+from test_rules_lint import RULESETS
 
-from golden_cases import case_names, load_case
 from hardened_lightsail.exposure import format_table
 from hardened_lightsail.rule_conditions import HostFacts
 from hardened_lightsail.rules_lint import lint_rulesets
 from hardened_lightsail.saved_rules import parse_ipset_save, parse_saved_ruleset
 from lab.errors import LabError
 from lab.netns import add_namespace, delete_namespace, in_namespace
+
+from golden_cases import case_names, load_case
 from lab_fixtures import SESSION_LAB_PREFIX
-from test_rules_lint import RULESETS
 
 pytestmark = pytest.mark.netfilter
 CORPUS = sorted(path.stem for path in RULESETS.glob("*.v4"))

@@ -6,8 +6,17 @@ import subprocess
 
 import pytest
 
-from hardened_lightsail.live_host import (LOG_SCRIPT, RULES_SCRIPT, SCRIPT_HEAD, HostError, SshTarget, _rules_from,
-                                          _ssh_failure, parse_sections, target_from_ssh_command)
+from hardened_lightsail.live_host import (
+    LOG_SCRIPT,
+    RULES_SCRIPT,
+    SCRIPT_HEAD,
+    HostError,
+    SshTarget,
+    _rules_from,
+    _ssh_failure,
+    parse_sections,
+    target_from_ssh_command,
+)
 
 
 def test_a_login_is_user_at_address_with_ipv6_bare_or_bracketed():

@@ -29,9 +29,7 @@ RUNNERS = {"run", "Popen", "check_output", "check_call", "call", "run_command", 
            "popen", "spawn", "run_in_namespace"}
 PROGRAM_LOOKUPS = {"which", "_program"}  # find a program by name before running it
 SHELL_KEYWORDS = {"create", "update", "delete", "command"}  # pulumi-command's shell text
-SHELL_BUILTINS = set("""! [ [[ : . alias bg break case cd command continue do done echo elif else esac eval
-    exec exit export false fc fg fi for getopts hash if in jobs kill local printf pwd read readonly return
-    set shift test then times trap true type ulimit umask unalias unset until wait while""".split())
+SHELL_BUILTINS = set(["!", "[", "[[", ":", ".", "alias", "bg", "break", "case", "cd", "command", "continue", "do", "done", "echo", "elif", "else", "esac", "eval", "exec", "exit", "export", "false", "fc", "fg", "fi", "for", "getopts", "hash", "if", "in", "jobs", "kill", "local", "printf", "pwd", "read", "readonly", "return", "set", "shift", "test", "then", "times", "trap", "true", "type", "ulimit", "umask", "unalias", "unset", "until", "wait", "while"])
 
 # Called, but not from a Debian package, with the reason.
 NOT_FROM_DEBIAN = {

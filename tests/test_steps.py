@@ -14,11 +14,19 @@ from pathlib import Path
 import pytest
 
 from hardened_lightsail.host_keys import PublicHostKey, generate_host_key
-from hardened_lightsail.outside_verification import (FULL, QUICK, THIS_DEPLOYER, View, agrees_with_policy,
-                                                     parse_host_report, verify_outside)
+from hardened_lightsail.outside_verification import (
+    FULL,
+    QUICK,
+    THIS_DEPLOYER,
+    View,
+    agrees_with_policy,
+    parse_host_report,
+    verify_outside,
+)
 from hardened_lightsail.port_scan import Vantage
 from hardened_lightsail.reachability import CLOSED, FILTERED, OPEN
-from lab.topology import ADMIN, ADMIN_CIDRS, INTERNET, INTERNET2, ROOT, SERVER
+from lab.topology import ADMIN, INTERNET, INTERNET2, ROOT, SERVER
+
 from lab_helpers import APP_PORT, firewall_values, layers, render, shipped  # noqa: F401 (fixtures)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -139,8 +147,8 @@ def test_full_scan_finds_a_high_port_hole_the_quick_sample_misses(lab, layers, s
         lab.run(SERVER, [tool, "-I", "HL-INPUT", "1", "-p", "tcp", "--dport", str(HIDDEN_HIGH_PORT), "-j", "ACCEPT"])
     listener = subprocess.Popen(["ip", "netns", "exec", lab.namespace(SERVER), sys.executable, "-c",
                                  "import socket, time\n"
-                                 "s = socket.create_server(('::', %d), family=socket.AF_INET6, dualstack_ipv6=True)\n"
-                                 "time.sleep(120)" % HIDDEN_HIGH_PORT])
+                                 f"s = socket.create_server(('::', {HIDDEN_HIGH_PORT}), family=socket.AF_INET6, dualstack_ipv6=True)\n"
+                                 "time.sleep(120)"])
     try:
         time.sleep(1)
         code, output = _verify(lab, policy, release)
@@ -210,7 +218,7 @@ def test_deploy_step_also_measures_from_an_ssh_vantage_with_its_pinned_key(lab, 
     """The real deploy step, run by an admin (the lab's admin namespace: this machine's own uplink
     can't reach the internet side), probes from a vantage host over SSH; another key at the
     vantage's address stops the step before it runs anything there."""
-    policy, release = shipped
+    _policy, release = shipped
     layers.use(release.port_infos, None)  # the host layer is the deploy step's to load
     release_dir = release.write(tmp_path / "release")
     server_key = Path(str(lab.layout.host_key) + ".pub").read_text().strip()

@@ -6,15 +6,16 @@ import os
 import re
 import signal
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
 
-from engine import PROJECT_DIR, engine_missing_reason, pulumi
 from hardened_lightsail import trial
 from lab.slots import registered_labs
 from lab.topology import NAME_PATTERN
+
+from engine import PROJECT_DIR, engine_missing_reason, pulumi
 
 FW = str(PROJECT_DIR / "scripts" / "fw")
 real_trial = [pytest.mark.engine, pytest.mark.netfilter,
@@ -92,7 +93,7 @@ class FakeTrials:
         monkeypatch.setattr(trial, "destroy_trial", lambda workspace, name, lab: self.destroyed.append(name) or [])
 
 
-NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 EXPIRIES = {"trial-lab-aaaaaa": "2026-01-01T11:00:00Z", "trial-lab-bbbbbb": "2026-01-01T14:00:00Z",
             "trial-dev-cccccc": "2026-01-01T13:00:00Z"}
 
@@ -238,9 +239,9 @@ class TestRealTrial:
     def test_kept_trial_stays_tagged_and_live_until_reaped_by_name_before_its_expiry(self, base_stack, backend,
                                                                                         monkeypatch, capsys):
         directory, env = backend
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         kept = fw_trial(env, "--stack", base_stack, "--keep", "--ttl", "2h")
-        finished = datetime.now(timezone.utc)
+        finished = datetime.now(UTC)
         assert kept.returncode == 0, kept.stdout[-3000:] + kept.stderr[-3000:]
         name = trial_names(kept.stdout).pop()
         try:
@@ -249,7 +250,7 @@ class TestRealTrial:
             assert tags["hardened-lightsail:trial"] == "true"
             expires = datetime.strptime(tags["hardened-lightsail:expires"], "%Y-%m-%dT%H:%M:%SZ")
             # Two hours from some moment of the trial (the tag is written to the second).
-            assert started - timedelta(seconds=1) <= expires.replace(tzinfo=timezone.utc) - timedelta(hours=2) <= finished
+            assert started - timedelta(seconds=1) <= expires.replace(tzinfo=UTC) - timedelta(hours=2) <= finished
             assert f"hl-{trial.trial_lab(name).name}-srv" in subprocess.run(
                 ["ip", "netns", "list"], capture_output=True, text=True).stdout
 

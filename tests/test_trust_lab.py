@@ -83,7 +83,7 @@ def _files_holding(secret_line: str, roots: list[Path]) -> list[str]:
                 path = os.path.join(directory, name)
                 try:
                     if os.path.isfile(path) and os.path.getsize(path) < 1_000_000 and \
-                            secret_line.encode() in open(path, "rb").read():
+                            secret_line.encode() in Path(path).read_bytes():
                         found.append(path)
                 except OSError:
                     continue
