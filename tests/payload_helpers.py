@@ -12,16 +12,26 @@ import hashlib
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from hardened_lightsail.release import payload_files
 
 REPO = Path(__file__).resolve().parents[1]
 PAYLOAD = REPO / "payload" / "hlfw"
+
+# The marks of every payload test module: it loads rules into namespaces it makes (root, iptables).
+PAYLOAD_MARKS = [
+    pytest.mark.netfilter,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
+    pytest.mark.skipif(shutil.which("iptables-restore") is None, reason="iptables not installed"),
+]
 
 # Runs inside `unshare --mount --propagation private`; "$@" is the command.
 _MOUNT_SCRIPT = """set -e

@@ -45,13 +45,9 @@ from payload_fixtures import (  # noqa: F401 (fixtures)
     send_udp_on_loopback,
     wait_for_lab_state,
 )
-from payload_helpers import PAYLOAD, make_release
+from payload_helpers import PAYLOAD, PAYLOAD_MARKS, make_release
 
-pytestmark = [
-    pytest.mark.netfilter,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-    pytest.mark.skipif(shutil.which("iptables-restore") is None, reason="iptables not installed"),
-]
+pytestmark = PAYLOAD_MARKS
 
 # ---------------------------------------------------------------- apply + confirm
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 
 import pytest
 
@@ -25,12 +24,9 @@ from payload_fixtures import (  # noqa: F401 (fixtures)
     lab_state,
     machine_is_untouched,
 )
+from payload_helpers import PAYLOAD_MARKS
 
-pytestmark = [
-    pytest.mark.netfilter,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-    pytest.mark.skipif(shutil.which("iptables-restore") is None, reason="iptables not installed"),
-]
+pytestmark = PAYLOAD_MARKS
 
 APPLY_CONNECTION = f"{ADMIN_V4} 50100 192.0.2.1 22"
 REFUSED = 5

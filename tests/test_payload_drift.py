@@ -7,9 +7,7 @@ in a sandbox, then changed by hand the way an operator or another tool would."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 
 import pytest
 
@@ -23,13 +21,9 @@ from payload_fixtures import (  # noqa: F401 (fixtures)
     machine_is_untouched,
     render_lab_release,
 )
-from payload_helpers import SSHD_T_KEYS_ONLY
+from payload_helpers import PAYLOAD_MARKS, SSHD_T_KEYS_ONLY
 
-pytestmark = [
-    pytest.mark.netfilter,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-    pytest.mark.skipif(shutil.which("iptables-restore") is None, reason="iptables not installed"),
-]
+pytestmark = PAYLOAD_MARKS
 
 
 @pytest.fixture

@@ -8,9 +8,6 @@ FORWARD's policy, a set of its own)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
 from payload_fixtures import (  # noqa: F401 (fixtures)
@@ -24,13 +21,9 @@ from payload_fixtures import (  # noqa: F401 (fixtures)
     keeps_ssh,
     machine_is_untouched,
 )
-from payload_helpers import make_release
+from payload_helpers import PAYLOAD_MARKS, make_release
 
-pytestmark = [
-    pytest.mark.netfilter,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-    pytest.mark.skipif(shutil.which("iptables-restore") is None, reason="iptables not installed"),
-]
+pytestmark = PAYLOAD_MARKS
 
 OTHER_TOOLS_V4 = """*filter
 :INPUT ACCEPT [0:0]
