@@ -156,10 +156,10 @@ cmd_apply() {
         check_owned_rules_file "$RELEASE_DIR/$_apply_file" ||
             die "$EXIT_USAGE" "release $RELEASE_DIR: $_apply_file: $LAST_ERROR; nothing was changed"
     done
-    # A release that does not match its manifest is refused before the lock.
+    # A release that does not match its manifest is refused before the lock; under the lock,
+    # store_release checks the copy that everything after it reads.
     verify_manifest "$RELEASE_DIR"
     lock_acquire
-    verify_manifest "$RELEASE_DIR"
     store_release "$RELEASE_DIR" "$_apply_hash"
     _apply_stored="$STATE_DIR/releases/$_apply_hash"
     log "apply $_apply_hash (timeout $TIMEOUT s) from $RELEASE_DIR"
@@ -195,9 +195,7 @@ cmd_apply() {
 
     load_release_live "$WORK_DIR/effective" "$_apply_hash" "$_apply_mode"
 
-    _apply_sets=0
-    [ -f "$_apply_stored/ipsets" ] && _apply_sets=$(ipset_names "$_apply_stored/ipsets" | wc -l | tr -d ' ')
     log "release $_apply_hash live, pending confirmation until $_apply_deadline"
-    info "applied release $_apply_hash (v4: $(rule_count "$_apply_stored/rules.v4") rules, v6: $(rule_count "$_apply_stored/rules.v6") rules, ipsets: $_apply_sets); it rolls back in $TIMEOUT s ($ROLLBACK_METHOD) unless confirmed over a new SSH connection: hlfw confirm --release $_apply_hash"
+    info "applied release $_apply_hash (v4: $(rule_count "$_apply_stored/rules.v4") rules, v6: $(rule_count "$_apply_stored/rules.v6") rules, ipsets: $IPSET_COUNT); it rolls back in $TIMEOUT s ($ROLLBACK_METHOD) unless confirmed over a new SSH connection: hlfw confirm --release $_apply_hash"
     info "hlfw-apply: pending release=$_apply_hash deadline=$_apply_deadline"
 }

@@ -47,7 +47,7 @@ now() {
 
 cleanup() {
     # Sets an apply built but never swapped in (it stopped before the load): nothing uses them.
-    [ -z "${IPSET_TEMPORARIES:-}" ] || ipsets_destroy_temporaries
+    [ -z "${IPSET_BUILDING:-}" ] || ipsets_destroy_temporaries
     if [ -n "$WORK_DIR" ] && [ -d "$WORK_DIR" ]; then
         rm -rf "$WORK_DIR" || :
     fi

@@ -21,31 +21,49 @@ ipsets_restore_atomic() {
 # ipsets_build_temporaries FILE: fills FILE's sets under temporary names (hlfw-tmp-N) in the
 # live namespace. Nothing refers to them, so building them touches no traffic: apply does it
 # before the rollback is armed, and a bad member is refused with nothing changed. Records the
-# "SET=TEMPORARY" pairs in IPSET_TEMPORARIES (cleanup destroys what is left of them).
+# "SET=TEMPORARY" pairs in IPSET_TEMPORARIES and their number in IPSET_COUNT; IPSET_BUILDING
+# tells cleanup that hlfw-tmp-* sets may be left to destroy.
 IPSET_TEMPORARIES=
+IPSET_COUNT=0
+IPSET_BUILDING=
 ipsets_build_temporaries() {
     _ibt_file=$1
-    _ibt_pairs=
-    _ibt_index=0
-    for _ibt_set in $(ipset_names "$_ibt_file"); do
-        _ibt_index=$((_ibt_index + 1))
-        ipset destroy "hlfw-tmp-$_ibt_index" 2>/dev/null || :
-        _ibt_pairs="$_ibt_pairs $_ibt_set=hlfw-tmp-$_ibt_index"
-    done
-    [ -n "$_ibt_pairs" ] || return 0
-    awk -v pairs="$_ibt_pairs" '
-        BEGIN { n = split(pairs, p, " "); for (i = 1; i <= n; i++) { split(p[i], kv, "="); tmp[kv[1]] = kv[2] } }
-        ($1 == "create" || $1 == "add") && ($2 in tmp) { sub(/^[ \t]*(create|add)[ \t]+[^ \t]+/, $1 " " tmp[$2]) }
-        { print }' "$_ibt_file" >"$WORK_DIR/ipsets.tmp-names" || {
-        LAST_ERROR="cannot rewrite $_ibt_file"
-        return 1
-    }
-    IPSET_TEMPORARIES=$_ibt_pairs
-    if ! ipset restore <"$WORK_DIR/ipsets.tmp-names" 2>"$WORK_DIR/ipset.err"; then
+    _ibt_pairs_file="$WORK_DIR/ipsets.pairs"
+    ipsets_destroy_temporaries # left by a run that was killed (the lock is ours: none is in use)
+    IPSET_BUILDING=1
+    IPSET_COUNT=0
+    # One pass over the file (100,000 members are megabytes), piped into `ipset restore` so the
+    # two run side by side: each set's temporary is named as its create line comes
+    # (check_ipsets_file allows adds only to sets created above) and its lines renamed; lines in
+    # the form `ipset save` and the renderer write ("add SET MEMBER...", single spaces) take the
+    # cheap substr path, anything else the regex. The pairs go to a side file that ends with
+    # "complete" only when awk read the whole file: a cut-short input must not count as built.
+    if ! awk -v pairs="$_ibt_pairs_file" '
+        $1 == "create" && !($2 in tmp) { tmp[$2] = "hlfw-tmp-" (++n); printf " %s=%s", $2, tmp[$2] >pairs }
+        ($1 == "create" || $1 == "add") && ($2 in tmp) {
+            head = $1 " " $2 " "
+            if (substr($0, 1, length(head)) == head) {
+                print $1 " " tmp[$2] " " substr($0, length(head) + 1)
+            } else {
+                line = $0; sub(/^[ \t]*(create|add)[ \t]+[^ \t]+/, $1 " " tmp[$2], line); print line
+            }
+            next
+        }
+        { print }
+        END { printf "\ncomplete\n" >pairs }' "$_ibt_file" | ipset restore 2>"$WORK_DIR/ipset.err"; then
         LAST_ERROR="ipset restore < $_ibt_file failed: $(tr '\n' ' ' <"$WORK_DIR/ipset.err")"
         ipsets_destroy_temporaries
         return 1
     fi
+    { IFS= read -r IPSET_TEMPORARIES && IFS= read -r _ibt_complete; } 2>/dev/null <"$_ibt_pairs_file" || _ibt_complete=
+    if [ "$_ibt_complete" != complete ]; then
+        LAST_ERROR="cannot rewrite $_ibt_file for the temporary sets"
+        ipsets_destroy_temporaries
+        return 1
+    fi
+    for _ibt_pair in $IPSET_TEMPORARIES; do
+        IPSET_COUNT=$((IPSET_COUNT + 1))
+    done
 }
 
 # Puts the sets the last ipsets_build_temporaries built in place, each in one `ipset swap`
@@ -68,15 +86,17 @@ ipsets_swap_in() {
         fi
     done
     IPSET_TEMPORARIES=
+    IPSET_BUILDING=
 }
 
-# Destroys the temporaries still recorded in IPSET_TEMPORARIES (after a swap they hold the
-# old members, or were renamed: destroying a name that is gone is harmless).
+# Destroys every hlfw-tmp-* set: what a build left before its swap (or, after a failed swap,
+# the old members), or a killed run's. Only hlfw runs holding the lock make them.
 ipsets_destroy_temporaries() {
-    for _idt_pair in $IPSET_TEMPORARIES; do
-        ipset destroy "${_idt_pair#*=}" 2>/dev/null || :
+    for _idt_set in $(ipset list -n 2>/dev/null); do
+        case $_idt_set in hlfw-tmp-*) ipset destroy "$_idt_set" 2>/dev/null || : ;; esac
     done
     IPSET_TEMPORARIES=
+    IPSET_BUILDING=
 }
 
 # Runs this script inside a throw-away network namespace (`unshare --net`),

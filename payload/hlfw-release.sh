@@ -94,20 +94,35 @@ verify_manifest() {
         [ -f "$_manifest_dir/$_manifest_required" ] ||
             die "$EXIT_USAGE" "release $_manifest_dir lacks $_manifest_required; render it again"
     done
-    _manifest_bad_line=$(awk '{
-            sum = substr($0, 1, 64); sep = substr($0, 65, 2); name = substr($0, 67)
-            if (length(sum) != 64 || sum !~ /^[0-9a-f]+$/ || (sep != "  " && sep != " *") || name !~ /^[A-Za-z0-9._-]+$/) { print NR ": " $0; exit }
-        }' "$_manifest_dir/manifest.sha256")
-    [ -z "$_manifest_bad_line" ] ||
-        die "$EXIT_USAGE" "release $_manifest_dir is corrupt: manifest.sha256 line $_manifest_bad_line is not 'SHA256  FILE'; render and copy it again"
+    # Every file but manifest.sha256 and RELEASE must be listed: the names are gathered here and
+    # checked in the same awk pass as the manifest's lines (one process, not one per file). A name
+    # the manifest's format cannot hold (a space, a newline, ...) can never be listed.
+    _manifest_names=
     for _manifest_path in "$_manifest_dir"/* "$_manifest_dir"/.[!.]*; do
         [ -e "$_manifest_path" ] || continue
         _manifest_name=${_manifest_path##*/}
         case $_manifest_name in manifest.sha256 | RELEASE) continue ;; esac
         [ -f "$_manifest_path" ] || die "$EXIT_USAGE" "release $_manifest_dir contains $_manifest_name, which is not a regular file; render it again"
-        awk -v f="$_manifest_name" 'substr($0, 67) == f { found = 1 } END { exit !found }' "$_manifest_dir/manifest.sha256" ||
-            die "$EXIT_USAGE" "release $_manifest_dir is corrupt: $_manifest_name is not listed in manifest.sha256; render and copy it again"
+        case $_manifest_name in
+            *[!A-Za-z0-9._-]*) die "$EXIT_USAGE" "release $_manifest_dir is corrupt: $_manifest_name is not listed in manifest.sha256; render and copy it again" ;;
+        esac
+        _manifest_names="$_manifest_names $_manifest_name"
     done
+    _manifest_problem=$(awk -v names="$_manifest_names" '{
+            sum = substr($0, 1, 64); sep = substr($0, 65, 2); name = substr($0, 67)
+            if (length(sum) != 64 || sum !~ /^[0-9a-f]+$/ || (sep != "  " && sep != " *") || name !~ /^[A-Za-z0-9._-]+$/) { print "line " NR ": " $0; bad = 1; exit }
+            listed[name] = 1
+        }
+        END {
+            if (bad) exit
+            n = split(names, present, " ")
+            for (i = 1; i <= n; i++) if (!(present[i] in listed)) { print "unlisted " present[i]; exit }
+        }' "$_manifest_dir/manifest.sha256")
+    case $_manifest_problem in
+        '') ;;
+        line*) die "$EXIT_USAGE" "release $_manifest_dir is corrupt: manifest.sha256 ${_manifest_problem} is not 'SHA256  FILE'; render and copy it again" ;;
+        *) die "$EXIT_USAGE" "release $_manifest_dir is corrupt: ${_manifest_problem#unlisted } is not listed in manifest.sha256; render and copy it again" ;;
+    esac
     if ! _manifest_check_out=$(cd "$_manifest_dir" && sha256sum -c --strict --quiet manifest.sha256 2>&1); then
         die "$EXIT_USAGE" "release $_manifest_dir is corrupt, nothing was changed: $(printf '%s' "$_manifest_check_out" | tr '\n' ';') Render and copy the release again"
     fi
@@ -127,32 +142,48 @@ release_hash_of() {
     printf '%s' "$_rho_hash"
 }
 
-# Copies a verified release to releases/HASH (temp dir + rename) and re-checks the copy.
+# store_release DIR HASH: copies a release verify_manifest checked to releases/HASH (temp dir +
+# rename), then checks the copy under the lock: its files against its manifest and its manifest
+# against HASH. Everything after this reads the copy, so checking it is what makes a release
+# that changed (or was swapped) while this apply waited for the lock harmless: it is refused.
 store_release() {
     _store_src=$1
     _store_hash=$2
     _store_dest="$STATE_DIR/releases/$_store_hash"
-    if [ -d "$_store_dest" ] && [ "$(cd "$_store_dest" && pwd -P)" = "$(cd "$_store_src" && pwd -P)" ]; then
-        return 0
-    fi
-    if [ -d "$_store_dest" ] && cmp -s "$_store_dest/manifest.sha256" "$_store_src/manifest.sha256" &&
+    if [ -d "$_store_dest" ] && { [ "$(cd "$_store_dest" && pwd -P)" = "$(cd "$_store_src" && pwd -P)" ] ||
+        cmp -s "$_store_dest/manifest.sha256" "$_store_src/manifest.sha256"; } &&
         (cd "$_store_dest" && sha256sum -c --strict --quiet manifest.sha256 >/dev/null 2>&1); then
+        stored_release_is "$_store_dest" "$_store_hash"
         return 0
     fi
     _store_tmp_dest="$STATE_DIR/releases/.incoming.$$"
     rm -rf "$_store_tmp_dest"
     mkdir "$_store_tmp_dest" || die "$EXIT_FAILED" "cannot create $_store_tmp_dest"
+    # One cp for all the files (verify_manifest allowed only [A-Za-z0-9._-] in their names).
+    set --
     for _store_name in $(awk '{ print substr($0, 67) }' "$_store_src/manifest.sha256") manifest.sha256 RELEASE; do
-        cp "$_store_src/$_store_name" "$_store_tmp_dest/$_store_name" ||
-            die "$EXIT_FAILED" "cannot copy $_store_src/$_store_name to $_store_tmp_dest (disk full?); nothing was changed"
+        set -- "$@" "$_store_src/$_store_name"
     done
+    cp -- "$@" "$_store_tmp_dest/" ||
+        die "$EXIT_FAILED" "cannot copy the release $_store_src to $_store_tmp_dest (disk full?); nothing was changed"
     if ! (cd "$_store_tmp_dest" && sha256sum -c --strict --quiet manifest.sha256 >/dev/null 2>&1); then
         rm -rf "$_store_tmp_dest"
-        die "$EXIT_FAILED" "the copy of the release in $STATE_DIR/releases does not match its manifest (disk error?); nothing was changed"
+        die "$EXIT_USAGE" "the copy of release $_store_src does not match its manifest: the release changed while this apply waited for the lock, or a disk error; nothing was changed. Render and copy the release again"
     fi
+    stored_release_is "$_store_tmp_dest" "$_store_hash"
     rm -rf "$_store_dest"
     mv "$_store_tmp_dest" "$_store_dest" || die "$EXIT_FAILED" "cannot move the release into $_store_dest"
     log "stored release $_store_hash in $_store_dest"
+}
+
+# stored_release_is DIR HASH: dies unless DIR's RELEASE says HASH and its manifest hashes to it.
+stored_release_is() {
+    _sri_sum=$(sha256sum <"$1/manifest.sha256" | cut -c 1-64)
+    case $_sri_sum in
+        "$2"*) [ "$(release_hash_of "$1")" = "$2" ] && return 0 ;;
+    esac
+    [ "${1##*/}" != ".incoming.$$" ] || rm -rf "$1"
+    die "$EXIT_USAGE" "release $2 changed while this apply waited for the lock (its manifest no longer hashes to $2); nothing was changed. Render and copy the release again"
 }
 
 # Keeps the newest KEEP_RELEASES release copies, and always the active and

@@ -7,6 +7,7 @@ sandbox's netfilter, boot files and state directory.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -493,6 +494,76 @@ def test_bad_set_member_is_refused_before_the_rollback_is_armed(host, blocklist,
                  BLOCKLIST_IPSETS.replace("add hl-block-v4 192.0.2.128/25", "add hl-block-v4 2001:db8::/64"))
 
     result = apply(host, directory)
+
+    assert result.returncode == 1
+    assert "does not load, nothing was changed: ipsets:" in result.stderr
+    assert (host.all_rules("v4"), host.all_rules("v6"), host.ipsets(), host.state()) == before
+    assert "hlfw-tmp-" not in host.ipsets()
+
+
+def wait_until_locked(lock_file, timeout=30.0):
+    """Returns once another process holds an flock on lock_file (the sandbox's lock)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if lock_file.exists():
+            with open(lock_file) as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        time.sleep(0.05)
+    raise AssertionError(f"nobody took {lock_file} within {timeout} s")
+
+
+def test_release_swapped_while_apply_waits_for_the_lock_is_refused(host, keeps_ssh, blocklist):
+    # Apply reads the hash and checks the release before the lock, and reads only the copy it
+    # stores under the lock after that: a release replaced meanwhile (here by another valid
+    # one) must be refused, never stored or loaded under the hash read before.
+    apply_and_confirm(host, keeps_ssh)
+    before = (host.all_rules("v4"), host.all_rules("v6"), host.ipsets(), host.state(),
+              sorted(os.listdir(host.state_dir / "releases")))
+    holder = host.popen(["flock", "/var/lib/hardened-lightsail/lock", "sleep", "30"])
+    wait_until_locked(host.state_dir / "lock")
+    directory = keeps_ssh[0].parent / "swapped"
+    shutil.copytree(keeps_ssh[0], directory)
+    waiting = host.popen_hlfw("apply", "--release", str(directory), "--timeout", "30")
+    assert "another hlfw run holds the lock" in waiting.stderr.readline()
+    for path in blocklist[0].iterdir():
+        shutil.copyfile(path, directory / path.name)
+    holder.kill()
+
+    _out, err = waiting.communicate(timeout=60)
+
+    assert waiting.returncode == 2, err
+    assert "changed while this apply waited for the lock" in err and "nothing was changed" in err
+    assert (host.all_rules("v4"), host.all_rules("v6"), host.ipsets(), host.state(),
+            sorted(os.listdir(host.state_dir / "releases"))) == before
+
+
+def test_temporary_sets_a_killed_apply_left_behind_are_destroyed(host, blocklist):
+    # A run killed while it filled its temporaries leaves hlfw-tmp-* sets nothing refers to.
+    host.netns_run(["ipset", "create", "hlfw-tmp-7", "hash:net", "family", "inet"])
+    host.netns_run(["ipset", "add", "hlfw-tmp-7", "192.0.2.77"])
+
+    result = apply(host, blocklist[0])
+
+    assert result.returncode == 0, result.stderr
+    assert "hlfw-tmp-" not in host.ipsets()
+    assert "add hl-block-v4 203.0.113.0/24" in host.ipsets()
+
+
+def test_sets_whose_input_was_cut_short_are_not_swapped_in(host, keeps_ssh, blocklist):
+    # The renamed set lines stream into `ipset restore`, which cannot tell a whole file from
+    # one cut short: unless the rename read all of it, the apply must stop with nothing changed.
+    apply_and_confirm(host, keeps_ssh)
+    before = (host.all_rules("v4"), host.all_rules("v6"), host.ipsets(), host.state())
+    # An awk that dies after the first lines of the renamed stream (as when it is killed).
+    host.write_shim("awk", 'case " $* " in *" pairs="*)\n'
+                           '    printf "create hlfw-tmp-1 hash:net family inet\\nadd hlfw-tmp-1 203.0.113.0/24\\n"; exit 1 ;;\n'
+                           'esac\nexec /usr/bin/awk "$@"\n')
+
+    result = apply(host, blocklist[0])
 
     assert result.returncode == 1
     assert "does not load, nothing was changed: ipsets:" in result.stderr

@@ -13,6 +13,7 @@ import re
 import pytest
 
 from hardened_lightsail import release as release_module
+from hardened_lightsail.config import settings_from_values
 from hardened_lightsail.host_layer import ssh_limit_table
 from hardened_lightsail.networks import parse_cidr
 from hardened_lightsail.policy import DropLog, FirewallPolicy, PortRange, PortScanTrap, Service, SshRateLimit
@@ -353,6 +354,19 @@ def test_blocklist_is_an_ipset_dropped_before_any_service():
         assert rules[blocklist].endswith("-j DROP")
         assert blocklist < index_of(rules, "-j HL-SSH") < index_of(rules, '"service https')
         assert "HL-PORTSCAN" not in release.files[f"rules.v{family}"].decode()
+
+
+def test_a_long_blocklist_starts_with_one_hash_bucket_per_member():
+    """A set started at 1024 buckets is rehashed by the kernel every time it doubles while
+    `ipset restore` fills it; a long list starts at its size (a power of two), a short one at
+    ipset's default."""
+    v4 = [f"198.51.100.{last}/32" for last in range(200)]
+    v6 = [f"2001:db8:{index:x}::/48" for index in range(5000)]
+    policy = settings_from_values({"firewall": {"adminCidrs": ["192.0.2.10/32"], "blocklist": v4 + v6}}).firewall
+    creates = [line for line in render_release(policy).files["ipsets"].decode().splitlines()
+               if line.startswith("create ")]
+    assert creates == ["create hl-blocklist-v4 hash:net family inet hashsize 1024 maxelem 65536",
+                       "create hl-blocklist-v6 hash:net family inet6 hashsize 8192 maxelem 65536"]
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c != "blocklist-quiet"])
