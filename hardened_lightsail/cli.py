@@ -12,7 +12,7 @@ from .analysis import ERROR, Finding, analyse, errors
 from .config import ConfigError, load_stack_file
 from .effective_settings import effective_settings
 from .exposure import ExposureRow, exposure_table, format_table
-from .live_host import HostError
+from .host_error import HostError
 from .policy import StackSettings
 from .release import Release, render_release
 

@@ -6,7 +6,7 @@ port-scan trap, then a rate-limited log and the final drop. Nothing here touches
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from .iptables_rules import NEVER, UNDER_LIMIT, Rule, Ruleset, quote
 from .networks import Network, any_network, parse_cidr, split_families
@@ -176,7 +176,7 @@ def host_ruleset(policy: FirewallPolicy, family: int) -> Ruleset:
     return rs
 
 
-def _docker_published_ports(rs: Ruleset, policy: FirewallPolicy, admins: list[Network], blocked: list[Network],
+def _docker_published_ports(rs: Ruleset, policy: FirewallPolicy, admins: list[Network], blocked: Sequence[Network],
                             family: int) -> None:
     """Published container ports arrive by nat PREROUTING (DNAT) and FORWARD, never INPUT: Docker
     hands them to DOCKER-USER first. There the published (original) port is in conntrack, the

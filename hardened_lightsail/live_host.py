@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .drop_log import LogText
+from .host_error import HostError
 from .release import PAYLOAD_DIR
 from .rule_conditions import HostFacts, IpSet
 from .saved_rules import SavedRuleset, parse_ipset_save, parse_saved_ruleset
@@ -32,10 +33,6 @@ IPTABLES_NFT_TABLES = {f"{family} {name}" for family in ("ip", "ip6")
 
 LOGIN_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
 ADDRESS = re.compile(r"[A-Za-z0-9:][A-Za-z0-9.:-]{0,252}")  # a host name, an IPv4 or an IPv6 address
-
-
-class HostError(Exception):
-    """The host could not be read; the message says why and what to do."""
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,36 @@ class NetworkIndex:
         return self.covering(network) + inside
 
 
+    @classmethod
+    def of_families(cls, v4: NetworkIndex, v6: NetworkIndex) -> NetworkIndex:
+        """One index over both families from an index per family, sharing their tables (no
+        member is indexed again)."""
+        both = cls(())
+        both._members = {4: v4._members[4], 6: v6._members[6]}
+        both._lengths = {4: v4._lengths[4], 6: v6._lengths[6]}
+        return both
+
+
+# Indexes by the identity of the tuple they were built from (hashing 100,000 networks would
+# cost as much as indexing them), each holding its tuple so that the id stays that tuple's.
+_SHARED_INDEXES: dict[int, tuple[tuple[Network, ...], NetworkIndex]] = {}
+_SHARED_INDEXES_KEPT = 8
+
+
+def shared_index(networks: tuple[Network, ...]) -> NetworkIndex:
+    """The NetworkIndex of `networks`, built once per tuple object: a policy's blocklist is asked
+    about by the lock-out check (FirewallPolicy.blocklist_index) and, as the rulesets' ipsets
+    (the very same tuples), by every probe of the analysis and the exposure table."""
+    found = _SHARED_INDEXES.get(id(networks))
+    if found is not None and found[0] is networks:
+        return found[1]
+    index = NetworkIndex(networks)
+    if len(_SHARED_INDEXES) >= _SHARED_INDEXES_KEPT:
+        del _SHARED_INDEXES[next(iter(_SHARED_INDEXES))]  # the oldest
+    _SHARED_INDEXES[id(networks)] = (networks, index)
+    return index
+
+
 def covers(outer: Network, inner: Network) -> bool:
     """True when every address of `inner` is in `outer` (same family only)."""
     return outer.version == inner.version and inner.subnet_of(outer)  # type: ignore[arg-type]  # same family, checked first

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from .networks import Network, NetworkIndex, cidr_text, split_families
+from .networks import Network, NetworkIndex, cidr_text, shared_index, split_families
 
 TCP, UDP = "tcp", "udp"
 PROTOCOLS = (TCP, UDP)
@@ -122,16 +122,18 @@ class FirewallPolicy:
         return split_families(self.admin_cidrs)[1]
 
     @cached_property
-    def _blocklist_families(self) -> tuple[list[Network], list[Network]]:
-        # Sorted once per policy: lists run to hundreds of thousands of networks.
-        return split_families(self.blocklist)
+    def _blocklist_families(self) -> tuple[tuple[Network, ...], tuple[Network, ...]]:
+        # Sorted once per policy: lists run to hundreds of thousands of networks. Tuples, which
+        # the rulesets take as their sets' members as they are, so one index serves both.
+        v4, v6 = split_families(self.blocklist)
+        return tuple(v4), tuple(v6)
 
     @property
-    def blocklist_v4(self) -> list[Network]:
+    def blocklist_v4(self) -> tuple[Network, ...]:
         return self._blocklist_families[0]
 
     @property
-    def blocklist_v6(self) -> list[Network]:
+    def blocklist_v6(self) -> tuple[Network, ...]:
         return self._blocklist_families[1]
 
     @cached_property
@@ -143,7 +145,7 @@ class FirewallPolicy:
     @cached_property
     def blocklist_index(self) -> NetworkIndex:
         """Is a source blocked: a few hash lookups, however long the list (see NetworkIndex)."""
-        return NetworkIndex(self.blocklist)
+        return NetworkIndex.of_families(shared_index(self.blocklist_v4), shared_index(self.blocklist_v6))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import ClassVar
 
-from .networks import Network, NetworkIndex, covers
+from .networks import Network, NetworkIndex, covers, shared_index
 
 ALL, SOME, NONE = "all", "some", "none"
 PORT_MAX = 65535
@@ -456,7 +456,7 @@ class IpSet:
     @cached_property
     def index(self) -> NetworkIndex:
         """Membership in a few hash lookups: sets hold blocklists of hundreds of thousands."""
-        return NetworkIndex(self.networks or ())
+        return shared_index(self.networks or ())
 
 
 def conditions_match(conditions: Iterable[Condition], probe: Probe, facts: HostFacts) -> str:

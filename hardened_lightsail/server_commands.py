@@ -13,7 +13,8 @@ from .drop_log import format_summary, log_rules, summarize
 from .exposure import ExposureRow
 from .findings import WARNING, Finding
 from .host_diff import compare_with_host, host_diff_markdown
-from .live_host import HostError, LiveRules, SshTarget, read_log, read_rules, target_from_stack
+from .host_error import HostError
+from .live_host import LiveRules, SshTarget, read_log, read_rules, target_from_stack
 from .policy_diff import stack_name_of
 from .release import render_release
 from .rules_lint import lint_rulesets

@@ -14,7 +14,8 @@ import yaml
 from test_rules_lint import RULESETS
 from test_rules_lint_corpus import EXPECTED
 
-from hardened_lightsail.live_host import RULES_SCRIPT, SCRIPT_HEAD, HostError, SshTarget, _rules_from, parse_sections
+from hardened_lightsail.host_error import HostError
+from hardened_lightsail.live_host import RULES_SCRIPT, SCRIPT_HEAD, SshTarget, _rules_from, parse_sections
 from lab import ADMIN_CIDRS
 from lab.probe import probe
 from lab.topology import INTERNET, SERVER
