@@ -39,7 +39,7 @@ def _parse_plain(text: str) -> Network | None:
         return None  # a netmask ("/255.255.255.0"), spaces: ipaddress knows them all
     try:
         number = int.from_bytes(socket.inet_pton(_SOCKET_FAMILY[version], address), "big")
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an embedded NUL
         return None
     bits = FAMILY_BITS[version]
     prefix = int(length) if slash else bits
@@ -60,14 +60,17 @@ def parse_cidr(text: str) -> Network:
     example = "(e.g. \"203.0.113.7/32\" or \"2001:db8::/64\")"
     if not isinstance(text, str):
         raise CidrError(f"{show(text)} is not a CIDR string (e.g. \"203.0.113.7/32\")")
+    # The usual spelling first: the C library takes only digits, hex digits, dots and colons
+    # (never a zone, a blank or a character outside CIDR_TEXT), so the pattern below need not
+    # run for it (a tenth of a second per 100,000 entries).
+    plain = _parse_plain(text)
+    if plain is not None:
+        return plain
     if not CIDR_TEXT.fullmatch(text):
         stripped = text.strip()
         if stripped != text and CIDR_TEXT.fullmatch(stripped):
             raise CidrError(f"{show(text)} has blanks or control characters around it; write {show(stripped)}")
         raise CidrError(f"{show(text)} is not a CIDR {example}")
-    plain = _parse_plain(text)
-    if plain is not None:
-        return plain
     try:
         return ipaddress.ip_network(text, strict=True)
     except ValueError as error:

@@ -157,7 +157,8 @@ def test_a_hostile_key_is_named_escaped_on_one_line(key, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("value", ["203.0.113.7/32\n", "fe80::1%eth0/128", "2001:db8::%$(id)/128",
-                                   "2001:db8::%x\n-A INPUT -j ACCEPT/128", " 203.0.113.7/32", "２０３.0.113.7/32"])
+                                   "2001:db8::%x\n-A INPUT -j ACCEPT/128", " 203.0.113.7/32", "２０３.0.113.7/32",
+                                   "203.0.113.7\x00/32"])
 def test_a_cidr_is_only_digits_dots_colons_and_a_length(value):
     """ipaddress alone takes an IPv6 zone ("%eth0", which may hold spaces and newlines) and
     strips nothing; the policy takes neither."""
