@@ -45,6 +45,19 @@ now() {
     date +%s
 }
 
+# without_chars TEXT CHARS: TEXT with every character of CHARS removed (`tr -d` without
+# starting a process).
+without_chars() {
+    _wc_text=$1
+    while :; do
+        case $_wc_text in
+            *["$2"]*) _wc_text=${_wc_text%%["$2"]*}${_wc_text#*["$2"]} ;;
+            *) break ;;
+        esac
+    done
+    printf '%s' "$_wc_text"
+}
+
 cleanup() {
     # Sets an apply built but never swapped in (it stopped before the load): nothing uses them.
     [ -z "${IPSET_BUILDING:-}" ] || ipsets_destroy_temporaries

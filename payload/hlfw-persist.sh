@@ -12,8 +12,15 @@ os_flavour() {
         printf 'unknown'
         return 0
     fi
-    _os_os_id=$(sed -n 's/^ID=//p' "$_os_os_file" | tr -d '"'"'" | tail -n 1)
-    _os_os_like=$(sed -n 's/^ID_LIKE=//p' "$_os_os_file" | tr -d '"'"'" | tail -n 1)
+    # The last ID= and ID_LIKE= lines, quotes dropped; read in the shell (every apply asks).
+    _os_os_id=
+    _os_os_like=
+    while IFS= read -r _os_line || [ -n "$_os_line" ]; do
+        case $_os_line in
+            ID=*) _os_os_id=$(without_chars "${_os_line#ID=}" "\"'") ;;
+            ID_LIKE=*) _os_os_like=$(without_chars "${_os_line#ID_LIKE=}" "\"'") ;;
+        esac
+    done <"$_os_os_file"
     case " $_os_os_id $_os_os_like " in
         *" debian "* | *" ubuntu "*) printf 'debian' ;;
         *" amzn "* | *" fedora "* | *" rhel "* | *" centos "*) printf 'amzn' ;;

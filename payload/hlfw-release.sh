@@ -128,7 +128,8 @@ verify_manifest() {
     fi
     # The release hash is the start of sha256(manifest.sha256), so RELEASE vouches for every file.
     _manifest_hash=$(release_hash_of "$_manifest_dir")
-    _manifest_sum=$(sha256sum <"$_manifest_dir/manifest.sha256" | cut -c 1-64)
+    _manifest_sum=$(sha256sum <"$_manifest_dir/manifest.sha256")
+    _manifest_sum=${_manifest_sum%% *}
     case $_manifest_sum in
         "$_manifest_hash"*) ;;
         *) die "$EXIT_USAGE" "release $_manifest_dir is corrupt, nothing was changed: RELEASE says $_manifest_hash but manifest.sha256 hashes to $_manifest_sum; render and copy the release again" ;;
@@ -136,7 +137,13 @@ verify_manifest() {
 }
 
 release_hash_of() {
-    _rho_hash=$(head -n 1 "$1/RELEASE" | tr -d ' \t\r')
+    # The first line, blanks and CRs dropped; read in the shell (apply reads it three times),
+    # `tr` only for a line that holds something other than a hash's characters.
+    _rho_hash=
+    IFS= read -r _rho_hash <"$1/RELEASE" || :
+    case $_rho_hash in
+        *[!A-Za-z0-9._-]*) _rho_hash=$(printf '%s' "$_rho_hash" | tr -d ' \t\r') ;;
+    esac
     valid_hash "$_rho_hash" ||
         die "$EXIT_USAGE" "$1/RELEASE does not hold a release hash (got '$_rho_hash'); render it again"
     printf '%s' "$_rho_hash"
@@ -178,7 +185,8 @@ store_release() {
 
 # stored_release_is DIR HASH: dies unless DIR's RELEASE says HASH and its manifest hashes to it.
 stored_release_is() {
-    _sri_sum=$(sha256sum <"$1/manifest.sha256" | cut -c 1-64)
+    _sri_sum=$(sha256sum <"$1/manifest.sha256")
+    _sri_sum=${_sri_sum%% *}
     case $_sri_sum in
         "$2"*) [ "$(release_hash_of "$1")" = "$2" ] && return 0 ;;
     esac

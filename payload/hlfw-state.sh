@@ -3,10 +3,15 @@
 # The state file, the history and `hlfw status`: what the host believes it runs
 # (none|pending|active|rolled-back) and what happened before.
 
+# state_get KEY: the value of the last KEY= line of the state file (nothing when there is none).
+# A read loop, not sed | tail: apply asks several times, and every process costs.
 state_get() {
-    if [ -f "$STATE_DIR/state" ]; then
-        sed -n "s/^$1=//p" "$STATE_DIR/state" | tail -n 1
-    fi
+    [ -f "$STATE_DIR/state" ] || return 0
+    _sg_found=
+    while IFS= read -r _sg_line || [ -n "$_sg_line" ]; do
+        case $_sg_line in "$1="*) _sg_found=1; _sg_value=${_sg_line#"$1="} ;; esac
+    done <"$STATE_DIR/state"
+    [ -z "$_sg_found" ] || printf '%s\n' "$_sg_value"
 }
 
 # state_update KEY=VALUE... : rewrite the state file atomically (temp + mv).
