@@ -159,7 +159,6 @@ class NetworkIndex:
             inside.append(_NETWORK_CLASS[version]((start, length)))
         return self.covering(network) + inside
 
-
     @classmethod
     def of_families(cls, v4: NetworkIndex, v6: NetworkIndex) -> NetworkIndex:
         """One index over both families from an index per family, sharing their tables (no
