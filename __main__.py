@@ -31,8 +31,8 @@ firewalls = [
         confirm_timeout_seconds=settings.firewall.confirm_timeout_seconds,
         public_addresses=server.probe_addresses, server_identity=server.identity, ready=server.ready,
         verify_scan=settings.verify.deployer_scan(settings.target), verify=settings.verify,
-        outside_namespace=server.outside_namespace))
-    for server in servers
+        outside_namespace=server.outside_namespace, fleet_position=(index, len(servers))))
+    for index, server in enumerate(servers)
 ]
 
 # 5. Cloud layer read back: what AWS stores for each cloud firewall must not let in more than the

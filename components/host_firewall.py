@@ -24,6 +24,7 @@ import pulumi_command as command
 from hardened_lightsail.config import NAMESPACE
 from hardened_lightsail.policy import VerifySettings
 from hardened_lightsail.release import Release
+from hardened_lightsail.scan_share import SHARE_VARIABLE, server_share
 from hardened_lightsail.ssh_session import VANTAGE_KEY_VARIABLE
 from hardened_lightsail.steps import measured_exposure
 
@@ -61,6 +62,9 @@ class HostFirewallArgs:
     verify_scan: str = "quick"  # from the deployer: full | quick (VerifySettings.deployer_scan)
     verify: VerifySettings = VerifySettings()  # verify.vantage: a host outside the admin CIDRs to probe from
     outside_namespace: pulumi.Input[str] | None = None  # the lab's internet namespace: probes from there too
+    # (index, count) of this server among the servers that share the release: a fleet's full
+    # scans are split among them unless verify.fleetScan is `every` (scan_share.py).
+    fleet_position: tuple[int, int] = (0, 1)
 
 
 class HostFirewall(pulumi.ComponentResource):
@@ -137,6 +141,9 @@ def _verify_environment(args: HostFirewallArgs) -> dict[str, pulumi.Input[str]]:
     """How the deploy step probes from outside: its own scan, and the second vantage point (the
     lab's internet namespace, or verify.vantage with its private key, a secret)."""
     env: dict[str, pulumi.Input[str]] = {"HL_VERIFY_SCAN": args.verify_scan}
+    share = server_share(*args.fleet_position, args.verify.fleet_scan)
+    if share is not None:  # absent for one server: its deploy step's inputs stay as they were
+        env[SHARE_VARIABLE] = share
     vantage = args.verify.vantage
     if args.outside_namespace is not None:
         env["HL_VERIFY_VANTAGE"] = pulumi.Output.from_input(args.outside_namespace).apply(
