@@ -7,7 +7,14 @@ from hardened_lightsail.config import settings_from_values
 from hardened_lightsail.outside_verification import FULL, QUICK, THIS_DEPLOYER, View, _Policy, _scan_ports
 from hardened_lightsail.port_scan import ALL_TCP_PORTS, COMMON_UDP_PORTS
 from hardened_lightsail.release import render_release
-from hardened_lightsail.scan_share import EVERY, SPLIT, ScanShare, server_share
+from hardened_lightsail.scan_share import (
+    EVERY,
+    SPLIT,
+    ScanShare,
+    server_share,
+    share_from_environment,
+    write_fleet_file,
+)
 
 FIRST, LAST = ALL_TCP_PORTS.start, ALL_TCP_PORTS.stop - 1
 LISTED = {"tcp": [22, 80, 443, 5432], "udp": [53, 5353]}
@@ -36,6 +43,23 @@ def test_the_share_comes_from_the_environment_and_turns_with_the_release():
 def test_only_a_fleet_that_splits_gets_a_share():
     assert server_share(0, 1, SPLIT) is None and server_share(3, 10, EVERY) is None
     assert server_share(3, 10, SPLIT) == "3/10"
+
+
+def test_a_deploy_step_finds_its_share_in_the_fleet_file_and_scans_everything_without_it(tmp_path):
+    path = tmp_path / "fleets" / "dev.json"
+    write_fleet_file(path, ["web-0", "web-1", "web-2"], SPLIT)
+    env = {"HL_FLEET_FILE": str(path), "HL_FLEET_MEMBER": "web-2"}
+    assert share_from_environment(env, "00000001") == ScanShare(2, 3, 1)
+    # Whatever is missing or wrong, the whole scan: never less than asked for.
+    assert share_from_environment({**env, "HL_FLEET_MEMBER": "web-9"}, "00000001") is None
+    assert share_from_environment({"HL_FLEET_MEMBER": "web-2"}, "00000001") is None
+    assert share_from_environment({**env, "HL_FLEET_FILE": str(tmp_path / "nowhere.json")}, "00000001") is None
+    path.write_text("{not json")
+    assert share_from_environment(env, "00000001") is None
+    write_fleet_file(path, ["web-0", "web-1", "web-2"], EVERY)
+    assert share_from_environment(env, "00000001") is None
+    write_fleet_file(path, ["web-0"], SPLIT)  # one server: the whole scan
+    assert share_from_environment({**env, "HL_FLEET_MEMBER": "web-0"}, "00000001") is None
 
 
 def _release():
