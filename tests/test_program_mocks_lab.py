@@ -189,6 +189,11 @@ def test_a_lab_fleet_is_one_lab_whose_servers_each_get_the_whole_host_chain():
         assert report.options(f"{name}-firewall-copy")["depends_on"] == [f"{name}-firewall-ready"]
     identities = {report.inputs(f"{name}-firewall-host-state")["serverIdentity"] for name in names}
     assert len(identities) == 3
+    # Like separate machines, each server has a home of its own: their release copies never meet.
+    homes = [report.inputs(f"{name}-firewall-copy")["remote_path"] for name in names]
+    assert len(set(homes)) == 3 and all(home.startswith(str(PROJECT_DIR / ".lab")) for home in homes), homes
+    assert [report.inputs(f"{name}-firewall-deploy")["environment"]["HL_REMOTE_DIR"].rsplit("/", 1)[0]
+            for name in names] == homes
     # Each server has its own pinned host key, like separate instances: made by the program, handed
     # to `hl-lab up` as one secret list in server order, and checked by every connection to it.
     keys = [fake_host_key(f"{name}-host-key") for name in names]
