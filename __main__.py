@@ -5,7 +5,7 @@ import pulumi
 
 from components.cloud_readback import read_back_cloud_firewalls
 from components.engine_shutdown import end_quietly_when_the_engine_stops
-from components.host_firewall import HostFirewall, HostFirewallArgs
+from components.host_firewall import HostFirewall, HostFirewallArgs, fleet_scan_plan
 from components.servers import make_servers
 from hardened_lightsail.effective_settings import effective_settings
 from hardened_lightsail.exposure import exposure_map, exposure_table
@@ -24,14 +24,16 @@ release = checked_release(settings)
 # 3. Servers: Lightsail instances (or the local lab) with the cloud layer of the same policy.
 servers = make_servers(settings, release)
 
-# 4. Host layer: push, apply with rollback armed, confirm over a new connection, verify.
+# 4. Host layer: push, apply with rollback armed, confirm over a new connection, verify. A
+#    fleet's full scans are split among its servers (hardened_lightsail/scan_share.py).
+fleet_file = fleet_scan_plan(pulumi.get_stack(), [server.name for server in servers], settings.verify.fleet_scan)
 firewalls = [
     HostFirewall(f"{server.name}-firewall", HostFirewallArgs(
         target=server.target, release=release,
         confirm_timeout_seconds=settings.firewall.confirm_timeout_seconds,
         public_addresses=server.probe_addresses, server_identity=server.identity, ready=server.ready,
         verify_scan=settings.verify.deployer_scan(settings.target), verify=settings.verify,
-        outside_namespace=server.outside_namespace))
+        outside_namespace=server.outside_namespace, fleet=(str(fleet_file), server.name)))
     for server in servers
 ]
 

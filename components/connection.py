@@ -24,6 +24,8 @@ class SshTarget:
     first_boot_key_grace_seconds: int = 600
     # How long a new server may take to answer SSH, finish cloud-init and free the package lock.
     ready_timeout_seconds: int = 900
+    # The login's home, where releases are copied to (None: /root for root, else /home/USER).
+    home: str | None = None
 
     def connection_args(self) -> command.remote.ConnectionArgs:
         # hostKey: pulumi-command accepts only this key and offers only its algorithm (ed25519).
@@ -33,4 +35,6 @@ class SshTarget:
             dial_error_limit=DIAL_ATTEMPTS, per_dial_timeout=DIAL_TIMEOUT_SECONDS)
 
     def home_dir(self) -> pulumi.Output[str]:
+        if self.home is not None:
+            return pulumi.Output.from_input(self.home)
         return pulumi.Output.from_input(self.user).apply(lambda user: "/root" if user == "root" else f"/home/{user}")

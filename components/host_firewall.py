@@ -24,6 +24,7 @@ import pulumi_command as command
 from hardened_lightsail.config import NAMESPACE
 from hardened_lightsail.policy import VerifySettings
 from hardened_lightsail.release import Release
+from hardened_lightsail.scan_share import FLEET_FILE_VARIABLE, MEMBER_VARIABLE, fleet_file, write_fleet_file
 from hardened_lightsail.ssh_session import VANTAGE_KEY_VARIABLE
 from hardened_lightsail.steps import measured_exposure
 
@@ -61,6 +62,9 @@ class HostFirewallArgs:
     verify_scan: str = "quick"  # from the deployer: full | quick (VerifySettings.deployer_scan)
     verify: VerifySettings = VerifySettings()  # verify.vantage: a host outside the admin CIDRs to probe from
     outside_namespace: pulumi.Input[str] | None = None  # the lab's internet namespace: probes from there too
+    # A fleet: (the fleet file the program wrote, this server's name in it). Its full scans are
+    # split among its servers unless verify.fleetScan is `every` (scan_share.py).
+    fleet: tuple[str, str] | None = None
 
 
 class HostFirewall(pulumi.ComponentResource):
@@ -126,6 +130,15 @@ class HostFirewall(pulumi.ComponentResource):
                                "hostState": self.host_state.hostState})
 
 
+def fleet_scan_plan(stack: str, names: list[str], fleet_scan: str) -> Path:
+    """The fleet file HostFirewallArgs.fleet names, written on `up` only: a preview of another
+    fleet size must not change what a running `up`'s deploy steps scan."""
+    path = fleet_file(stack)
+    if not pulumi.runtime.is_dry_run():
+        write_fleet_file(path, names, fleet_scan)
+    return path
+
+
 def _ssh_environment(target: SshTarget) -> dict[str, pulumi.Input[str]]:
     """What the deploy step needs to open its own ssh sessions (the key stays a secret)."""
     return {"HL_SSH_HOST": target.host, "HL_SSH_PORT": pulumi.Output.from_input(target.port).apply(str),
@@ -137,6 +150,8 @@ def _verify_environment(args: HostFirewallArgs) -> dict[str, pulumi.Input[str]]:
     """How the deploy step probes from outside: its own scan, and the second vantage point (the
     lab's internet namespace, or verify.vantage with its private key, a secret)."""
     env: dict[str, pulumi.Input[str]] = {"HL_VERIFY_SCAN": args.verify_scan}
+    if args.fleet is not None:  # names that never change with the fleet's size: no redeploy
+        env[FLEET_FILE_VARIABLE], env[MEMBER_VARIABLE] = args.fleet
     vantage = args.verify.vantage
     if args.outside_namespace is not None:
         env["HL_VERIFY_VANTAGE"] = pulumi.Output.from_input(args.outside_namespace).apply(

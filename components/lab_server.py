@@ -69,13 +69,14 @@ class LabServer(pulumi.ComponentResource):
     def __init__(self, name: str, settings: StackSettings, release: Release,
                  opts: pulumi.ResourceOptions | None = None):
         identity = this_stacks_lab()
+        self.layout = LabLayout(identity.state_dir)
         problems = slot_problems(identity, settings)  # before anything is registered
         for problem in problems:
             pulumi.log.error(problem)
         if problems:
             raise pulumi.RunError("the lab can't get its slot (see above); nothing was changed")
         super().__init__("hardened-lightsail:lab:LabServer", name, None, opts)
-        returned = return_note(LabLayout(identity.state_dir))
+        returned = return_note(self.layout)
         if returned:  # a drill's release was rolled back: say what the edge lets in now
             pulumi.log.warn(f"lab {identity.name} ({returned['at']}): {returned['message']}")
         where = {"HL_LAB_NAME": identity.name, "HL_LAB_DIR": identity.relative_state_dir}
@@ -162,7 +163,10 @@ def make_lab_servers(settings: StackSettings, release: Release) -> list[ServerHa
             target=SshTarget(host=host.public_ip, user="root", private_key=lab.private_key,
                              host_key=lab.host_keys[index].publicKey,
                              first_boot_key_grace_seconds=settings.lab.boot_seconds + LAB_GRACE_SECONDS,
-                             ready_timeout_seconds=settings.lab.boot_seconds + LAB_READY_SECONDS),
+                             ready_timeout_seconds=settings.lab.boot_seconds + LAB_READY_SECONDS,
+                             # Each server's own (lab/layout.py login_home), as on separate
+                             # machines: servers of one lab never share a release copy.
+                             home=str(lab.layout.server(index).login_home)),
             ready=lab.cloud_firewall,
             # The lab made again (another slot, a reboot) is a new server; so is one added to the lab.
             identity=lab.lab.id if index == 0 else pulumi.Output.concat(lab.lab.id, f"/server{index}"),

@@ -31,6 +31,7 @@ from .policy import (
     Vantage,
     VerifySettings,
 )
+from .scan_share import FLEET_SCAN_MODES
 from .user_text import key_path, printable, show
 
 NAMESPACE = "hardened-lightsail"
@@ -485,7 +486,8 @@ def _verify(check: _Checker, raw: Any, target: str, secret_keys: frozenset[str] 
             check.fail("verify.vantage", "the lab measures what anyone else sees from its own internet namespace; "
                                          "remove verify.vantage from a lab stack (it is for Lightsail targets)")
         vantage = _vantage(check, raw.get("vantage"), secret_keys)
-    return VerifySettings(scan=scan, vantage=vantage)
+    fleet_scan = check.string("verify.fleetScan", raw.get("fleetScan"), VerifySettings.fleet_scan, FLEET_SCAN_MODES)
+    return VerifySettings(scan=scan, vantage=vantage, fleet_scan=fleet_scan)
 
 
 def _vantage(check: _Checker, raw: Any, secret_keys: frozenset[str] | None) -> Vantage | None:

@@ -23,6 +23,7 @@ from .policy import FirewallPolicy
 from .port_scan import ALL_TCP_PORTS, COMMON_UDP_PORTS, Scan, ScanError, Vantage
 from .reachability import CLOSED, FILTERED, OPEN, local_source_address, measure
 from .release import Release
+from .scan_share import ScanShare
 
 SAMPLE_CLOSED_PORTS = (21, 23, 25, 53, 110, 139, 445, 3306, 5432, 6379, 8080, 8443, 9200, 27017)
 SAMPLE_CLOSED_UDP_PORTS = (53, 123, 161, 1900, 5353, 11211)  # amplification favourites
@@ -123,10 +124,18 @@ def _source(view: View, address: str, report: HostReport) -> str:
     return view.vantage.source_address(address)
 
 
-def _scan_ports(view: View, listed: dict[str, list[int]]) -> tuple[list[int], list[int]]:
-    if view.scan == FULL:
-        return list(ALL_TCP_PORTS), sorted({*listed["udp"], *COMMON_UDP_PORTS})
-    return listed["tcp"], listed["udp"]
+def _scan_ports(view: View, listed: dict[str, list[int]], allowed: _Policy, share: ScanShare | None
+                ) -> tuple[list[int], list[int]]:
+    """A full scan: every TCP port, or this server's share of the fleet's (scan_share.py) plus
+    both ends of every stretch the rules treat alike and the ports the quick check lists."""
+    if view.scan != FULL:
+        return listed["tcp"], listed["udp"]
+    udp = sorted({*listed["udp"], *COMMON_UDP_PORTS})
+    if share is None:
+        return list(ALL_TCP_PORTS), udp
+    edges = {port for start in allowed.starts for port in (start - 1, start)}
+    ports = {*share.block(ALL_TCP_PORTS.start, ALL_TCP_PORTS.stop - 1), *listed["tcp"], *edges}
+    return sorted(port for port in ports if port in ALL_TCP_PORTS), udp
 
 
 def _measure(view: View, address: str, tcp: list[int], udp: list[int]) -> Scan:
@@ -164,12 +173,12 @@ class _Section:
 
 
 def _verify_view(view: View, release: Release, policy: FirewallPolicy, addresses: list[str], report: HostReport,
-                 admin_cidrs: Sequence[Network]) -> tuple[_Section, str]:
+                 admin_cidrs: Sequence[Network], share: ScanShare | None) -> tuple[_Section, str]:
     """Every address from one vantage, the addresses scanned side by side."""
     listed = ports_to_probe(release, policy, report)
     with ThreadPoolExecutor(max_workers=len(addresses) or 1) as pool:
-        results = list(pool.map(lambda address: _verify_address(view, release, address, report, admin_cidrs, listed),
-                                addresses))
+        results = list(pool.map(lambda address: _verify_address(view, release, address, report, admin_cidrs, listed,
+                                                                share), addresses))
     section = _Section()
     for part, _ in results:
         section.rows += part.rows
@@ -180,14 +189,14 @@ def _verify_view(view: View, release: Release, policy: FirewallPolicy, addresses
 
 
 def _verify_address(view: View, release: Release, address: str, report: HostReport, admin_cidrs: Sequence[Network],
-                    listed: dict[str, list[int]]) -> tuple[_Section, str]:
+                    listed: dict[str, list[int]], share: ScanShare | None) -> tuple[_Section, str]:
     section = _Section()
     source = _source(view, address, report)
     if view.outsider and any(ipaddress.ip_address(source) in network for network in admin_cidrs):
         raise ScanError(f"{view.vantage.name} reaches {address} from {source}, inside firewall.adminCidrs: "
                         "it sees what an admin sees, not what anyone else does; use a host outside them")
     allowed = _Policy(release, source)
-    tcp, udp = _scan_ports(view, listed)
+    tcp, udp = _scan_ports(view, listed, allowed, share)
     scan = _measure(view, address, tcp, udp)
     states = dict(scan.states)
     judged = {key: (allowed.allows(*key), key[1] in report.listening[key[0]]) for key in states}
@@ -208,7 +217,8 @@ def _verify_address(view: View, release: Release, address: str, report: HostRepo
     section.probes = len(states)
     udp_note = f" + {len(udp)} udp" if any(k[0] == "udp" for k in scan.states) else \
         " (udp not measured: nmap's UDP scan needs root there)" if udp else ""
-    section.times.append(f"{address}: {len(tcp)} tcp{udp_note} port(s) in {scan.seconds:.1f} s")
+    shared = f" ({share.describe(ALL_TCP_PORTS.start, ALL_TCP_PORTS.stop - 1)})" if share and view.scan == FULL else ""
+    section.times.append(f"{address}: {len(tcp)} tcp{shared}{udp_note} port(s) in {scan.seconds:.1f} s")
     return section, source
 
 
@@ -229,13 +239,14 @@ def _summary_rows(address: str, states: dict[tuple[str, int], str], judged: dict
 
 
 def verify_outside(release: Release, policy: FirewallPolicy, addresses: list[str], report: HostReport, views: list[View],
-                   admin_cidrs: Sequence[Network] = ()) -> OutsideResult:
-    """Probe every address from every vantage and judge each answer against both layers."""
+                   admin_cidrs: Sequence[Network] = (), share: ScanShare | None = None) -> OutsideResult:
+    """Probe every address from every vantage and judge each answer against both layers.
+    `share`: this server's part of its fleet's full scans (None: all of it)."""
     lines, mismatch_lines, probes, mismatches = [], [], 0, 0
 
     def verify(view: View) -> tuple[_Section, str] | ScanError:
         try:
-            return _verify_view(view, release, policy, addresses, report, admin_cidrs)
+            return _verify_view(view, release, policy, addresses, report, admin_cidrs, share)
         except ScanError as error:
             return error
 

@@ -193,6 +193,9 @@ class VerifySettings:
     # Lightsail (a full scan of a cloud address from your own line is impolite, and slow).
     scan: str | None = None
     vantage: Vantage | None = None
+    # A fleet's full scans: `split` among its servers (each port once per fleet, every rule edge
+    # on every server; scan_share.py), or `every` port of every server.
+    fleet_scan: str = "split"
 
     def deployer_scan(self, target: str) -> str:
         return self.scan or ("full" if target == "lab" else "quick")

@@ -27,6 +27,7 @@ from .config import load_policy_file
 from .outside_verification import FULL, QUICK, THIS_DEPLOYER, View, parse_host_report, verify_outside
 from .port_scan import Vantage
 from .release import render_release
+from .scan_share import share_from_environment
 from .server_readiness import ready_step
 from .ssh_session import VANTAGE_KEY_VARIABLE, HostKeyMismatch, SshEndpoint
 
@@ -80,7 +81,8 @@ def deploy_step(env: Mapping[str, str] = os.environ) -> int:
     views = verification_views(env)
     say("verify from outside: " + "; ".join(f"{view.scan} scan from {view.vantage.name}" for view in views))
     try:
-        outside = verify_outside(release, policy, addresses, parse_host_report(report), views, policy.admin_cidrs)
+        outside = verify_outside(release, policy, addresses, parse_host_report(report), views, policy.admin_cidrs,
+                                 share_from_environment(env, release.hash))
     except HostKeyMismatch as error:  # the vantage is not the host its pinned key names
         print(f"verify from outside: {error}", file=sys.stderr)
         return 1

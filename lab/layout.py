@@ -20,10 +20,16 @@ SERVER_FILE_BIND_MOUNTS = ("/etc/default/netfilter-persistent",)
 # the package manager's lock, which a booting lab server holds the way unattended-upgrades does.
 SERVER_FILE_MOUNTS = ("/var/lib/dpkg/lock-frontend",)
 
+# The accounts the server sees: a lab copy of this machine's /etc/passwd in which the login user
+# (root) has a home of the lab's own, holding a fresh server's stock shell files. Debian's bash
+# reads ~/.bashrc for every SSH command, and this machine's (pyenv, cargo) costs about 0.1 s of
+# CPU each time: the lab's sessions must not pay for it, nor write through $HOME into /root.
+SERVER_ACCOUNTS = "/etc/passwd"
+LOGIN_USER = "root"
 # Top-level names under the state directory that the lab creates and `down` removes (only
 # from a directory whose lab.json names that lab).
 RUNTIME_ENTRIES = ("lab.json", "ssh", "sshd_config", "sshd_config.image", "nginx", "run", "log", "edge", "server-fs",
-                   "boot", "servers")
+                   "boot", "servers", "home")
 SERVERS_DIR = "servers"
 
 
@@ -107,6 +113,11 @@ class ServerLayout:
 
     def log_file(self, service: str) -> Path:
         return self.log_dir / f"{service}.log"
+
+    @property
+    def login_home(self) -> Path:
+        """The login user's home as the server's sessions see it ($HOME; SERVER_ACCOUNTS)."""
+        return self.root / "home"
 
     # --- server filesystem overlays (bind-mounted over SERVER_BIND_MOUNTS) --------------------
     def server_fs(self, host_path: str) -> Path:

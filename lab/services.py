@@ -18,7 +18,14 @@ from pathlib import Path
 from .boot import DONE, RUNNING, BootPlan, cloud_init_stand_in
 from .commands import run_command
 from .errors import LabError
-from .layout import SERVER_BIND_MOUNTS, SERVER_FILE_BIND_MOUNTS, SERVER_FILE_MOUNTS, ServerLayout
+from .layout import (
+    LOGIN_USER,
+    SERVER_ACCOUNTS,
+    SERVER_BIND_MOUNTS,
+    SERVER_FILE_BIND_MOUNTS,
+    SERVER_FILE_MOUNTS,
+    ServerLayout,
+)
 from .processes import running_pid, stop_pids, wait_for_pid_file
 from .server_configs import nginx_config, sshd_config
 from .topology import EDGE, HIDDEN_UDP_PORTS, SSH_PORT, LabTopology, server_role
@@ -75,10 +82,34 @@ def _in_server_mounts(lab: LabTopology, index: int, argv: list[str], what: str,
         layout.server_fs(host_path).touch(mode=0o640)
         args += [str(layout.server_fs(host_path)), host_path]
         mounts.append(f'mount --bind "${{{len(args) - 1}}}" "${{{len(args)}}}"')
+    args += [str(_write_accounts(layout)), SERVER_ACCOUNTS]
+    mounts.append(f'mount --bind "${{{len(args) - 1}}}" "${{{len(args)}}}"')
     # Paths go in as positional parameters ($1...), never spliced into the script text.
     script = "set -eu; " + "; ".join(mounts) + f'; shift {len(args)}; exec "$@"'
     _start(["ip", "netns", "exec", lab.namespace(server_role(index)), "unshare", "--mount", "--propagation", "private",
             "--", "/bin/sh", "-c", script, "lab-server", *args, *argv], what, extra_env=extra_env)
+
+
+def _write_accounts(layout: ServerLayout) -> Path:
+    """The server's /etc/passwd (layout.SERVER_ACCOUNTS): this machine's, with the login user's
+    home moved to the lab's own, which gets a fresh server's shell files (/etc/skel's)."""
+    home = layout.login_home
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for name in (".bashrc", ".profile"):
+        stock = Path("/etc/skel") / name
+        if stock.is_file() and not (home / name).exists():
+            shutil.copy2(stock, home / name)
+    lines = []
+    for line in Path(SERVER_ACCOUNTS).read_text().splitlines():
+        fields = line.split(":")
+        if len(fields) == 7 and fields[0] == LOGIN_USER:
+            fields[5] = str(home)
+        lines.append(":".join(fields))
+    copy = layout.server_fs(SERVER_ACCOUNTS)
+    copy.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    copy.write_text("\n".join(lines) + "\n")
+    copy.chmod(0o644)
+    return copy
 
 
 def _write_server_files(lab: LabTopology, index: int, boot: BootPlan | None) -> None:

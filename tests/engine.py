@@ -7,6 +7,7 @@ puts it into each test's private plugin cache."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -40,9 +41,17 @@ def pulumi(args: list[str], backend: Path, cwd: Path | None = None, timeout: flo
     argv = [str(PROJECT_DIR / "scripts" / "pulumi"), *(["--cwd", str(cwd)] if cwd else []), *args]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=environment, input=stdin)
     if check and result.returncode != 0:
-        raise AssertionError(f"pulumi {' '.join(args)} failed ({result.returncode}):\n"
+        raise AssertionError(f"pulumi {' '.join(args)} failed ({result.returncode}):\n{diagnostics(result.stdout)}"
                              f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
+
+
+def diagnostics(stdout: str) -> str:
+    """The engine's Diagnostics section (why it failed), which a long Outputs section after it
+    would push out of the tail an error shows."""
+    _, found, rest = stdout.partition("\nDiagnostics:\n")
+    return f"Diagnostics:\n{re.split(r'^(?:Outputs|Resources):$', rest, maxsplit=1, flags=re.M)[0][:6000]}\n" \
+        if found else ""
 
 
 def remove_lab_stack(stack: str, backend: Path) -> None:

@@ -87,7 +87,7 @@ def test_the_walk_finds_every_kind_of_field():
             "firewall.sshRateLimit.perMinute", "firewall.blocklist[0]", "firewall.deployerAddresses[0]",
             "server.availabilityZone", "server.blueprintId", "server.bundleId", "server.ipAddressType",
             "lab.slot", "verify.scan", "verify.vantage.host", "verify.vantage.user", "verify.vantage.hostKey",
-            "verify.vantage.port", "verify.vantage.scan"} <= set(FIELDS)
+            "verify.vantage.port", "verify.vantage.scan", "verify.fleetScan"} <= set(FIELDS)
     # ... and every leaf of the model: a field added to policy.py shows up here by itself.
     assert len(FIELDS) >= 28, sorted(FIELDS)
 

@@ -490,6 +490,13 @@ def test_the_deployer_scans_fully_in_the_lab_and_quickly_on_lightsail_unless_tol
     assert told.verify.deployer_scan("lightsail") == "full"
 
 
+def test_a_fleets_full_scans_are_split_unless_every_server_is_asked_for():
+    assert settings_from_values(with_firewall()).verify.fleet_scan == "split"
+    assert settings_from_values({**with_firewall(), "verify": {"fleetScan": "every"}}).verify.fleet_scan == "every"
+    assert verify_problems({"fleetScan": "all"}) == [
+        'verify.fleetScan: "all" is not one of: split, every']
+
+
 def test_a_vantage_is_read_with_its_pinned_key_and_no_private_key_in_the_settings():
     settings = settings_from_values({**with_firewall(), "verify": {"vantage": vantage(port=2222)}})
     assert settings.verify.vantage.host_key == VANTAGE_KEY and settings.verify.vantage.port == 2222

@@ -80,6 +80,15 @@ def test_three_lab_servers_each_verified_from_outside_and_destroyed_without_a_tr
             assert _from_internet(seen, 80, family) == "open"
             assert _from_internet(seen, 22, family) == "filtered"
             assert _from_internet(seen, 22, family, client="labAdminNamespace") == "open"
+    # The fleet's full scans are split: each server scans its block of the TCP ports (and every
+    # rule edge), from both vantages and on both addresses; the blocks cover every port once.
+    blocks = set()
+    for server in servers:
+        shares = re.findall(r": \d+ tcp \(share (\d) of 3: ports (\d+)-(\d+) and every rule edge\)",
+                            server["verifiedExposure"])
+        assert len(shares) == 4 and len(set(shares)) == 1, server["verifiedExposure"]  # 2 vantages x 2 addresses
+        blocks.add(range(int(shares[0][1]), int(shares[0][2]) + 1))
+    assert sorted(port for block in blocks for port in block) == list(range(1, 65536))
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert len(re.findall(rf"^hl-{LAB.name}-srv\d*\b", namespaces, re.M)) == 3
     # Each server's sshCommand checks that server's own pinned host key (StrictHostKeyChecking=yes).

@@ -123,6 +123,20 @@ def test_ssh_session_writes_the_labs_firewall_files_not_the_machines(lab):
     assert not Path("/var/lib/hardened-lightsail/probe").exists()
 
 
+def test_ssh_sessions_start_in_the_labs_own_home_with_a_fresh_servers_shell_files(lab):
+    # Not this machine's /root: its ~/.bashrc (Debian's bash reads it for every SSH command)
+    # would run in every session, and $HOME writes would land in this machine's home.
+    result = ssh(lab, "root", 'echo "$HOME"; cat "$HOME/.bashrc" 2>/dev/null | md5sum; id -un')
+    assert result.returncode == 0, result.stderr
+    home, bashrc, user = result.stdout.split("\n")[:3]
+    assert (home, user) == (str(lab.layout.login_home), "root")
+    stock = Path("/etc/skel/.bashrc")
+    if stock.is_file():
+        expected = subprocess.run(["md5sum"], input=stock.read_bytes(), capture_output=True).stdout.decode().strip()
+        assert bashrc.strip() == expected
+    assert Path("/etc/passwd").read_text().count(str(lab.layout.login_home)) == 0  # the machine's file untouched
+
+
 def test_ipv6_neighbours_are_learned_by_neighbour_discovery(lab):
     probe(lab.namespace("internet"), [(lab.server_ipv6, "tcp", 80)])  # the server answers via its router
     server_if = lab.endpoint("server").interface

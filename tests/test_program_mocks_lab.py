@@ -181,11 +181,19 @@ def test_a_lab_fleet_is_one_lab_whose_servers_each_get_the_whole_host_chain():
     for name, host in zip(names, hosts, strict=True):
         deploy = report.inputs(f"{name}-firewall-deploy")["environment"]
         assert json.loads(deploy["HL_ADDRESSES"])[0] == host  # each server verified from outside on its own
+        # The fleet reaches its deploy steps as a file, not a changing input: a fleet that grows
+        # or shrinks doesn't redeploy the servers it keeps (tests/test_scan_share.py).
+        assert (deploy["HL_FLEET_FILE"], deploy["HL_FLEET_MEMBER"]) == (".build/fleets/labmock.json", name)
         assert report.inputs(f"{name}-firewall-host-state")["host"] == host
         assert report.options(f"{name}-firewall-ready")["depends_on"] == ["lab-cloud-firewall"]
         assert report.options(f"{name}-firewall-copy")["depends_on"] == [f"{name}-firewall-ready"]
     identities = {report.inputs(f"{name}-firewall-host-state")["serverIdentity"] for name in names}
     assert len(identities) == 3
+    # Like separate machines, each server has a home of its own: their release copies never meet.
+    homes = [report.inputs(f"{name}-firewall-copy")["remote_path"] for name in names]
+    assert len(set(homes)) == 3 and all(home.startswith(str(PROJECT_DIR / ".lab")) for home in homes), homes
+    assert [report.inputs(f"{name}-firewall-deploy")["environment"]["HL_REMOTE_DIR"].rsplit("/", 1)[0]
+            for name in names] == homes
     # Each server has its own pinned host key, like separate instances: made by the program, handed
     # to `hl-lab up` as one secret list in server order, and checked by every connection to it.
     keys = [fake_host_key(f"{name}-host-key") for name in names]

@@ -25,6 +25,7 @@ from hardened_lightsail.outside_verification import (
 )
 from hardened_lightsail.port_scan import Vantage
 from hardened_lightsail.reachability import CLOSED, FILTERED, OPEN
+from hardened_lightsail.scan_share import ScanShare
 from lab.topology import ADMIN, INTERNET, INTERNET2, ROOT, SERVER
 
 from lab_helpers import APP_PORT, firewall_values, layers, render, shipped  # noqa: F401 (fixtures)
@@ -66,10 +67,10 @@ def test_a_denied_port_must_be_silent_and_an_allowed_listener_must_not_be_refuse
 LAB_REPORT = HOST_REPORT.replace("tcp * 22", "tcp * 22\ntcp * 23\ntcp * 5432\ntcp * 8080")
 
 
-def _verify(lab, policy, release, views=(View(THIS_DEPLOYER, QUICK),)) -> tuple[int, str]:
+def _verify(lab, policy, release, views=(View(THIS_DEPLOYER, QUICK),), share=None) -> tuple[int, str]:
     report = f"client: {lab.address(ROOT, 4)}\n" + LAB_REPORT
     result = verify_outside(release, policy, [lab.address(SERVER, 4), lab.address(SERVER, 6)],
-                            parse_host_report(report), list(views), policy.admin_cidrs)
+                            parse_host_report(report), list(views), policy.admin_cidrs, share)
     return (1 if result.mismatches else 0), result.table
 
 
@@ -159,6 +160,18 @@ def test_full_scan_finds_a_high_port_hole_the_quick_sample_misses(lab, layers, s
             assert _row(output.splitlines(), address, f"tcp/{HIDDEN_HIGH_PORT}")[2:] == [
                 "no", "denied", "open", "MISMATCH"], output
         assert "verified:" not in output
+        # A fleet of 4 splits its full scans: the server whose block holds the port finds the
+        # hole; another one measures its own block (and every rule edge) and sees nothing there.
+        finder = next(ScanShare(i, 4) for i in range(4) if HIDDEN_HIGH_PORT in ScanShare(i, 4).block(1, 65535))
+        code, output = _verify(lab, policy, release, [_internet(lab)], finder)
+        assert code == 1 and _row(output.splitlines(), lab.address(SERVER, 6), f"tcp/{HIDDEN_HIGH_PORT}")[-1] == \
+            "MISMATCH", output
+        other = ScanShare((finder.index + 1) % 4, 4)
+        code, output = _verify(lab, policy, release, [_internet(lab)], other)
+        block = other.block(1, 65535)
+        assert code == 0 and f"tcp/{HIDDEN_HIGH_PORT}" not in output, output
+        assert f" tcp (share {other.index + 1} of 4: ports {block.start}-{block.stop - 1} and every rule edge) + " \
+            in output, output
     finally:
         os.kill(listener.pid, signal.SIGTERM)
         listener.wait(timeout=10)
