@@ -17,9 +17,6 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from hardened_lightsail.commit_confirm import IN_SYNC, RemoteRelease, read_host_state
-from hardened_lightsail.ssh_session import SshEndpoint
-
 PROVIDER_KEY = "__provider"
 INPUT_KEYS = ("release", "serverIdentity", "host", "port", "user", "privateKey", "hostKey", "remoteDir", "hostState")
 
@@ -37,6 +34,11 @@ class HostStateProvider(ResourceProvider):
         return UpdateResult({**news, "deployment": uuid.uuid4().hex})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        # Imported here, not at the top: the dynamic provider process imports this module for the
+        # diff of every `up`, which the host steps wait for; only a refresh reads the host.
+        from hardened_lightsail.commit_confirm import RemoteRelease, read_host_state
+        from hardened_lightsail.ssh_session import SshEndpoint
+
         target = RemoteRelease(SshEndpoint(host=props["host"], port=int(props["port"]), user=props["user"],
                                            private_key=props["privateKey"], host_key=props["hostKey"]),
                                props["remoteDir"], props["release"])
@@ -67,6 +69,8 @@ class HostState(Resource, module="hardened-lightsail", name="HostState"):
     hostState: pulumi.Output[str]  # noqa: N815 (the property's name on the wire)
 
     def __init__(self, name: str, args: HostStateArgs, opts: pulumi.ResourceOptions | None = None):
+        from hardened_lightsail.commit_confirm import IN_SYNC  # (see read: the program has it loaded already)
+
         props = {"release": args.release, "serverIdentity": args.server_identity, "host": args.host,
                  "port": args.port, "user": args.user, "privateKey": pulumi.Output.secret(args.private_key),
                  "hostKey": args.host_key, "remoteDir": args.remote_dir, "hostState": IN_SYNC, "deployment": None}

@@ -23,6 +23,9 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 PAYLOAD_DIR = _PACKAGE_DIR / "payload" if (_PACKAGE_DIR / "payload").is_dir() else _PACKAGE_DIR.parent / "payload"
 PAYLOAD_ENTRY = "hlfw"  # the entry point; it sources its parts (hlfw-*.sh) from its own directory
 HASH_LENGTH = 16  # hex characters: 64 bits, plenty for one server's history, short in names
+# (release hash, directory) this process has written: a program with N servers writes its one
+# release directory once, not N times (each HostFirewall asks for it).
+_WRITTEN: set[tuple[str, Path]] = set()
 
 
 @dataclass(frozen=True)
@@ -33,13 +36,24 @@ class Release:
     port_infos: list[dict[str, Any]]
 
     def write(self, directory: Path) -> Path:
-        """Write the files (read-only for others) and return the directory."""
+        """Write the files (read-only for others) and return the directory. Written again unless
+        this process wrote this release there already and every file is still there at its size."""
+        key = (self.hash, directory.resolve())
+        if key in _WRITTEN and self._still_written(directory):
+            return directory
         directory.mkdir(parents=True, exist_ok=True)
         for name, content in self.files.items():
             path = directory / name
             path.write_bytes(content)
             path.chmod(0o755 if name == PAYLOAD_ENTRY else 0o644)
+        _WRITTEN.add(key)
         return directory
+
+    def _still_written(self, directory: Path) -> bool:
+        try:
+            return all((directory / name).stat().st_size == len(content) for name, content in self.files.items())
+        except OSError:
+            return False
 
 
 def payload_files() -> dict[str, bytes]:

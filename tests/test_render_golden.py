@@ -161,6 +161,31 @@ def test_manifest_lists_every_file_with_its_sha256():
         assert hashlib.sha256(release.files[name]).hexdigest() == digest
 
 
+def test_a_release_is_written_once_per_directory_and_again_when_a_file_went(tmp_path, monkeypatch):
+    # A program with N servers asks N HostFirewalls for the same release directory: one write.
+    release = render_release(base_policy())
+    written = []
+    write_bytes = release_module.Path.write_bytes
+    monkeypatch.setattr(release_module.Path, "write_bytes",
+                        lambda path, content: (written.append(path.name), write_bytes(path, content))[1])
+    directory = tmp_path / f".hardened-lightsail-{release.hash}"
+    for _ in range(3):
+        assert release.write(directory) == directory
+    assert sorted(written) == sorted(release.files)
+    assert {path.name: path.read_bytes() for path in directory.iterdir()} == release.files
+    assert (directory / "hlfw").stat().st_mode & 0o777 == 0o755
+    # Whatever went missing or changed size since is written again (the deploy step reads these files).
+    (directory / "rules.v4").unlink()
+    (directory / "ipsets").write_bytes(b"truncated")
+    written.clear()
+    release.write(directory)
+    assert sorted(written) == sorted(release.files)
+    assert {path.name: path.read_bytes() for path in directory.iterdir()} == release.files
+    written.clear()
+    release.write(tmp_path / "elsewhere")  # another directory is its own
+    assert sorted(written) == sorted(release.files)
+
+
 # --- the cloud layer (cloud-ports.json is exactly what InstancePublicPorts gets)
 
 @pytest.mark.parametrize("case", CASES)

@@ -1,0 +1,52 @@
+"""What the processes of every `up` import: the dynamic provider serving HostKey/HostState and
+scripts/pulumi load only the modules they use (their start is on the path of every `up`, also
+one with nothing to change), and the packages' public names still resolve."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+# The policy core, pulumi-command and the deployer's step tools: none is needed to diff a HostKey
+# or a HostState, nor to choose the CLI and its environment.
+HEAVY = ("pulumi_command", "hardened_lightsail.stack_config", "hardened_lightsail.policy",
+         "hardened_lightsail.release", "hardened_lightsail.commit_confirm", "hardened_lightsail.steps",
+         "components.host_firewall")
+
+
+def loaded_after(statement: str) -> set[str]:
+    code = f"import json, sys\n{statement}\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, capture_output=True, text=True,
+                          check=True, timeout=60)
+    return set(json.loads(done.stdout))
+
+
+@pytest.mark.parametrize("statement", [
+    # What the dynamic provider's unpickling of HostKeyProvider / HostStateProvider imports.
+    "import components.host_key, components.host_state",
+    # scripts/pulumi: `python -m hardened_lightsail.engine_env` imports the package first.
+    "import hardened_lightsail.engine_env",
+])
+def test_per_up_helpers_load_without_the_policy_core(statement):
+    loaded = loaded_after(statement)
+    assert statement.split()[1].split(",")[0] in loaded  # the check ran on a real import
+    assert sorted(loaded & set(HEAVY)) == []
+
+
+def test_the_packages_public_names_still_resolve():
+    import components
+    import hardened_lightsail
+    from components.host_firewall import HostFirewall
+    from hardened_lightsail import release
+    from hardened_lightsail.release import render_release
+
+    assert hardened_lightsail.render_release is render_release and hardened_lightsail.release is release
+    assert components.HostFirewall is HostFirewall
+    for package in (hardened_lightsail, components):
+        assert all(getattr(package, name) is not None for name in package.__all__)
+        with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+            package.nothing_here  # noqa: B018 (the attribute access is the test)
