@@ -26,7 +26,7 @@ from hardened_lightsail.policy import VerifySettings
 from hardened_lightsail.release import Release
 from hardened_lightsail.scan_share import FLEET_FILE_VARIABLE, MEMBER_VARIABLE, fleet_file, write_fleet_file
 from hardened_lightsail.ssh_session import VANTAGE_KEY_VARIABLE
-from hardened_lightsail.steps import measured_exposure
+from hardened_lightsail.step_output import measured_exposure
 
 from .connection import SshTarget
 from .host_state import HostState, HostStateArgs

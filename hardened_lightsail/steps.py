@@ -30,14 +30,7 @@ from .release import render_release
 from .scan_share import share_from_environment
 from .server_readiness import ready_step
 from .ssh_session import VANTAGE_KEY_VARIABLE, HostKeyMismatch, SshEndpoint
-
-EXPOSURE_MARKER = "--- measured from outside ---"
-
-
-def measured_exposure(step_output: str) -> str:
-    """The exposure table out of the deploy step's stdout (what follows the marker)."""
-    _, marker, table = step_output.partition(EXPOSURE_MARKER + "\n")
-    return table.rstrip("\n") if marker else ""
+from .step_output import EXPOSURE_MARKER
 
 
 def verification_views(env: Mapping[str, str]) -> list[View]:
