@@ -13,9 +13,11 @@ from pathlib import Path
 # The host paths the server sees as lab-owned bind mounts (its private mount namespace).
 # /usr/local/sbin holds the lab's stand-in for `cloud-init` (lab/boot.py).
 SERVER_BIND_MOUNTS = ("/etc/iptables", "/var/lib/hardened-lightsail", "/usr/local/sbin")
-# Single files the payload edits, mounted over with a lab copy when this machine has them
-# (hlfw only edits this one where it exists: the netfilter-persistent boot settings).
-SERVER_FILE_BIND_MOUNTS = ("/etc/default/netfilter-persistent",)
+# Directories where the payload edits a package's file (the netfilter-persistent boot settings
+# in /etc/default), seen by the server as a lab-owned copy of this machine's: the edit, and
+# the temporary file it is written through, stay in the lab, one copy per server (servers of
+# one lab confirming at once must not meet in this machine's /etc/default).
+SERVER_DIRECTORY_COPIES = ("/etc/default",)
 # Files the server sees as lab-owned ones, where the host has them (never created on the host):
 # the package manager's lock, which a booting lab server holds the way unattended-upgrades does.
 SERVER_FILE_MOUNTS = ("/var/lib/dpkg/lock-frontend",)

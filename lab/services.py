@@ -22,7 +22,7 @@ from .layout import (
     LOGIN_USER,
     SERVER_ACCOUNTS,
     SERVER_BIND_MOUNTS,
-    SERVER_FILE_BIND_MOUNTS,
+    SERVER_DIRECTORY_COPIES,
     SERVER_FILE_MOUNTS,
     ServerLayout,
 )
@@ -58,7 +58,7 @@ def _in_server_mounts(lab: LabTopology, index: int, argv: list[str], what: str,
                       extra_env: dict | None = None) -> None:
     """Start `argv` in server `index`'s network namespace and in a private mount namespace where
     that server's lab-owned directories and files are bind-mounted over SERVER_BIND_MOUNTS,
-    SERVER_FILE_BIND_MOUNTS and SERVER_FILE_MOUNTS."""
+    SERVER_DIRECTORY_COPIES and SERVER_FILE_MOUNTS."""
     layout = lab.server_layout(index)
     args, mounts = [], []
     for host_path in SERVER_BIND_MOUNTS:
@@ -67,12 +67,12 @@ def _in_server_mounts(lab: LabTopology, index: int, argv: list[str], what: str,
         layout.server_fs(host_path).mkdir(mode=0o755, parents=True, exist_ok=True)
         args += [str(layout.server_fs(host_path)), host_path]
         mounts.append(f'mount --bind "${{{len(args) - 1}}}" "${{{len(args)}}}"')
-    for host_path in SERVER_FILE_BIND_MOUNTS:
-        if not Path(host_path).is_file():
+    for host_path in SERVER_DIRECTORY_COPIES:
+        if not Path(host_path).is_dir():
             continue  # nothing the payload would edit, nothing to cover
         copy = layout.server_fs(host_path)
-        copy.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        shutil.copy2(host_path, copy)  # the lab starts from this machine's package defaults
+        if not copy.is_dir():  # the lab starts from this machine's package defaults, then keeps its edits
+            shutil.copytree(host_path, copy, symlinks=True)
         args += [str(copy), host_path]
         mounts.append(f'mount --bind "${{{len(args) - 1}}}" "${{{len(args)}}}"')
     for host_path in SERVER_FILE_MOUNTS:

@@ -115,8 +115,11 @@ def test_ssh_session_writes_the_labs_firewall_files_not_the_machines(lab):
     before = host_rules.read_bytes() if host_rules.exists() else None
     marker = f"lab-{lab.name}-{time.time_ns()}"
     result = ssh(lab, "root", f"echo {marker} > /etc/iptables/rules.v4 && "
-                              f"echo {marker} > /var/lib/hardened-lightsail/probe")
+                              f"echo {marker} > /var/lib/hardened-lightsail/probe && "
+                              f"echo {marker} > /etc/default/hl-lab-probe")  # as the payload's boot settings edit
     assert result.returncode == 0, result.stderr
+    assert (lab.layout.server_fs("/etc/default") / "hl-lab-probe").read_text() == marker + "\n"
+    assert not Path("/etc/default/hl-lab-probe").exists()
     assert (lab.layout.server_fs("/etc/iptables") / "rules.v4").read_text() == marker + "\n"
     assert (lab.layout.server_fs("/var/lib/hardened-lightsail") / "probe").read_text() == marker + "\n"
     assert (host_rules.read_bytes() if host_rules.exists() else None) == before
