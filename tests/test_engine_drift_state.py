@@ -19,9 +19,9 @@ def stack(tmp_path_factory):
     pytest.param("echo '# edited by hand' >> /etc/iptables/rules.v4", "/etc/iptables/rules.v4", False,
                  id="persisted file"),
     # The deployer's copy in the login home is gone too: the refresh reads the payload's own
-    # stored copy, and the repair sends the release again. (Only this stack's own copy: the lab
-    # servers share this machine's /root.)
-    pytest.param("rm -rf /root/.hardened-lightsail-{release}; iptables -I HL-INPUT 1 -p tcp --dport 443 -j DROP", "live v4",
+    # stored copy, and the repair sends the release again. (Each lab server has a login home
+    # of its own, so this is this server's copy only.)
+    pytest.param("rm -rf \"$HOME\"/.hardened-lightsail-{release}; iptables -I HL-INPUT 1 -p tcp --dport 443 -j DROP", "live v4",
                  False, id="release copy removed"),
 ])
 def test_drift_of_stored_state_shows_on_preview_refresh_and_up_repairs_it(stack, command, reason, past_the_deadline):

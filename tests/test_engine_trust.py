@@ -119,7 +119,8 @@ def test_a_booting_server_then_an_impostor_stops_up_before_anything_is_pushed(st
         assert not re.search(r"lab-firewall-(copy|packages|deploy) +(creating|updating)", text), text
         new_release = render_release(effective_settings(settings_from_values(
             {"target": "lab", "firewall": changed})).firewall).hash
-        assert not Path(f"/root/.hardened-lightsail-{new_release}").exists()
+        home = LabLayout(LAB.state_dir).login_home  # the lab server's login home (lab/layout.py)
+        assert home.is_dir() and not (home / f".hardened-lightsail-{new_release}").exists()
         log = impostor.log.read_text()
         assert "Connection from" in log, "the impostor was never contacted: the test proves nothing"
         assert "publickey" not in log and "authenticating user" not in log, "a login was offered to the impostor"
@@ -132,5 +133,5 @@ def test_a_booting_server_then_an_impostor_stops_up_before_anything_is_pushed(st
 
     # The real server is back: the same `up` goes through, with the key it pinned.
     again = pulumi(UP, backend)
-    assert "offers the pinned host key" in again.stdout
-    assert Path(f"/root/.hardened-lightsail-{new_release}").exists()
+    assert "answers with its pinned host key" in again.stdout
+    assert (LabLayout(LAB.state_dir).login_home / f".hardened-lightsail-{new_release}").exists()
