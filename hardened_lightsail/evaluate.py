@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from .identity_cache import IdentityCache
 from .iptables_rules import Ruleset
 from .networks import Network, parse_cidr
 from .rule_conditions import ALL, NONE, HostFacts, IpSet, Probe, conditions_match
@@ -52,25 +53,20 @@ def evaluable(ruleset: Ruleset | SavedRuleset) -> SavedRuleset:
 _READ_BACK: dict[int, tuple[weakref.ref[Ruleset], tuple[Any, ...], SavedRuleset]] = {}  # id(ruleset) -> (weak reference, fingerprint, SavedRuleset)
 
 
-# (text, family, (set name, id of its members)...) -> (the members, the rules read back). Keyed
-# by the members' identity, not their value: hashing a set of 100,000 networks costs more than
-# reading the rules back; each entry holds its members so that their ids stay theirs.
-_READ_BACK_BY_TEXT: dict[tuple[Any, ...], tuple[tuple[Any, ...], SavedRuleset]] = {}
-_READ_BACK_KEPT = 32
+# (text, family, (set name, id of its members)...) -> the rules read back. Keyed by the members'
+# identity, not their value: hashing a set of 100,000 networks costs more than reading the rules
+# back.
+_READ_BACK_BY_TEXT: IdentityCache[SavedRuleset] = IdentityCache(32)
 
 
 def _read_back(text: str, family: int, sets: tuple[tuple[str, tuple[Network, ...]], ...]) -> SavedRuleset:
+    def read() -> SavedRuleset:
+        ipsets = {name: IpSet(name, "hash:net", members) for name, members in sets}
+        return parse_saved_ruleset(text, family, label=f"rules.v{family}", facts=HostFacts(sets=ipsets),
+                                   line_numbers=False, noflush=True)
+
     key = (text, family, tuple((name, id(members)) for name, members in sets))
-    found = _READ_BACK_BY_TEXT.get(key)
-    if found is not None:
-        return found[1]
-    ipsets = {name: IpSet(name, "hash:net", members) for name, members in sets}
-    saved = parse_saved_ruleset(text, family, label=f"rules.v{family}", facts=HostFacts(sets=ipsets),
-                                line_numbers=False, noflush=True)
-    if len(_READ_BACK_BY_TEXT) >= _READ_BACK_KEPT:
-        del _READ_BACK_BY_TEXT[next(iter(_READ_BACK_BY_TEXT))]  # the oldest
-    _READ_BACK_BY_TEXT[key] = (sets, saved)
-    return saved
+    return _READ_BACK_BY_TEXT.get(key, sets, read)
 
 
 class _Walk:

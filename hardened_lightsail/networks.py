@@ -12,6 +12,7 @@ import re
 import socket
 from collections.abc import Callable, Iterable
 
+from .identity_cache import IdentityCache
 from .user_text import show
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -169,24 +170,16 @@ class NetworkIndex:
         return both
 
 
-# Indexes by the identity of the tuple they were built from (hashing 100,000 networks would
-# cost as much as indexing them), each holding its tuple so that the id stays that tuple's.
-_SHARED_INDEXES: dict[int, tuple[tuple[Network, ...], NetworkIndex]] = {}
-_SHARED_INDEXES_KEPT = 8
+# Indexes by the identity of the tuple they were built from: hashing 100,000 networks would
+# cost as much as indexing them.
+_SHARED_INDEXES: IdentityCache[NetworkIndex] = IdentityCache(8)
 
 
 def shared_index(networks: tuple[Network, ...]) -> NetworkIndex:
     """The NetworkIndex of `networks`, built once per tuple object: a policy's blocklist is asked
     about by the lock-out check (FirewallPolicy.blocklist_index) and, as the rulesets' ipsets
     (the very same tuples), by every probe of the analysis and the exposure table."""
-    found = _SHARED_INDEXES.get(id(networks))
-    if found is not None and found[0] is networks:
-        return found[1]
-    index = NetworkIndex(networks)
-    if len(_SHARED_INDEXES) >= _SHARED_INDEXES_KEPT:
-        del _SHARED_INDEXES[next(iter(_SHARED_INDEXES))]  # the oldest
-    _SHARED_INDEXES[id(networks)] = (networks, index)
-    return index
+    return _SHARED_INDEXES.get(id(networks), networks, lambda: NetworkIndex(networks))
 
 
 def covers(outer: Network, inner: Network) -> bool:

@@ -134,7 +134,7 @@ def _scan_ports(view: View, listed: dict[str, list[int]], allowed: _Policy, shar
     if share is None:
         return list(ALL_TCP_PORTS), udp
     edges = {port for start in allowed.starts for port in (start - 1, start)}
-    ports = {*share.block(ALL_TCP_PORTS.start, ALL_TCP_PORTS.stop - 1), *listed["tcp"], *edges}
+    ports = {*share.ports, *listed["tcp"], *edges}
     return sorted(port for port in ports if port in ALL_TCP_PORTS), udp
 
 
@@ -217,7 +217,7 @@ def _verify_address(view: View, release: Release, address: str, report: HostRepo
     section.probes = len(states)
     udp_note = f" + {len(udp)} udp" if any(k[0] == "udp" for k in scan.states) else \
         " (udp not measured: nmap's UDP scan needs root there)" if udp else ""
-    shared = f" ({share.describe(ALL_TCP_PORTS.start, ALL_TCP_PORTS.stop - 1)})" if share and view.scan == FULL else ""
+    shared = f" ({share.describe()})" if share and view.scan == FULL else ""
     section.times.append(f"{address}: {len(tcp)} tcp{shared}{udp_note} port(s) in {scan.seconds:.1f} s")
     return section, source
 

@@ -20,16 +20,16 @@ No file, or a server not in it: the whole scan, never less."""
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from .port_scan import ALL_TCP_PORTS
 
 SPLIT, EVERY = "split", "every"
 FLEET_SCAN_MODES = (SPLIT, EVERY)
 FLEET_FILE_VARIABLE, MEMBER_VARIABLE = "HL_FLEET_FILE", "HL_FLEET_MEMBER"
 FLEETS_DIR = Path(".build") / "fleets"  # relative to the program's directory, like the releases
-_SHARE_TEXT = re.compile(r"(\d{1,3})/(\d{1,3})")
 
 
 @dataclass(frozen=True)
@@ -44,33 +44,24 @@ class ScanShare:
         if not 0 <= self.index < self.count:
             raise ValueError(f"scan share {self.index}/{self.count}: the index must be below the count")
 
-    @classmethod
-    def from_text(cls, text: str | None, release_hash: str) -> ScanShare | None:
-        """"i/N" (None or empty: no share; 0/1 too); the release hash (hex) turns the blocks so
-        the next release scans each block on another server."""
-        if not text:
-            return None
-        match = _SHARE_TEXT.fullmatch(text)
-        if match is None:
-            raise ValueError(f"scan share {text!r} is not INDEX/COUNT")
-        index, count = int(match.group(1)), int(match.group(2))
-        return None if count == 1 else cls(index, count, int(release_hash[:8], 16) % count)
-
-    def block(self, first: int, last: int) -> range:
-        """This server's contiguous part of first..last (the blocks differ in size by one at most)."""
-        size = last - first + 1
+    @property
+    def ports(self) -> range:
+        """This server's contiguous part of the TCP port space (the blocks differ by one at most)."""
+        first, size = ALL_TCP_PORTS.start, len(ALL_TCP_PORTS)
         block = (self.index + self.rotation) % self.count
-        start, end = first + size * block // self.count, first + size * (block + 1) // self.count
-        return range(start, end)
+        return range(first + size * block // self.count, first + size * (block + 1) // self.count)
 
-    def describe(self, first: int, last: int) -> str:
-        ports = self.block(first, last)
-        return f"share {self.index + 1} of {self.count}: ports {ports.start}-{ports.stop - 1} and every rule edge"
+    def describe(self) -> str:
+        return (f"share {self.index + 1} of {self.count}: ports {self.ports.start}-{self.ports.stop - 1} "
+                "and every rule edge")
 
 
-def server_share(index: int, count: int, fleet_scan: str) -> str | None:
-    """The share of server `index` of a stack's `count` (None: it scans everything)."""
-    return f"{index}/{count}" if count > 1 and fleet_scan == SPLIT else None
+def server_share(index: int, count: int, fleet_scan: str, release_hash: str) -> ScanShare | None:
+    """The share of server `index` of a stack's `count` (None: it scans everything). The release
+    hash (hex) turns the blocks, so the next release scans each block on another server."""
+    if count == 1 or fleet_scan != SPLIT:
+        return None
+    return ScanShare(index, count, int(release_hash[:8], 16) % count)
 
 
 def fleet_file(stack: str) -> Path:
@@ -94,7 +85,6 @@ def share_from_environment(env: Mapping[str, str], release_hash: str) -> ScanSha
     try:
         fleet = json.loads(Path(env[FLEET_FILE_VARIABLE]).read_text())
         names = fleet["servers"]
-        share = server_share(names.index(env[MEMBER_VARIABLE]), len(names), fleet["fleetScan"])
+        return server_share(names.index(env[MEMBER_VARIABLE]), len(names), fleet["fleetScan"], release_hash)
     except (KeyError, OSError, ValueError, TypeError, AttributeError):
         return None
-    return ScanShare.from_text(share, release_hash)

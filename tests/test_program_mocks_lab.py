@@ -215,6 +215,17 @@ def test_a_lab_fleet_is_one_lab_whose_servers_each_get_the_whole_host_chain():
     assert labs == ["lab"]  # one lab (one edge) for the fleet, not one per server
 
 
+def test_the_fleet_file_is_written_by_up_and_left_alone_by_a_preview():
+    # A preview of another fleet size must not change what a running `up`'s deploy steps read.
+    fleet = PROJECT_DIR / ".build" / "fleets" / f"{STACK}.json"
+    fleet.unlink(missing_ok=True)
+    previewed = run_program(STACK, {**VALUES, "server": {"count": 2}}, preview=True)
+    assert previewed["error"] is None and previewed["registrations"], previewed["error"]  # the program ran
+    assert not fleet.exists()
+    assert run_program(STACK, {**VALUES, "server": {"count": 2}})["error"] is None
+    assert json.loads(fleet.read_text()) == {"servers": ["lab", "lab-1"], "fleetScan": "split"}
+
+
 def test_a_lab_fleet_larger_than_a_slot_is_refused_naming_the_key():
     report = Report(run_program(STACK, {**VALUES, "server": {"count": 14}}))
     assert report.raw["registrations"] == []

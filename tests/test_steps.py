@@ -162,13 +162,13 @@ def test_full_scan_finds_a_high_port_hole_the_quick_sample_misses(lab, layers, s
         assert "verified:" not in output
         # A fleet of 4 splits its full scans: the server whose block holds the port finds the
         # hole; another one measures its own block (and every rule edge) and sees nothing there.
-        finder = next(ScanShare(i, 4) for i in range(4) if HIDDEN_HIGH_PORT in ScanShare(i, 4).block(1, 65535))
+        finder = next(ScanShare(i, 4) for i in range(4) if HIDDEN_HIGH_PORT in ScanShare(i, 4).ports)
         code, output = _verify(lab, policy, release, [_internet(lab)], finder)
         assert code == 1 and _row(output.splitlines(), lab.address(SERVER, 6), f"tcp/{HIDDEN_HIGH_PORT}")[-1] == \
             "MISMATCH", output
         other = ScanShare((finder.index + 1) % 4, 4)
         code, output = _verify(lab, policy, release, [_internet(lab)], other)
-        block = other.block(1, 65535)
+        block = other.ports
         assert code == 0 and f"tcp/{HIDDEN_HIGH_PORT}" not in output, output
         assert f" tcp (share {other.index + 1} of 4: ports {block.start}-{block.stop - 1} and every rule edge) + " \
             in output, output
