@@ -9,6 +9,7 @@ from .evaluate import cloud_allows, evaluable, host_allows
 from .exposure import ANYONE_ELSE, exposure_table
 from .findings import ERROR, WARNING, Finding, errors, errors_first
 from .iptables_rules import Ruleset
+from .network_list import NetworkList
 from .networks import Network, any_network, covers, parse_cidr
 from .policy import FirewallPolicy
 from .release import Release
@@ -44,11 +45,10 @@ def lockout_findings(policy: FirewallPolicy, release: Release) -> list[Finding]:
                            "firewall.allowLockout: true for a rollback drill") for p in problems]
 
 
-def _blocking(policy: FirewallPolicy, network: Network) -> list[tuple[int, object]]:
+def _blocking(policy: FirewallPolicy, network: Network) -> list[tuple[int, Network]]:
     """(position in firewall.blocklist, entry) of the entries that share an address with
     `network`, found through the blocklist's index (not one comparison per entry)."""
-    hits = set(policy.blocklist_index.overlapping(network))
-    return [(index, blocked) for index, blocked in enumerate(policy.blocklist) if blocked in hits] if hits else []
+    return NetworkList.of(policy.blocklist).positions(policy.blocklist_index.overlapping(network))
 
 
 def shadowed_rules(ruleset: Ruleset | SavedRuleset) -> list[tuple[Any, Any]]:

@@ -15,7 +15,8 @@ import yaml
 
 from .blueprints import LOGIN_USERS, login_user
 from .host_keys import HostKeyError, PublicHostKey
-from .networks import CidrError, Network, cidr_text, parse_cidr, split_families
+from .network_list import NetworkList
+from .networks import CidrError, Network, cidr_text, key_prefixlen, parse_cidr, parse_cidr_key, split_families
 from .policy import (
     PROTOCOLS,
     SCAN_MODES,
@@ -331,12 +332,13 @@ def _firewall(check: _Checker, raw: Any) -> FirewallPolicy | None:
     confirm_timeout_seconds = check.integer("firewall.confirmTimeoutSeconds", raw.get("confirmTimeoutSeconds"),
                                             FirewallPolicy.confirm_timeout_seconds, low, high, " seconds")
     blocklist, origins = _blocklist(check, raw.get("blocklist")), [(0, "firewall.blocklist")]
-    for where, networks in _blocklist_files(check, raw.get("blocklistFiles")):
+    for where, listed in _blocklist_files(check, raw.get("blocklistFiles")):
         origins.append((len(blocklist), where))
-        blocklist += networks
+        blocklist += listed
     return FirewallPolicy(
         admin_cidrs=admin_cidrs, services=services, ssh_port=ssh_port, ping=ping, ping_per_second=ping_per_second,
-        confirm_timeout_seconds=confirm_timeout_seconds, blocklist=blocklist, blocklist_origins=tuple(origins),
+        confirm_timeout_seconds=confirm_timeout_seconds, blocklist=NetworkList(blocklist),
+        blocklist_origins=tuple(origins),
         allow_lockout=check.boolean("firewall.allowLockout", raw.get("allowLockout"),
                                     FirewallPolicy.allow_lockout),
         ssh_rate_limit=_ssh_rate_limit(check, raw.get("sshRateLimit")),
@@ -347,29 +349,30 @@ def _firewall(check: _Checker, raw: Any) -> FirewallPolicy | None:
     )
 
 
-def _blocklist(check: _Checker, raw: Any) -> tuple[Network, ...]:
-    """The blocklist is matched through an ipset, so it has no per-rule CIDR limit."""
+def _blocklist(check: _Checker, raw: Any) -> list[int]:
+    """The blocklist is matched through an ipset, so it has no per-rule CIDR limit. Its entries
+    are kept as keys (network_list.py): lists run to hundreds of thousands."""
     if raw is None:
-        return ()
+        return []
     if not isinstance(raw, list):
         check.not_a_list("firewall.blocklist", raw, "CIDRs", "198.51.100.0/24")
-        return ()
-    networks = []
+        return []
+    keys = []
     for index, item in enumerate(raw):
         try:
-            network = parse_cidr(item)
+            key = parse_cidr_key(item)
         except CidrError as error:
             check.fail(f"firewall.blocklist[{index}]", str(error))
             continue
-        if network.prefixlen == 0:
+        if key_prefixlen(key) == 0:
             check.fail(f"firewall.blocklist[{index}]", f"\"{item}\" would block everyone, admins included; "
                                                        "list the networks to block")
             continue
-        networks.append(network)
-    return tuple(networks)
+        keys.append(key)
+    return keys
 
 
-def _blocklist_files(check: _Checker, raw: Any) -> list[tuple[str, tuple[Network, ...]]]:
+def _blocklist_files(check: _Checker, raw: Any) -> list[tuple[str, list[int]]]:
     """Lists too long for the stack file (the engine hands config to the program in one
     environment variable, which Linux caps at 128 KiB: about 5,000 CIDRs), one CIDR per line,
     in the formats blocklist publishers use: `#` or `;` starts a comment (Spamhaus DROP writes
@@ -393,24 +396,26 @@ def _blocklist_files(check: _Checker, raw: Any) -> list[tuple[str, tuple[Network
             check.fail(where, f"{show(path)} can't be read ({reason}); paths are relative to the stack file's "
                               "directory")
             continue
-        bad, networks = [], []
-        for number, line in enumerate(text.splitlines(), start=1):
-            entry = line.split("#", 1)[0].split(";", 1)[0].strip()
+        bad, keys = [], []
+        for number, line in enumerate(text.splitlines(), start=1):  # a plain loop: once per entry
+            if "#" in line or ";" in line:
+                line = line.split("#", 1)[0].split(";", 1)[0]
+            entry = line.strip()
             if not entry:
                 continue
             try:
-                network = parse_cidr(entry)
+                key = parse_cidr_key(entry)
             except CidrError as error:
                 bad.append(f"line {number}: {error}")
                 continue
-            if network.prefixlen == 0:
+            if key_prefixlen(key) == 0:
                 bad.append(f"line {number}: {show(entry)} would block everyone, admins included")
                 continue
-            networks.append(network)
+            keys.append(key)
         if bad:
             more = f"; and {len(bad) - BAD_LINES_SHOWN:,} more bad line(s)" if len(bad) > BAD_LINES_SHOWN else ""
             check.fail(where, f"{show(path)} {'; '.join(bad[:BAD_LINES_SHOWN])}{more}")
-        read.append((f"{where} ({path})", tuple(networks)))
+        read.append((f"{where} ({path})", keys))
     return read
 
 
@@ -634,7 +639,7 @@ def firewall_config_values(policy: FirewallPolicy) -> dict[str, Any]:
 def config_values(settings: Any) -> Any:
     """Validated settings (StackSettings or any part of it) back in config form."""
     def plain(value: Any, owner: Any = None, field_name: str = "") -> Any:
-        if isinstance(value, tuple):
+        if isinstance(value, (tuple, NetworkList)):
             # Network lists in canonical order (v4 then v6, sorted), so reordering the same CIDRs in
             # the stack file changes nothing; services keep their order (it is the rules' order).
             if value and hasattr(value[0], "prefixlen"):

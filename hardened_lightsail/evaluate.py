@@ -11,6 +11,7 @@ is exactly what is shipped."""
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -59,7 +60,7 @@ _READ_BACK: dict[int, tuple[weakref.ref[Ruleset], tuple[Any, ...], SavedRuleset]
 _READ_BACK_BY_TEXT: IdentityCache[SavedRuleset] = IdentityCache(32)
 
 
-def _read_back(text: str, family: int, sets: tuple[tuple[str, tuple[Network, ...]], ...]) -> SavedRuleset:
+def _read_back(text: str, family: int, sets: tuple[tuple[str, Sequence[Network]], ...]) -> SavedRuleset:
     def read() -> SavedRuleset:
         ipsets = {name: IpSet(name, "hash:net", members) for name, members in sets}
         return parse_saved_ruleset(text, family, label=f"rules.v{family}", facts=HostFacts(sets=ipsets),

@@ -81,7 +81,7 @@ def host_ruleset(policy: FirewallPolicy, family: int) -> Ruleset:
     if blocked:
         rs.section("blocklist first: one ipset lookup per packet however long the list; it also cuts "
                    "connections that were open before the source was listed")
-        rs.sets[blocklist_set(family)] = tuple(blocked)
+        rs.sets[blocklist_set(family)] = blocked  # the policy's own list: its index and text are shared
         rs.add(Rule(CHAIN_INPUT, "DROP", "firewall.blocklist: these sources get nothing at all",
                     source_set=blocklist_set(family)))
 

@@ -2,15 +2,12 @@
 one hash lookup whether the list holds 10 or 100,000 networks (one rule per CIDR would not)."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 from .iptables_rules import Ruleset
-from .networks import cidr_text
+from .network_list import NetworkList
 
 
-def ipset_restore_file(rulesets: list[Ruleset], written: Mapping[str, Sequence[str]] | None = None) -> str:
-    """The sets the rulesets reference, in `ipset restore` format; empty when there are none.
-    `written`: sets whose members are already text (set name -> the members' cidr_text, in order)."""
+def ipset_restore_file(rulesets: list[Ruleset]) -> str:
+    """The sets the rulesets reference, in `ipset restore` format; empty when there are none."""
     lines = []
     for ruleset in rulesets:
         for name, members in sorted(ruleset.sets.items()):
@@ -22,8 +19,6 @@ def ipset_restore_file(rulesets: list[Ruleset], written: Mapping[str, Sequence[s
             fitted = 1 << (len(members) - 1).bit_length()
             maxelem, hashsize = max(65536, fitted), max(1024, fitted)
             lines.append(f"create {name} hash:net family {family} hashsize {hashsize} maxelem {maxelem}")
-            texts = (written or {}).get(name)
-            if texts is None or len(texts) != len(members):
-                texts = [cidr_text(member) for member in members]
-            lines += [f"add {name} {text}" for text in texts]
+            if members:  # one join: a policy's list has its text already (NetworkList.texts)
+                lines.append(f"add {name} " + f"\nadd {name} ".join(NetworkList.of(members).texts))
     return "\n".join(lines) + "\n" if lines else ""

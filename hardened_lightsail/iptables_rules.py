@@ -2,6 +2,7 @@
 prints itself in `iptables-restore` format, so what is checked is exactly what is shipped."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .networks import Network
@@ -65,7 +66,7 @@ class Ruleset:
     # them if missing; the payload never flushes one that exists.
     ensured: list[str] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
-    sets: dict[str, tuple[Network, ...]] = field(default_factory=dict)
+    sets: dict[str, Sequence[Network]] = field(default_factory=dict)  # a policy's: NetworkLists
     header: list[str] = field(default_factory=list)
     sections: dict[int, str] = field(default_factory=dict)  # rule index -> section heading
 

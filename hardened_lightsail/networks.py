@@ -2,17 +2,17 @@
 
 One place parses and orders networks so that every layer sees the same addresses in the same
 order (stable order is what keeps an unchanged policy from showing a diff). Blocklists run to
-hundreds of thousands of networks, so parsing, ordering, printing and lookups here cost a few
-microseconds per network and never one comparison per pair (see bench/scale_bench.py)."""
+hundreds of thousands of networks, so a network can also be held as one integer, its key (see
+network_key): parsed, ordered, printed and looked up at a microsecond or so per network, never
+one comparison per pair (see bench/scale_bench.py and network_list.NetworkList)."""
 from __future__ import annotations
 
 import bisect
 import ipaddress
 import re
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Sequence
 
-from .identity_cache import IdentityCache
 from .user_text import show
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -27,10 +27,53 @@ class CidrError(ValueError):
 
 FAMILY_BITS = {4: 32, 6: 128}
 _SOCKET_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
-_NETWORK_CLASS: dict[int, Callable[[tuple[int, int]], Network]] = {4: ipaddress.IPv4Network, 6: ipaddress.IPv6Network}
+
+# A network's key: its address shifted left by 8 bits, its prefix length in those 8 bits, and
+# bit 136 set for IPv6. Plain integers sort in ipaddress's order (IPv4 first, then address, then
+# prefix length) and hash and compare in C: ipaddress's objects cost microseconds each to make,
+# order and hash, and a blocklist holds hundreds of thousands.
+LENGTH_BITS = 8
+LENGTH_MASK = (1 << LENGTH_BITS) - 1
+V6_KEY = 1 << (128 + LENGTH_BITS)  # the smallest IPv6 key
+_ADDRESS_MASK = (1 << 128) - 1
+_FAMILY_FLAG = {4: 0, 6: V6_KEY}
+_LENGTH_TEXT = [f"/{length}" for length in range(129)]
 
 
-def _parse_plain(text: str) -> Network | None:
+def network_key(network: Network) -> int:
+    return _FAMILY_FLAG[network.version] | int(network.network_address) << LENGTH_BITS | network.prefixlen
+
+
+def key_version(key: int) -> int:
+    return 6 if key >= V6_KEY else 4
+
+
+def key_prefixlen(key: int) -> int:
+    return key & LENGTH_MASK
+
+
+def key_network(key: int) -> Network:
+    if key >= V6_KEY:
+        return ipaddress.IPv6Network(((key >> LENGTH_BITS) & _ADDRESS_MASK, key & LENGTH_MASK))
+    return ipaddress.IPv4Network((key >> LENGTH_BITS, key & LENGTH_MASK))
+
+
+def key_texts(keys: Iterable[int]) -> list[str]:
+    """str() of each key's network, about 10x quicker for IPv6: the C library writes the same
+    compressed form (RFC 5952), except for IPv4-mapped and -compatible addresses, which are left
+    to ipaddress."""
+    ntop, v4, v6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
+    texts = []
+    for key in keys:  # a plain loop: it runs once per blocklist entry
+        if key < V6_KEY:
+            texts.append(ntop(v4, (key >> LENGTH_BITS).to_bytes(4, "big")) + _LENGTH_TEXT[key & LENGTH_MASK])
+            continue
+        address = ntop(v6, ((key >> LENGTH_BITS) & _ADDRESS_MASK).to_bytes(16, "big"))
+        texts.append(str(key_network(key)) if "." in address else address + _LENGTH_TEXT[key & LENGTH_MASK])
+    return texts
+
+
+def _plain_key(text: str) -> int | None:
     """The usual spellings ("192.0.2.0/24", "2001:db8::/32", a bare address) parsed by the C
     library, about 4x quicker than ipaddress's parser; None for anything else or anything with
     host bits set, which parse_cidr then hands to ipaddress (same result, its error messages)."""
@@ -46,8 +89,7 @@ def _parse_plain(text: str) -> Network | None:
     prefix = int(length) if slash else bits
     if prefix > bits or number & ((1 << (bits - prefix)) - 1):
         return None
-    network: Network = _NETWORK_CLASS[version]((number, prefix))
-    return network
+    return _FAMILY_FLAG[version] | number << LENGTH_BITS | prefix
 
 
 # Digits, hex digits, dots and colons, and a prefix length: all of it (fullmatch). ipaddress alone
@@ -56,17 +98,26 @@ def _parse_plain(text: str) -> Network | None:
 CIDR_TEXT = re.compile(r"[0-9A-Fa-f:.]{2,45}(?:/[0-9]{1,3})?")
 
 
+def parse_cidr_key(text: str) -> int:
+    """parse_cidr's network as its key, without making the network (blocklist entries)."""
+    plain = _plain_key(text) if isinstance(text, str) else None
+    return network_key(_parse_unusual(text)) if plain is None else plain
+
+
 def parse_cidr(text: str) -> Network:
     """Parse one CIDR strictly: host bits must be zero, so a typo can't silently widen a rule."""
+    plain = _plain_key(text) if isinstance(text, str) else None
+    return _parse_unusual(text) if plain is None else key_network(plain)
+
+
+def _parse_unusual(text: str) -> Network:
+    """What the C library's parse left: an error with how to fix it, or ipaddress's network."""
     example = "(e.g. \"203.0.113.7/32\" or \"2001:db8::/64\")"
     if not isinstance(text, str):
         raise CidrError(f"{show(text)} is not a CIDR string (e.g. \"203.0.113.7/32\")")
-    # The usual spelling first: the C library takes only digits, hex digits, dots and colons
-    # (never a zone, a blank or a character outside CIDR_TEXT), so the pattern below need not
-    # run for it (a tenth of a second per 100,000 entries).
-    plain = _parse_plain(text)
-    if plain is not None:
-        return plain
+    # The C library takes only digits, hex digits, dots and colons (never a zone, a blank or a
+    # character outside CIDR_TEXT), so the usual spelling never needs this pattern (a tenth of a
+    # second per 100,000 entries).
     if not CIDR_TEXT.fullmatch(text):
         stripped = text.strip()
         if stripped != text and CIDR_TEXT.fullmatch(stripped):
@@ -90,96 +141,68 @@ def network_order(network: Network) -> tuple[int, int]:
 
 def split_families(networks: Iterable[Network]) -> tuple[list[Network], list[Network]]:
     """(IPv4 networks, IPv6 networks), each sorted and de-duplicated. Keyed by plain integer
-    tuples, which hash and compare in C: a network's own hash and order are Python code, and
-    blocklists run to hundreds of thousands."""
+    tuples, which hash and compare in C: a network's own hash and order are Python code."""
     unique = {(network.version, int(network.network_address), network.prefixlen): network for network in networks}
     ordered = [unique[key] for key in sorted(unique)]
     v4_count = sum(1 for version, _, _ in unique if version == 4)
     return ordered[:v4_count], ordered[v4_count:]
 
 
-_PACKED_LENGTH = {4: 4, 6: 16}
-
-
 def cidr_text(network: Network) -> str:
-    """str(network), about 10x quicker for IPv6: the C library writes the same compressed form
-    (RFC 5952), except for IPv4-mapped and -compatible addresses, which are left to ipaddress."""
-    version, address = network.version, network.network_address
-    text = socket.inet_ntop(_SOCKET_FAMILY[version], int(address).to_bytes(_PACKED_LENGTH[version], "big"))
-    if version == 6 and ("." in text or getattr(address, "scope_id", None)):  # IPv6Address only
+    """str(network), quicker (see key_texts)."""
+    if getattr(network.network_address, "scope_id", None):  # IPv6Address only; a key has no zone
         return str(network)
-    return f"{text}/{network.prefixlen}"
+    return key_texts((network_key(network),))[0]
 
 
 class NetworkIndex:
     """Which members of a (long) list of networks contain, or overlap, a given network: one
-    hash lookup per prefix length the list holds, as the kernel's hash:net does, instead of one
+    binary search among the members' keys per prefix length the list holds, instead of one
     comparison per member."""
 
-    def __init__(self, networks: Iterable[Network]):
-        self._members: dict[int, dict[int, set[int]]] = {4: {}, 6: {}}
-        for network in networks:
-            by_length = self._members[network.version]
-            length = network.prefixlen
-            starts = by_length.get(length)
-            if starts is None:
-                starts = by_length[length] = set()
-            starts.add(int(network.network_address))
-        self._lengths = {version: sorted(by_length) for version, by_length in self._members.items()}
-        self._starts: dict[int, list[tuple[int, int]]] = {}  # built on the first overlap question
+    def __init__(self, keys: Sequence[int]):
+        """`keys`: the members' keys in order, each once (NetworkList.canonical)."""
+        split = bisect.bisect_left(keys, V6_KEY)
+        self._keys = {4: keys[:split], 6: keys[split:]}
+        self._lengths = {version: sorted({key & LENGTH_MASK for key in members}) for version, members in self._keys.items()}
 
     def __len__(self) -> int:
-        return sum(len(members) for by_length in self._members.values() for members in by_length.values())
+        return sum(len(members) for members in self._keys.values())
 
     def covering(self, network: Network) -> list[Network]:
         """Members that contain every address of `network` (itself included)."""
         version, address, bits = network.version, int(network.network_address), FAMILY_BITS[network.version]
-        found: list[Network] = []
+        keys, flag, found = self._keys[version], _FAMILY_FLAG[version], []
         for length in self._lengths[version]:
             if length > network.prefixlen:
                 break
-            start = address & ~((1 << (bits - length)) - 1)
-            if start in self._members[version][length]:
-                found.append(_NETWORK_CLASS[version]((start, length)))
+            key = flag | (address & ~((1 << (bits - length)) - 1)) << LENGTH_BITS | length
+            position = bisect.bisect_left(keys, key)
+            if position < len(keys) and keys[position] == key:
+                found.append(key_network(key))
         return found
 
     def covers(self, network: Network) -> bool:
         return bool(self.covering(network))
 
     def overlapping(self, network: Network) -> list[Network]:
-        """Members that share an address with `network`: those containing it and those inside it."""
-        version = network.version
-        if version not in self._starts:
-            self._starts[version] = sorted((start, length) for length, starts in self._members[version].items()
-                                           for start in starts)
-        starts, first, last = self._starts[version], int(network.network_address), int(network.broadcast_address)
-        inside: list[Network] = []
-        for start, length in starts[bisect.bisect_left(starts, (first, network.prefixlen + 1)):]:
-            if start > last:
-                break
-            inside.append(_NETWORK_CLASS[version]((start, length)))
-        return self.covering(network) + inside
+        """Members that share an address with `network`: those containing it and those inside it
+        (longer prefixes starting in its range: the keys between its own and its last address's)."""
+        version, keys = network.version, self._keys[network.version]
+        flag, length = _FAMILY_FLAG[version], network.prefixlen
+        first = flag | int(network.network_address) << LENGTH_BITS | (length + 1)
+        last = flag | int(network.broadcast_address) << LENGTH_BITS | LENGTH_MASK
+        inside = keys[bisect.bisect_left(keys, first):bisect.bisect_right(keys, last)]
+        return self.covering(network) + [key_network(key) for key in inside]
 
     @classmethod
     def of_families(cls, v4: NetworkIndex, v6: NetworkIndex) -> NetworkIndex:
         """One index over both families from an index per family, sharing their tables (no
         member is indexed again)."""
         both = cls(())
-        both._members = {4: v4._members[4], 6: v6._members[6]}
+        both._keys = {4: v4._keys[4], 6: v6._keys[6]}
         both._lengths = {4: v4._lengths[4], 6: v6._lengths[6]}
         return both
-
-
-# Indexes by the identity of the tuple they were built from: hashing 100,000 networks would
-# cost as much as indexing them.
-_SHARED_INDEXES: IdentityCache[NetworkIndex] = IdentityCache(8)
-
-
-def shared_index(networks: tuple[Network, ...]) -> NetworkIndex:
-    """The NetworkIndex of `networks`, built once per tuple object: a policy's blocklist is asked
-    about by the lock-out check (FirewallPolicy.blocklist_index) and, as the rulesets' ipsets
-    (the very same tuples), by every probe of the analysis and the exposure table."""
-    return _SHARED_INDEXES.get(id(networks), networks, lambda: NetworkIndex(networks))
 
 
 def covers(outer: Network, inner: Network) -> bool:

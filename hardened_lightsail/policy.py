@@ -4,10 +4,12 @@ Every knob is declared here once, with its default and what it is for; `config.p
 stack YAML into these objects and the renderers and the analysis only ever read them."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from .networks import Network, NetworkIndex, cidr_text, shared_index, split_families
+from .network_list import NetworkList
+from .networks import Network, NetworkIndex, split_families
 
 TCP, UDP = "tcp", "udp"
 PROTOCOLS = (TCP, UDP)
@@ -88,7 +90,9 @@ class FirewallPolicy:
     ping: bool = True  # ICMP echo / ICMPv6 echo allowed (rate-limited on the host)
     ping_per_second: int = 5  # host-side limit on echo requests accepted per second
     confirm_timeout_seconds: int = 60  # unconfirmed rules roll back after this long
-    blocklist: tuple[Network, ...] = ()  # dropped before anything else (host: ipset)
+    # Dropped before anything else (host: ipset). From the stack config a NetworkList (equal to
+    # the tuple of the same networks): lists run to hundreds of thousands of networks.
+    blocklist: Sequence[Network] = ()
     allow_lockout: bool = False  # let a policy that fails the lock-out check through (drills)
     ssh_rate_limit: SshRateLimit = field(default_factory=SshRateLimit)
     port_scan: PortScanTrap = field(default_factory=PortScanTrap)
@@ -122,30 +126,29 @@ class FirewallPolicy:
         return split_families(self.admin_cidrs)[1]
 
     @cached_property
-    def _blocklist_families(self) -> tuple[tuple[Network, ...], tuple[Network, ...]]:
-        # Sorted once per policy: lists run to hundreds of thousands of networks. Tuples, which
-        # the rulesets take as their sets' members as they are, so one index serves both.
-        v4, v6 = split_families(self.blocklist)
-        return tuple(v4), tuple(v6)
+    def _blocklist_families(self) -> tuple[NetworkList, NetworkList]:
+        # Sorted once per policy, as keys (network_list.py). The rulesets take these lists as
+        # their sets' members as they are, so one index and one text serve every use.
+        return NetworkList.of(self.blocklist).families
 
     @property
-    def blocklist_v4(self) -> tuple[Network, ...]:
+    def blocklist_v4(self) -> NetworkList:
         return self._blocklist_families[0]
 
     @property
-    def blocklist_v6(self) -> tuple[Network, ...]:
+    def blocklist_v6(self) -> NetworkList:
         return self._blocklist_families[1]
 
-    @cached_property
+    @property
     def blocklist_texts(self) -> tuple[list[str], list[str]]:
         """blocklist_v4 and blocklist_v6 as text, written once per policy for both policy.json
         and the ipset file."""
-        return [cidr_text(n) for n in self.blocklist_v4], [cidr_text(n) for n in self.blocklist_v6]
+        return self.blocklist_v4.texts, self.blocklist_v6.texts
 
     @cached_property
     def blocklist_index(self) -> NetworkIndex:
-        """Is a source blocked: a few hash lookups, however long the list (see NetworkIndex)."""
-        return NetworkIndex.of_families(shared_index(self.blocklist_v4), shared_index(self.blocklist_v6))
+        """Is a source blocked: a few binary searches, however long the list (see NetworkIndex)."""
+        return NetworkIndex.of_families(self.blocklist_v4.network_index, self.blocklist_v6.network_index)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 from .cloud_layer import cloud_port_infos
 from .config import firewall_config_values
-from .host_layer import blocklist_set, docker_hook_file, host_ruleset
+from .host_layer import docker_hook_file, host_ruleset
 from .ipsets import ipset_restore_file
 from .iptables_rules import Ruleset
 from .policy import FirewallPolicy
@@ -76,8 +76,7 @@ def render_release(policy: FirewallPolicy) -> Release:
     }
     if policy.docker == "auto":
         files.update({f"docker-hook.v{family}": docker_hook_file(family).encode() for family in (4, 6)})
-    ipsets = ipset_restore_file([v4, v6], written={blocklist_set(4): policy.blocklist_texts[0],
-                                                   blocklist_set(6): policy.blocklist_texts[1]})
+    ipsets = ipset_restore_file([v4, v6])
     if ipsets:
         files["ipsets"] = ipsets.encode()
     manifest = "".join(f"{hashlib.sha256(files[name]).hexdigest()}  {name}\n" for name in sorted(files))

@@ -9,12 +9,13 @@ machine."""
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import ClassVar
 
-from .networks import Network, NetworkIndex, covers, shared_index
+from .network_list import index_of
+from .networks import Network, NetworkIndex, covers
 
 ALL, SOME, NONE = "all", "some", "none"
 PORT_MAX = 65535
@@ -451,12 +452,12 @@ class IpSet:
 
     name: str
     kind: str  # hash:net, hash:ip, hash:ip,port, list:set, ...
-    networks: tuple[Network, ...] | None  # None for types the analysis can't evaluate
+    networks: Sequence[Network] | None  # None for types the analysis can't evaluate
 
     @cached_property
     def index(self) -> NetworkIndex:
-        """Membership in a few hash lookups: sets hold blocklists of hundreds of thousands."""
-        return shared_index(self.networks or ())
+        """Membership in a few binary searches: sets hold blocklists of hundreds of thousands."""
+        return index_of(self.networks or ())
 
 
 def conditions_match(conditions: Iterable[Condition], probe: Probe, facts: HostFacts) -> str:
