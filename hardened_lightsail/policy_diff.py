@@ -24,7 +24,8 @@ from .config import (
 )
 from .effective_settings import effective_settings
 from .exposure import OTHER_PORTS, ExposureRow, exposure_table
-from .networks import Network, network_order
+from .network_list import NetworkList
+from .networks import Network
 from .policy import FirewallPolicy, PortRange, Service
 from .release import Release, render_release
 
@@ -135,12 +136,13 @@ def change_counts(changes: list[RowChange]) -> dict[str, tuple[int, int]]:
     return counts
 
 
-def blocklist_changes(base: FirewallPolicy | None, head: FirewallPolicy) -> dict[int, tuple[list[Network], list[Network]]]:
-    """{4|6: (added CIDRs, removed CIDRs)}, each sorted."""
-    before = (base.blocklist_v4, base.blocklist_v6) if base else ([], [])
-    after = (head.blocklist_v4, head.blocklist_v6)
-    return {version: (sorted(set(after[index]) - set(before[index]), key=network_order),
-                      sorted(set(before[index]) - set(after[index]), key=network_order))
+def blocklist_changes(base: FirewallPolicy | None, head: FirewallPolicy) -> dict[int, tuple[NetworkList, NetworkList]]:
+    """{4|6: (added CIDRs, removed CIDRs)}, each sorted (set differences of the lists' keys: no
+    ipaddress object for an entry that is in both)."""
+    before = (base.blocklist_v4.keys, base.blocklist_v6.keys) if base else ((), ())
+    after = (head.blocklist_v4.keys, head.blocklist_v6.keys)
+    return {version: (NetworkList(sorted(set(after[index]).difference(before[index]))),
+                      NetworkList(sorted(set(before[index]).difference(after[index]))))
             for index, version in enumerate((4, 6))}
 
 
