@@ -67,7 +67,9 @@ class NetworkList(Sequence[Network]):
     @cached_property
     def families(self) -> tuple[NetworkList, NetworkList]:
         """(IPv4, IPv6) members, each sorted (ipaddress's order) and de-duplicated."""
-        ordered = sorted(set(self.keys))
+        # Sorted before de-duplicated: a set's order would throw away the runs a list comes
+        # with (published lists are mostly sorted), which timsort sorts in a fraction of the time.
+        ordered = list(dict.fromkeys(sorted(self.keys)))
         split = bisect.bisect_left(ordered, V6_KEY)
         return NetworkList(ordered[:split], canonical=True), NetworkList(ordered[split:], canonical=True)
 
@@ -79,7 +81,7 @@ class NetworkList(Sequence[Network]):
     @cached_property
     def network_index(self) -> NetworkIndex:
         """Which members contain or overlap a network (networks.NetworkIndex), built once per list."""
-        return NetworkIndex(self.keys if self._canonical else sorted(set(self.keys)))
+        return NetworkIndex(self.keys if self._canonical else list(dict.fromkeys(sorted(self.keys))))
 
     def positions(self, networks: Iterable[Network]) -> list[tuple[int, Network]]:
         """(position, member) of every entry that is one of `networks`, in list order."""
