@@ -63,6 +63,22 @@ def payload_files() -> dict[str, bytes]:
     return {name: (PAYLOAD_DIR / name).read_bytes() for name in names}
 
 
+def indented_json(values: dict[str, Any]) -> str:
+    """json.dumps(values, indent=2), byte for byte, with each list of strings written by one join:
+    json's C encoder doesn't indent, and its Python one takes a tenth of a second for a policy's
+    100,000-entry blocklist."""
+    if not values:
+        return "{}"
+    members = []
+    for key, value in values.items():
+        if isinstance(value, list) and value and all(type(item) is str for item in value):
+            text = "[\n    " + ",\n    ".join(map(json.encoder.encode_basestring_ascii, value)) + "\n  ]"
+        else:  # one level deeper: no JSON string holds a raw newline, so each newline starts a line
+            text = json.dumps(value, indent=2).replace("\n", "\n  ")
+        members.append(f"  {json.encoder.encode_basestring_ascii(key)}: {text}")
+    return "{\n" + ",\n".join(members) + "\n}"
+
+
 def render_release(policy: FirewallPolicy) -> Release:
     """Pure: the same policy always gives byte-identical files and the same hash."""
     v4, v6 = host_ruleset(policy, 4), host_ruleset(policy, 6)
@@ -71,7 +87,7 @@ def render_release(policy: FirewallPolicy) -> Release:
         "rules.v4": v4.render().encode(),
         "rules.v6": v6.render().encode(),
         "cloud-ports.json": (json.dumps(port_infos, indent=2) + "\n").encode(),
-        "policy.json": (json.dumps(firewall_config_values(policy), indent=2) + "\n").encode(),
+        "policy.json": (indented_json(firewall_config_values(policy)) + "\n").encode(),
         **payload_files(),
     }
     if policy.docker == "auto":

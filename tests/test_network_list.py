@@ -14,7 +14,7 @@ from hardened_lightsail.analysis import analyse
 from hardened_lightsail.config import ConfigError, settings_from_values
 from hardened_lightsail.network_list import NetworkList, index_of
 from hardened_lightsail.networks import key_network, key_texts, network_key, parse_cidr, parse_cidr_key
-from hardened_lightsail.release import render_release
+from hardened_lightsail.release import indented_json, render_release
 
 ADMIN = "203.0.113.7/32"
 net = ipaddress.ip_network
@@ -126,3 +126,12 @@ def test_duplicates_and_overlaps_ship_once_and_a_lockout_names_every_listed_copy
         "lock-out: firewall.blocklist[2] 198.51.100.0/25 blocks (part of) admin CIDR 198.51.100.7/32",
         "lock-out: firewall.blocklist[4] 198.51.100.0/24 blocks (part of) admin CIDR 198.51.100.7/32",
     ]
+
+
+@pytest.mark.parametrize("values", [
+    {}, {"blocklist": []}, {"blocklist": ["192.0.2.0/24"]}, {"a": ["x", 'q"uote', "ünï", "\n"], "b": [1, "x"]},
+    {"services": [{"name": "web", "sources": ["0.0.0.0/0"]}], "ping": True, "none": None, "empty": {}},
+    {"nested": {"list": ["a", "b"], "deeper": {"x": []}}, "n": 3, "s": "é"},
+])
+def test_policy_json_is_written_as_json_dumps_would(values):
+    assert indented_json(values) == json.dumps(values, indent=2)
