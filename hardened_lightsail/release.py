@@ -71,7 +71,7 @@ def indented_json(values: dict[str, Any]) -> str:
         return "{}"
     members = []
     for key, value in values.items():
-        if isinstance(value, list) and value and all(type(item) is str for item in value):
+        if isinstance(value, list) and value and set(map(type, value)) == {str}:  # (in C: no loop of ours)
             text = "[\n    " + ",\n    ".join(map(json.encoder.encode_basestring_ascii, value)) + "\n  ]"
         else:  # one level deeper: no JSON string holds a raw newline, so each newline starts a line
             text = json.dumps(value, indent=2).replace("\n", "\n  ")
