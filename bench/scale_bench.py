@@ -82,21 +82,41 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({model}), kernel {platform.release()}"
 
 
+# Starts the measured command and writes its wall time and peak RSS (wait4's ru_maxrss, in KiB
+# on Linux) to the pipe whose fd it is given. A small process of its own: Linux counts into a
+# process's peak the memory of the process it was forked or spawned from, up to its exec, so a
+# command started straight from this bench (which holds the big lists it makes) reported the
+# bench's own size.
+_MEASURE = """import os, sys, time
+report = int(sys.argv[1])
+os.set_inheritable(report, False)
+started = time.perf_counter()
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+os.write(report, f"{time.perf_counter() - started} {usage.ru_maxrss}".encode())
+sys.exit(os.waitstatus_to_exitcode(status))"""
+
+
 def timed_child(argv: list[str], input: str = "", cwd: Path | None = None) -> tuple[float, float, subprocess.CompletedProcess]:
-    """(seconds, peak resident MB, result) of one command, as the user would run it. wait4's
-    ru_maxrss is the child's peak (or that of a child it waited for), in KiB on Linux."""
+    """(seconds, peak resident MB, result) of one command, as the user would run it."""
     with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
         stdin.write(input.encode())
         stdin.seek(0)
-        started = time.perf_counter()
-        process = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd)
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        read_end, write_end = os.pipe()
+        with os.fdopen(read_end, "rb") as report:
+            try:
+                process = subprocess.Popen([sys.executable, "-I", "-S", "-c", _MEASURE, str(write_end), *argv],
+                                           stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, pass_fds=(write_end,))
+            finally:
+                os.close(write_end)
+            measured = report.read().decode().split()
+        process.wait()
         stdout.seek(0)
         stderr.seek(0)
         result = subprocess.CompletedProcess(argv, process.returncode, stdout.read().decode(), stderr.read().decode())
-    return seconds, usage.ru_maxrss / 1024, result
+    if len(measured) != 2:
+        raise RuntimeError(f"{argv[0]} could not be started: {result.stderr.strip()[-500:]}")
+    return float(measured[0]), int(measured[1]) / 1024, result
 
 
 # --- 1. fleets through the real engine ---------------------------------------------------------
