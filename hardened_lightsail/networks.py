@@ -45,10 +45,6 @@ def network_key(network: Network) -> int:
     return _FAMILY_FLAG[network.version] | int(network.network_address) << LENGTH_BITS | network.prefixlen
 
 
-def key_version(key: int) -> int:
-    return 6 if key >= V6_KEY else 4
-
-
 def key_prefixlen(key: int) -> int:
     return key & LENGTH_MASK
 
@@ -174,7 +170,7 @@ class NetworkIndex:
     comparison per member."""
 
     def __init__(self, keys: Sequence[int]):
-        """`keys`: the members' keys in order, each once (NetworkList.canonical)."""
+        """`keys`: the members' keys in order, each once (a NetworkList's `families`)."""
         split = bisect.bisect_left(keys, V6_KEY)
         self._keys = {4: keys[:split], 6: keys[split:]}
         self._lengths = {version: sorted({key & LENGTH_MASK for key in members}) for version, members in self._keys.items()}
