@@ -1,17 +1,21 @@
 """HostFirewall: pushes a release to one server and runs the commit-confirm protocol on it.
 
-ready -> copy and host state (side by side) -> deploy. `ready` waits (with its own deadline) until the server answers SSH
-with its pinned host key, cloud-init is done and the package lock is free, before anything is
-pushed; another host key stops `up` there. deploy is ONE step: apply (the persistence packages
-installed if missing, then the rules with the rollback armed) -> confirm over a NEW ssh
-connection -> verify on the host -> verify from outside. Every resource here costs the engine and
-the SDK work on each `up`, even one with nothing to do, so a fleet's unchanged `up` grows with
-them: the packages are part of the deploy step's first SSH command, not a step of their own. Because it is one step, an `up`
-that applies also confirms and verifies, or fails; a failed deploy is not recorded, so the next
-`up` runs it again in full. HostState reads the host back on `refresh`: drift, a rolled-back or
-unconfirmed release show as a change there, and its new deployment token re-runs deploy.
-No step has a delete command, so replacing or deleting this component never flushes the live
-firewall (the last confirmed rules stay, and stay persisted)."""
+ready -> copy and host state (side by side) -> deploy. `ready` waits (with its own deadline)
+until the server answers SSH with its pinned host key, cloud-init is done and the package lock
+is free, before anything is pushed; another host key stops `up` there. deploy is ONE step: apply
+(the persistence packages installed if missing, then the rules with the rollback armed) ->
+confirm over a NEW ssh connection -> verify on the host -> verify from outside. Because it is one
+step, an `up` that applies also confirms and verifies, or fails; a failed deploy is not recorded,
+so the next `up` runs it again in full. HostState reads the host back on `refresh`: drift, a
+rolled-back or unconfirmed release show as a change there, and its new deployment token re-runs
+deploy. No step has a delete command, so replacing or deleting this component never flushes the
+live firewall (the last confirmed rules stay, and stay persisted).
+
+Every resource costs the engine and the SDK work on each `up`, even one with nothing to do, so a
+fleet's unchanged `up` grows with them: the packages are installed by the apply's own SSH
+command, not by a step of their own, and the host state (which only records intent) does not
+wait for the copy.
+"""
 from __future__ import annotations
 
 import json
