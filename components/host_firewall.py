@@ -1,14 +1,21 @@
 """HostFirewall: pushes a release to one server and runs the commit-confirm protocol on it.
 
-ready -> copy -> packages -> deploy. `ready` waits (with its own deadline) until the server
-answers SSH with its pinned host key, cloud-init is done and the package lock is free, before
-anything is pushed; another host key stops `up` there. deploy is ONE step: apply (rollback armed) -> confirm over a
-NEW ssh connection -> verify on the host -> verify from outside. Because it is one step, an `up`
-that applies also confirms and verifies, or fails; a failed deploy is not recorded, so the next
-`up` runs it again in full. HostState reads the host back on `refresh`: drift, a rolled-back or
-unconfirmed release show as a change there, and its new deployment token re-runs deploy.
-No step has a delete command, so replacing or deleting this component never flushes the live
-firewall (the last confirmed rules stay, and stay persisted)."""
+ready -> copy and host state (side by side) -> deploy. `ready` waits (with its own deadline)
+until the server answers SSH with its pinned host key, cloud-init is done and the package lock
+is free, before anything is pushed; another host key stops `up` there. deploy is ONE step: apply
+(the persistence packages installed if missing, then the rules with the rollback armed) ->
+confirm over a NEW ssh connection -> verify on the host -> verify from outside. Because it is one
+step, an `up` that applies also confirms and verifies, or fails; a failed deploy is not recorded,
+so the next `up` runs it again in full. HostState reads the host back on `refresh`: drift, a
+rolled-back or unconfirmed release show as a change there, and its new deployment token re-runs
+deploy. No step has a delete command, so replacing or deleting this component never flushes the
+live firewall (the last confirmed rules stay, and stay persisted).
+
+Every resource costs the engine and the SDK work on each `up`, even one with nothing to do, so a
+fleet's unchanged `up` grows with them: the packages are installed by the apply's own SSH
+command, not by a step of their own, and the host state (which only records intent) does not
+wait for the copy.
+"""
 from __future__ import annotations
 
 import json
@@ -102,14 +109,12 @@ class HostFirewall(pulumi.ComponentResource):
             # update copies nothing unless source or path changed: a replaced server with the same
             # release would get no files. A replacement copies.
             opts=pulumi.ResourceOptions.merge(child(ready), pulumi.ResourceOptions(replace_on_changes=["triggers"])))
-        # Persistence packages (iptables-persistent / iptables-services); a no-op when present.
-        packages = command.remote.Command(
-            f"{name}-packages", connection=connection, triggers=keyed, opts=child(copy),
-            create=remote_dir.apply(lambda d: f"sh {d}/hlfw install-deps"))
+        # Records intent only (the host is read on refresh), so it need not wait for the copy: the
+        # two run side by side, one wave fewer of the engine and the SDK on every `up`.
         self.host_state = HostState(f"{name}-host-state", HostStateArgs(
             release=release.hash, server_identity=server_identity, host=target.host, port=target.port,
             user=target.user, private_key=target.private_key, host_key=target.host_key, remote_dir=remote_dir),
-            opts=child(packages))
+            opts=child(ready))
         # The unit that changes the firewall. Keyed on the host state's deployment token, which is
         # new whenever the release, the server or what the host runs (after a refresh) changed.
         deploy = command.local.Command(
@@ -119,13 +124,13 @@ class HostFirewall(pulumi.ComponentResource):
                          "HL_CONFIRM_TIMEOUT": str(args.confirm_timeout_seconds),
                          "HL_ADDRESSES": pulumi.Output.from_input(args.public_addresses).apply(json.dumps),
                          **_verify_environment(args)},
-            opts=child(self.host_state))
+            opts=child(copy, self.host_state))
 
         self.release_hash = pulumi.Output.from_input(release.hash)
         # The measured table holds no secret (the key only travels in the environment); some
         # command providers mark all of stdout secret when any input is.
         self.exposure = pulumi.Output.unsecret(deploy.stdout).apply(measured_exposure)
-        self.steps = (ready, copy, packages, self.host_state, deploy)
+        self.steps = (ready, copy, self.host_state, deploy)
         self.register_outputs({"releaseHash": self.release_hash, "exposure": self.exposure,
                                "hostState": self.host_state.hostState})
 

@@ -25,6 +25,8 @@ from .ssh_session import EXIT_SSH_FAILED, HostKeyMismatch, SshEndpoint, run_remo
 # hlfw's exit codes (payload/hlfw): the deployer reacts to each differently.
 EXIT_ROLLED_BACK, EXIT_REFUSED = 3, 5
 EXIT_RELEASE_MISSING = 66  # our own pre-check: the release directory is not on the host
+EXIT_PACKAGES_FAILED = 67  # `hlfw install-deps` failed before the apply: nothing was applied
+INSTALL_DEPS_PREFIX = "install-deps:"  # how `hlfw install-deps` starts the lines it prints
 STATE_DIR = "/var/lib/hardened-lightsail"  # hlfw's default state directory (its stored releases)
 ROLLBACK_GRACE_SECONDS = 5
 IN_SYNC = "in sync"
@@ -68,9 +70,13 @@ def _release_archive(local_dir: Path) -> bytes:
 
 
 def apply(target: RemoteRelease, local_dir: Path, timeout_seconds: int, nonce: str, say: Progress) -> str:
-    """Load the release with the rollback armed; returns hlfw's state line (pending/active)."""
+    """Install the persistence packages if missing (iptables-persistent / iptables-services; a
+    no-op when present), then load the release with the rollback armed; returns hlfw's state
+    line (pending/active). One SSH command for both: each connection costs a key exchange, and
+    every server of a fleet runs this on every release."""
     directory = shlex.quote(target.remote_dir)
     command = (f"[ -f {directory}/RELEASE ] || exit {EXIT_RELEASE_MISSING}; "
+               f"{target.hlfw} install-deps || exit {EXIT_PACKAGES_FAILED}; "
                f"{target.hlfw} apply --release {directory} --timeout {timeout_seconds} "
                f"--nonce-sha256 {hashlib.sha256(nonce.encode()).hexdigest()}")
     result = run_remote(target.endpoint, command, connect_timeout=10, timeout=600)
@@ -83,12 +89,15 @@ def apply(target: RemoteRelease, local_dir: Path, timeout_seconds: int, nonce: s
         result = run_remote(target.endpoint, command, connect_timeout=10, timeout=600)
     if result.returncode == EXIT_SSH_FAILED:
         raise DeployError(f"apply: cannot reach the host over SSH: {result.stderr.strip()}; nothing was applied")
+    if result.returncode == EXIT_PACKAGES_FAILED:
+        raise DeployError(f"installing the persistence packages failed on the host; nothing was applied:\n"
+                          f"{result.stderr.strip()}")
     if result.returncode != 0:
         raise DeployError(f"apply of release {target.release} failed on the host (exit {result.returncode}):\n"
                           f"{result.stderr.strip()}")
     lines = result.stdout.strip().splitlines()
     for line in lines[:-1]:
-        say(f"apply: {line}")
+        say(line if line.startswith(INSTALL_DEPS_PREFIX) else f"apply: {line}")
     return lines[-1] if lines else ""
 
 
