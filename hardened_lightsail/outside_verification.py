@@ -19,8 +19,8 @@ from functools import lru_cache
 from .evaluate import cloud_allows, host_allows
 from .exposure import port_boundaries
 from .networks import Network, parse_cidr
-from .policy import FirewallPolicy
-from .port_scan import ALL_TCP_PORTS, COMMON_UDP_PORTS, Scan, ScanError, Vantage
+from .policy import ALL_TCP_PORTS, FirewallPolicy
+from .port_scan import COMMON_UDP_PORTS, Scan, ScanError, Vantage
 from .reachability import CLOSED, FILTERED, OPEN, local_source_address, measure
 from .release import Release
 from .scan_share import ScanShare

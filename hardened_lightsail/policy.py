@@ -11,6 +11,10 @@ from functools import cached_property
 from .network_list import NetworkList
 from .networks import Network, NetworkIndex, split_families
 
+# Every TCP port a policy or a scan can name. Here, not in port_scan: the config reads fleet scan
+# settings (scan_share), and loading the scanner for a constant cost every command ~30 ms.
+ALL_TCP_PORTS = range(1, 65536)
+
 TCP, UDP = "tcp", "udp"
 PROTOCOLS = (TCP, UDP)
 

@@ -17,7 +17,6 @@ from functools import cached_property
 from .reachability import CLOSED, FILTERED, OPEN
 from .ssh_session import SshEndpoint, environment_without_secrets, run_remote
 
-ALL_TCP_PORTS = range(1, 65536)
 # UDP services that are commonly left listening and abused (amplification, remote access, VPNs).
 COMMON_UDP_PORTS = (53, 67, 69, 111, 123, 137, 161, 500, 514, 1194, 1900, 4500, 5353, 11211, 51820)
 # 20,000 packets/s scan a lab address (65,535 ports, one retry for the silent ones) in about 7 s;

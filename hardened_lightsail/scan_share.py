@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .port_scan import ALL_TCP_PORTS
+from .policy import ALL_TCP_PORTS
 
 SPLIT, EVERY = "split", "every"
 FLEET_SCAN_MODES = (SPLIT, EVERY)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from hardened_lightsail.port_scan import ALL_TCP_PORTS, ScanError, nmap_arguments, parse_scan
+from hardened_lightsail.policy import ALL_TCP_PORTS
+from hardened_lightsail.port_scan import ScanError, nmap_arguments, parse_scan
 
 XML = """<?xml version="1.0"?><nmaprun><host><status state="up"/><address addr="203.0.113.10"/><ports>
 <extraports state="filtered" count="65532">

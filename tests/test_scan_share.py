@@ -5,7 +5,8 @@ import pytest
 
 from hardened_lightsail.config import settings_from_values
 from hardened_lightsail.outside_verification import FULL, QUICK, THIS_DEPLOYER, View, _Policy, _scan_ports
-from hardened_lightsail.port_scan import ALL_TCP_PORTS, COMMON_UDP_PORTS
+from hardened_lightsail.policy import ALL_TCP_PORTS
+from hardened_lightsail.port_scan import COMMON_UDP_PORTS
 from hardened_lightsail.release import render_release
 from hardened_lightsail.scan_share import (
     EVERY,
