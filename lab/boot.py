@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .processes import detach, read_pid, stop_pids
+from .processes import detach, running_pid, stop_pids
 from .topology import SSH_PORT
 
 PACKAGE_LOCK = "/var/lib/dpkg/lock-frontend"  # as the server sees it: a lab-owned file there
@@ -68,6 +68,15 @@ def _start_sshd(sshd: str, config: str, log: str) -> None:
     subprocess.run([sshd, "-f", config, "-E", log], check=True, timeout=10, stdin=subprocess.DEVNULL)
 
 
+def stop_image_sshd(pid_file: Path, image_config: str) -> None:
+    """Stop the image's sshd, found by its pid file, if that pid is still the sshd started with
+    `image_config`: a pid file left stale (that sshd failed to start, or is gone) may name a
+    process of someone else's by now (another lab's scan, a test client), which must live on."""
+    pid = running_pid(pid_file, image_config)
+    if pid is not None:
+        stop_pids([pid])
+
+
 def run_boot(args: argparse.Namespace) -> None:
     started = time.monotonic()
     status = Path(args.status_file)
@@ -79,9 +88,7 @@ def run_boot(args: argparse.Namespace) -> None:
     _sleep_until(started, args.sshd_at)
     _start_sshd(args.sshd, args.image_config, args.log)
     _sleep_until(started, args.first_boot_at)
-    image_sshd = read_pid(Path(args.sshd_pid_file))
-    if image_sshd is not None:
-        stop_pids([image_sshd])
+    stop_image_sshd(Path(args.sshd_pid_file), args.image_config)
     _start_sshd(args.sshd, args.config, args.log)
     _sleep_until(started, args.seconds)
     if lock is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from hardened_lightsail.release import render_release
 from lab.identity import stack_lab
 from lab.layout import LabLayout
 from lab.lifecycle import lab_up
+from lab.processes import running_pid, stop_pids
 
 from engine import PROJECT_DIR, command_provider_under_test, engine_missing_reason, pulumi, remove_lab_stack
 
@@ -73,16 +73,19 @@ class Impostor:
             "KbdInteractiveAuthentication no\nUsePAM no\nLogLevel VERBOSE\n")
 
     def __enter__(self) -> Impostor:
-        os.kill(int(LabLayout(LAB.state_dir).pid_file("sshd").read_text()), signal.SIGTERM)
-        time.sleep(0.5)
+        # Stopped by its pid file only while that pid is still the lab's sshd (its command line
+        # names the lab directory): a stale number may be another lab's process by now.
+        real = running_pid(LabLayout(LAB.state_dir).pid_file("sshd"), str(LAB.state_dir))
+        assert real is not None, "the lab's sshd is not running: the impostor would prove nothing"
+        assert not stop_pids([real]), f"the lab's sshd (pid {real}) survived SIGKILL"
         subprocess.run(["ip", "netns", "exec", self.namespace, "/usr/sbin/sshd", "-f",
                         str(self.directory / "sshd_config"), "-E", str(self.log)], check=True, timeout=10)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.pid_file.exists():
-            os.kill(int(self.pid_file.read_text()), signal.SIGTERM)
-            time.sleep(0.5)
+        impostor = running_pid(self.pid_file, str(self.directory / "sshd_config"))
+        if impostor is not None:
+            assert not stop_pids([impostor]), f"the impostor sshd (pid {impostor}) survived SIGKILL"
         # The real server back: the lab completes itself (its sshd, with the key it has); the
         # edge keeps the cloud layer the stack gave it, as Lightsail's firewall would.
         lab_up(LAB.name, LAB.state_dir, keep_cloud_layer=True)
