@@ -160,6 +160,7 @@ class FleetFigures:
     change_wide: float = 0.0  # the same kind of change with --parallel WIDE_PARALLEL (largest fleet only)
     verified: bool = False
     unchanged_did_nothing: bool = False
+    unchanged_runs: list = field(default_factory=list)  # every unchanged `up`'s seconds
     problems: list = field(default_factory=list)
 
 
@@ -179,7 +180,8 @@ def measure_fleet(count: int, slot: int, wide: bool = False) -> FleetFigures:
         figures.first_up, _ = stack.timed_up(FLEET_FIREWALL)
         # The median of a few: a 3 s figure on a shared machine moves with whatever else runs.
         runs = [stack.timed_up(FLEET_FIREWALL) for _ in range(UNCHANGED_RUNS)]
-        figures.unchanged = statistics.median(seconds for seconds, _ in runs)
+        figures.unchanged_runs = [seconds for seconds, _ in runs]
+        figures.unchanged = statistics.median(figures.unchanged_runs)
         figures.unchanged_did_nothing = all(
             re.search(r"^Resources:\n +\d+ unchanged\n", again.stdout, re.M) is not None for _, again in runs)
         busy_before, _ = busy_cores()
@@ -216,7 +218,8 @@ def fleet_section(counts: tuple, slot: int) -> list[tuple]:
         print(f"  {count:<9}{row.first_up:>9.1f}s{row.unchanged:>13.1f}s{row.change:>17.1f}s{row.change_cpu:>12.2f}"
               f"{row.change / one.change:>18.2f}x{count:>16}x   "
               f"{'verified' if row.verified else 'NOT VERIFIED'}"
-              f"{'' if row.unchanged_did_nothing else ', unchanged up CHANGED something'}")
+              f"{'' if row.unchanged_did_nothing else ', unchanged up CHANGED something'}"
+              f"   (unchanged: {' / '.join(f'{seconds:.2f}' for seconds in row.unchanged_runs)} s)")
         for problem in row.problems:
             print(f"  cleanup ({count} servers): {problem}", file=sys.stderr)
     print(f"  (busy cores: the machine's CPU time during the change / its wall time, out of {os.cpu_count()}; "
