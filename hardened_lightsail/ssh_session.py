@@ -15,6 +15,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from .documentation_routes import unrouted_documentation_address
 from .host_keys import KNOWN_HOSTS_ALIAS, HostKeyError, PublicHostKey, offered_keys
 
 EXIT_SSH_FAILED = 255  # ssh's own failure: connection refused, timed out, authentication failed
@@ -86,6 +87,8 @@ def keyscan(host: str, port: int, timeout: int = 5, key_type: str | None = None)
     its per-source rate limit, admins included)."""
     scan_type = "ecdsa" if (key_type or "").startswith("ecdsa") else (key_type or "").removeprefix("ssh-")
     types = ["-t", scan_type] if key_type else []
+    if unrouted_documentation_address(host):
+        return []  # a lab that is down: nothing answers, and nothing is sent
     try:
         result = subprocess.run(["ssh-keyscan", "-T", str(timeout), *types, "-p", str(port), host],
                                 capture_output=True, text=True, timeout=timeout * 4 + 5, stdin=subprocess.DEVNULL)
@@ -108,6 +111,9 @@ def run_remote(endpoint: SshEndpoint, remote_command: str, connect_timeout: int 
     """One ssh process = one new TCP connection to the server with the pinned key.
     `stdin` is sent to the remote command (e.g. a release archive); stdout/stderr come back as
     text. Raises HostKeyMismatch when the server is not the one pinned."""
+    refusal = unrouted_documentation_address(endpoint.host)
+    if refusal:  # as ssh's own failure to connect: the callers treat it as an unreachable host
+        return subprocess.CompletedProcess(["ssh", endpoint.host], EXIT_SSH_FAILED, "", f"ssh: {refusal}")
     try:
         pinned = endpoint.pinned
     except HostKeyError as error:

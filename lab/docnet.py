@@ -4,20 +4,9 @@ RFC 5737 (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) and RFC 3849 (2001:db8:
 never routed on the internet, so a lab packet that leaks is still harmless."""
 from __future__ import annotations
 
-import ipaddress
+from hardened_lightsail.documentation_routes import DOCUMENTATION_NETWORKS, is_documentation_address
 
-DOCUMENTATION_NETWORKS = tuple(
-    ipaddress.ip_network(cidr)
-    for cidr in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
-)
-
-
-def is_documentation_address(address: str) -> bool:
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(parsed.version == net.version and parsed in net for net in DOCUMENTATION_NETWORKS)
+__all__ = ["DOCUMENTATION_NETWORKS", "is_documentation_address", "require_documentation_address"]
 
 
 def require_documentation_address(address: str) -> str:

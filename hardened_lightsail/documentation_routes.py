@@ -1,0 +1,47 @@
+"""Documentation addresses are reached through a route of their own, never the default route.
+
+RFC 5737 (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) and RFC 3849 (2001:db8::/32) name the
+lab's servers and the tests' hosts; no real server has one. While a lab is down its routes are
+gone, and a packet to one of its addresses would follow this machine's default route out to the
+real network (a `refresh` or `up` after a hand `hl-lab down`, a readiness wait that retries for
+minutes). The deployer refuses such a connection before sending anything."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+
+DOCUMENTATION_NETWORKS = tuple(
+    ipaddress.ip_network(cidr)
+    for cidr in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
+
+
+def is_documentation_address(address: str) -> bool:
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(parsed.version == net.version and parsed in net for net in DOCUMENTATION_NETWORKS)
+
+
+def unrouted_documentation_address(address: str) -> str | None:
+    """Why nothing may be sent to `address` from this network namespace, or None when it may:
+    any address that is not a documentation one, or one with a route other than the default."""
+    if not is_documentation_address(address):
+        return None
+    family = f"-{ipaddress.ip_address(address).version}"
+    try:
+        # `match` lists every route of the main table whose prefix holds the address, default included.
+        shown = subprocess.run(["ip", "-j", family, "route", "show", "match", address], capture_output=True,
+                               text=True, timeout=10, stdin=subprocess.DEVNULL)
+        routes = json.loads(shown.stdout or "[]") if shown.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        routes = None
+    if routes is None:  # no iproute2 here (not Linux): no lab either, nothing to judge
+        return None
+    if any(route.get("dst") != "default" for route in routes):
+        return None
+    return (f"{address} is a documentation address and no route of its own leads there (only this machine's "
+            "default route would): its lab is not up. Nothing was sent; bring the lab back with `pulumi up` "
+            "(or scripts/lab-up) and try again")
