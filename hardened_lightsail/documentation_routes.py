@@ -4,7 +4,11 @@ RFC 5737 (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) and RFC 3849 (2001:db8:
 lab's servers and the tests' hosts; no real server has one. While a lab is down its routes are
 gone, and a packet to one of its addresses would follow this machine's default route out to the
 real network (a `refresh` or `up` after a hand `hl-lab down`, a readiness wait that retries for
-minutes). The deployer refuses such a connection before sending anything."""
+minutes). The deployer refuses such a connection before sending anything.
+
+Only in this machine's own network namespace: there the default route leads off the machine. A
+lab namespace (an admin client, a vantage) has a default route too, but it leads into its lab's
+edge, which is how those reach the lab's servers."""
 from __future__ import annotations
 
 import ipaddress
@@ -25,6 +29,14 @@ def is_documentation_address(address: str) -> bool:
     return any(parsed.version == net.version and parsed in net for net in DOCUMENTATION_NETWORKS)
 
 
+def namespace_name() -> str:
+    """The name `ip netns` knows this process's network namespace by: a lab's, or "" for this
+    machine's own (init's namespace is not readable everywhere, even as root)."""
+    shown = subprocess.run(["ip", "netns", "identify"], capture_output=True, text=True, timeout=10,
+                           stdin=subprocess.DEVNULL)
+    return shown.stdout.strip()
+
+
 def unrouted_documentation_address(address: str) -> str | None:
     """Why nothing may be sent to `address` from this network namespace, or None when it may:
     any address that is not a documentation one, or one with a route other than the default."""
@@ -32,6 +44,8 @@ def unrouted_documentation_address(address: str) -> str | None:
         return None
     family = f"-{ipaddress.ip_address(address).version}"
     try:
+        if namespace_name():  # a lab's namespace: its default route leads into the lab's edge
+            return None
         # `match` lists every route of the main table whose prefix holds the address, default included.
         shown = subprocess.run(["ip", "-j", family, "route", "show", "match", address], capture_output=True,
                                text=True, timeout=10, stdin=subprocess.DEVNULL)

@@ -27,11 +27,18 @@ pytestmark = [
 ]
 
 # In the namespace: the verdict for each address, and what run_remote does with the first one.
+# The test's namespace stands in for this machine's own (where the default route leads off the
+# machine) unless the first argument is "as-a-lab-namespace".
 PROBE = """
 import json, sys
+from hardened_lightsail import documentation_routes
 from hardened_lightsail.documentation_routes import unrouted_documentation_address
 from hardened_lightsail.ssh_session import SshEndpoint, run_remote
 addresses = sys.argv[1:]
+if addresses[0] == "as-a-lab-namespace":
+    addresses = addresses[1:]
+else:
+    documentation_routes.namespace_name = lambda: ""
 result = run_remote(SshEndpoint(addresses[0], 22, "admin", "unused", "ssh-ed25519 AAAA"), "true")
 print(json.dumps({"verdicts": [unrouted_documentation_address(a) for a in addresses],
                   "ssh": [result.args, result.returncode, result.stderr]}))
@@ -86,3 +93,11 @@ def test_addresses_that_are_not_documentation_ones_are_not_judged():
     # No route lookup at all: a real server's address, or a host name, is the user's to reach.
     assert unrouted_documentation_address("fd00::10") is None
     assert unrouted_documentation_address("server.example.com") is None
+
+
+def test_in_a_lab_namespace_the_default_route_is_the_labs_own(namespace):
+    # An admin client's or a vantage's namespace reaches the lab's servers through its default
+    # route (into the lab's edge): nothing is refused there.
+    found = verdicts(namespace, "as-a-lab-namespace", "203.0.113.10", "2001:db8:c::10")
+    assert found["verdicts"] == [None, None], found
+    assert found["ssh"][0][0] == "ssh" and len(found["ssh"][0]) > 2  # ssh itself ran (and failed: no server)
