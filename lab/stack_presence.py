@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
+
+from .netns import lab_namespaces
 
 LAB_SERVER_TYPE = "hardened-lightsail:lab:LabServer"
 STACK_TYPE = "pulumi:pulumi:Stack"
-NAMESPACES = Path("/run/netns")  # where `ip netns` keeps the names of the namespaces it made
 
 
 def recorded_server_namespaces(outputs: dict[str, Any]) -> set[str]:
@@ -45,8 +45,7 @@ def lab_resource_to_replace(export: dict[str, Any], present: Iterable[str]) -> s
 def main() -> int:
     text = sys.stdin.read()
     export = json.loads(text) if text.strip() else {}
-    present = [path.name for path in NAMESPACES.iterdir()] if NAMESPACES.is_dir() else []
-    urn = lab_resource_to_replace(export, present)
+    urn = lab_resource_to_replace(export, lab_namespaces())
     if urn:
         print(urn)
     return 0
