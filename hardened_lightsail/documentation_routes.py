@@ -4,16 +4,19 @@ RFC 5737 (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) and RFC 3849 (2001:db8:
 lab's servers and the tests' hosts; no real server has one. While a lab is down its routes are
 gone, and a packet to one of its addresses would follow this machine's default route out to the
 real network (a `refresh` or `up` after a hand `hl-lab down`, a readiness wait that retries for
-minutes). The deployer refuses such a connection before sending anything.
+minutes, a verification scan after the lab vanished mid-`up`). Every outward probe of the
+deployer (ssh, ssh-keyscan, socket probes, nmap) refuses such an address before sending anything.
 
 Only in this machine's own network namespace: there the default route leads off the machine. A
 lab namespace (an admin client, a vantage) has a default route too, but it leads into its lab's
 edge, which is how those reach the lab's servers."""
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import subprocess
+from collections.abc import Iterable
 
 DOCUMENTATION_NETWORKS = tuple(
     ipaddress.ip_network(cidr)
@@ -29,6 +32,12 @@ def is_documentation_address(address: str) -> bool:
     return any(parsed.version == net.version and parsed in net for net in DOCUMENTATION_NETWORKS)
 
 
+class UnroutedDocumentationAddress(Exception):
+    """A probe refused before it sent anything: its message (unrouted_documentation_address) says
+    which address, why, and how to bring its lab back."""
+
+
+@functools.cache  # a process stays in its namespace (nothing here calls setns): one `ip` per process
 def namespace_name() -> str:
     """The name `ip netns` knows this process's network namespace by: a lab's, or "" for this
     machine's own (init's namespace is not readable everywhere, even as root)."""
@@ -59,3 +68,12 @@ def unrouted_documentation_address(address: str) -> str | None:
     return (f"{address} is a documentation address and no route of its own leads there (only this machine's "
             "default route would): its lab is not up. Nothing was sent; bring the lab back with `pulumi up` "
             "(or scripts/lab-up) and try again")
+
+
+def require_own_route(addresses: Iterable[str]) -> None:
+    """Raise UnroutedDocumentationAddress for the first of `addresses` nothing may be sent to
+    from here: a probe of several targets judges them all before it starts, so none is sent."""
+    for address in dict.fromkeys(addresses):
+        refusal = unrouted_documentation_address(address)
+        if refusal:
+            raise UnroutedDocumentationAddress(refusal)

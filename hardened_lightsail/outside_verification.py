@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from .documentation_routes import UnroutedDocumentationAddress, require_own_route
 from .evaluate import cloud_allows, host_allows
 from .exposure import port_boundaries
 from .networks import Network, parse_cidr
@@ -52,8 +53,9 @@ class View:
 @dataclass
 class OutsideResult:
     table: str  # a section per vantage, scan times, then the `verified: ...` line when all matched
-    mismatches: int
+    mismatches: int  # ports that differ, plus one per vantage that measured nothing
     mismatch_lines: list[str] = field(default_factory=list)  # the header and rows that differ
+    unmeasured: int = 0  # vantages that measured nothing (their line in mismatch_lines says why)
 
 
 def parse_host_report(text: str) -> HostReport:
@@ -175,6 +177,8 @@ class _Section:
 def _verify_view(view: View, release: Release, policy: FirewallPolicy, addresses: list[str], report: HostReport,
                  admin_cidrs: Sequence[Network], share: ScanShare | None) -> tuple[_Section, str]:
     """Every address from one vantage, the addresses scanned side by side."""
+    if view.vantage.here:  # every address judged before the first probe of any of them leaves
+        require_own_route(addresses)
     listed = ports_to_probe(release, policy, report)
     with ThreadPoolExecutor(max_workers=len(addresses) or 1) as pool:
         results = list(pool.map(lambda address: _verify_address(view, release, address, report, admin_cidrs, listed,
@@ -242,21 +246,22 @@ def verify_outside(release: Release, policy: FirewallPolicy, addresses: list[str
                    admin_cidrs: Sequence[Network] = (), share: ScanShare | None = None) -> OutsideResult:
     """Probe every address from every vantage and judge each answer against both layers.
     `share`: this server's part of its fleet's full scans (None: all of it)."""
-    lines, mismatch_lines, probes, mismatches = [], [], 0, 0
+    lines, mismatch_lines, probes, mismatches, unmeasured = [], [], 0, 0, 0
 
-    def verify(view: View) -> tuple[_Section, str] | ScanError:
+    def verify(view: View) -> tuple[_Section, str] | ScanError | UnroutedDocumentationAddress:
         try:
             return _verify_view(view, release, policy, addresses, report, admin_cidrs, share)
-        except ScanError as error:
+        except (ScanError, UnroutedDocumentationAddress) as error:
             return error
 
     with ThreadPoolExecutor(max_workers=len(views) or 1) as pool:  # the vantages probe side by side
         results = list(pool.map(verify, views))
     for view, result in zip(views, results, strict=True):
-        if isinstance(result, ScanError):  # this vantage measured nothing: that fails the check
+        if isinstance(result, Exception):  # this vantage measured nothing: that fails the check
             lines.append(f"from {view.vantage.name}: {result}")
             mismatch_lines.append(lines[-1])
             mismatches += 1
+            unmeasured += 1
             continue
         section, sources = result
         header = ("address", "port", "listening", f"policy for {sources}", "measured", "")
@@ -271,4 +276,4 @@ def verify_outside(release: Release, policy: FirewallPolicy, addresses: list[str
         mismatches += section.mismatches
     if not mismatches:
         lines.append(f"verified: {probes} probes on {len(addresses)} address(es) match the policy")
-    return OutsideResult("\n".join(lines), mismatches, mismatch_lines)
+    return OutsideResult("\n".join(lines), mismatches, mismatch_lines, unmeasured)

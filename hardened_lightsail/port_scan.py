@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
+from .documentation_routes import require_own_route
 from .reachability import CLOSED, FILTERED, OPEN
 from .ssh_session import SshEndpoint, environment_without_secrets, run_remote
 
@@ -140,6 +141,11 @@ class Vantage:
                             f"(`ip route get`: {result.stderr.strip() or result.stdout.strip() or 'no answer'})")
         return words[words.index("src") + 1]
 
+    @property
+    def here(self) -> bool:
+        """Its probes leave from this process's own network namespace (not a lab's, not over SSH)."""
+        return self.namespace is None and self.endpoint is None
+
     @cached_property
     def privileged(self) -> bool:
         """root at the vantage: nmap's SYN and UDP scans need it (a connect scan does not)."""
@@ -147,7 +153,10 @@ class Vantage:
 
     def scan(self, address: str, tcp_ports: Sequence[int], udp_ports: Sequence[int], slow: bool = False) -> Scan:
         """nmap from here: a SYN scan (and UDP) as root; an SSH vantage's other user gets a
-        connect scan and no UDP (the Scan then holds no udp states)."""
+        connect scan and no UDP (the Scan then holds no udp states). Here, a documentation address
+        only the default route leads to raises UnroutedDocumentationAddress: nmap never starts."""
+        if self.here:  # a lab namespace's default route leads into its lab; an SSH vantage scans from its host
+            require_own_route([address])
         udp_ports = udp_ports if self.privileged else ()
         arguments = nmap_arguments(address, tcp_ports, udp_ports, slow)
         command = ("command -v nmap >/dev/null || { echo 'nmap is not installed' >&2; exit 127; }; "

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .commit_confirm import Progress, timed_progress
+from .documentation_routes import UnroutedDocumentationAddress
 from .reachability import OPEN, tcp_probe
 from .ssh_session import EXIT_SSH_FAILED, HostKeyMismatch, SshEndpoint, keyscan, mismatch_message, run_remote
 
@@ -155,7 +156,8 @@ def wait_for_first_boot(endpoint: SshEndpoint, clock: Clock) -> BootStatus:
 
 def wait_until_ready(endpoint: SshEndpoint, timeout: float, first_contact_grace: float | None,
                      say: Progress) -> BootStatus:
-    """Every phase against one deadline; raises NotReady or HostKeyMismatch."""
+    """Every phase against one deadline; raises NotReady, HostKeyMismatch, or
+    UnroutedDocumentationAddress (its lab is down: nothing is sent, and no wait would help)."""
     clock = Clock(say, timeout)
     grace_until = None if first_contact_grace is None else clock.started + first_contact_grace
     wait_for_sshd(endpoint, clock)
@@ -178,7 +180,7 @@ def ready_step(argv: list[str], env: Mapping[str, str] = os.environ) -> int:
     grace = float(env.get("HL_FIRST_BOOT_KEY_GRACE", "600")) if "--first-contact" in argv else None
     try:
         status = wait_until_ready(endpoint, timeout, grace, say)
-    except HostKeyMismatch as error:
+    except (HostKeyMismatch, UnroutedDocumentationAddress) as error:  # waiting longer changes neither
         print(str(error), file=sys.stderr)
         return 1
     except NotReady as error:

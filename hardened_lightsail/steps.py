@@ -81,8 +81,11 @@ def deploy_step(env: Mapping[str, str] = os.environ) -> int:
         return 1
     if outside.mismatches:
         print(outside.table)
-        print(f"exposure differs from the policy on {outside.mismatches} port(s):\n" +
-              "\n".join([*outside.mismatch_lines, *warnings]), file=sys.stderr)
+        differing = outside.mismatches - outside.unmeasured
+        headline = "; ".join([*([f"exposure differs from the policy on {differing} port(s)"] if differing else []),
+                              *([f"{outside.unmeasured} vantage(s) measured nothing"] if outside.unmeasured else [])])
+        print(f"verify from outside failed: {headline}:\n" + "\n".join([*outside.mismatch_lines, *warnings]),
+              file=sys.stderr)
         return 1
     say(f"verify from outside: {outside.table.splitlines()[-1]}")
     print(f"{EXPOSURE_MARKER}\n{outside.table}")

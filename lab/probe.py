@@ -2,7 +2,8 @@
 
 `probe` makes real connections (TCP connect; UDP send-and-wait-for-the-echo; ICMP echo), in parallel
 through a bounded thread pool; `nmap_scan` runs nmap's SYN/NULL/FIN/Xmas scans the way an
-attacker would. Both refuse any target outside the documentation networks.
+attacker would. Both refuse any target outside the documentation networks, and from this
+machine's own namespace one only its default route leads to (a lab that is down).
 States: "open" (handshake / reply), "closed" (RST / ICMP port unreachable), "filtered" (no
 answer within the timeout, or another ICMP error)."""
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
+
+from hardened_lightsail.documentation_routes import UnroutedDocumentationAddress, require_own_route
 
 from .commands import run_command
 from .docnet import require_documentation_address
@@ -58,6 +61,16 @@ def _in_namespace(namespace: str | None, argv: Sequence[str]) -> list[str]:
     return list(argv) if namespace is None else ["ip", "netns", "exec", namespace, *argv]
 
 
+def _require_own_route(namespace: str | None, addresses: Iterable[str]) -> None:
+    """From the root namespace, refuse (LabError) before anything starts when one address has
+    only the default route; a lab namespace's default route leads into its lab."""
+    if namespace is None:
+        try:
+            require_own_route(addresses)
+        except UnroutedDocumentationAddress as refusal:
+            raise LabError(str(refusal)) from None
+
+
 def probe(namespace: str | None, probe_targets: Iterable[Sequence], *,
           timeout: float = DEFAULT_TIMEOUT_SECONDS, workers: int = DEFAULT_WORKERS) -> list[ProbeResult]:
     """Probe each target from `namespace` (None: the root namespace); results in target order."""
@@ -69,6 +82,7 @@ def probe(namespace: str | None, probe_targets: Iterable[Sequence], *,
         checked.append([address, protocol, int(port)])
     if not checked:
         return []
+    _require_own_route(namespace, (address for address, _, _ in checked))
     request = json.dumps({"targets": checked, "timeout": timeout, "workers": workers})
     package_parent = str(Path(__file__).resolve().parent.parent)
     argv = _in_namespace(namespace, [sys.executable, "-P", "-m", "lab.probe_worker"])
@@ -117,5 +131,6 @@ def nmap_scan(namespace: str | None, target: str, ports: Iterable[int], *, scan:
     ("open", "closed", "filtered", "open|filtered", ...)."""
     ports = list(ports)
     argv = _in_namespace(namespace, nmap_argv(target, ports, scan, extra_args))
+    _require_own_route(namespace, [target])
     result = run_command(argv, timeout=timeout, what=f"nmap -{scan} {target}")
     return parse_nmap_xml(result.stdout, ports)

@@ -17,6 +17,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from hardened_lightsail.documentation_routes import UnroutedDocumentationAddress, require_own_route
 from hardened_lightsail.reachability import tcp_probe, udp_probe
 from lab.docnet import require_documentation_address
 
@@ -84,6 +85,11 @@ def main() -> int:
         require_documentation_address(target[0])
         if target[1] not in PROBES:
             raise ValueError(f"protocol {target[1]!r} is not one of {', '.join(PROBES)}")
+    try:  # (the icmp probe's raw socket has no check of its own)
+        require_own_route(target[0] for target in targets)
+    except UnroutedDocumentationAddress as refusal:
+        print(refusal, file=sys.stderr)
+        return 2
     with ThreadPoolExecutor(max_workers=max(1, int(request["workers"]))) as pool:
         results = list(pool.map(lambda target: probe_one(target, timeout), targets))
     json.dump(results, sys.stdout)

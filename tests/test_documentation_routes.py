@@ -1,8 +1,10 @@
 """A documentation address is only ever reached through a route of its own: with a lab down, only
-the default route would lead there (out of this machine), and the deployer's SSH refuses first.
+the default route would lead there (out of this machine), and the deployer's SSH, its socket
+probes and nmap (outside verification, readiness, the lab's probes) refuse first.
 
 The check runs in a network namespace this test creates (a default route over a link of its own,
-then a lab-like route) and deletes; nothing is sent anywhere."""
+then a lab-like route) and deletes; nothing is sent out of it: the link's other end is in it too,
+and a capture there tells what the probes sent."""
 from __future__ import annotations
 
 import json
@@ -42,6 +44,74 @@ else:
 result = run_remote(SshEndpoint(addresses[0], 22, "admin", "unused", "ssh-ed25519 AAAA"), "true")
 print(json.dumps({"verdicts": [unrouted_documentation_address(a) for a in addresses],
                   "ssh": [result.args, result.returncode, result.stderr]}))
+"""
+
+
+# In the namespace: every outward probe at a lab's two addresses (argv: "own" or
+# "as-a-lab-namespace", the IPv4 and IPv6 address, the file the nmap stub on PATH records into).
+# Prints what each probe did and how many frames towards either address the link's far end saw,
+# then after a control send that bypasses every guard (proof that the capture sees a leak).
+PROBES = """
+import json, os, socket, sys, time
+from hardened_lightsail import documentation_routes
+from hardened_lightsail.networks import parse_cidr
+from hardened_lightsail.outside_verification import FULL, THIS_DEPLOYER, HostReport, View, verify_outside
+from hardened_lightsail.policy import FirewallPolicy
+from hardened_lightsail.reachability import measure, tcp_probe, udp_probe
+from hardened_lightsail.release import render_release
+from hardened_lightsail.server_readiness import wait_until_ready
+from hardened_lightsail.ssh_session import SshEndpoint
+from lab.probe import nmap_scan, probe
+
+mode, v4, v6 = sys.argv[1:4]
+if mode == "own":
+    documentation_routes.namespace_name = lambda: ""
+capture = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))  # every frame out0 sends
+capture.bind(("out1", 0))
+wanted = [socket.inet_pton(socket.AF_INET, v4), socket.inet_pton(socket.AF_INET6, v6)]  # in ARP/NS or IP
+
+def frames_towards_the_lab():
+    time.sleep(0.1)
+    capture.setblocking(False)
+    seen = 0
+    try:
+        while True:
+            frame = capture.recv(65535)
+            seen += any(address in frame for address in wanted)
+    except BlockingIOError:
+        return seen
+
+def attempt(call, shown=lambda value: repr(value)[:300]):
+    try:
+        return ["ran", shown(call())]
+    except Exception as error:
+        return [type(error).__name__, str(error)]
+
+policy = FirewallPolicy(admin_cidrs=(parse_cidr("192.0.2.0/24"),))
+no_listeners = HostReport(None, {"tcp": set(), "udp": set()})
+outside = lambda: verify_outside(render_release(policy), policy, [v4, v6], no_listeners, [View(THIS_DEPLOYER, FULL)])
+endpoint = SshEndpoint(v4, 22, "admin", "unused", "ssh-ed25519 AAAA")
+done = {
+    "tcp_probe": attempt(lambda: tcp_probe(v4, 22, 0.3)),
+    "udp_probe": attempt(lambda: udp_probe(v6, 53, 0.3)),
+    "measure": attempt(lambda: measure("tcp", [(v4, 22), (v6, 22)], timeout=0.3)),
+    "verify_outside": attempt(outside, lambda result: [result.mismatches, result.unmeasured, result.table]),
+    "ready": attempt(lambda: wait_until_ready(endpoint, 0.3, None, lambda line: None)),
+    "lab_probe": attempt(lambda: probe(None, [(v4, "tcp", 22), (v6, "udp", 53)], timeout=0.3)),
+    "lab_nmap": attempt(lambda: nmap_scan(None, v6, [22])),
+}
+seen = frames_towards_the_lab()
+for family, address in ((socket.AF_INET, v4), (socket.AF_INET6, v6)):  # the control: no guard at all
+    with socket.socket(family, socket.SOCK_DGRAM) as control:
+        control.connect((address, 9))
+        control.send(b"control")
+print(json.dumps({"done": done, "frames": seen, "frames_after_control": frames_towards_the_lab()}))
+"""
+NMAP_STUB = """#!/bin/sh
+# Stands in for nmap: records that it was started (and with what), scans nothing.
+printf '%s\\n' "$*" >> "$HL_TEST_NMAP_RECORD"
+echo "nmap stub: started, scanned nothing" >&2
+exit 1
 """
 
 
@@ -101,3 +171,56 @@ def test_in_a_lab_namespace_the_default_route_is_the_labs_own(namespace):
     found = verdicts(namespace, "as-a-lab-namespace", "203.0.113.10", "2001:db8:c::10")
     assert found["verdicts"] == [None, None], found
     assert found["ssh"][0][0] == "ssh" and len(found["ssh"][0]) > 2  # ssh itself ran (and failed: no server)
+
+
+def probes(namespace: str, mode: str, tmp_path: Path) -> tuple[dict, list[str]]:
+    """What every outward probe did in `namespace` towards a lab's two addresses, and the nmap
+    runs the stub on PATH recorded."""
+    # out0 gets an address of each family, so that a packet sent there really goes out (to out1).
+    ip("-n", namespace, "address", "add", "192.0.2.250/32", "dev", "out0")
+    ip("-n", namespace, "address", "add", "2001:db8:ff::250/128", "dev", "out0", "nodad")
+    (tmp_path / "bin").mkdir()
+    stub = tmp_path / "bin" / "nmap"
+    stub.write_text(NMAP_STUB)
+    stub.chmod(0o755)
+    record = tmp_path / "nmap-runs"
+    done = subprocess.run(["ip", "netns", "exec", namespace, sys.executable, "-c", PROBES, mode, "203.0.113.10",
+                           "2001:db8:c::10"], capture_output=True, text=True, timeout=60, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{stub.parent}:{os.environ['PATH']}",
+                               "HL_TEST_NMAP_RECORD": str(record)})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout), (record.read_text().splitlines() if record.exists() else [])
+
+
+def test_no_probe_sends_to_a_lab_address_behind_only_the_default_route(namespace, tmp_path):
+    found, nmap_runs = probes(namespace, "own", tmp_path)
+    done = found["done"]
+    for name in ("tcp_probe", "udp_probe", "measure", "ready"):
+        assert done[name][0] == "UnroutedDocumentationAddress", (name, done[name])
+        assert "its lab is not up. Nothing was sent" in done[name][1]
+    # The outside verification fails, saying why; nothing of it reads "verified".
+    mismatches, unmeasured, table = done["verify_outside"][1]
+    assert (mismatches, unmeasured) == (1, 1) and "verified" not in table, table
+    assert table.startswith("from this deployer: 203.0.113.10 is a documentation address and no route of its own")
+    for name in ("lab_probe", "lab_nmap"):
+        assert done[name][0] == "LabError" and "its lab is not up. Nothing was sent" in done[name][1], done[name]
+    assert nmap_runs == []  # nmap never started, for either address
+    assert found["frames"] == 0, found  # and nothing went out of the link the default route uses
+    assert found["frames_after_control"] > 0, found  # which a packet sent past the guards would have
+
+
+@pytest.mark.parametrize("lab_like", ["a route of its own", "a lab namespace"])
+def test_probes_go_through_a_route_of_their_own_and_from_a_lab_namespace(namespace, tmp_path, lab_like):
+    if lab_like == "a route of its own":
+        ip("-n", namespace, "route", "add", "203.0.113.0/28", "dev", "out0")
+        ip("-n", namespace, "-6", "route", "add", "2001:db8:c::/64", "dev", "out0")
+    found, nmap_runs = probes(namespace, "own" if lab_like == "a route of its own" else "as-a-lab-namespace",
+                              tmp_path)
+    done = found["done"]
+    assert done["tcp_probe"] == ["ran", "('filtered', 'no answer')"], done  # nothing answers on the link
+    assert done["udp_probe"][0] == done["measure"][0] == done["lab_probe"][0] == "ran", done
+    assert done["ready"][0] == "NotReady", done  # it waited (briefly) for an sshd
+    assert done["lab_nmap"][0] == "LabError" and "nmap stub: started" in done["lab_nmap"][1], done
+    assert "nmap stub: started" in done["verify_outside"][1][2], done
+    assert sorted(run.split()[-1] for run in nmap_runs) == ["2001:db8:c::10", "2001:db8:c::10", "203.0.113.10"]
+    assert found["frames"] > 0, found  # the probes really went out towards the lab
