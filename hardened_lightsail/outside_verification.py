@@ -57,6 +57,13 @@ class OutsideResult:
     mismatch_lines: list[str] = field(default_factory=list)  # the header and rows that differ
     unmeasured: int = 0  # vantages that measured nothing (their line in mismatch_lines says why)
 
+    @property
+    def failure(self) -> str:
+        """What went wrong, for the first line of the error (mismatch_lines then show where)."""
+        differing = self.mismatches - self.unmeasured
+        return "; ".join([*([f"exposure differs from the policy on {differing} port(s)"] if differing else []),
+                          *([f"{self.unmeasured} vantage(s) measured nothing"] if self.unmeasured else [])])
+
 
 def parse_host_report(text: str) -> HostReport:
     """The client line and the listening sockets from `hlfw verify` output (loopback left out)."""

@@ -81,10 +81,7 @@ def deploy_step(env: Mapping[str, str] = os.environ) -> int:
         return 1
     if outside.mismatches:
         print(outside.table)
-        differing = outside.mismatches - outside.unmeasured
-        headline = "; ".join([*([f"exposure differs from the policy on {differing} port(s)"] if differing else []),
-                              *([f"{outside.unmeasured} vantage(s) measured nothing"] if outside.unmeasured else [])])
-        print(f"verify from outside failed: {headline}:\n" + "\n".join([*outside.mismatch_lines, *warnings]),
+        print(f"verify from outside failed: {outside.failure}:\n" + "\n".join([*outside.mismatch_lines, *warnings]),
               file=sys.stderr)
         return 1
     say(f"verify from outside: {outside.table.splitlines()[-1]}")
