@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .documentation_routes import unrouted_documentation_address
 from .drop_log import LogText
 from .host_error import HostError
 from .release import PAYLOAD_DIR
@@ -145,6 +146,9 @@ def parse_sections(text: str) -> dict[str, Section]:
 
 def run_script(target: SshTarget, script: str) -> dict[str, Section]:
     """Run `script` on the host (one new SSH connection) and return its sections."""
+    refusal = unrouted_documentation_address(target.address)
+    if refusal:  # a lab's address while the lab is down: ssh would dial out through the default route
+        raise HostError(f"{target}: {refusal}")
     try:
         result = subprocess.run(target.argv(), input=SCRIPT_HEAD + script, capture_output=True, text=True,
                                 timeout=SSH_TIMEOUT_SECONDS)

@@ -48,12 +48,13 @@ print(json.dumps({"verdicts": [unrouted_documentation_address(a) for a in addres
 
 
 # In the namespace: every outward probe at a lab's two addresses (argv: "own" or
-# "as-a-lab-namespace", the IPv4 and IPv6 address, the file the nmap stub on PATH records into).
+# "as-a-lab-namespace", the IPv4 and IPv6 address; stubs of nmap and ssh on PATH record their runs).
 # Prints what each probe did and how many frames towards either address the link's far end saw,
 # then after a control send that bypasses every guard (proof that the capture sees a leak).
 PROBES = """
 import json, os, socket, sys, time
 from hardened_lightsail import documentation_routes
+from hardened_lightsail.live_host import SshTarget, run_script
 from hardened_lightsail.networks import parse_cidr
 from hardened_lightsail.outside_verification import FULL, THIS_DEPLOYER, HostReport, View, verify_outside
 from hardened_lightsail.policy import FirewallPolicy
@@ -99,6 +100,7 @@ done = {
     "ready": attempt(lambda: wait_until_ready(endpoint, 0.3, None, lambda line: None)),
     "lab_probe": attempt(lambda: probe(None, [(v4, "tcp", 22), (v6, "udp", 53)], timeout=0.3)),
     "lab_nmap": attempt(lambda: nmap_scan(None, v6, [22])),
+    "read_host": attempt(lambda: run_script(SshTarget.parse(f"admin@[{v6}]"), "")),  # fw check --host
 }
 seen = frames_towards_the_lab()
 for family, address in ((socket.AF_INET, v4), (socket.AF_INET6, v6)):  # the control: no guard at all
@@ -107,10 +109,10 @@ for family, address in ((socket.AF_INET, v4), (socket.AF_INET6, v6)):  # the con
         control.send(b"control")
 print(json.dumps({"done": done, "frames": seen, "frames_after_control": frames_towards_the_lab()}))
 """
-NMAP_STUB = """#!/bin/sh
-# Stands in for nmap: records that it was started (and with what), scans nothing.
-printf '%s\\n' "$*" >> "$HL_TEST_NMAP_RECORD"
-echo "nmap stub: started, scanned nothing" >&2
+TOOL_STUB = """#!/bin/sh
+# Stands in for nmap and the user's ssh: records that it was started (and with what), sends nothing.
+printf '%s %s\\n' "$(basename "$0")" "$*" >> "$HL_TEST_TOOL_RECORD"
+echo "$(basename "$0") stub: started, sent nothing" >&2
 exit 1
 """
 
@@ -175,25 +177,26 @@ def test_in_a_lab_namespace_the_default_route_is_the_labs_own(namespace):
 
 def probes(namespace: str, mode: str, tmp_path: Path) -> tuple[dict, list[str]]:
     """What every outward probe did in `namespace` towards a lab's two addresses, and the nmap
-    runs the stub on PATH recorded."""
+    and ssh runs the stubs on PATH recorded."""
     # out0 gets an address of each family, so that a packet sent there really goes out (to out1).
     ip("-n", namespace, "address", "add", "192.0.2.250/32", "dev", "out0")
     ip("-n", namespace, "address", "add", "2001:db8:ff::250/128", "dev", "out0", "nodad")
     (tmp_path / "bin").mkdir()
-    stub = tmp_path / "bin" / "nmap"
-    stub.write_text(NMAP_STUB)
-    stub.chmod(0o755)
-    record = tmp_path / "nmap-runs"
+    for tool in ("nmap", "ssh"):
+        stub = tmp_path / "bin" / tool
+        stub.write_text(TOOL_STUB)
+        stub.chmod(0o755)
+    record = tmp_path / "tool-runs"
     done = subprocess.run(["ip", "netns", "exec", namespace, sys.executable, "-c", PROBES, mode, "203.0.113.10",
                            "2001:db8:c::10"], capture_output=True, text=True, timeout=60, cwd=REPO,
                           env={**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{stub.parent}:{os.environ['PATH']}",
-                               "HL_TEST_NMAP_RECORD": str(record)})
+                               "HL_TEST_TOOL_RECORD": str(record)})
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout), (record.read_text().splitlines() if record.exists() else [])
 
 
 def test_no_probe_sends_to_a_lab_address_behind_only_the_default_route(namespace, tmp_path):
-    found, nmap_runs = probes(namespace, "own", tmp_path)
+    found, tool_runs = probes(namespace, "own", tmp_path)
     done = found["done"]
     for name in ("tcp_probe", "udp_probe", "measure", "ready"):
         assert done[name][0] == "UnroutedDocumentationAddress", (name, done[name])
@@ -204,7 +207,8 @@ def test_no_probe_sends_to_a_lab_address_behind_only_the_default_route(namespace
     assert table.startswith("from this deployer: 203.0.113.10 is a documentation address and no route of its own")
     for name in ("lab_probe", "lab_nmap"):
         assert done[name][0] == "LabError" and "its lab is not up. Nothing was sent" in done[name][1], done[name]
-    assert nmap_runs == []  # nmap never started, for either address
+    assert done["read_host"][0] == "HostError" and "its lab is not up. Nothing was sent" in done["read_host"][1]
+    assert tool_runs == []  # neither nmap nor ssh started, for either address
     assert found["frames"] == 0, found  # and nothing went out of the link the default route uses
     assert found["frames_after_control"] > 0, found  # which a packet sent past the guards would have
 
@@ -214,7 +218,7 @@ def test_probes_go_through_a_route_of_their_own_and_from_a_lab_namespace(namespa
     if lab_like == "a route of its own":
         ip("-n", namespace, "route", "add", "203.0.113.0/28", "dev", "out0")
         ip("-n", namespace, "-6", "route", "add", "2001:db8:c::/64", "dev", "out0")
-    found, nmap_runs = probes(namespace, "own" if lab_like == "a route of its own" else "as-a-lab-namespace",
+    found, tool_runs = probes(namespace, "own" if lab_like == "a route of its own" else "as-a-lab-namespace",
                               tmp_path)
     done = found["done"]
     assert done["tcp_probe"] == ["ran", "('filtered', 'no answer')"], done  # nothing answers on the link
@@ -222,5 +226,9 @@ def test_probes_go_through_a_route_of_their_own_and_from_a_lab_namespace(namespa
     assert done["ready"][0] == "NotReady", done  # it waited (briefly) for an sshd
     assert done["lab_nmap"][0] == "LabError" and "nmap stub: started" in done["lab_nmap"][1], done
     assert "nmap stub: started" in done["verify_outside"][1][1], done
-    assert sorted(run.split()[-1] for run in nmap_runs) == ["2001:db8:c::10", "2001:db8:c::10", "203.0.113.10"]
+    assert done["read_host"][0] == "HostError" and "ssh stub: started" in done["read_host"][1], done
+    started = sorted((run.split()[0], run.split()[-1] if run.startswith("nmap") else run.split()[-3])
+                     for run in tool_runs)
+    assert started == [("nmap", "2001:db8:c::10"), ("nmap", "2001:db8:c::10"), ("nmap", "203.0.113.10"),
+                       ("ssh", "admin@2001:db8:c::10")], tool_runs
     assert found["frames"] > 0, found  # the probes really went out towards the lab
