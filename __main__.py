@@ -6,13 +6,16 @@ import pulumi
 from components.cloud_readback import read_back_cloud_firewalls
 from components.engine_shutdown import end_quietly_when_the_engine_stops
 from components.host_firewall import HostFirewall, HostFirewallArgs, fleet_scan_plan
+from components.process_exit import freeze_loaded_objects
 from components.servers import make_servers
 from hardened_lightsail.effective_settings import effective_settings
 from hardened_lightsail.exposure import exposure_map, exposure_table
 from hardened_lightsail.stack_config import checked_release, read_stack_settings
 
-# 0. A failed or cancelled `up` ends with the engine's error lines, not Python tracebacks.
+# 0. A failed or cancelled `up` ends with the engine's error lines, not Python tracebacks. What is
+#    loaded (the SDK, the policy core) stays out of the garbage collector's sight until the exit.
 end_quietly_when_the_engine_stops()
+freeze_loaded_objects()
 
 # 1. Config: validated before anything is registered; errors name the key and stop the run.
 #    The target's additions (the lab's deployer addresses) are the same ones `fw check` sees.
@@ -53,3 +56,6 @@ pulumi.export("servers", [{"name": s.name, "publicIp": s.public_ip, "ipv6Address
                           for s, f in zip(servers, firewalls, strict=True)])
 for key, value in servers[0].extra_outputs.items():
     pulumi.export(key, value)
+
+# 7. So does everything the program built: the engine waits for this process's exit.
+freeze_loaded_objects()

@@ -14,7 +14,10 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
 
+from components.process_exit import freeze_in_dynamic_provider_process
 from hardened_lightsail.host_keys import PublicHostKey, generate_host_key
+
+freeze_in_dynamic_provider_process()
 
 
 class HostKeyProvider(ResourceProvider):

@@ -17,6 +17,10 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
+from components.process_exit import freeze_in_dynamic_provider_process
+
+freeze_in_dynamic_provider_process()
+
 PROVIDER_KEY = "__provider"
 INPUT_KEYS = ("release", "serverIdentity", "host", "port", "user", "privateKey", "hostKey", "remoteDir", "hostState")
 

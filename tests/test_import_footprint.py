@@ -50,3 +50,28 @@ def test_the_packages_public_names_still_resolve():
         assert all(getattr(package, name) is not None for name in package.__all__)
         with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
             package.nothing_here  # noqa: B018 (the attribute access is the test)
+
+
+# How the SDK's plugin starts the dynamic provider (its script, which scripts/setup puts in .tools/bin
+# from the SDK's Go module): `python -u -m pulumi.dynamic`, so `__main__` is that module.
+AS_THE_DYNAMIC_PROVIDER = ("import importlib.machinery, sys\n"
+                           "sys.modules['__main__'].__spec__ = importlib.machinery.ModuleSpec('pulumi.dynamic.__main__', None)\n")
+
+
+def frozen_after(statement: str) -> int:
+    code = f"import gc\n{statement}\nprint(gc.get_freeze_count())"
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, capture_output=True, text=True,
+                          check=True, timeout=60)
+    return int(done.stdout)
+
+
+def test_the_sdk_starts_the_dynamic_provider_as_module_pulumi_dynamic():
+    script = (PROJECT_DIR / ".tools" / "bin" / "pulumi-resource-pulumi-python").read_text()
+    assert "-m pulumi.dynamic" in script
+
+
+@pytest.mark.parametrize("module", ["components.host_key", "components.host_state"])
+def test_the_dynamic_provider_process_freezes_what_it_loaded_and_no_other_process_does(module):
+    # Frozen objects are skipped by the collector at the provider's exit, which the engine waits for.
+    assert frozen_after(AS_THE_DYNAMIC_PROVIDER + f"import {module}") > 10_000
+    assert frozen_after(f"import {module}") == 0
