@@ -11,6 +11,7 @@ lab namespace (an admin client, a vantage) has a default route too, but it leads
 edge, which is how those reach the lab's servers."""
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import subprocess
@@ -29,6 +30,19 @@ def is_documentation_address(address: str) -> bool:
     return any(parsed.version == net.version and parsed in net for net in DOCUMENTATION_NETWORKS)
 
 
+def require_documentation_address(address: str) -> str:
+    """Return `address` unchanged, or raise ValueError: the lab never targets a real address.
+
+    A real check, not `assert`, so that `python -O` can't switch the safety off."""
+    if not is_documentation_address(address):
+        raise ValueError(
+            f"{address!r} is not a documentation address (192.0.2.0/24, 198.51.100.0/24, "
+            "203.0.113.0/24, 2001:db8::/32): the lab only sends traffic to those"
+        )
+    return address
+
+
+@functools.cache  # a process stays in its namespace; every SSH connection of a step asks
 def namespace_name() -> str:
     """The name `ip netns` knows this process's network namespace by: a lab's, or "" for this
     machine's own (init's namespace is not readable everywhere, even as root)."""
