@@ -26,6 +26,9 @@ class SshTarget:
     ready_timeout_seconds: int = 900
     # The login's home, where releases are copied to (None: /root for root, else /home/USER).
     home: str | None = None
+    # A lab server: a network namespace of this machine, whose SSH traffic never leaves it; the
+    # steps' connections then use a cheaper key exchange (ssh_session.ON_THIS_MACHINE_KEX).
+    on_this_machine: bool = False
 
     def connection_args(self) -> command.remote.ConnectionArgs:
         # hostKey: pulumi-command accepts only this key and offers only its algorithm (ed25519).

@@ -32,7 +32,7 @@ from hardened_lightsail.config import NAMESPACE
 from hardened_lightsail.policy import VerifySettings
 from hardened_lightsail.release import Release
 from hardened_lightsail.scan_share import FLEET_FILE_VARIABLE, MEMBER_VARIABLE, fleet_file, write_fleet_file
-from hardened_lightsail.ssh_session import VANTAGE_KEY_VARIABLE
+from hardened_lightsail.ssh_session import ON_THIS_MACHINE_VARIABLE, VANTAGE_KEY_VARIABLE
 from hardened_lightsail.step_output import measured_exposure
 
 from .connection import SshTarget
@@ -146,9 +146,13 @@ def fleet_scan_plan(stack: str, names: list[str], fleet_scan: str) -> Path:
 
 def _ssh_environment(target: SshTarget) -> dict[str, pulumi.Input[str]]:
     """What the deploy step needs to open its own ssh sessions (the key stays a secret)."""
-    return {"HL_SSH_HOST": target.host, "HL_SSH_PORT": pulumi.Output.from_input(target.port).apply(str),
-            "HL_SSH_USER": target.user, "HL_SSH_KEY": pulumi.Output.secret(target.private_key),
-            "HL_SSH_HOST_KEY": target.host_key}
+    env: dict[str, pulumi.Input[str]] = {
+        "HL_SSH_HOST": target.host, "HL_SSH_PORT": pulumi.Output.from_input(target.port).apply(str),
+        "HL_SSH_USER": target.user, "HL_SSH_KEY": pulumi.Output.secret(target.private_key),
+        "HL_SSH_HOST_KEY": target.host_key}
+    if target.on_this_machine:
+        env[ON_THIS_MACHINE_VARIABLE] = "1"
+    return env
 
 
 def _verify_environment(args: HostFirewallArgs) -> dict[str, pulumi.Input[str]]:

@@ -166,7 +166,7 @@ def make_lab_servers(settings: StackSettings, release: Release) -> list[ServerHa
                              ready_timeout_seconds=settings.lab.boot_seconds + LAB_READY_SECONDS,
                              # Each server's own (lab/layout.py login_home), as on separate
                              # machines: servers of one lab never share a release copy.
-                             home=str(lab.layout.server(index).login_home)),
+                             home=str(lab.layout.server(index).login_home), on_this_machine=True),
             ready=lab.cloud_firewall,
             # The lab made again (another slot, a reboot) is a new server; so is one added to the lab.
             identity=lab.lab.id if index == 0 else pulumi.Output.concat(lab.lab.id, f"/server{index}"),

@@ -11,16 +11,13 @@ import os
 import re
 import secrets
 import shlex
-import sys
 import tarfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
-from .foreign_rules import exposure_changes
 from .ssh_session import EXIT_SSH_FAILED, HostKeyMismatch, SshEndpoint, run_remote
+from .step_output import Progress
 
 # hlfw's exit codes (payload/hlfw): the deployer reacts to each differently.
 EXIT_ROLLED_BACK, EXIT_REFUSED = 3, 5
@@ -46,18 +43,6 @@ class RemoteRelease:
     @property
     def hlfw(self) -> str:
         return f"sh {shlex.quote(self.remote_dir)}/hlfw"
-
-
-Progress = Callable[[str], None]
-
-
-def timed_progress(stream: TextIO = sys.stdout) -> Progress:
-    """Progress lines, timed from now (pulumi-command shows a step's output while it runs)."""
-    started = time.monotonic()
-
-    def say(message: str) -> None:
-        print(f"[{time.monotonic() - started:5.1f} s] {message}", file=stream, flush=True)
-    return say
 
 
 def _release_archive(local_dir: Path) -> bytes:
@@ -206,6 +191,9 @@ def read_host_state(target: RemoteRelease) -> str:
         found = FOREIGN_WARNING.match(line)
         if found:
             foreign.setdefault(int(found["family"]), []).append(found["rule"])
+    # Only a read-back judges other tools' rules: the deploy step, which imports this module on
+    # every server of every release, needn't load the rule evaluator for it.
+    from .foreign_rules import exposure_changes
     reasons += exposure_changes(rules, foreign)
     if reasons:
         return "drift: " + "; ".join(reasons)

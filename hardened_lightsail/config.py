@@ -11,8 +11,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .blueprints import LOGIN_USERS, login_user
 from .host_keys import HostKeyError, PublicHostKey
 from .network_list import NetworkList
@@ -585,6 +583,7 @@ def load_yaml(text: str) -> Any:
     """yaml.safe_load through libyaml where PyYAML has it (a 100,000-CIDR blocklist loads in
     about 1 s instead of 25 s). A document it refuses is read again by the pure-Python loader,
     whose error message (the one we show) names the problem in words."""
+    import yaml  # here: the deploy step loads this module for policy.json alone, on every server
     fast = getattr(yaml, "CSafeLoader", None)
     if fast is not None:
         try:
@@ -596,6 +595,7 @@ def load_yaml(text: str) -> Any:
 
 def values_from_stack_file(path: Path) -> dict[str, Any]:
     """The `hardened-lightsail:*` values of a Pulumi.<stack>.yaml (other namespaces ignored)."""
+    import yaml
     try:
         document = load_yaml(Path(path).read_text()) or {}
     except FileNotFoundError:

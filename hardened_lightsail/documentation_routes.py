@@ -37,7 +37,19 @@ class UnroutedDocumentationAddress(Exception):
     which address, why, and how to bring its lab back."""
 
 
-@functools.cache  # a process stays in its namespace (nothing here calls setns): one `ip` per process
+def require_documentation_address(address: str) -> str:
+    """Return `address` unchanged, or raise ValueError: the lab never targets a real address.
+
+    A real check, not `assert`, so that `python -O` can't switch the safety off."""
+    if not is_documentation_address(address):
+        raise ValueError(
+            f"{address!r} is not a documentation address (192.0.2.0/24, 198.51.100.0/24, "
+            "203.0.113.0/24, 2001:db8::/32): the lab only sends traffic to those"
+        )
+    return address
+
+
+@functools.cache  # a process stays in its namespace; every SSH connection of a step asks
 def namespace_name() -> str:
     """The name `ip netns` knows this process's network namespace by: a lab's, or "" for this
     machine's own (init's namespace is not readable everywhere, even as root)."""

@@ -20,10 +20,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .commit_confirm import Progress, timed_progress
 from .documentation_routes import UnroutedDocumentationAddress
 from .reachability import OPEN, tcp_probe
 from .ssh_session import EXIT_SSH_FAILED, HostKeyMismatch, SshEndpoint, keyscan, mismatch_message, run_remote
+from .step_output import Progress, timed_progress
 
 IMAGE_SSH_PORT = 22  # where a fresh image's sshd listens until the first-boot step moves it
 POLL_SECONDS = 2.0
@@ -39,10 +39,14 @@ else
   echo "cloud-init=absent"
 fi
 if command -v fuser >/dev/null 2>&1; then
-  held=
+  set --
   for lock in /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock /var/run/dnf.pid; do
-    [ -e "$lock" ] && as_root fuser "$lock" >/dev/null 2>&1 && held="$held $lock"
+    [ -e "$lock" ] && set -- "$@" "$lock"
   done
+  # One fuser for every lock: each run reads the open files of every process on the machine.
+  # It names each file someone holds open on stderr ("PATH:"), the holders' PIDs on stdout.
+  held=
+  [ $# -eq 0 ] || held=$(as_root fuser "$@" 2>&1 >/dev/null | sed -n 's|^\(/[^:]*\):.*| \1|p' | tr -d '\n')
   echo "package-lock=${held:- free}"
 else
   echo "package-lock= unknown (no fuser)"

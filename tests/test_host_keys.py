@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from hardened_lightsail.host_keys import KNOWN_HOSTS_ALIAS, HostKeyError, PublicHostKey, generate_host_key, offered_keys
-from hardened_lightsail.ssh_session import SshEndpoint, memory_file, mismatch_message, ssh_options
+from hardened_lightsail.ssh_session import (
+    ON_THIS_MACHINE_KEX,
+    ON_THIS_MACHINE_VARIABLE,
+    SshEndpoint,
+    memory_file,
+    mismatch_message,
+    ssh_options,
+)
 
 
 def test_a_generated_host_key_is_an_openssh_ed25519_key_whose_fingerprint_ssh_keygen_agrees_with(tmp_path):
@@ -49,6 +56,19 @@ def test_every_connection_checks_the_pinned_key_strictly_and_offers_only_its_alg
     assert pairs["HostKeyAlgorithms"] == "ssh-ed25519" and pairs["UpdateHostKeys"] == "no"
     assert pairs["BatchMode"] == "yes" and pairs["IdentityAgent"] == "none"
     assert options[:2] == ["-F", "/dev/null"]  # nobody's ssh config changes what is checked
+    assert "KexAlgorithms" not in pairs  # OpenSSH's default key exchange (post-quantum hybrid in 9.x)
+
+
+def test_a_lab_server_on_this_machine_gets_the_cheaper_key_exchange_and_nothing_else_changes():
+    pinned = PublicHostKey.parse(generate_host_key("a")[1])
+    default, local = (ssh_options(pinned, "/proc/1/fd/9", 5, on_this_machine=flag) for flag in (False, True))
+    pairs = dict(local[index + 1].split("=", 1) for index, word in enumerate(local) if word == "-o")
+    assert pairs["KexAlgorithms"] == ON_THIS_MACHINE_KEX == "curve25519-sha256"
+    assert [word for word in local if not word.startswith("KexAlgorithms=")] == ["-F", "/dev/null", "-o", *default[2:]]
+    environment = {"HL_SSH_HOST": "203.0.113.10", "HL_SSH_USER": "root", "HL_SSH_KEY": "k",
+                   "HL_SSH_HOST_KEY": pinned.line}
+    assert not SshEndpoint.from_environment(environment).on_this_machine
+    assert SshEndpoint.from_environment({**environment, ON_THIS_MACHINE_VARIABLE: "1"}).on_this_machine
 
 
 def test_a_memory_file_is_private_and_on_no_file_system():

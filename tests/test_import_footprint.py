@@ -37,6 +37,27 @@ def test_per_up_helpers_load_without_the_policy_core(statement):
     assert sorted(loaded & set(HEAVY)) == []
 
 
+# The deployer's steps start once per server and release (a fleet of 10: 20 Python start-ups per
+# change, on the cores the lab's servers run on too): each loads only what its own job needs.
+POLICY_CORE = ("hardened_lightsail.policy", "hardened_lightsail.config", "hardened_lightsail.release",
+               "hardened_lightsail.commit_confirm", "hardened_lightsail.evaluate", "hardened_lightsail.port_scan")
+
+
+@pytest.mark.parametrize("statement, unwanted", [
+    # `hl-step ready` waits for SSH, cloud-init and the package lock: no policy, no scanner.
+    ("from hardened_lightsail.steps import main; from hardened_lightsail.server_readiness import ready_step",
+     POLICY_CORE),
+    # `hl-step cloud-readback` judges a verdict the program computed.
+    ("from hardened_lightsail.steps import main, cloud_readback_step", POLICY_CORE),
+    # `hl-step deploy` needs the policy core, but not YAML (it reads policy.json) nor the lab package.
+    ("from hardened_lightsail.deploy_step import deploy_step", ("yaml", "lab", "foreign_rules", "pulumi")),
+])
+def test_each_step_loads_only_what_it_uses(statement, unwanted):
+    loaded = loaded_after(statement)
+    assert "hardened_lightsail.steps" in loaded or "hardened_lightsail.deploy_step" in loaded  # the check ran
+    assert sorted(name for name in loaded if name in unwanted or name.endswith(tuple(f".{u}" for u in unwanted))) == []
+
+
 def test_the_packages_public_names_still_resolve():
     import components
     import hardened_lightsail

@@ -22,6 +22,7 @@ from hardened_lightsail.cloud_layer import cloud_port_infos, to_provider_args
 from hardened_lightsail.config import NAMESPACE, settings_from_values, values_from_stack_file
 from hardened_lightsail.exposure import exposure_map, exposure_table
 from hardened_lightsail.release import render_release
+from hardened_lightsail.ssh_session import ON_THIS_MACHINE_VARIABLE
 
 from program_mocks_runner import (
     ARCHIVE,
@@ -321,6 +322,8 @@ def test_every_ssh_step_connects_to_the_static_ip_as_the_blueprint_login_user(na
             environment = report.inputs(f"{server}-firewall-{step}")["environment"]
             assert (environment["HL_SSH_HOST"], environment["HL_SSH_USER"], environment["HL_SSH_PORT"],
                     environment["HL_SSH_HOST_KEY"]) == (static_ip(index), scenario.login_user, str(ssh_port), pinned)
+            # A server on the internet keeps OpenSSH's default (post-quantum) key exchange.
+            assert ON_THIS_MACHINE_VARIABLE not in environment
             checked += 1
         state = report.inputs(f"{server}-firewall-host-state")
         assert (state["host"], state["user"], state["port"], state["hostKey"]) == (

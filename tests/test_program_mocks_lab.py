@@ -16,6 +16,7 @@ from test_program_mocks import PROJECT_DIR, SECRET, Report, run_program, unsecre
 from hardened_lightsail.config import settings_from_values
 from hardened_lightsail.effective_settings import effective_settings
 from hardened_lightsail.release import render_release
+from hardened_lightsail.ssh_session import ON_THIS_MACHINE_VARIABLE
 from lab.identity import stack_lab
 
 from program_mocks_runner import MOCK_LAB_SLOT, fake_host_key
@@ -90,6 +91,8 @@ def test_the_ssh_target_is_the_labs_server_with_its_key_kept_secret():
     ready = report.inputs("lab-firewall-ready")["environment"]
     assert ready["HL_SSH_HOST_KEY"] == pinned
     assert (ready["HL_READY_TIMEOUT"], ready["HL_FIRST_BOOT_KEY_GRACE"]) == ("60", "15")
+    # The lab's connections stay on this machine: both steps use the cheaper key exchange.
+    assert deploy[ON_THIS_MACHINE_VARIABLE] == ready[ON_THIS_MACHINE_VARIABLE] == "1"
 
 
 def test_the_lab_verifies_every_port_from_the_deployer_and_from_its_internet_namespace():

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from hardened_lightsail import port_scan
 from hardened_lightsail.host_keys import PublicHostKey, generate_host_key
 from hardened_lightsail.outside_verification import (
     FULL,
@@ -136,6 +137,28 @@ def test_full_scans_from_this_deployer_and_the_internet_measure_the_admin_and_an
     times = re.findall(r"(\S+): 65535 tcp \+ \d+ udp port\(s\) in ([\d.]+) s", output)
     assert sorted(address for address, _ in times) == sorted([v4, v6] * 2), output
     assert re.search(r"^verified: \d+ probes on 2 address\(es\) match the policy$", output, re.M)
+
+
+@pytest.mark.netfilter
+def test_nmap_started_without_its_service_names_measures_the_same_states(lab, layers, shipped, monkeypatch):
+    _policy, release = shipped
+    layers.use(release.port_infos, release)
+    vantage = _internet(lab).vantage
+    tcp, udp = [22, 23, 80, 443, APP_PORT, 5432, 8080], [53, 123, 5353]
+    assert (Path(port_scan.quiet_data_dir()) / "nmap-services").read_text().startswith("#")  # what nmap reads
+    started, real_run = [], Vantage.run
+
+    def recorded(self, command, timeout):
+        started.append(command)
+        return real_run(self, command, timeout)
+    monkeypatch.setattr(Vantage, "run", recorded)
+    for address in (lab.address(SERVER, 4), lab.address(SERVER, 6)):
+        quiet = vantage.scan(address, tcp, udp).states
+        with monkeypatch.context() as own_names:
+            own_names.setattr(port_scan, "quiet_data_dir", lambda: None)
+            assert vantage.scan(address, tcp, udp).states == quiet  # UDP payloads and all: the same answers
+        assert quiet[("tcp", 80)] == OPEN and quiet[("tcp", 22)] == FILTERED, quiet
+    assert [" --datadir " in command for command in started if "exec nmap" in command] == [True, False, True, False]
 
 
 @pytest.mark.netfilter
