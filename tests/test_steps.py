@@ -152,13 +152,21 @@ def test_nmap_started_without_its_service_names_measures_the_same_states(lab, la
         started.append(command)
         return real_run(self, command, timeout)
     monkeypatch.setattr(Vantage, "run", recorded)
-    for address in (lab.address(SERVER, 4), lab.address(SERVER, 6)):
+    def both_ways(address):
         quiet = vantage.scan(address, tcp, udp).states
         with monkeypatch.context() as own_names:
             own_names.setattr(port_scan, "quiet_data_dir", lambda: None)
-            assert vantage.scan(address, tcp, udp).states == quiet  # UDP payloads and all: the same answers
+            return quiet, vantage.scan(address, tcp, udp).states
+
+    for address in (lab.address(SERVER, 4), lab.address(SERVER, 6)):
+        quiet, own = both_ways(address)
+        if quiet != own:  # once more after a pause: the kernel rate-limits the ICMP errors a UDP scan reads
+            time.sleep(2)
+            quiet, own = both_ways(address)
+        assert own == quiet  # UDP payloads and all: the same answers
         assert quiet[("tcp", 80)] == OPEN and quiet[("tcp", 22)] == FILTERED, quiet
-    assert [" --datadir " in command for command in started if "exec nmap" in command] == [True, False, True, False]
+    scans = [" --datadir " in command for command in started if "exec nmap" in command]
+    assert scans[:2] == [True, False] and len(scans) in (4, 6, 8), scans
 
 
 @pytest.mark.netfilter
