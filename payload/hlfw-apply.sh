@@ -96,7 +96,7 @@ handle_pending_before_apply() {
     return 1
 }
 
-# load_release_live DIR HASH MODE: swaps in the sets built by ipsets_build_temporaries, loads
+# load_release_live DIR HASH MODE: swaps in the sets apply built (ipsets_build_start), loads
 # v4, v6 (MODE owned: only the project's part;
 # table: whole tables, once, when the host still runs a release from before that); on the first
 # failure puts everything back. Signals are ignored meanwhile so that a dropped terminal cannot
@@ -146,21 +146,29 @@ cmd_apply() {
     require_known_os
     make_work_dir
     _apply_hash=$(release_hash_of "$RELEASE_DIR")
-    if [ -f "$RELEASE_DIR/ipsets" ]; then
+    # Everything below reads this checked copy, never RELEASE_DIR again: a release that is not
+    # whole or does not match its manifest is refused before the lock.
+    _apply_copy="$WORK_DIR/release"
+    copy_checked_release "$RELEASE_DIR" "$_apply_copy"
+    checksums_start "$_apply_copy"
+    if [ -f "$_apply_copy/ipsets" ]; then
         require_tools ipset
-        check_ipsets_file "$RELEASE_DIR/ipsets" ||
-            die "$EXIT_USAGE" "release $RELEASE_DIR: ipsets: $LAST_ERROR"
+        # Checked and renamed for the temporary sets in one pass (the build under the lock
+        # only loads the result).
+        _apply_sets_status=0
+        ipsets_check_and_rename "$_apply_copy/ipsets" "$WORK_DIR/ipsets" || _apply_sets_status=$?
+        [ "$_apply_sets_status" -ne 1 ] || die "$EXIT_USAGE" "release $RELEASE_DIR: ipsets: $LAST_ERROR"
+        [ "$_apply_sets_status" -eq 0 ] ||
+            die "$EXIT_FAILED" "release $_apply_hash does not load, nothing was changed: ipsets: $LAST_ERROR"
     fi
     for _apply_file in rules.v4 rules.v6 docker-hook.v4 docker-hook.v6; do
-        [ -f "$RELEASE_DIR/$_apply_file" ] || continue
-        check_owned_rules_file "$RELEASE_DIR/$_apply_file" ||
+        [ -f "$_apply_copy/$_apply_file" ] || continue
+        check_owned_rules_file "$_apply_copy/$_apply_file" ||
             die "$EXIT_USAGE" "release $RELEASE_DIR: $_apply_file: $LAST_ERROR; nothing was changed"
     done
-    # A release that does not match its manifest is refused before the lock; under the lock,
-    # store_release checks the copy that everything after it reads.
-    verify_manifest "$RELEASE_DIR"
+    verify_copied_release "$RELEASE_DIR" "$_apply_copy"
     lock_acquire
-    store_release "$RELEASE_DIR" "$_apply_hash"
+    store_release "$RELEASE_DIR" "$_apply_hash" "$_apply_copy"
     _apply_stored="$STATE_DIR/releases/$_apply_hash"
     log "apply $_apply_hash (timeout $TIMEOUT s) from $RELEASE_DIR"
     make_effective_release "$_apply_stored" "$_apply_hash" now
@@ -168,27 +176,35 @@ cmd_apply() {
     apply_if_already_active "$_apply_hash" && return 0
     handle_pending_before_apply "$_apply_hash" && return 0
 
+    # The sets' members are tested where they are built, before anything is armed. They fill in
+    # the background (see ipsets_build_start) while the rules are tested in the scratch
+    # namespace and the snapshot is taken: neither reads or touches the temporary sets.
+    _apply_sets=
+    if [ -f "$WORK_DIR/effective/ipsets" ]; then
+        IFS= read -r _apply_sets <"$WORK_DIR/ipsets.pairs" || :
+        ipsets_build_start "$WORK_DIR/ipsets"
+    fi
     if ! prepare_release "$WORK_DIR/effective" rules; then
         die "$EXIT_FAILED" "release $_apply_hash does not load, nothing was changed: $LAST_ERROR"
-    fi
-    # The sets' members are tested here, where they are built, before anything is armed.
-    if [ -f "$WORK_DIR/effective/ipsets" ] && ! ipsets_build_temporaries "$WORK_DIR/effective/ipsets"; then
-        die "$EXIT_FAILED" "release $_apply_hash does not load, nothing was changed: ipsets: $LAST_ERROR"
     fi
     _apply_mode=owned
     if host_runs_whole_table_release; then
         _apply_mode=table
         info "the host runs release $(state_get active_release), which replaced whole tables: this apply replaces them once more, then only the project's chains are touched"
     fi
-    take_snapshot "$_apply_stored" "$_apply_hash" "$_apply_mode"
+    take_snapshot "$_apply_stored" "$_apply_hash" "$_apply_mode" "$_apply_sets"
+    if [ -f "$WORK_DIR/effective/ipsets" ] && ! ipsets_build_finish; then
+        die "$EXIT_FAILED" "release $_apply_hash does not load, nothing was changed: ipsets: $LAST_ERROR"
+    fi
     _apply_hlfw="$_apply_stored/hlfw"
     [ -f "$_apply_hlfw" ] || _apply_hlfw=$SELF
     _apply_previous=$(state_get active_release)
     arm_rollback "$_apply_hash" "$TIMEOUT" "$_apply_hlfw"
-    _apply_deadline=$(($(now) + TIMEOUT))
+    _apply_now=$(now)
+    _apply_deadline=$((_apply_now + TIMEOUT))
     state_update state=pending "release=$_apply_hash" "timeout=$TIMEOUT" "deadline=$_apply_deadline" \
         "rollback_method=$ROLLBACK_METHOD" "rollback_handle=$ROLLBACK_HANDLE" \
-        "previous=$_apply_previous" reason= applied_at="$(now)" "boot_id=$(boot_id)" \
+        "previous=$_apply_previous" reason= applied_at="$_apply_now" "boot_id=$(boot_id)" \
         "nonce_sha256=$NONCE_SHA256" "apply_connection=${SSH_CONNECTION:-}" "docker_hook=$DOCKER_HOOK"
     history_add "$_apply_hash" applied "$TIMEOUT"
     log "rollback armed ($ROLLBACK_METHOD $ROLLBACK_HANDLE) for $_apply_deadline; loading $_apply_hash"

@@ -60,6 +60,10 @@ without_chars() {
 
 cleanup() {
     # Sets an apply built but never swapped in (it stopped before the load): nothing uses them.
+    # A build still running is stopped first, or it would go on filling what is destroyed;
+    # so is a checksum run of the release copy about to be removed.
+    ipsets_build_stop
+    [ -z "${CHECKSUMS_PID:-}" ] || { kill "$CHECKSUMS_PID" 2>/dev/null; wait "$CHECKSUMS_PID" 2>/dev/null; } || :
     [ -z "${IPSET_BUILDING:-}" ] || ipsets_destroy_temporaries
     if [ -n "$WORK_DIR" ] && [ -d "$WORK_DIR" ]; then
         rm -rf "$WORK_DIR" || :

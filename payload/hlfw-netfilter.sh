@@ -19,51 +19,73 @@ ipsets_restore_atomic() {
 }
 
 # ipsets_build_temporaries FILE: fills FILE's sets under temporary names (hlfw-tmp-N) in the
-# live namespace. Nothing refers to them, so building them touches no traffic: apply does it
-# before the rollback is armed, and a bad member is refused with nothing changed. Records the
-# "SET=TEMPORARY" pairs in IPSET_TEMPORARIES and their number in IPSET_COUNT; IPSET_BUILDING
-# tells cleanup that hlfw-tmp-* sets may be left to destroy.
+# live namespace. Nothing refers to them, so building them touches no traffic: a bad member is
+# refused with nothing changed. Records the "SET=TEMPORARY" pairs in IPSET_TEMPORARIES and their
+# number in IPSET_COUNT; IPSET_BUILDING tells cleanup that hlfw-tmp-* sets may be left to
+# destroy. The renamed lines stream into `ipset restore` (the two run side by side); the pairs
+# file proves the stream was whole (see ipsets_renamed).
 IPSET_TEMPORARIES=
 IPSET_COUNT=0
 IPSET_BUILDING=
+IPSET_BUILD_PID=
 ipsets_build_temporaries() {
-    _ibt_file=$1
-    _ibt_pairs_file="$WORK_DIR/ipsets.pairs"
     ipsets_destroy_temporaries # left by a run that was killed (the lock is ours: none is in use)
     IPSET_BUILDING=1
+    _ibt_status=0
+    # Files of its own: a rollback before apply's build (of a pending release it supersedes)
+    # must not overwrite what apply's check of the release's sets wrote (WORK_DIR/ipsets.*).
+    ipsets_renamed "$1" "$WORK_DIR/restore-ipsets.pairs" /dev/null 2>"$WORK_DIR/restore-ipsets.check" |
+        ipset restore 2>"$WORK_DIR/ipset.err" || _ibt_status=$?
+    ipsets_built "$1" "$_ibt_status" "$WORK_DIR/restore-ipsets.pairs"
+}
+
+# ipsets_build_start PREFIX: apply's build, from the files ipsets_check_and_rename wrote before
+# the lock (PREFIX.renamed, PREFIX.pairs): starts filling the temporaries in the background and
+# returns at once; ipsets_build_finish waits for it. Filling 100,000 members is most of an
+# apply, so apply tests the rules in the scratch namespace meanwhile (a namespace of its own:
+# the two touch nothing in common).
+ipsets_build_start() {
+    ipsets_destroy_temporaries
+    IPSET_BUILDING=1
+    IPSET_BUILD_PREFIX=$1
+    ipset restore <"$1.renamed" 2>"$WORK_DIR/ipset.err" &
+    IPSET_BUILD_PID=$!
+}
+
+ipsets_build_finish() {
+    _ibf_status=0
+    wait "$IPSET_BUILD_PID" || _ibf_status=$?
+    IPSET_BUILD_PID=
+    ipsets_built "$IPSET_BUILD_PREFIX.renamed" "$_ibf_status" "$IPSET_BUILD_PREFIX.pairs"
+}
+
+# ipsets_built SOURCE STATUS PAIRS: the end of a build; returns 1 (LAST_ERROR set, temporaries
+# destroyed) unless `ipset restore` succeeded and PAIRS says every line was read.
+ipsets_built() {
+    if [ "$2" -ne 0 ]; then
+        LAST_ERROR="ipset restore < $1 failed: $(tr '\n' ' ' <"$WORK_DIR/ipset.err")"
+        ipsets_destroy_temporaries
+        return 1
+    fi
+    _ib_complete=
+    { IFS= read -r IPSET_TEMPORARIES && IFS= read -r _ib_complete; } 2>/dev/null <"$3" || _ib_complete=
+    if [ "$_ib_complete" != complete ]; then
+        LAST_ERROR="cannot rewrite $1 for the temporary sets"
+        ipsets_destroy_temporaries
+        return 1
+    fi
     IPSET_COUNT=0
-    # One pass over the file (100,000 members are megabytes), piped into `ipset restore` so the
-    # two run side by side: each set's temporary is named as its create line comes
-    # (check_ipsets_file allows adds only to sets created above) and its lines renamed; lines in
-    # the form `ipset save` and the renderer write ("add SET MEMBER...", single spaces) take the
-    # cheap substr path, anything else the regex. The pairs go to a side file that ends with
-    # "complete" only when awk read the whole file: a cut-short input must not count as built.
-    if ! awk -v pairs="$_ibt_pairs_file" '
-        $1 == "create" && !($2 in tmp) { tmp[$2] = "hlfw-tmp-" (++n); printf " %s=%s", $2, tmp[$2] >pairs }
-        ($1 == "create" || $1 == "add") && ($2 in tmp) {
-            head = $1 " " $2 " "
-            if (substr($0, 1, length(head)) == head) {
-                print $1 " " tmp[$2] " " substr($0, length(head) + 1)
-            } else {
-                line = $0; sub(/^[ \t]*(create|add)[ \t]+[^ \t]+/, $1 " " tmp[$2], line); print line
-            }
-            next
-        }
-        { print }
-        END { printf "\ncomplete\n" >pairs }' "$_ibt_file" | ipset restore 2>"$WORK_DIR/ipset.err"; then
-        LAST_ERROR="ipset restore < $_ibt_file failed: $(tr '\n' ' ' <"$WORK_DIR/ipset.err")"
-        ipsets_destroy_temporaries
-        return 1
-    fi
-    { IFS= read -r IPSET_TEMPORARIES && IFS= read -r _ibt_complete; } 2>/dev/null <"$_ibt_pairs_file" || _ibt_complete=
-    if [ "$_ibt_complete" != complete ]; then
-        LAST_ERROR="cannot rewrite $_ibt_file for the temporary sets"
-        ipsets_destroy_temporaries
-        return 1
-    fi
-    for _ibt_pair in $IPSET_TEMPORARIES; do
+    for _ib_pair in $IPSET_TEMPORARIES; do
         IPSET_COUNT=$((IPSET_COUNT + 1))
     done
+}
+
+# Stops a build ipsets_build_start left running (the run is ending early: cleanup).
+ipsets_build_stop() {
+    [ -n "${IPSET_BUILD_PID:-}" ] || return 0
+    kill "$IPSET_BUILD_PID" 2>/dev/null || :
+    wait "$IPSET_BUILD_PID" 2>/dev/null || :
+    IPSET_BUILD_PID=
 }
 
 # Puts the sets the last ipsets_build_temporaries built in place, each in one `ipset swap`
@@ -117,12 +139,10 @@ cmd_scratch() {
     _scratch_out=$3
     : >"$_scratch_out/release.ipsets"
     if [ -f "$_scratch_dir/ipsets" ]; then
-        if [ "$_scratch_mode" = rules ]; then
-            awk '$1 == "create"' "$_scratch_dir/ipsets" >"$_scratch_out/scratch.sets"
-        else
-            cp "$_scratch_dir/ipsets" "$_scratch_out/scratch.sets"
-        fi
-        if ! ipset restore <"$_scratch_out/scratch.sets" 2>"$_scratch_out/scratch.err"; then
+        # MODE rules: the create lines apply's check of the sets wrote (ipsets_check_and_rename).
+        _scratch_sets="$_scratch_dir/ipsets"
+        [ "$_scratch_mode" != rules ] || _scratch_sets="$_scratch_out/ipsets.creates"
+        if ! ipset restore <"$_scratch_sets" 2>"$_scratch_out/scratch.err"; then
             printf 'ipsets: %s\n' "$(tr '\n' ' ' <"$_scratch_out/scratch.err")" >&2
             exit "$EXIT_FAILED"
         fi

@@ -209,6 +209,9 @@ make_effective_release() {
     done
     rm -f "$_mer_out/ipsets"
     if [ -f "$_mer_dir/ipsets" ]; then
-        cp "$_mer_dir/ipsets" "$_mer_out/ipsets" || die "$EXIT_FAILED" "cannot copy ipsets to $_mer_out (disk full?)"
+        # A link where it can (the same file system): a long list is megabytes, and nothing
+        # writes to either name.
+        ln "$_mer_dir/ipsets" "$_mer_out/ipsets" 2>/dev/null || cp "$_mer_dir/ipsets" "$_mer_out/ipsets" ||
+            die "$EXIT_FAILED" "cannot copy ipsets to $_mer_out (disk full?)"
     fi
 }

@@ -68,16 +68,49 @@ canon_ipsets() {
         }' | LC_ALL=C sort | cut -f 3-
 }
 
-# Checks the ipsets file is plain "create"/"add" lines we know how to swap in.
-check_ipsets_file() {
-    _cif_bad=$(awk '
+# ipsets_renamed FILE PAIRS CREATES: checks FILE is plain "create"/"add" lines we know how to
+# swap in, and prints them with each set renamed to its temporary (hlfw-tmp-N, N in create
+# order), in one pass: 100,000 members are megabytes, read once. An add is allowed only to a
+# set created above, so no line can reach a live set. Writes " SET=TEMPORARY" pairs to PAIRS,
+# ending with a line "complete" only when the whole file was read (a cut-short output must not
+# count as the sets), and FILE's create lines as they are to CREATES (the scratch namespace
+# makes the sets from them). Exit 3 with "LINE: TEXT" on stderr at the first unsupported line.
+# Lines in the form `ipset save` and the renderer write ("add SET MEMBER...", single spaces)
+# take the cheap substr path; anything else is split into fields and renamed by regex.
+ipsets_renamed() {
+    awk -v pairs="$2" -v creates="$3" '
+        substr($0, 1, 4) == "add " {
+            rest = substr($0, 5); cut = index(rest, " ")
+            if (cut > 1 && (name = substr(rest, 1, cut - 1)) in tmp) { print "add " tmp[name] substr(rest, cut); next }
+        }
         /^[ \t]*(#|$)/ { next }
-        $1 == "create" && NF >= 3 && $2 ~ /^[A-Za-z0-9_.:-]+$/ && length($2) <= 31 && $2 !~ /^hlfw-tmp-/ { made[$2] = 1; next }
-        $1 == "add" && ($2 in made) { next }
-        { print NR ": " $0; exit }' "$1")
-    if [ -n "$_cif_bad" ]; then
-        LAST_ERROR="unsupported line $_cif_bad (expected 'create NAME TYPE ...' or 'add NAME MEMBER' for a set created above)"
+        $1 == "create" && NF >= 3 && $2 ~ /^[A-Za-z0-9_.:-]+$/ && length($2) <= 31 && $2 !~ /^hlfw-tmp-/ {
+            if (!($2 in tmp)) { tmp[$2] = "hlfw-tmp-" (++n); printf " %s=%s", $2, tmp[$2] >pairs }
+            print >creates
+            line = $0; sub(/^[ \t]*create[ \t]+[^ \t]+/, "create " tmp[$2], line); print line; next
+        }
+        $1 == "add" && ($2 in tmp) {
+            line = $0; sub(/^[ \t]*add[ \t]+[^ \t]+/, "add " tmp[$2], line); print line; next
+        }
+        { print NR ": " $0 >"/dev/stderr"; unsupported = 1; exit 3 }
+        END { if (!unsupported) printf "\ncomplete\n" >pairs }' "$1"
+}
+
+# ipsets_check_and_rename FILE OUT: ipsets_renamed FILE into OUT.renamed, OUT.pairs and
+# OUT.creates. Returns 1 (LAST_ERROR set) if FILE has an unsupported line, 2 if it could not be
+# rewritten whole.
+ipsets_check_and_rename() {
+    _icr_status=0
+    ipsets_renamed "$1" "$2.pairs" "$2.creates" >"$2.renamed" 2>"$2.check" || _icr_status=$?
+    if [ "$_icr_status" -eq 3 ]; then
+        LAST_ERROR="unsupported line $(head -n 1 "$2.check") (expected 'create NAME TYPE ...' or 'add NAME MEMBER' for a set created above)"
         return 1
+    fi
+    _icr_complete=
+    { IFS= read -r _icr_pairs && IFS= read -r _icr_complete; } 2>/dev/null <"$2.pairs" || _icr_complete=
+    if [ "$_icr_status" -ne 0 ] || [ "$_icr_complete" != complete ]; then
+        LAST_ERROR="cannot rewrite $1 for the temporary sets: $(tr '\n' ' ' <"$2.check")"
+        return 2
     fi
 }
 
@@ -85,8 +118,11 @@ rule_count() {
     grep -c '^-A' "$1" || :
 }
 
-# Refuses a release directory whose manifest does not match, before anything is touched.
-verify_manifest() {
+# copy_checked_release DIR COPY: refuses a release directory that is not a whole release, or
+# copies the files its manifest lists to COPY (a new directory), where everything after reads
+# them. The checksums are checked on COPY (verify_copied_release), so the bytes checked are the
+# bytes applied, read once (a 100,000-member list is megabytes).
+copy_checked_release() {
     _manifest_dir=$1
     [ -f "$_manifest_dir/manifest.sha256" ] ||
         die "$EXIT_USAGE" "$_manifest_dir has no manifest.sha256: it is not a release; render it again"
@@ -123,16 +159,42 @@ verify_manifest() {
         line*) die "$EXIT_USAGE" "release $_manifest_dir is corrupt: manifest.sha256 ${_manifest_problem} is not 'SHA256  FILE'; render and copy it again" ;;
         *) die "$EXIT_USAGE" "release $_manifest_dir is corrupt: ${_manifest_problem#unlisted } is not listed in manifest.sha256; render and copy it again" ;;
     esac
-    if ! _manifest_check_out=$(cd "$_manifest_dir" && sha256sum -c --strict --quiet manifest.sha256 2>&1); then
-        die "$EXIT_USAGE" "release $_manifest_dir is corrupt, nothing was changed: $(printf '%s' "$_manifest_check_out" | tr '\n' ';') Render and copy the release again"
+    _manifest_copy=$2
+    mkdir "$_manifest_copy" || die "$EXIT_FAILED" "cannot create $_manifest_copy (disk full?); nothing was changed"
+    # One cp for all the files (only [A-Za-z0-9._-] in their names, checked above).
+    set --
+    for _manifest_name in $(awk '{ print substr($0, 67) }' "$_manifest_dir/manifest.sha256") manifest.sha256 RELEASE; do
+        [ -f "$_manifest_dir/$_manifest_name" ] ||
+            die "$EXIT_USAGE" "release $_manifest_dir is corrupt, nothing was changed: $_manifest_name: FAILED open or read (listed in manifest.sha256, missing). Render and copy the release again"
+        set -- "$@" "$_manifest_dir/$_manifest_name"
+    done
+    cp -- "$@" "$_manifest_copy/" ||
+        die "$EXIT_FAILED" "cannot copy the release $_manifest_dir to $_manifest_copy (disk full?); nothing was changed"
+}
+
+# checksums_start COPY: checks COPY's files against its manifest in the background (megabytes
+# for a long list), while apply checks what they hold; verify_copied_release waits for it.
+CHECKSUMS_PID=
+checksums_start() {
+    (cd "$1" && exec sha256sum -c --strict --quiet manifest.sha256) >"$WORK_DIR/checksums.out" 2>&1 &
+    CHECKSUMS_PID=$!
+}
+
+# verify_copied_release DIR COPY: refuses the release DIR unless its copy COPY matches its
+# manifest (checksums_start) and the manifest its hash (RELEASE vouches for every file).
+verify_copied_release() {
+    _vcr_status=0
+    wait "$CHECKSUMS_PID" || _vcr_status=$?
+    CHECKSUMS_PID=
+    if [ "$_vcr_status" -ne 0 ]; then
+        die "$EXIT_USAGE" "release $1 is corrupt, nothing was changed: $(tr '\n' ';' <"$WORK_DIR/checksums.out") Render and copy the release again"
     fi
-    # The release hash is the start of sha256(manifest.sha256), so RELEASE vouches for every file.
-    _manifest_hash=$(release_hash_of "$_manifest_dir")
-    _manifest_sum=$(sha256sum <"$_manifest_dir/manifest.sha256")
+    _manifest_hash=$(release_hash_of "$2")
+    _manifest_sum=$(sha256sum <"$2/manifest.sha256")
     _manifest_sum=${_manifest_sum%% *}
     case $_manifest_sum in
         "$_manifest_hash"*) ;;
-        *) die "$EXIT_USAGE" "release $_manifest_dir is corrupt, nothing was changed: RELEASE says $_manifest_hash but manifest.sha256 hashes to $_manifest_sum; render and copy the release again" ;;
+        *) die "$EXIT_USAGE" "release $1 is corrupt, nothing was changed: RELEASE says $_manifest_hash but manifest.sha256 hashes to $_manifest_sum; render and copy the release again" ;;
     esac
 }
 
@@ -149,38 +211,28 @@ release_hash_of() {
     printf '%s' "$_rho_hash"
 }
 
-# store_release DIR HASH: copies a release verify_manifest checked to releases/HASH (temp dir +
-# rename), then checks the copy under the lock: its files against its manifest and its manifest
-# against HASH. Everything after this reads the copy, so checking it is what makes a release
-# that changed (or was swapped) while this apply waited for the lock harmless: it is refused.
+# store_release DIR HASH COPY: under the lock, puts COPY (the checked copy of DIR that
+# copy_checked_release made) at releases/HASH, unless an intact copy of the same release is
+# there already. A release DIR that changed while this apply waited for the lock (its manifest
+# is not the one checked), or whose copy is not HASH (it changed before the copy), is refused.
 store_release() {
     _store_src=$1
     _store_hash=$2
+    _store_copy=$3
     _store_dest="$STATE_DIR/releases/$_store_hash"
-    if [ -d "$_store_dest" ] && { [ "$(cd "$_store_dest" && pwd -P)" = "$(cd "$_store_src" && pwd -P)" ] ||
-        cmp -s "$_store_dest/manifest.sha256" "$_store_src/manifest.sha256"; } &&
+    cmp -s "$_store_src/manifest.sha256" "$_store_copy/manifest.sha256" || release_changed_while_waiting "$_store_hash"
+    stored_release_is "$_store_copy" "$_store_hash"
+    if [ -d "$_store_dest" ] && cmp -s "$_store_dest/manifest.sha256" "$_store_copy/manifest.sha256" &&
         (cd "$_store_dest" && sha256sum -c --strict --quiet manifest.sha256 >/dev/null 2>&1); then
-        stored_release_is "$_store_dest" "$_store_hash"
         return 0
     fi
-    _store_tmp_dest="$STATE_DIR/releases/.incoming.$$"
-    rm -rf "$_store_tmp_dest"
-    mkdir "$_store_tmp_dest" || die "$EXIT_FAILED" "cannot create $_store_tmp_dest"
-    # One cp for all the files (verify_manifest allowed only [A-Za-z0-9._-] in their names).
-    set --
-    for _store_name in $(awk '{ print substr($0, 67) }' "$_store_src/manifest.sha256") manifest.sha256 RELEASE; do
-        set -- "$@" "$_store_src/$_store_name"
-    done
-    cp -- "$@" "$_store_tmp_dest/" ||
-        die "$EXIT_FAILED" "cannot copy the release $_store_src to $_store_tmp_dest (disk full?); nothing was changed"
-    if ! (cd "$_store_tmp_dest" && sha256sum -c --strict --quiet manifest.sha256 >/dev/null 2>&1); then
-        rm -rf "$_store_tmp_dest"
-        die "$EXIT_USAGE" "the copy of release $_store_src does not match its manifest: the release changed while this apply waited for the lock, or a disk error; nothing was changed. Render and copy the release again"
-    fi
-    stored_release_is "$_store_tmp_dest" "$_store_hash"
     rm -rf "$_store_dest"
-    mv "$_store_tmp_dest" "$_store_dest" || die "$EXIT_FAILED" "cannot move the release into $_store_dest"
+    mv "$_store_copy" "$_store_dest" || die "$EXIT_FAILED" "cannot move the release into $_store_dest"
     log "stored release $_store_hash in $_store_dest"
+}
+
+release_changed_while_waiting() {
+    die "$EXIT_USAGE" "release $1 changed while this apply waited for the lock (its manifest no longer hashes to $1); nothing was changed. Render and copy the release again"
 }
 
 # stored_release_is DIR HASH: dies unless DIR's RELEASE says HASH and its manifest hashes to it.
@@ -190,8 +242,7 @@ stored_release_is() {
     case $_sri_sum in
         "$2"*) [ "$(release_hash_of "$1")" = "$2" ] && return 0 ;;
     esac
-    [ "${1##*/}" != ".incoming.$$" ] || rm -rf "$1"
-    die "$EXIT_USAGE" "release $2 changed while this apply waited for the lock (its manifest no longer hashes to $2); nothing was changed. Render and copy the release again"
+    release_changed_while_waiting "$2"
 }
 
 # Keeps the newest KEEP_RELEASES release copies, and always the active and

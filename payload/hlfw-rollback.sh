@@ -3,9 +3,9 @@
 # The safety net: the snapshot apply takes, the rollback timer or sleeper it arms,
 # and putting the snapshot back (`hlfw rollback`, the timer, a failed apply).
 
-# Saves what apply is about to replace: the live rules of both families (all of them: the
-# rollback computes the project's part from them) and the release's sets (those
-# ipsets_build_temporaries built). MODE owned: the rollback puts back only the project's part
+# take_snapshot DIR HASH MODE SETS: saves what apply is about to replace: the live rules of both
+# families (all of them: the rollback computes the project's part from them) and the release's
+# sets (SETS: the " SET=TEMPORARY" pairs ipsets_check_and_rename wrote). MODE owned: the rollback puts back only the project's part
 # (HL-* chains, jumps, the policies the release sets). MODE table: the host still runs a
 # release from before the project owned only its chains, which replaced whole tables; the
 # rollback then does the same with these tables.
@@ -40,9 +40,10 @@ take_snapshot() {
     done
     : >"$_snap_snap/ipsets"
     : >"$_snap_snap/ipsets.created"
-    # The release's sets are the ones ipsets_build_temporaries just built (IPSET_TEMPORARIES):
-    # naming them from there spares another pass over a list of 100,000 members.
-    for _snap_pair in $IPSET_TEMPORARIES; do
+    # Named from the pairs the check of the sets wrote: that spares another pass over a list of
+    # 100,000 members. A set that exists is saved with its members; one that does not is
+    # destroyed by the rollback.
+    for _snap_pair in $4; do
         _snap_set=${_snap_pair%%=*}
         if ipset_exists "$_snap_set"; then
             ipset save "$_snap_set" >>"$_snap_snap/ipsets" 2>"$WORK_DIR/save.err" ||
@@ -210,14 +211,14 @@ arm_sleeper() {
         die "$EXIT_FAILED" "setsid is not installed (util-linux): cannot start a rollback that survives the SSH session; nothing was changed"
     setsid /bin/sh "$3" _rollback-sleeper "$1" "$2" \
         </dev/null >/dev/null 2>>"$STATE_DIR/log" 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
-    # It writes its pid file within milliseconds: polling in 20 ms steps (up to 5 s) keeps
-    # apply from idling a whole 100 ms step for it.
+    # It writes its pid file within milliseconds: polling in 5 ms steps (up to 5 s) keeps
+    # apply from idling longer than that for it.
     _sleeper_waited=0
     while [ ! -s "$_sleeper_pidfile" ]; do
-        if [ "$_sleeper_waited" -ge 250 ]; then
+        if [ "$_sleeper_waited" -ge 1000 ]; then
             die "$EXIT_FAILED" "the rollback sleeper did not start within 5 s (see $STATE_DIR/log); nothing was changed"
         fi
-        sleep 0.02
+        sleep 0.005
         _sleeper_waited=$((_sleeper_waited + 1))
     done
     ROLLBACK_METHOD=sleeper

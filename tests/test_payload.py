@@ -266,6 +266,107 @@ COMMIT
     assert host.status()["state"] == "rolled-back"
 
 
+def long_blocklist_ipsets(count: int, shift: int = 0) -> str:
+    """BLOCKLIST_IPSETS with `count` IPv6 /64s in hl-block-v6 (the `shift`-th on), sized as the
+    renderer sizes a long list's set."""
+    members = "".join(f"add hl-block-v6 2001:db8:{i >> 16:x}:{i & 0xffff:x}::/64\n" for i in range(shift, shift + count))
+    return BLOCKLIST_IPSETS.replace(
+        "create hl-block-v6 hash:net family inet6 hashsize 1024 maxelem 65536\n",
+        "create hl-block-v6 hash:net family inet6 hashsize 131072 maxelem 131072\n" + members)
+
+
+def test_rollback_restores_a_100k_member_set_exactly(host, tmp_path):
+    # Apply fills the new members under a temporary name while it snapshots the live set; the
+    # rollback must put back exactly the confirmed 100,000, not the release's.
+    confirmed = tmp_path / "confirmed"
+    apply_and_confirm(host, (confirmed, make_release(confirmed, BLOCKLIST_V4, BLOCKLIST_V6,
+                                                     long_blocklist_ipsets(100_000))))
+    before = (host.save("v4"), host.save("v6"), host.ipsets())
+    assert before[2].count("add hl-block-v6 ") == 100_001  # and the fixture's own
+    changed = tmp_path / "changed"
+    make_release(changed, BLOCKLIST_V4, BLOCKLIST_V6, long_blocklist_ipsets(100_000, shift=1))
+
+    assert apply(host, changed).returncode == 0
+    live = host.ipsets()
+    assert "add hl-block-v6 2001:db8:1:86a0::/64" in live and "add hl-block-v6 2001:db8::/64" not in live
+    rolled_back = host.hlfw("rollback")
+
+    assert rolled_back.returncode == 0, rolled_back.stderr
+    assert (host.save("v4"), host.save("v6"), host.ipsets()) == before
+
+
+def test_release_failing_the_test_load_while_its_sets_fill_changes_nothing(host, keeps_ssh, tmp_path):
+    # The scratch namespace's test of the rules runs while the sets fill: when it fails, the
+    # build still running is stopped and its temporary sets destroyed.
+    apply_and_confirm(host, keeps_ssh)
+    before = (host.all_rules("v4"), host.all_rules("v6"), host.ipsets(), host.state())
+    directory = tmp_path / "broken"
+    make_release(directory, BLOCKLIST_V4.replace("--dport 80", "--dport 80 -m nosuchmatch"), BLOCKLIST_V6,
+                 long_blocklist_ipsets(100_000))
+
+    result = apply(host, directory)
+
+    assert result.returncode == 1
+    assert "does not load, nothing was changed" in result.stderr and "rules.v4" in result.stderr
+    assert (host.all_rules("v4"), host.all_rules("v6"), host.ipsets(), host.state()) == before
+    assert "hlfw-tmp-" not in host.ipsets()
+    left = subprocess.run(["ip", "netns", "pids", host.netns], capture_output=True, text=True).stdout.split()
+    assert left == [], f"processes left in the sandbox: {left}"
+
+
+def test_apply_over_a_pending_release_whose_rollback_restores_sets_loads_its_own_sets(host, tmp_path):
+    # Superseding a pending release rolls it back first, which rebuilds the sets it replaced
+    # under temporary names too: the new release must still swap in its own sets, whatever
+    # order its file creates them in.
+    confirmed = tmp_path / "confirmed"
+    apply_and_confirm(host, (confirmed, make_release(
+        confirmed, KEEPS_SSH_V4, KEEPS_SSH_V6,
+        "create hl-block-v4 hash:net family inet hashsize 1024 maxelem 65536\nadd hl-block-v4 198.51.100.0/24\n")))
+    pending = tmp_path / "pending"
+    make_release(pending, BLOCKLIST_V4, BLOCKLIST_V6, BLOCKLIST_IPSETS)
+    assert apply(host, pending).returncode == 0
+    newest = tmp_path / "newest"
+    v4_set, v6_set = BLOCKLIST_IPSETS.split("create hl-block-v6")
+    make_release(newest, BLOCKLIST_V4, BLOCKLIST_V6,
+                 ("create hl-block-v6" + v6_set + v4_set).replace("2001:db8:bad::/48", "2001:db8:beef::/48"))
+
+    result = apply(host, newest)
+
+    assert result.returncode == 0, result.stderr
+    live = host.ipsets()
+    assert "add hl-block-v6 2001:db8:beef::/48" in live and "2001:db8:bad::" not in live
+    assert "add hl-block-v4 203.0.113.0/24" in live and "198.51.100.0/24" not in live
+    assert "family inet6" in next(line for line in live.splitlines() if line.startswith("create hl-block-v6"))
+    assert "hlfw-tmp-" not in live
+    assert host.state()["state"] == "pending"
+
+
+def test_release_whose_set_members_do_not_match_the_manifest_is_refused(host, keeps_ssh, blocklist):
+    # The members are checked for the temporary sets while their checksums are computed: a set
+    # file that is well formed but not the one the manifest vouches for is still refused.
+    apply_and_confirm(host, keeps_ssh)
+    before = (host.all_rules("v4"), host.all_rules("v6"), host.ipsets(), host.state())
+    directory, _release_hash = blocklist
+    (directory / "ipsets").write_text(BLOCKLIST_IPSETS.replace("203.0.113.0/24", "198.51.100.0/24"))
+
+    result = apply(host, directory)
+
+    assert result.returncode == 2
+    assert "is corrupt" in result.stderr and "ipsets: FAILED" in result.stderr
+    assert (host.all_rules("v4"), host.all_rules("v6"), host.ipsets(), host.state()) == before
+
+
+def test_release_missing_a_listed_file_is_refused(host, blocklist):
+    directory, _release_hash = blocklist
+    (directory / "ipsets").unlink()
+
+    result = apply(host, directory)
+
+    assert result.returncode == 2
+    assert "is corrupt" in result.stderr and "ipsets: FAILED open or read" in result.stderr
+    assert host.netns_run(["iptables-save"]).stdout == ""
+
+
 def test_rollback_of_a_first_apply_restores_empty_tables_with_accept_policies(host, blocklist):
     assert host.netns_run(["iptables-save"]).stdout == ""  # a fresh host: no tables at all
     directory, _release_hash = blocklist
