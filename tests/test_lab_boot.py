@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from lab.boot import stop_image_sshd
@@ -14,8 +15,15 @@ SLEEPER = "import time; time.sleep(60)"
 
 
 def _process(*marker: str) -> subprocess.Popen:
-    """A process that sleeps; `marker` words end up in its command line."""
-    return subprocess.Popen([sys.executable, "-c", SLEEPER, *marker])
+    """A process that sleeps; `marker` words end up in its command line. Returned once it runs
+    the sleeper: between fork and exec its command line is still this test's own."""
+    process = subprocess.Popen([sys.executable, "-c", SLEEPER, *marker])
+    cmdline = Path(f"/proc/{process.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while SLEEPER not in cmdline.read_bytes().decode(errors="replace"):
+        assert time.monotonic() < deadline, "the stand-in process never started"
+        time.sleep(0.01)
+    return process
 
 
 def _ended(process: subprocess.Popen) -> bool:
