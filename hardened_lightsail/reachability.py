@@ -78,16 +78,17 @@ def _udp_probe(address: str, port: int, timeout: float) -> tuple[str, str]:
         return OPEN, "answered"
 
 
-# Unguarded: measure() judges every address of its batch once, before the first probe (a route
-# lookup per probe would cost a quick check's deploy about 4 ms of CPU per port).
-_UNCHECKED_PROBES: dict[str, Callable[[str, int, float], tuple[str, str]]] = {"tcp": _tcp_probe, "udp": _udp_probe}
+# Unguarded, for a caller that judged every address of its batch with require_own_route before
+# the first probe (measure(), lab/probe.py's worker): a route lookup per probe would cost a quick
+# check's deploy about 4 ms of CPU per port.
+UNCHECKED_PROBES: dict[str, Callable[[str, int, float], tuple[str, str]]] = {"tcp": _tcp_probe, "udp": _udp_probe}
 
 
 def measure(protocol: str, targets: list[tuple[str, int]], timeout: float = 2.0, workers: int = 16
             ) -> dict[tuple[str, int], str]:
     """{(address, port): state} for `protocol`, in parallel (bounded: one probe per target).
     Raises UnroutedDocumentationAddress before any probe when one address may not be sent to."""
-    probe = _UNCHECKED_PROBES[protocol]
+    probe = UNCHECKED_PROBES[protocol]
     require_own_route(address for address, _ in targets)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         states = pool.map(lambda target: probe(target[0], target[1], timeout)[0], targets)

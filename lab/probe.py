@@ -63,7 +63,8 @@ def _in_namespace(namespace: str | None, argv: Sequence[str]) -> list[str]:
 
 def _require_own_route(namespace: str | None, addresses: Iterable[str]) -> None:
     """From the root namespace, refuse (LabError) before anything starts when one address has
-    only the default route; a lab namespace's default route leads into its lab."""
+    only the default route; a lab namespace's default route leads into its lab. The one check of
+    a probe batch: the worker's sockets (tcp, udp, icmp) rely on it."""
     if namespace is None:
         try:
             require_own_route(addresses)
