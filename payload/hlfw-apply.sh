@@ -182,7 +182,8 @@ cmd_apply() {
     _apply_sets=
     if [ -f "$WORK_DIR/effective/ipsets" ]; then
         IFS= read -r _apply_sets <"$WORK_DIR/ipsets.pairs" || :
-        ipsets_build_start "$WORK_DIR/ipsets"
+        ipsets_build_start "$WORK_DIR/ipsets" "$WORK_DIR/effective/ipsets" ||
+            die "$EXIT_FAILED" "release $_apply_hash does not load, nothing was changed: ipsets: $LAST_ERROR"
     fi
     if ! prepare_release "$WORK_DIR/effective" rules; then
         die "$EXIT_FAILED" "release $_apply_hash does not load, nothing was changed: $LAST_ERROR"

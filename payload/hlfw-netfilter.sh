@@ -22,48 +22,59 @@ ipsets_restore_atomic() {
 # live namespace. Nothing refers to them, so building them touches no traffic: a bad member is
 # refused with nothing changed. Records the "SET=TEMPORARY" pairs in IPSET_TEMPORARIES and their
 # number in IPSET_COUNT; IPSET_BUILDING tells cleanup that hlfw-tmp-* sets may be left to
-# destroy. The renamed lines stream into `ipset restore` (the two run side by side); the pairs
-# file proves the stream was whole (see ipsets_renamed).
+# destroy. Files of its own (restore-ipsets.*): a rollback before apply's build (of a pending
+# release it supersedes) must not overwrite what apply's check of the release's sets wrote
+# (WORK_DIR/ipsets.*).
 IPSET_TEMPORARIES=
 IPSET_COUNT=0
 IPSET_BUILDING=
-IPSET_BUILD_PID=
+IPSET_BUILD_PIDS=
 ipsets_build_temporaries() {
-    ipsets_destroy_temporaries # left by a run that was killed (the lock is ours: none is in use)
-    IPSET_BUILDING=1
-    _ibt_status=0
-    # Files of its own: a rollback before apply's build (of a pending release it supersedes)
-    # must not overwrite what apply's check of the release's sets wrote (WORK_DIR/ipsets.*).
-    ipsets_renamed "$1" "$WORK_DIR/restore-ipsets.pairs" /dev/null 2>"$WORK_DIR/restore-ipsets.check" |
-        ipset restore 2>"$WORK_DIR/ipset.err" || _ibt_status=$?
-    ipsets_built "$1" "$_ibt_status" "$WORK_DIR/restore-ipsets.pairs"
+    if ! ipsets_check_and_rename "$1" "$WORK_DIR/restore-ipsets"; then
+        LAST_ERROR="ipsets: $LAST_ERROR"
+        return 1
+    fi
+    ipsets_build_start "$WORK_DIR/restore-ipsets" "$1" && ipsets_build_finish
 }
 
-# ipsets_build_start PREFIX: apply's build, from the files ipsets_check_and_rename wrote before
-# the lock (PREFIX.renamed, PREFIX.pairs): starts filling the temporaries in the background and
-# returns at once; ipsets_build_finish waits for it. Filling 100,000 members is most of an
-# apply, so apply tests the rules in the scratch namespace meanwhile (a namespace of its own:
-# the two touch nothing in common).
+# ipsets_build_start PREFIX SOURCE: fills the temporaries from the files ipsets_check_and_rename
+# wrote for SOURCE (PREFIX.renamed.{1,2}, PREFIX.pairs) with two `ipset restore`s side by side
+# in the background, and returns at once; ipsets_build_finish waits for them. Filling 100,000
+# members is most of an apply, so apply tests the rules in the scratch namespace meanwhile (a
+# namespace of its own: the two touch nothing in common). Both chunks create every set (see
+# ipsets_renamed), so both run with -exist: whichever comes second finds the set made. That is
+# why no hlfw-tmp-* set may be left from before (it would be taken with its old members): those
+# a killed run left are destroyed first (the lock is ours: none is in use), and the build is
+# refused if one stays.
 ipsets_build_start() {
     ipsets_destroy_temporaries
+    if [ -n "$IPSET_LEFT" ]; then
+        LAST_ERROR="the temporary sets$IPSET_LEFT left by an earlier run cannot be destroyed (is a rule using one?); destroy them by hand"
+        return 1
+    fi
     IPSET_BUILDING=1
     IPSET_BUILD_PREFIX=$1
-    ipset restore <"$1.renamed" 2>"$WORK_DIR/ipset.err" &
-    IPSET_BUILD_PID=$!
+    IPSET_BUILD_SOURCE=$2
+    ipset restore -exist <"$1.renamed.1" 2>"$WORK_DIR/ipset.err.1" &
+    IPSET_BUILD_PIDS=$!
+    ipset restore -exist <"$1.renamed.2" 2>"$WORK_DIR/ipset.err.2" &
+    IPSET_BUILD_PIDS="$IPSET_BUILD_PIDS $!"
 }
 
 ipsets_build_finish() {
     _ibf_status=0
-    wait "$IPSET_BUILD_PID" || _ibf_status=$?
-    IPSET_BUILD_PID=
-    ipsets_built "$IPSET_BUILD_PREFIX.renamed" "$_ibf_status" "$IPSET_BUILD_PREFIX.pairs"
+    for _ibf_pid in $IPSET_BUILD_PIDS; do
+        wait "$_ibf_pid" || _ibf_status=$?
+    done
+    IPSET_BUILD_PIDS=
+    ipsets_built "$IPSET_BUILD_SOURCE" "$_ibf_status" "$IPSET_BUILD_PREFIX.pairs"
 }
 
 # ipsets_built SOURCE STATUS PAIRS: the end of a build; returns 1 (LAST_ERROR set, temporaries
-# destroyed) unless `ipset restore` succeeded and PAIRS says every line was read.
+# destroyed) unless both `ipset restore`s succeeded and PAIRS says every line was read.
 ipsets_built() {
     if [ "$2" -ne 0 ]; then
-        LAST_ERROR="ipset restore < $1 failed: $(tr '\n' ' ' <"$WORK_DIR/ipset.err")"
+        LAST_ERROR="ipset restore < $1 failed: $(ipsets_build_error "$1")"
         ipsets_destroy_temporaries
         return 1
     fi
@@ -80,12 +91,28 @@ ipsets_built() {
     done
 }
 
+# ipsets_build_error SOURCE: what to tell about a failed build. The chunks' line numbers are not
+# SOURCE's, so SOURCE is loaded once more, whole and as it is, into a scratch network namespace,
+# where `ipset restore` names its own line; the chunks' messages when that loads (the failure
+# was the live namespace's) or there is no scratch namespace.
+ipsets_build_error() {
+    if ! unshare --net ipset restore -exist <"$1" >/dev/null 2>"$WORK_DIR/ipset.err" &&
+        [ -s "$WORK_DIR/ipset.err" ] && unshare --net true 2>/dev/null; then
+        tr '\n' ' ' <"$WORK_DIR/ipset.err"
+    else
+        cat "$WORK_DIR/ipset.err.1" "$WORK_DIR/ipset.err.2" | tr '\n' ' '
+    fi
+}
+
 # Stops a build ipsets_build_start left running (the run is ending early: cleanup).
 ipsets_build_stop() {
-    [ -n "${IPSET_BUILD_PID:-}" ] || return 0
-    kill "$IPSET_BUILD_PID" 2>/dev/null || :
-    wait "$IPSET_BUILD_PID" 2>/dev/null || :
-    IPSET_BUILD_PID=
+    [ -n "${IPSET_BUILD_PIDS:-}" ] || return 0
+    # shellcheck disable=SC2086 # process ids, one word each
+    kill $IPSET_BUILD_PIDS 2>/dev/null || :
+    for _ibs_pid in $IPSET_BUILD_PIDS; do
+        wait "$_ibs_pid" 2>/dev/null || :
+    done
+    IPSET_BUILD_PIDS=
 }
 
 # Puts the sets the last ipsets_build_temporaries built in place, each in one `ipset swap`
@@ -113,9 +140,12 @@ ipsets_swap_in() {
 
 # Destroys every hlfw-tmp-* set: what a build left before its swap (or, after a failed swap,
 # the old members), or a killed run's. Only hlfw runs holding the lock make them.
+# IPSET_LEFT names those that could not be destroyed.
+IPSET_LEFT=
 ipsets_destroy_temporaries() {
+    IPSET_LEFT=
     for _idt_set in $(ipset list -n 2>/dev/null); do
-        case $_idt_set in hlfw-tmp-*) ipset destroy "$_idt_set" 2>/dev/null || : ;; esac
+        case $_idt_set in hlfw-tmp-*) ipset destroy "$_idt_set" 2>/dev/null || IPSET_LEFT="$IPSET_LEFT $_idt_set" ;; esac
     done
     IPSET_TEMPORARIES=
     IPSET_BUILDING=
@@ -142,7 +172,8 @@ cmd_scratch() {
         # MODE rules: the create lines apply's check of the sets wrote (ipsets_check_and_rename).
         _scratch_sets="$_scratch_dir/ipsets"
         [ "$_scratch_mode" != rules ] || _scratch_sets="$_scratch_out/ipsets.creates"
-        if ! ipset restore <"$_scratch_sets" 2>"$_scratch_out/scratch.err"; then
+        # -exist: as apply's build (ipsets_build_start) and the boot-time loaders load them.
+        if ! ipset restore -exist <"$_scratch_sets" 2>"$_scratch_out/scratch.err"; then
             printf 'ipsets: %s\n' "$(tr '\n' ' ' <"$_scratch_out/scratch.err")" >&2
             exit "$EXIT_FAILED"
         fi

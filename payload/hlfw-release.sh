@@ -68,40 +68,48 @@ canon_ipsets() {
         }' | LC_ALL=C sort | cut -f 3-
 }
 
-# ipsets_renamed FILE PAIRS CREATES: checks FILE is plain "create"/"add" lines we know how to
-# swap in, and prints them with each set renamed to its temporary (hlfw-tmp-N, N in create
-# order), in one pass: 100,000 members are megabytes, read once. An add is allowed only to a
-# set created above, so no line can reach a live set. Writes " SET=TEMPORARY" pairs to PAIRS,
-# ending with a line "complete" only when the whole file was read (a cut-short output must not
-# count as the sets), and FILE's create lines as they are to CREATES (the scratch namespace
-# makes the sets from them). Exit 3 with "LINE: TEXT" on stderr at the first unsupported line.
-# Lines in the form `ipset save` and the renderer write ("add SET MEMBER...", single spaces)
-# take the cheap substr path; anything else is split into fields and renamed by regex.
+# ipsets_renamed FILE PAIRS CREATES CHUNKS: checks FILE is plain "create"/"add" lines we know how
+# to swap in, and writes them with each set renamed to its temporary (hlfw-tmp-N, N in create
+# order), in one pass: 100,000 members are megabytes, read once. An add is allowed only to a set
+# created above, so no line can reach a live set. The lines go to two files, CHUNKS.1 and
+# CHUNKS.2, that two `ipset restore`s load side by side (ipsets_build_start): parsing the members
+# is most of the work and takes one core each. Each chunk gets every create line (an add to a set
+# its own restore did not create is sent one by one, twice as slow) and every other add line.
+# Writes " SET=TEMPORARY" pairs to PAIRS, ending with a line "complete" only when the whole file
+# was read (a cut-short output must not count as the sets), and FILE's create lines as they are
+# to CREATES (the scratch namespace makes the sets from them). Exit 3 with "LINE: TEXT" on
+# stderr at the first unsupported line. Runs of "add SET MEMBER" lines to one set, as the
+# renderer and `ipset save` write them (single spaces), take the cheap prefix path; anything
+# else is split into fields and renamed by regex.
 ipsets_renamed() {
-    awk -v pairs="$2" -v creates="$3" '
-        substr($0, 1, 4) == "add " {
-            rest = substr($0, 5); cut = index(rest, " ")
-            if (cut > 1 && (name = substr(rest, 1, cut - 1)) in tmp) { print "add " tmp[name] substr(rest, cut); next }
+    awk -v pairs="$2" -v creates="$3" -v chunk1="$4.1" -v chunk2="$4.2" '
+        BEGIN { printf "" >chunk1; printf "" >chunk2; prefix = "\n" }
+        index($0, prefix) == 1 {
+            if (odd = !odd) print renamed substr($0, cut) >chunk1; else print renamed substr($0, cut) >chunk2
+            next
         }
         /^[ \t]*(#|$)/ { next }
         $1 == "create" && NF >= 3 && $2 ~ /^[A-Za-z0-9_.:-]+$/ && length($2) <= 31 && $2 !~ /^hlfw-tmp-/ {
             if (!($2 in tmp)) { tmp[$2] = "hlfw-tmp-" (++n); printf " %s=%s", $2, tmp[$2] >pairs }
             print >creates
-            line = $0; sub(/^[ \t]*create[ \t]+[^ \t]+/, "create " tmp[$2], line); print line; next
+            line = $0; sub(/^[ \t]*create[ \t]+[^ \t]+/, "create " tmp[$2], line); print line >chunk1; print line >chunk2
+            prefix = "add " $2 " "; renamed = "add " tmp[$2] " "; cut = length(prefix) + 1; next
         }
         $1 == "add" && ($2 in tmp) {
-            line = $0; sub(/^[ \t]*add[ \t]+[^ \t]+/, "add " tmp[$2], line); print line; next
+            line = $0; sub(/^[ \t]*add[ \t]+[^ \t]+/, "add " tmp[$2], line)
+            if (odd = !odd) print line >chunk1; else print line >chunk2
+            prefix = "add " $2 " "; renamed = "add " tmp[$2] " "; cut = length(prefix) + 1; next
         }
         { print NR ": " $0 >"/dev/stderr"; unsupported = 1; exit 3 }
         END { if (!unsupported) printf "\ncomplete\n" >pairs }' "$1"
 }
 
-# ipsets_check_and_rename FILE OUT: ipsets_renamed FILE into OUT.renamed, OUT.pairs and
+# ipsets_check_and_rename FILE OUT: ipsets_renamed FILE into OUT.renamed.{1,2}, OUT.pairs and
 # OUT.creates. Returns 1 (LAST_ERROR set) if FILE has an unsupported line, 2 if it could not be
 # rewritten whole.
 ipsets_check_and_rename() {
     _icr_status=0
-    ipsets_renamed "$1" "$2.pairs" "$2.creates" >"$2.renamed" 2>"$2.check" || _icr_status=$?
+    ipsets_renamed "$1" "$2.pairs" "$2.creates" "$2.renamed" 2>"$2.check" || _icr_status=$?
     if [ "$_icr_status" -eq 3 ]; then
         LAST_ERROR="unsupported line $(head -n 1 "$2.check") (expected 'create NAME TYPE ...' or 'add NAME MEMBER' for a set created above)"
         return 1

@@ -655,13 +655,15 @@ def test_temporary_sets_a_killed_apply_left_behind_are_destroyed(host, blocklist
 
 
 def test_sets_whose_input_was_cut_short_are_not_swapped_in(host, keeps_ssh, blocklist):
-    # The renamed set lines stream into `ipset restore`, which cannot tell a whole file from
-    # one cut short: unless the rename read all of it, the apply must stop with nothing changed.
+    # The renamed set lines go to files that `ipset restore` loads, which cannot tell a whole
+    # file from one cut short: unless the rename read all of it, the apply must stop with
+    # nothing changed.
     apply_and_confirm(host, keeps_ssh)
     before = (host.all_rules("v4"), host.all_rules("v6"), host.ipsets(), host.state())
-    # An awk that dies after the first lines of the renamed stream (as when it is killed).
-    host.write_shim("awk", 'case " $* " in *" pairs="*)\n'
-                           '    printf "create hlfw-tmp-1 hash:net family inet\\nadd hlfw-tmp-1 203.0.113.0/24\\n"; exit 1 ;;\n'
+    # An awk that dies after the first lines of its first chunk (as when it is killed).
+    host.write_shim("awk", 'case " $* " in *" chunk1="*)\n'
+                           '    for arg; do case $arg in chunk1=*) chunk=${arg#chunk1=} ;; esac; done\n'
+                           '    printf "create hlfw-tmp-1 hash:net family inet\\nadd hlfw-tmp-1 203.0.113.0/24\\n" >"$chunk"; exit 1 ;;\n'
                            'esac\nexec /usr/bin/awk "$@"\n')
 
     result = apply(host, blocklist[0])
@@ -670,6 +672,84 @@ def test_sets_whose_input_was_cut_short_are_not_swapped_in(host, keeps_ssh, bloc
     assert "does not load, nothing was changed: ipsets:" in result.stderr
     assert (host.all_rules("v4"), host.all_rules("v6"), host.ipsets(), host.state()) == before
     assert "hlfw-tmp-" not in host.ipsets()
+
+
+@pytest.mark.parametrize("bad_index", [10_000, 10_001])  # an add of the first chunk, one of the second
+def test_bad_member_in_either_parallel_chunk_leaves_nothing_and_names_its_line(host, keeps_ssh, tmp_path, bad_index):
+    # The members load in two `ipset restore`s side by side (every other add line each): one
+    # failing must stop the apply with nothing changed, no temporary set and no process left,
+    # and the message must name the line of the release's own file, not of a chunk.
+    apply_and_confirm(host, keeps_ssh)
+    before = (host.all_rules("v4"), host.all_rules("v6"), host.ipsets(), host.state())
+    lines = long_blocklist_ipsets(20_000).splitlines(keepends=True)
+    adds = [number for number, line in enumerate(lines) if line.startswith("add hl-block-v6 ")]
+    bad_line = adds[bad_index]
+    lines[bad_line] = "add hl-block-v6 2001:db8:ffff::/129\n"
+    directory = tmp_path / "bad-member"
+    make_release(directory, BLOCKLIST_V4, BLOCKLIST_V6, "".join(lines))
+
+    result = apply(host, directory)
+
+    assert result.returncode == 1
+    assert "does not load, nothing was changed: ipsets:" in result.stderr
+    assert f"Error in line {bad_line + 1}:" in result.stderr and "out of range" in result.stderr
+    assert (host.all_rules("v4"), host.all_rules("v6"), host.ipsets(), host.state()) == before
+    assert "hlfw-tmp-" not in host.ipsets()
+    left = subprocess.run(["ip", "netns", "pids", host.netns], capture_output=True, text=True).stdout.split()
+    assert left == [], f"processes left in the sandbox: {left}"
+
+
+def test_members_a_killed_apply_left_in_a_temporary_of_the_same_name_are_not_swapped_in(host, blocklist):
+    # Both chunks create every temporary with -exist, which would take a set left from a killed
+    # run with its old members: those sets are destroyed before the build starts.
+    host.netns_run(["ipset", "create", "hlfw-tmp-1", "hash:net", "family", "inet", "hashsize", "1024",
+                    "maxelem", "65536"])
+    host.netns_run(["ipset", "add", "hlfw-tmp-1", "192.0.2.77"])
+
+    result = apply(host, blocklist[0])
+
+    assert result.returncode == 0, result.stderr
+    live = host.ipsets()
+    assert "add hl-block-v4 203.0.113.0/24" in live and "192.0.2.77" not in live
+    assert "hlfw-tmp-" not in live
+
+
+@pytest.mark.parametrize("foreign", [
+    "flush hl-block-v4",
+    "destroy hl-block-v4",
+    "swap hl-block-v4 hl-block-v6",
+    "add sshguard-v4 198.51.100.10",            # a set this file does not create: maybe another tool's
+    "create hlfw-tmp-1 hash:net family inet",  # the apply's own temporary
+    "-exist",
+])
+def test_set_file_with_a_foreign_line_is_refused_before_anything_changes(host, keeps_ssh, tmp_path, foreign):
+    # Only "create" of the release's own sets and "add" to a set created above may reach the
+    # kernel, whichever chunk the line would have gone to.
+    apply_and_confirm(host, keeps_ssh)
+    host.netns_run(["ipset", "create", "sshguard-v4", "hash:ip"])
+    before = (host.all_rules("v4"), host.all_rules("v6"), host.ipsets(), host.state())
+    directory = tmp_path / "foreign"
+    make_release(directory, BLOCKLIST_V4, BLOCKLIST_V6, long_blocklist_ipsets(10).replace(
+        "create hl-block-v6", f"{foreign}\ncreate hl-block-v6"))
+
+    result = apply(host, directory)
+
+    assert result.returncode == 2
+    assert "unsupported line 4: " + foreign in result.stderr
+    assert (host.all_rules("v4"), host.all_rules("v6"), host.ipsets(), host.state()) == before
+
+
+def test_member_listed_twice_loads_and_verifies_as_at_boot(host, tmp_path):
+    # The boot-time loaders read the set file with -exist, and so do apply's parallel build and
+    # verify's scratch load: a member listed twice is one member everywhere.
+    directory = tmp_path / "twice"
+    release_hash = make_release(directory, BLOCKLIST_V4, BLOCKLIST_V6,
+                                BLOCKLIST_IPSETS + "add hl-block-v4 203.0.113.0/24\n")
+    apply_and_confirm(host, (directory, release_hash))
+
+    assert host.ipsets().count("add hl-block-v4 203.0.113.0/24") == 1
+    verified = host.hlfw("verify", "--release", release_hash)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_v6_restore_failure_rolls_everything_back_and_leaves_v4_as_before(host, keeps_ssh, tmp_path):
