@@ -74,7 +74,7 @@ canon_ipsets() {
 # created above, so no line can reach a live set. The lines go to two files, CHUNKS.1 and
 # CHUNKS.2, that two `ipset restore`s load side by side (ipsets_build_start): parsing the members
 # is most of the work and takes one core each. Each chunk gets every create line (an add to a set
-# its own restore did not create is sent one by one, twice as slow) and every other add line.
+# the same restore did not create took twice as long) and every other add line.
 # Writes " SET=TEMPORARY" pairs to PAIRS, ending with a line "complete" only when the whole file
 # was read (a cut-short output must not count as the sets), and FILE's create lines as they are
 # to CREATES (the scratch namespace makes the sets from them). Exit 3 with "LINE: TEXT" on
