@@ -10,6 +10,7 @@ from pathlib import Path
 from .analysis import analyse
 from .config import load_stack_file
 from .drop_log import format_summary, log_rules, summarize
+from .effective_settings import effective_settings
 from .exposure import ExposureRow
 from .findings import WARNING, Finding
 from .host_diff import compare_with_host, host_diff_markdown
@@ -55,8 +56,10 @@ def cmd_check_host(args: argparse.Namespace) -> int:
 
 
 def cmd_diff_from_host(args: argparse.Namespace, stack_file: Path) -> int:
-    """Markdown: the stack's policy against the server's live rules; exit 0 (it is a report)."""
-    settings = load_stack_file(stack_file)
+    """Markdown: the stack's policy against the server's live rules; exit 0 (it is a report). The
+    policy is the one `pulumi up` renders (effective_settings: a lab stack's deployer addresses),
+    so the release hash and the lock-out lint agree with `fw check` and `fw diff --base`."""
+    settings = effective_settings(load_stack_file(stack_file))
     release = render_release(settings.firewall)
     live = read_rules(_target(args, args.from_host))
     findings, _ = live_findings(live)
