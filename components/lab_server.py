@@ -174,7 +174,7 @@ def make_lab_servers(settings: StackSettings, release: Release) -> list[ServerHa
             probe_addresses=pulumi.Output.all(host.public_ip, host.ipv6_addresses).apply(lambda v: [v[0], *v[1]]),
             ssh_command=host.ssh_command, details={"labServerNamespace": host.namespace},
             # What anyone else sees is measured from the lab's internet namespace (the lab's vantage).
-            outside_namespace=lab.namespaces.apply(lambda n: n["internet"])))
+            outside_namespace=lab.namespaces.apply(lambda n: n["internet"]), component=lab))
     handles[0].extra_outputs = {
         "labServerNamespace": lab.namespaces.apply(lambda n: n["server"]),
         "labInternetNamespace": lab.namespaces.apply(lambda n: n["internet"]),

@@ -292,10 +292,16 @@ def run_scenario(scenario: dict) -> dict:
                 "replacement_trigger": opts.replacement_trigger}
 
     report: dict = {"error": None}
+    # The program's async entrypoint (`pulumi.run`), awaited after its module code as the SDK's
+    # run_in_stack does (under mocks nothing else would run it).
+    entrypoints: list = []
+    pulumi.run = entrypoints.append
 
     async def program_then_report():
         try:
             runpy.run_path(str(PROGRAM), run_name="__main__")
+            for entrypoint in entrypoints:
+                await entrypoint()
         except Exception as error:  # noqa: BLE001 - the report says what stopped the program
             report["error"] = {"type": type(error).__name__, "message": str(error)}
         report["registrations"] = [
