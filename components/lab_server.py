@@ -21,12 +21,11 @@ import pulumi_command as command
 from hardened_lightsail.policy import StackSettings
 from hardened_lightsail.release import Release
 from lab.edge_follower import return_note
-from lab.identity import LabIdentity, stack_lab
+from lab.identity import LabIdentity, slot_fix, stack_lab
 from lab.layout import LabLayout
 
 from .connection import SshTarget
 from .host_key import HostKey
-from .lab_step import slot_fix
 from .server_handle import ServerHandle
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
