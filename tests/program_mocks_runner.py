@@ -209,11 +209,14 @@ def run_scenario(scenario: dict) -> dict:
     # Record every Resource the program constructs, with the options it was given (after the
     # root stack, which set_mocks registered itself).
     registered: list[tuple] = []
+    constructed: list[dict] = []
     names: dict[int, str] = {}
     original_init = pulumi.Resource.__init__
 
     def recording_init(self, t, name, custom, props=None, opts=None, *args, **kwargs):
         names[id(self)] = name
+        # How many registrations had reached the monitor when the program built this resource.
+        constructed.append({"type": t, "name": name, "registered_before": len(wire)})
         registered.append((self, t, name, custom, props, opts))
         return original_init(self, t, name, custom, props, opts, *args, **kwargs)
 
@@ -319,7 +322,7 @@ def run_scenario(scenario: dict) -> dict:
 
     _sync_await(run_pulumi_func(program_then_report))
     # Objects the program put out of the garbage collector's sight (components/process_exit.py).
-    report.update(wire=wire, logs=logs, invokes=invokes, counters=counters, frozen=gc.get_freeze_count())
+    report.update(wire=wire, constructed=constructed, logs=logs, invokes=invokes, counters=counters, frozen=gc.get_freeze_count())
     return report
 
 
