@@ -4,6 +4,7 @@ Reads like a table of contents: config -> policy/release -> servers -> host fire
 import pulumi
 
 from components.cloud_readback import read_back_cloud_firewalls
+from components.early_registration import let_registrations_start
 from components.engine_shutdown import end_quietly_when_the_engine_stops
 from components.host_firewall import HostFirewall, HostFirewallArgs, fleet_scan_plan
 from components.process_exit import freeze_loaded_objects
@@ -27,35 +28,43 @@ release = checked_release(settings)
 # 3. Servers: Lightsail instances (or the local lab) with the cloud layer of the same policy.
 servers = make_servers(settings, release)
 
-# 4. Host layer: push, apply with rollback armed, confirm over a new connection, verify. A
-#    fleet's full scans are split among its servers (hardened_lightsail/scan_share.py).
-fleet_file = fleet_scan_plan(pulumi.get_stack(), [server.name for server in servers], settings.verify.fleet_scan)
-firewalls = [
-    HostFirewall(f"{server.name}-firewall", HostFirewallArgs(
-        target=server.target, release=release,
-        confirm_timeout_seconds=settings.firewall.confirm_timeout_seconds,
-        public_addresses=server.probe_addresses, server_identity=server.identity, ready=server.ready,
-        verify_scan=settings.verify.deployer_scan(settings.target), verify=settings.verify,
-        outside_namespace=server.outside_namespace, fleet=(str(fleet_file), server.name)))
-    for server in servers
-]
+async def host_layers_and_exports() -> None:
+    # The servers' registrations go out first: the engine starts the provider of their host keys
+    # while the host layers are built (components/early_registration.py).
+    await let_registrations_start([server.component for server in servers if server.component is not None])
 
-# 5. Cloud layer read back: what AWS stores for each cloud firewall must not let in more than the
-#    policy (checked after every host layer is deployed; none of them waits for it).
-read_back_cloud_firewalls(servers, firewalls, release.port_infos)
+    # 4. Host layer: push, apply with rollback armed, confirm over a new connection, verify. A
+    #    fleet's full scans are split among its servers (hardened_lightsail/scan_share.py).
+    fleet_file = fleet_scan_plan(pulumi.get_stack(), [server.name for server in servers], settings.verify.fleet_scan)
+    firewalls = [
+        HostFirewall(f"{server.name}-firewall", HostFirewallArgs(
+            target=server.target, release=release,
+            confirm_timeout_seconds=settings.firewall.confirm_timeout_seconds,
+            public_addresses=server.probe_addresses, server_identity=server.identity, ready=server.ready,
+            verify_scan=settings.verify.deployer_scan(settings.target), verify=settings.verify,
+            outside_namespace=server.outside_namespace, fleet=(str(fleet_file), server.name)))
+        for server in servers
+    ]
 
-# 6. Exports: the first server's addresses at the top level, every server under `servers`.
-pulumi.export("publicIp", servers[0].public_ip)
-pulumi.export("ipv6Addresses", servers[0].ipv6_addresses)
-pulumi.export("sshCommand", servers[0].ssh_command)
-pulumi.export("releaseHash", release.hash)
-pulumi.export("exposure", exposure_map(exposure_table(settings.firewall, release)))
-pulumi.export("verifiedExposure", firewalls[0].exposure)
-pulumi.export("servers", [{"name": s.name, "publicIp": s.public_ip, "ipv6Addresses": s.ipv6_addresses,
-                           "sshCommand": s.ssh_command, "verifiedExposure": f.exposure, **s.details}
-                          for s, f in zip(servers, firewalls, strict=True)])
-for key, value in servers[0].extra_outputs.items():
-    pulumi.export(key, value)
+    # 5. Cloud layer read back: what AWS stores for each cloud firewall must not let in more than the
+    #    policy (checked after every host layer is deployed; none of them waits for it).
+    read_back_cloud_firewalls(servers, firewalls, release.port_infos)
 
-# 7. So does everything the program built: the engine waits for this process's exit.
-freeze_loaded_objects()
+    # 6. Exports: the first server's addresses at the top level, every server under `servers`.
+    pulumi.export("publicIp", servers[0].public_ip)
+    pulumi.export("ipv6Addresses", servers[0].ipv6_addresses)
+    pulumi.export("sshCommand", servers[0].ssh_command)
+    pulumi.export("releaseHash", release.hash)
+    pulumi.export("exposure", exposure_map(exposure_table(settings.firewall, release)))
+    pulumi.export("verifiedExposure", firewalls[0].exposure)
+    pulumi.export("servers", [{"name": s.name, "publicIp": s.public_ip, "ipv6Addresses": s.ipv6_addresses,
+                               "sshCommand": s.ssh_command, "verifiedExposure": f.exposure, **s.details}
+                              for s, f in zip(servers, firewalls, strict=True)])
+    for key, value in servers[0].extra_outputs.items():
+        pulumi.export(key, value)
+
+    # 7. So does everything the program built: the engine waits for this process's exit.
+    freeze_loaded_objects()
+
+
+pulumi.run(host_layers_and_exports)

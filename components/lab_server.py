@@ -21,12 +21,11 @@ import pulumi_command as command
 from hardened_lightsail.policy import StackSettings
 from hardened_lightsail.release import Release
 from lab.edge_follower import return_note
-from lab.identity import LabIdentity, stack_lab
+from lab.identity import LabIdentity, slot_fix, stack_lab
 from lab.layout import LabLayout
 
 from .connection import SshTarget
 from .host_key import HostKey
-from .lab_step import slot_fix
 from .server_handle import ServerHandle
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -174,7 +173,7 @@ def make_lab_servers(settings: StackSettings, release: Release) -> list[ServerHa
             probe_addresses=pulumi.Output.all(host.public_ip, host.ipv6_addresses).apply(lambda v: [v[0], *v[1]]),
             ssh_command=host.ssh_command, details={"labServerNamespace": host.namespace},
             # What anyone else sees is measured from the lab's internet namespace (the lab's vantage).
-            outside_namespace=lab.namespaces.apply(lambda n: n["internet"])))
+            outside_namespace=lab.namespaces.apply(lambda n: n["internet"]), component=lab))
     handles[0].extra_outputs = {
         "labServerNamespace": lab.namespaces.apply(lambda n: n["server"]),
         "labInternetNamespace": lab.namespaces.apply(lambda n: n["internet"]),

@@ -23,23 +23,8 @@ from lab.boot import BootPlan
 from lab.cloud_layer import describe_open_ports, load_cloud_layer
 from lab.edge_follower import forget_return
 from lab.errors import LabError
-from lab.identity import stack_lab
+from lab.identity import slot_fix, stack_lab
 from lab.lifecycle import lab_down, lab_for, lab_up
-from lab.slots import SlotUnavailable
-
-SLOT_KEY = "hardened-lightsail:lab.slot"
-
-
-def slot_fix(error: LabError, stack: str) -> str:
-    """A slot problem worded for a stack: the fix is its config key, never another lab's `down`."""
-    if not isinstance(error, SlotUnavailable):
-        return str(error)
-    if error.requested is None:
-        return f"{error.problem}; `python -m lab list` shows who holds them"
-    choose = (f"pick a free one: `scripts/pulumi config set --path {SLOT_KEY} {error.free[0]} -s {stack}` "
-              f"(free now: {', '.join(map(str, error.free))})" if error.free else "no slot is free now")
-    return (f"{SLOT_KEY}: {error.problem}; {choose}, or let `up` allocate one: "
-            f"`scripts/pulumi config rm --path {SLOT_KEY} -s {stack}`")
 
 
 def recorded_slot(previous_stdout: str | None) -> int | None:

@@ -32,3 +32,6 @@ class ServerHandle:
     # A network namespace on this machine outside the admin CIDRs (the lab's internet), from which
     # the outside verification also probes; None: only verify.vantage, if set, measures that view.
     outside_namespace: pulumi.Output[str] | None = None
+    # The component the server's resources are children of (its host key among them): once it is
+    # registered, they can be (components/early_registration.py).
+    component: pulumi.Resource | None = None

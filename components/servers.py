@@ -28,7 +28,7 @@ def make_servers(settings: StackSettings, release: Release) -> list[ServerHandle
             ipv6_addresses=server.ipv6_addresses, probe_addresses=addresses,
             ssh_command=pulumi.Output.concat("ssh ", _port_flag(settings.firewall.ssh_port), server.target.user,
                                              "@", server.public_ip),
-            cloud_firewall=server.public_ports))
+            cloud_firewall=server.public_ports, component=server))
     return handles
 
 

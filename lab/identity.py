@@ -15,6 +15,7 @@ from pathlib import Path
 from .errors import LabError
 from .topology import NAME_MAX_LENGTH, validate_name
 
+SLOT_KEY = "hardened-lightsail:lab.slot"  # the stack config key that chooses the slot
 HASH_LENGTH = 4  # hex digits; only labs whose readable part is the same can collide at all
 LAB_DIR_NAME = ".lab"  # under the checkout, git-ignored
 
@@ -39,10 +40,24 @@ class LabIdentity:
     def slot_problem(self, requested: int | None = None, may_move: bool = False) -> LabError | None:
         """Why `up` could not give this lab a slot now (None: it could); claims nothing.
         `may_move`: the stack's lab is replaced to move it, so its present slot is no obstacle."""
-        from .lifecycle import machine_conflicts
+        from .machine_addresses import machine_conflicts
         from .slots import check_slot
         return check_slot(self.name, self.state_dir, requested, machine_conflicts(self.name, self.state_dir),
                           owner=self.owner, may_move=may_move)
+
+
+def slot_fix(error: LabError, stack: str) -> str:
+    """A slot problem worded for a stack: the fix is its config key, never another lab's `down`."""
+    from .slots import SlotUnavailable  # (as in slot_problem: loaded when a slot is checked)
+
+    if not isinstance(error, SlotUnavailable):
+        return str(error)
+    if error.requested is None:
+        return f"{error.problem}; `python -m lab list` shows who holds them"
+    choose = (f"pick a free one: `scripts/pulumi config set --path {SLOT_KEY} {error.free[0]} -s {stack}` "
+              f"(free now: {', '.join(map(str, error.free))})" if error.free else "no slot is free now")
+    return (f"{SLOT_KEY}: {error.problem}; {choose}, or let `up` allocate one: "
+            f"`scripts/pulumi config rm --path {SLOT_KEY} -s {stack}`")
 
 
 def lab_name(checkout: Path, stack: str) -> str:

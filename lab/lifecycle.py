@@ -14,7 +14,7 @@ from .edge_follower import return_note
 from .errors import LabError
 from .keys import HostKeyPair, ensure_keys, ensure_server_keys
 from .layout import RUNTIME_ENTRIES, LabLayout
-from .machine_addresses import machine_addresses, slot_conflicts
+from .machine_addresses import machine_conflicts
 from .netns import delete_namespace, ip, namespace_exists, namespace_pids
 from .network import build_network, network_state, teardown_network
 from .processes import stop_pids
@@ -47,12 +47,6 @@ def _check_directory_owner(name: str, state_dir: Path) -> dict | None:
         raise LabError(f"{state_dir} belongs to lab {recorded.get('name')!r}, not {name!r}: "
                        "use another --dir, or that lab's name")
     return recorded
-
-
-def machine_conflicts(name: str, state_dir: PathLike):
-    """conflicts(slot) for claim_slot/check_slot: why this machine can't give lab `name` a slot."""
-    machine = machine_addresses()
-    return lambda candidate: slot_conflicts(LabTopology(name, candidate, state_dir), machine)
 
 
 def _remove_servers(lab: LabTopology, keep: int) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from .commands import run_command
 from .topology import SERVER, LabTopology
@@ -48,6 +50,12 @@ def subnets_in_root(lab: LabTopology) -> dict[str, ipaddress.IPv4Network | ipadd
     uplink, server = lab.segments["uplink"].edge, lab.endpoint(SERVER)
     return {"deployer uplink": uplink.ipv4.network, "deployer uplink (IPv6)": uplink.ipv6.network,
             "server subnet": server.ipv4.network, "server subnet (IPv6)": server.ipv6.network}
+
+
+def machine_conflicts(name: str, state_dir: str | Path) -> Callable[[int], list[str]]:
+    """conflicts(slot) for claim_slot/check_slot: why this machine can't give lab `name` a slot."""
+    machine = machine_addresses()
+    return lambda candidate: slot_conflicts(LabTopology(name, candidate, state_dir), machine)
 
 
 def slot_conflicts(lab: LabTopology, machine: list[MachineAddress]) -> list[str]:

@@ -209,11 +209,14 @@ def run_scenario(scenario: dict) -> dict:
     # Record every Resource the program constructs, with the options it was given (after the
     # root stack, which set_mocks registered itself).
     registered: list[tuple] = []
+    constructed: list[dict] = []
     names: dict[int, str] = {}
     original_init = pulumi.Resource.__init__
 
     def recording_init(self, t, name, custom, props=None, opts=None, *args, **kwargs):
         names[id(self)] = name
+        # How many registrations had reached the monitor when the program built this resource.
+        constructed.append({"type": t, "name": name, "registered_before": len(wire)})
         registered.append((self, t, name, custom, props, opts))
         return original_init(self, t, name, custom, props, opts, *args, **kwargs)
 
@@ -292,10 +295,16 @@ def run_scenario(scenario: dict) -> dict:
                 "replacement_trigger": opts.replacement_trigger}
 
     report: dict = {"error": None}
+    # The program's async entrypoint (`pulumi.run`), awaited after its module code as the SDK's
+    # run_in_stack does (under mocks nothing else would run it).
+    entrypoints: list = []
+    pulumi.run = entrypoints.append
 
     async def program_then_report():
         try:
             runpy.run_path(str(PROGRAM), run_name="__main__")
+            for entrypoint in entrypoints:
+                await entrypoint()
         except Exception as error:  # noqa: BLE001 - the report says what stopped the program
             report["error"] = {"type": type(error).__name__, "message": str(error)}
         report["registrations"] = [
@@ -313,7 +322,7 @@ def run_scenario(scenario: dict) -> dict:
 
     _sync_await(run_pulumi_func(program_then_report))
     # Objects the program put out of the garbage collector's sight (components/process_exit.py).
-    report.update(wire=wire, logs=logs, invokes=invokes, counters=counters, frozen=gc.get_freeze_count())
+    report.update(wire=wire, constructed=constructed, logs=logs, invokes=invokes, counters=counters, frozen=gc.get_freeze_count())
     return report
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from components.lab_step import recorded_slot, slot_fix
+from components.lab_step import recorded_slot
 from hardened_lightsail.config import settings_from_values
 from hardened_lightsail.effective_settings import effective_settings
 from lab.errors import LabError
-from lab.identity import stack_lab
+from lab.identity import slot_fix, stack_lab
 from lab.slots import SlotUnavailable, check_slot, claim_slot, registered_labs
 from lab.topology import ADMIN_CIDRS, DEPLOYER_CIDRS, NAME_PATTERN, ROOT, SLOT_COUNT, LabTopology, validate_name
 

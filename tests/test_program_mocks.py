@@ -564,6 +564,20 @@ def test_exposure_export_of_the_fleet_shows_the_udp_range_to_its_sources_only():
 
 # --- fleets and variants
 
+def test_the_host_layers_are_built_once_the_servers_are_registered():
+    # So the servers' children (their host keys first) are on their way to the engine, which starts
+    # the host keys' provider process while the host layers are built (components/early_registration.py).
+    # When each child's request leaves is up to the SDK's threads: the benchmark measures the effect.
+    report = report_of("two-server-fleet")
+    first_host_layer = next(built for built in report.raw["constructed"]
+                            if built["type"] == "hardened-lightsail:host:HostFirewall")
+    registered_before = {sent["name"] for sent in report.raw["wire"][:first_host_layer["registered_before"]]}
+    assert {"web-0", "web-1"} <= registered_before
+    assert {sent["name"] for sent in report.raw["wire"] if sent["type"].endswith(":HostKey")} == \
+        {"web-0-host-key", "web-1-host-key"}
+
+
+
 def test_two_servers_get_two_independent_chains():
     report = report_of("two-server-fleet")
     report.assert_fully_resolved()
