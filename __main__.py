@@ -28,6 +28,7 @@ release = checked_release(settings)
 # 3. Servers: Lightsail instances (or the local lab) with the cloud layer of the same policy.
 servers = make_servers(settings, release)
 
+
 async def host_layers_and_exports() -> None:
     # The servers' registrations go out first: the engine starts the provider of their host keys
     # while the host layers are built (components/early_registration.py).
