@@ -577,7 +577,6 @@ def test_the_host_layers_are_built_once_the_servers_are_registered():
         {"web-0-host-key", "web-1-host-key"}
 
 
-
 def test_two_servers_get_two_independent_chains():
     report = report_of("two-server-fleet")
     report.assert_fully_resolved()

@@ -166,8 +166,9 @@ def test_a_lab_slot_held_by_another_checkout_is_refused_before_anything_is_regis
                         rf"hardened-lightsail:lab\.slot -s {STACK}`", error), error
     assert "down" not in error
     # A free one (as the error listed them: other labs may run on this machine) is honoured:
-    # handed to `hl-lab up`, and a new slot means a new lab.
-    free = re.search(r"\(free now: ([\d, ]+)\)", error).group(1).split(", ")[0]
+    # handed to `hl-lab up`, and a new slot means a new lab. The highest: a lab another test starts
+    # meanwhile takes the lowest usable one.
+    free = re.search(r"\(free now: ([\d, ]+)\)", error).group(1).split(", ")[-1]
     honoured = Report(run_program(STACK, {**VALUES, "lab": {"slot": int(free)}}))
     honoured.assert_fully_resolved()
     assert honoured.inputs("lab-lab")["environment"]["HL_LAB_SLOT"] == free
