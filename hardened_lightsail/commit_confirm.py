@@ -121,10 +121,30 @@ def confirm(target: RemoteRelease, timeout_seconds: int, nonce: str, applied_at:
     raise DeployError(message)
 
 
+def stale_copies_removed(target: RemoteRelease) -> str:
+    """Shell that removes the copies of earlier releases beside this one (`PREFIX<hash>`
+    directories in the login home: CopyToRemote never deletes what it copied, so every policy
+    change left one behind, megabytes each with a long blocklist). Only once a release is
+    confirmed: the host keeps its own checked copies of the releases a rollback needs (hlfw's
+    state directory). Symlinks and other names are left alone; a failure changes nothing else."""
+    home, _, name = target.remote_dir.rpartition("/")
+    prefix = name.removesuffix(target.release)
+    if not home or not prefix or prefix == name:
+        return ":"  # not the layout HostFirewall makes: nothing here is known to be ours
+    hex_digits = "[0-9a-f]" * len(target.release)
+    return (f"for d in {shlex.quote(home)}/{shlex.quote(prefix)}*; do case \"${{d##*/}}\" in "
+            f"{shlex.quote(name)}) ;; {shlex.quote(prefix)}{hex_digits}) "
+            f"[ -d \"$d\" ] && [ ! -L \"$d\" ] && rm -rf -- \"$d\" ;; esac; done")
+
+
 def verify_on_host(target: RemoteRelease) -> str:
-    """`hlfw verify` over a new connection; its report starts with the client address it saw."""
+    """`hlfw verify` over a new connection; its report starts with the client address it saw.
+    The same connection removes the home's copies of earlier releases (it runs only after a
+    confirm); its exit status stays verify's."""
     result = run_remote(target.endpoint, f'echo "client: ${{SSH_CLIENT%% *}}"; '
-                                         f"{target.hlfw} verify --release {target.release}", connect_timeout=10)
+                                         f"{target.hlfw} verify --release {target.release}; status=$?; "
+                                         f"{{ {stale_copies_removed(target)}; }} >/dev/null 2>&1; exit $status",
+                        connect_timeout=10)
     if result.returncode != 0:
         raise DeployError(f"verify on the host: release {target.release} is not what the host runs "
                           f"(exit {result.returncode}):\n{result.stdout.strip()}\n{result.stderr.strip()}")

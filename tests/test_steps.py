@@ -272,6 +272,10 @@ def test_deploy_step_also_measures_from_an_ssh_vantage_with_its_pinned_key(lab, 
            "HL_RELEASE": release.hash, "HL_RELEASE_DIR": str(release_dir), "HL_CONFIRM_TIMEOUT": "30",
            "HL_ADDRESSES": f'["{lab.address(SERVER, 4)}", "{lab.address(SERVER, 6)}"]', "HL_VERIFY_SCAN": QUICK}
     step = ["ip", "netns", "exec", lab.namespace(ADMIN), str(PROJECT_DIR / "scripts" / "hl-step"), "deploy"]
+    # An earlier release's copy in the login home: gone once this one is confirmed and verified.
+    earlier = tmp_path / "home" / f".hardened-lightsail-{'f' * len(release.hash)}"
+    earlier.mkdir(parents=True)
+    (earlier / "RELEASE").write_text("f" * len(release.hash) + "\n")
     directory = tmp_path / "vantage"
     directory.mkdir()
     with VantageSshd(lab, directory) as vantage:
@@ -286,6 +290,7 @@ def test_deploy_step_also_measures_from_an_ssh_vantage_with_its_pinned_key(lab, 
             # The app port is internet2's alone: measured open from there (and closed from the internet).
             assert _row(section, address, f"tcp/{APP_PORT}")[2:] == ["yes", "allowed", "open", "ok"]
         assert "verify from outside: quick scan from this deployer; full scan from vantage" in result.stdout
+        assert sorted(path.name for path in (tmp_path / "home").iterdir()) == [f".hardened-lightsail-{release.hash}"]
         # Another key at the vantage's address: refused before anything runs there.
         impostor = PublicHostKey.parse(generate_host_key("someone else")[1])
         refused = subprocess.run(step, cwd=PROJECT_DIR, env={**env, **vantage.environment(impostor.line)},
