@@ -71,20 +71,15 @@ ipsets_build_finish() {
 }
 
 # ipsets_built SOURCE STATUS PAIRS: the end of a build; returns 1 (LAST_ERROR set, temporaries
-# destroyed) unless both `ipset restore`s succeeded and PAIRS says every line was read.
+# destroyed) unless both `ipset restore`s succeeded. PAIRS is whole: every build starts from
+# files ipsets_check_and_rename accepted only with its "complete" line.
 ipsets_built() {
     if [ "$2" -ne 0 ]; then
         LAST_ERROR="ipset restore < $1 failed: $(ipsets_build_error "$1")"
         ipsets_destroy_temporaries
         return 1
     fi
-    _ib_complete=
-    { IFS= read -r IPSET_TEMPORARIES && IFS= read -r _ib_complete; } 2>/dev/null <"$3" || _ib_complete=
-    if [ "$_ib_complete" != complete ]; then
-        LAST_ERROR="cannot rewrite $1 for the temporary sets"
-        ipsets_destroy_temporaries
-        return 1
-    fi
+    IFS= read -r IPSET_TEMPORARIES <"$3"
     IPSET_COUNT=0
     for _ib_pair in $IPSET_TEMPORARIES; do
         IPSET_COUNT=$((IPSET_COUNT + 1))
@@ -115,7 +110,7 @@ ipsets_build_stop() {
     IPSET_BUILD_PIDS=
 }
 
-# Puts the sets the last ipsets_build_temporaries built in place, each in one `ipset swap`
+# Puts the sets the last build (ipsets_build_finish) made in place, each in one `ipset swap`
 # (or a rename when the set is new).
 ipsets_swap_in() {
     for _isi_pair in $IPSET_TEMPORARIES; do
